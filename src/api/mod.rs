@@ -1,0 +1,38 @@
+//! The user-facing API: group `bucketbroker.io`, version `v1alpha1`.
+//!
+//! Three namespaced kinds: a [`Bucket`] is an S3 bucket; a [`BucketBinding`] (for apps in the cluster) and a
+//! [`BucketServiceKey`] (for use outside it) are credentials to one Bucket, delivered in a Secret. The doc
+//! comments on every field are what `kubectl explain` shows, so they are written for the user.
+
+mod bucket;
+mod credentials;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+pub use bucket::{Bucket, BucketSpec, BucketStatus, DeletionPolicy};
+pub use credentials::{
+    AccessSpec, BucketBinding, BucketBindingSpec, BucketRef, BucketServiceKey, BucketServiceKeySpec,
+    CredentialStatus, Permissions, SecretRef,
+};
+
+/// The API group of every bucket-broker kind.
+pub const GROUP: &str = "bucketbroker.io";
+/// The single served and stored version.
+pub const VERSION: &str = "v1alpha1";
+/// `kubectl get bucketbroker` lists all three kinds.
+pub const CATEGORY: &str = "bucketbroker";
+
+/// Reads a condition of the given type from a status' condition list.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// The three CRDs, in the order a cluster admin applies them.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    use kube::CustomResourceExt;
+    vec![Bucket::crd(), BucketBinding::crd(), BucketServiceKey::crd()]
+}
+
+#[cfg(test)]
+mod tests;

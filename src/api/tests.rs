@@ -1,0 +1,265 @@
+//! Schema and CEL rule tests: what the API server will accept, default and reject.
+
+use kube::CustomResourceExt;
+use kube::core::cel::{validate_cel, validate_cel_update};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn schema_of(
+    crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> Value {
+    let version = &crd.spec.versions[0];
+    serde_json::to_value(version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()))
+        .expect("schema serializes")
+}
+
+fn binding(spec: Value) -> BucketBinding {
+    serde_json::from_value(json!({
+        "apiVersion": "bucketbroker.io/v1alpha1",
+        "kind": "BucketBinding",
+        "metadata": {"name": "app", "namespace": "team"},
+        "spec": spec,
+    }))
+    .expect("valid binding")
+}
+
+fn bucket(spec: Value) -> Bucket {
+    serde_json::from_value(json!({
+        "apiVersion": "bucketbroker.io/v1alpha1",
+        "kind": "Bucket",
+        "metadata": {"name": "assets", "namespace": "team"},
+        "spec": spec,
+    }))
+    .expect("valid bucket")
+}
+
+#[test]
+fn names_scope_and_categories() {
+    let cases = [
+        (Bucket::crd(), "buckets", "Bucket", "bkt"),
+        (BucketBinding::crd(), "bucketbindings", "BucketBinding", "bkb"),
+        (BucketServiceKey::crd(), "bucketservicekeys", "BucketServiceKey", "bsk"),
+    ];
+    for (crd, plural, kind, short) in cases {
+        assert_eq!(crd.spec.group, GROUP);
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.plural, plural);
+        assert_eq!(crd.spec.names.kind, kind);
+        assert_eq!(crd.spec.names.short_names.as_deref(), Some(&[short.to_owned()][..]));
+        assert_eq!(crd.spec.names.categories.as_deref(), Some(&[CATEGORY.to_owned()][..]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, VERSION);
+        assert!(version.served && version.storage);
+        assert!(
+            version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{kind}: status subresource"
+        );
+        let description = schema_of(&crd)["description"].as_str().unwrap_or_default().to_owned();
+        assert!(!description.is_empty() && !description.contains("Auto-generated"), "{kind}: {description}");
+    }
+}
+
+#[test]
+fn printer_columns_follow_the_design() {
+    let columns = |crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+        crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| (c.name.to_uppercase(), c.json_path.clone()))
+            .collect::<Vec<_>>()
+    };
+    let ready = ".status.conditions[?(@.type==\"Ready\")].status".to_owned();
+    assert_eq!(
+        columns(&Bucket::crd()),
+        [
+            ("BUCKET".to_owned(), ".status.bucketName".to_owned()),
+            ("PUBLIC".to_owned(), ".spec.public".to_owned()),
+            ("READY".to_owned(), ready.clone()),
+            ("AGE".to_owned(), ".metadata.creationTimestamp".to_owned()),
+        ]
+    );
+    for crd in [BucketBinding::crd(), BucketServiceKey::crd()] {
+        assert_eq!(
+            columns(&crd),
+            [
+                ("BUCKET".to_owned(), ".spec.bucketRef.name".to_owned()),
+                ("PERMISSIONS".to_owned(), ".spec.permissions".to_owned()),
+                ("SECRET".to_owned(), ".status.binding.name".to_owned()),
+                ("READY".to_owned(), ready.clone()),
+                ("AGE".to_owned(), ".metadata.creationTimestamp".to_owned()),
+            ]
+        );
+    }
+}
+
+#[test]
+fn spec_defaults_enums_and_required_fields() {
+    let bucket = schema_of(&Bucket::crd());
+    let spec = &bucket["properties"]["spec"];
+    assert_eq!(spec["properties"]["public"]["default"], json!(false));
+    assert_eq!(spec["properties"]["deletionPolicy"]["default"], json!("Delete"));
+    assert_eq!(spec["properties"]["deletionPolicy"]["enum"], json!(["Delete", "Retain"]));
+    assert!(spec["required"].as_array().is_none_or(|r| r.is_empty()), "a Bucket needs no spec field");
+
+    for crd in [BucketBinding::crd(), BucketServiceKey::crd()] {
+        let schema = schema_of(&crd);
+        let spec = &schema["properties"]["spec"];
+        assert_eq!(spec["required"], json!(["bucketRef"]));
+        assert_eq!(spec["properties"]["bucketRef"]["required"], json!(["name"]));
+        assert_eq!(spec["properties"]["permissions"]["default"], json!("ReadWrite"));
+        assert_eq!(spec["properties"]["permissions"]["enum"], json!(["ReadWrite", "ReadOnly"]));
+        assert_eq!(spec["properties"]["allowExternalAccess"]["default"], json!(false));
+        assert_eq!(spec["properties"]["secretName"]["type"], json!("string"));
+    }
+}
+
+#[test]
+fn every_field_is_documented() {
+    fn walk(path: &str, node: &Value, undocumented: &mut Vec<String>) {
+        if let Some(props) = node["properties"].as_object() {
+            for (name, child) in props {
+                let child_path = format!("{path}.{name}");
+                // metadata is documented by Kubernetes itself.
+                if child_path != ".metadata" && child["description"].as_str().is_none_or(str::is_empty) {
+                    undocumented.push(child_path.clone());
+                }
+                walk(&child_path, child, undocumented);
+            }
+        }
+        if node["items"].is_object() {
+            walk(&format!("{path}[]"), &node["items"], undocumented);
+        }
+    }
+    for crd in crds() {
+        let mut undocumented = Vec::new();
+        let schema = schema_of(&crd);
+        walk("", &schema["properties"]["spec"], &mut undocumented);
+        walk("", &schema["properties"]["status"], &mut undocumented);
+        assert!(undocumented.is_empty(), "{}: undocumented {undocumented:?}", crd.spec.names.kind);
+    }
+}
+
+#[test]
+fn schemas_are_structural_and_fit_kubernetes_1_28() {
+    // A structural schema gives every node a type (or says it is int-or-string / preserves unknown fields),
+    // and uses no $ref; selectableFields and optionalOldSelf need Kubernetes 1.29 or later.
+    fn walk(path: &str, node: &Value, problems: &mut Vec<String>) {
+        let Some(obj) = node.as_object() else { return };
+        let typed = obj.contains_key("type")
+            || obj.get("x-kubernetes-int-or-string") == Some(&json!(true))
+            || obj.get("x-kubernetes-preserve-unknown-fields") == Some(&json!(true));
+        if !typed {
+            problems.push(format!("{path}: no type"));
+        }
+        for key in
+            ["$ref", "definitions", "$defs", "oneOf", "anyOf", "allOf", "additionalItems", "uniqueItems"]
+        {
+            if obj.contains_key(key) {
+                problems.push(format!("{path}: {key}"));
+            }
+        }
+        for rule in obj.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
+            for key in rule.as_object().into_iter().flat_map(|r| r.keys()) {
+                if !["rule", "message"].contains(&key.as_str()) {
+                    problems.push(format!(
+                        "{path}: validation rule field {key} needs Kubernetes newer than 1.28"
+                    ));
+                }
+            }
+        }
+        for (name, child) in obj.get("properties").and_then(Value::as_object).into_iter().flatten() {
+            walk(&format!("{path}.{name}"), child, problems);
+        }
+        if let Some(items) = obj.get("items") {
+            walk(&format!("{path}[]"), items, problems);
+        }
+        if let Some(extra) = obj.get("additionalProperties").filter(|v| v.is_object()) {
+            walk(&format!("{path}{{}}"), extra, problems);
+        }
+    }
+    for crd in crds() {
+        let mut problems = Vec::new();
+        walk("", &schema_of(&crd), &mut problems);
+        assert!(problems.is_empty(), "{}: {problems:?}", crd.spec.names.kind);
+        assert!(crd.spec.versions[0].selectable_fields.is_none());
+    }
+}
+
+#[test]
+fn conditions_are_a_list_map_keyed_by_type() {
+    for crd in crds() {
+        let conditions = &schema_of(&crd)["properties"]["status"]["properties"]["conditions"];
+        assert_eq!(conditions["x-kubernetes-list-type"], json!("map"), "{}", crd.spec.names.kind);
+        assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+        let required = conditions["items"]["required"].as_array().cloned().unwrap_or_default();
+        assert!(required.contains(&json!("type")), "list-map keys must be required");
+    }
+}
+
+#[test]
+fn binding_bucket_ref_is_immutable() {
+    let old = binding(json!({"bucketRef": {"name": "assets"}}));
+    let moved = binding(json!({"bucketRef": {"name": "other"}}));
+    let errors = validate_cel_update(&moved, &old).expect_err("changing bucketRef is rejected");
+    assert!(format!("{errors:?}").contains("bucketRef is immutable"), "{errors:?}");
+}
+
+#[test]
+fn binding_permissions_and_external_access_may_change() {
+    let old = binding(json!({"bucketRef": {"name": "assets"}, "permissions": "ReadWrite"}));
+    let new = binding(
+        json!({"bucketRef": {"name": "assets"}, "permissions": "ReadOnly", "allowExternalAccess": true}),
+    );
+    validate_cel_update(&new, &old).expect("permissions and allowExternalAccess are mutable");
+    validate_cel(&new).expect("a new binding passes every rule");
+}
+
+#[test]
+fn binding_secret_name_is_immutable_including_setting_and_unsetting() {
+    let unset = binding(json!({"bucketRef": {"name": "assets"}}));
+    let set = binding(json!({"bucketRef": {"name": "assets"}, "secretName": "creds"}));
+    let other = binding(json!({"bucketRef": {"name": "assets"}, "secretName": "other"}));
+    for (new, old) in [(&set, &unset), (&unset, &set), (&other, &set)] {
+        let errors = validate_cel_update(new, old).expect_err("secretName change is rejected");
+        assert!(format!("{errors:?}").contains("secretName is immutable"), "{errors:?}");
+    }
+    validate_cel_update(&set, &set).expect("an unchanged secretName passes");
+}
+
+#[test]
+fn bucket_region_is_immutable_and_public_may_change() {
+    let old = bucket(json!({"region": "eu-west-2"}));
+    let moved = bucket(json!({"region": "eu-west-1"}));
+    let unset = bucket(json!({}));
+    for (new, previous) in [(&moved, &old), (&unset, &old), (&old, &unset)] {
+        let errors = validate_cel_update(new, previous).expect_err("region change is rejected");
+        assert!(format!("{errors:?}").contains("region is immutable"), "{errors:?}");
+    }
+    let public = bucket(json!({"region": "eu-west-2", "public": true, "deletionPolicy": "Retain"}));
+    validate_cel_update(&public, &old).expect("public and deletionPolicy are mutable");
+}
+
+#[test]
+fn service_key_shares_the_binding_spec() {
+    let key: BucketServiceKey = serde_json::from_value(json!({
+        "apiVersion": "bucketbroker.io/v1alpha1",
+        "kind": "BucketServiceKey",
+        "metadata": {"name": "laptop"},
+        "spec": {"bucketRef": {"name": "assets"}, "allowExternalAccess": true},
+    }))
+    .expect("valid service key");
+    assert_eq!(key.spec.bucket_ref.name, "assets");
+    assert_eq!(key.spec.permissions, Permissions::ReadWrite);
+    assert!(key.spec.allow_external_access);
+    let spec_without_description = |crd| {
+        let mut spec = schema_of(&crd)["properties"]["spec"].clone();
+        spec.as_object_mut().and_then(|s| s.remove("description"));
+        spec
+    };
+    assert_eq!(
+        spec_without_description(BucketServiceKey::crd()),
+        spec_without_description(BucketBinding::crd())
+    );
+}

@@ -1,0 +1,6 @@
+//! Pure builders: everything the controllers decide without I/O. AWS names, ARNs and URLs ([`names`]),
+//! policy documents ([`policy`]), status conditions ([`conditions`]). Tested without any server.
+
+pub mod conditions;
+pub mod names;
+pub mod policy;

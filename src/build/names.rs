@@ -1,0 +1,119 @@
+//! AWS names, ARNs, URLs and tags. Names come from the Kubernetes uid, never from user-chosen names, so a
+//! re-created object can never take over someone else's bucket or IAM user.
+
+/// Tag keys written on every AWS object; the uid tag is checked before any delete or adoption.
+pub mod tag {
+    pub const NAMESPACE: &str = "bucketbroker.io/namespace";
+    pub const NAME: &str = "bucketbroker.io/name";
+    pub const UID: &str = "bucketbroker.io/uid";
+    pub const KIND: &str = "bucketbroker.io/kind";
+    pub const CREATED_BY: &str = "created_by";
+    pub const DEPLOY_ENV: &str = "deploy_env";
+    /// The value of [`CREATED_BY`].
+    pub const CREATED_BY_VALUE: &str = "bucket-broker";
+}
+
+/// The AWS bucket name of a Bucket.
+pub fn bucket_name(prefix: &str, uid: &str) -> String {
+    format!("{prefix}{}", uid.to_ascii_lowercase())
+}
+
+/// The IAM user name of a BucketBinding or BucketServiceKey.
+pub fn user_name(prefix: &str, uid: &str) -> String {
+    format!("{prefix}{uid}")
+}
+
+/// The AWS partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// `arn:<partition>:s3:::<bucket>`.
+pub fn bucket_arn(partition: &str, bucket: &str) -> String {
+    format!("arn:{partition}:s3:::{bucket}")
+}
+
+/// The HTTPS base URL of a bucket: virtual-hosted style on AWS, path style on a custom endpoint (local
+/// emulators and most S3-compatible stores do not resolve bucket subdomains).
+pub fn bucket_endpoint(bucket: &str, region: &str, custom_endpoint: Option<&str>) -> String {
+    match custom_endpoint {
+        Some(endpoint) => format!("{}/{bucket}", endpoint.trim_end_matches('/')),
+        None => {
+            let suffix = if partition(region) == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" };
+            format!("https://{bucket}.s3.{region}.{suffix}")
+        }
+    }
+}
+
+/// Identifies the Kubernetes object behind an AWS object, for its tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner<'a> {
+    pub kind: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
+/// The tags of every AWS object the controller creates, sorted by key.
+pub fn tags(owner: &Owner<'_>, deploy_env: &str) -> Vec<(String, String)> {
+    let mut tags = vec![
+        (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
+        (tag::DEPLOY_ENV.to_owned(), deploy_env.to_owned()),
+        (tag::KIND.to_owned(), owner.kind.to_owned()),
+        (tag::NAME.to_owned(), owner.name.to_owned()),
+        (tag::NAMESPACE.to_owned(), owner.namespace.to_owned()),
+        (tag::UID.to_owned(), owner.uid.to_owned()),
+    ];
+    tags.sort();
+    tags
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UID: &str = "0b6c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d";
+
+    #[test]
+    fn names_come_from_the_uid_and_fit_aws_limits() {
+        let bucket = bucket_name("bucket-broker-", UID);
+        assert_eq!(bucket, format!("bucket-broker-{UID}"));
+        let longest = bucket_name(&"p".repeat(crate::config::MAX_BUCKET_PREFIX_LEN), UID);
+        assert_eq!(longest.len(), 63);
+        let user = user_name(&"u".repeat(crate::config::MAX_USER_PREFIX_LEN), UID);
+        assert_eq!(user.len(), 64);
+    }
+
+    #[test]
+    fn arns_and_endpoints_follow_the_partition() {
+        assert_eq!(bucket_arn(partition("eu-west-2"), "b"), "arn:aws:s3:::b");
+        assert_eq!(bucket_arn(partition("cn-north-1"), "b"), "arn:aws-cn:s3:::b");
+        assert_eq!(bucket_arn(partition("us-gov-west-1"), "b"), "arn:aws-us-gov:s3:::b");
+        assert_eq!(bucket_endpoint("b", "eu-west-2", None), "https://b.s3.eu-west-2.amazonaws.com");
+        assert_eq!(bucket_endpoint("b", "cn-north-1", None), "https://b.s3.cn-north-1.amazonaws.com.cn");
+        assert_eq!(
+            bucket_endpoint("b", "eu-west-2", Some("http://127.0.0.1:5000/")),
+            "http://127.0.0.1:5000/b"
+        );
+    }
+
+    #[test]
+    fn tags_name_the_owner() {
+        let owner = Owner { kind: "Bucket", namespace: "team", name: "assets", uid: UID };
+        let tags = tags(&owner, "prod");
+        let get = |k: &str| tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        assert_eq!(get(tag::UID), Some(UID));
+        assert_eq!(get(tag::NAMESPACE), Some("team"));
+        assert_eq!(get(tag::NAME), Some("assets"));
+        assert_eq!(get(tag::KIND), Some("Bucket"));
+        assert_eq!(get(tag::CREATED_BY), Some("bucket-broker"));
+        assert_eq!(get(tag::DEPLOY_ENV), Some("prod"));
+        assert_eq!(tags.len(), 6);
+    }
+}

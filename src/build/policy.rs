@@ -1,0 +1,226 @@
+//! IAM and bucket policy documents.
+//!
+//! Access is granted by each credential's own inline user policy, never by editing the shared bucket
+//! policy: bindings cannot race each other with read-modify-write, and the bucket policy's 20 KB limit does
+//! not cap how many bindings a bucket can have. The bucket policy only carries bucket-wide rules: TLS only,
+//! and anonymous reads of objects when the bucket is public.
+
+use serde_json::{Value, json};
+
+use crate::api::Permissions;
+use crate::config::Cidr;
+
+const VERSION: &str = "2012-10-17";
+
+/// What a read-only credential may do: the seed's read-only column, plus reading object tags.
+pub const READ_ONLY_ACTIONS: &[&str] =
+    &["s3:GetBucketLocation", "s3:ListBucket", "s3:GetBucketCORS", "s3:GetObject", "s3:GetObjectTagging"];
+
+/// What a read-write credential may do on top of [`READ_ONLY_ACTIONS`]; multipart uploads included,
+/// because every SDK switches to them for large objects.
+pub const READ_WRITE_EXTRA_ACTIONS: &[&str] = &[
+    "s3:PutObject",
+    "s3:DeleteObject",
+    "s3:PutBucketCORS",
+    "s3:AbortMultipartUpload",
+    "s3:ListMultipartUploadParts",
+    "s3:ListBucketMultipartUploads",
+];
+
+/// The platform network credentials are confined to unless they allow external access.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlatformNetwork {
+    pub cidrs: Vec<Cidr>,
+    pub vpc_endpoints: Vec<String>,
+}
+
+impl PlatformNetwork {
+    /// No CIDR and no VPC endpoint: there is nothing to restrict credentials to.
+    pub fn is_configured(&self) -> bool {
+        !self.cidrs.is_empty() || !self.vpc_endpoints.is_empty()
+    }
+}
+
+/// The bucket policy, or `None` when it would be empty (then it is deleted rather than written).
+pub fn bucket_policy(bucket_arn: &str, public: bool, require_tls: bool) -> Option<Value> {
+    let mut statements = Vec::new();
+    if require_tls {
+        statements.push(json!({
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": [bucket_arn, format!("{bucket_arn}/*")],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }));
+    }
+    if public {
+        statements.push(json!({
+            "Sid": "PublicReadObjects",
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": "s3:GetObject",
+            "Resource": format!("{bucket_arn}/*"),
+        }));
+    }
+    (!statements.is_empty()).then(|| json!({"Version": VERSION, "Statement": statements}))
+}
+
+/// The inline policy of a credential's IAM user: access to exactly one bucket, and, unless external access
+/// is allowed and a platform network is configured, a deny of every request from outside that network.
+pub fn user_policy(
+    bucket_arn: &str,
+    permissions: Permissions,
+    allow_external_access: bool,
+    network: &PlatformNetwork,
+) -> Value {
+    let mut actions: Vec<&str> = READ_ONLY_ACTIONS.to_vec();
+    if permissions == Permissions::ReadWrite {
+        actions.extend_from_slice(READ_WRITE_EXTRA_ACTIONS);
+    }
+    let mut statements = vec![json!({
+        "Sid": "BucketAccess",
+        "Effect": "Allow",
+        "Action": actions,
+        "Resource": [bucket_arn, format!("{bucket_arn}/*")],
+    })];
+    if !allow_external_access && network.is_configured() {
+        // Conditions in one statement are ANDed: a request is denied only when it comes neither from a
+        // platform address nor through a platform VPC endpoint.
+        let mut condition = serde_json::Map::new();
+        if !network.cidrs.is_empty() {
+            let cidrs: Vec<String> = network.cidrs.iter().map(Cidr::to_string).collect();
+            condition.insert("NotIpAddress".into(), json!({"aws:SourceIp": cidrs}));
+        }
+        if !network.vpc_endpoints.is_empty() {
+            condition.insert("StringNotEquals".into(), json!({"aws:SourceVpce": network.vpc_endpoints}));
+        }
+        statements.push(json!({
+            "Sid": "DenyOutsidePlatformNetwork",
+            "Effect": "Deny",
+            "Action": "s3:*",
+            "Resource": "*",
+            "Condition": condition,
+        }));
+    }
+    json!({"Version": VERSION, "Statement": statements})
+}
+
+/// Whether two policy documents mean the same, ignoring what AWS rewrites when it stores one: key order,
+/// whitespace, a one-element list written as a scalar, and the order of list items.
+pub fn equivalent(a: &Value, b: &Value) -> bool {
+    normalize(a) == normalize(b)
+}
+
+fn normalize(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), normalize(v))).collect()),
+        Value::Array(items) if items.len() == 1 => normalize(&items[0]),
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.iter().map(normalize).collect();
+            items.sort_by_key(|v| v.to_string());
+            Value::Array(items)
+        }
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ARN: &str = "arn:aws:s3:::bucket-broker-x";
+
+    fn network() -> PlatformNetwork {
+        PlatformNetwork {
+            cidrs: vec!["10.0.0.0/16".parse().expect("cidr"), "2001:db8::/32".parse().expect("cidr")],
+            vpc_endpoints: vec!["vpce-0123abcd".to_owned()],
+        }
+    }
+
+    fn actions(policy: &Value) -> Vec<String> {
+        serde_json::from_value(policy["Statement"][0]["Action"].clone()).expect("action list")
+    }
+
+    #[test]
+    fn private_bucket_policy_only_denies_plain_http() {
+        let policy = bucket_policy(ARN, false, true).expect("a TLS-only policy");
+        let statements = policy["Statement"].as_array().expect("statements");
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Effect"], "Deny");
+        assert_eq!(statements[0]["Action"], "s3:*");
+        assert_eq!(statements[0]["Condition"], json!({"Bool": {"aws:SecureTransport": "false"}}));
+        assert_eq!(statements[0]["Resource"], json!([ARN, format!("{ARN}/*")]));
+    }
+
+    #[test]
+    fn public_bucket_policy_allows_anonymous_object_reads_only() {
+        let policy = bucket_policy(ARN, true, true).expect("policy");
+        let allow = &policy["Statement"][1];
+        assert_eq!(allow["Effect"], "Allow");
+        assert_eq!(allow["Principal"], "*");
+        assert_eq!(allow["Action"], "s3:GetObject");
+        assert_eq!(allow["Resource"], format!("{ARN}/*"), "objects only: no anonymous listing");
+        let public_without_tls = bucket_policy(ARN, true, false).expect("policy");
+        assert_eq!(public_without_tls["Statement"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn an_empty_bucket_policy_is_none() {
+        assert_eq!(bucket_policy(ARN, false, false), None);
+    }
+
+    #[test]
+    fn read_only_policy_has_exactly_the_read_actions() {
+        let policy = user_policy(ARN, Permissions::ReadOnly, true, &network());
+        assert_eq!(actions(&policy), READ_ONLY_ACTIONS);
+        assert_eq!(policy["Statement"][0]["Resource"], json!([ARN, format!("{ARN}/*")]));
+        assert!(!actions(&policy).iter().any(|a| a.contains("Put") || a.contains("Delete")));
+    }
+
+    #[test]
+    fn read_write_policy_adds_writes_and_multipart() {
+        let policy = user_policy(ARN, Permissions::ReadWrite, true, &network());
+        let got = actions(&policy);
+        assert_eq!(got.len(), READ_ONLY_ACTIONS.len() + READ_WRITE_EXTRA_ACTIONS.len());
+        for action in READ_ONLY_ACTIONS.iter().chain(READ_WRITE_EXTRA_ACTIONS) {
+            assert!(got.iter().any(|a| a == action), "{action} missing");
+        }
+        assert!(!got.iter().any(|a| a.ends_with('*')), "no wildcards");
+    }
+
+    #[test]
+    fn network_deny_is_present_exactly_when_it_should_be() {
+        let restricted = user_policy(ARN, Permissions::ReadWrite, false, &network());
+        let deny = &restricted["Statement"][1];
+        assert_eq!(deny["Effect"], "Deny");
+        assert_eq!(deny["Action"], "s3:*");
+        assert_eq!(deny["Resource"], "*");
+        assert_eq!(
+            deny["Condition"]["NotIpAddress"]["aws:SourceIp"],
+            json!(["10.0.0.0/16", "2001:db8::/32"])
+        );
+        assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"], json!(["vpce-0123abcd"]));
+
+        let external = user_policy(ARN, Permissions::ReadWrite, true, &network());
+        assert_eq!(external["Statement"].as_array().map(Vec::len), Some(1));
+
+        let unconfigured = user_policy(ARN, Permissions::ReadWrite, false, &PlatformNetwork::default());
+        assert_eq!(unconfigured["Statement"].as_array().map(Vec::len), Some(1));
+
+        let cidrs_only = PlatformNetwork { vpc_endpoints: vec![], ..network() };
+        let deny = &user_policy(ARN, Permissions::ReadOnly, false, &cidrs_only)["Statement"][1];
+        assert!(deny["Condition"].get("StringNotEquals").is_none());
+    }
+
+    #[test]
+    fn equivalence_ignores_aws_rewrites_but_not_meaning() {
+        let ours = bucket_policy(ARN, true, true).expect("policy");
+        let mut stored = ours.clone();
+        stored["Statement"][0]["Resource"] = json!([format!("{ARN}/*"), ARN]);
+        stored["Statement"][1]["Resource"] = json!([format!("{ARN}/*")]);
+        assert!(equivalent(&ours, &stored));
+        let private = bucket_policy(ARN, false, true).expect("policy");
+        assert!(!equivalent(&ours, &private));
+    }
+}

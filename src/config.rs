@@ -1,0 +1,356 @@
+//! The controller's configuration: every flag of `bucket-broker run`, each also an environment variable,
+//! parsed and validated here so that a bad value stops the process at start-up with a clear message.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+/// The longest bucket prefix: S3 names are at most 63 characters and a uid takes 36.
+pub const MAX_BUCKET_PREFIX_LEN: usize = 63 - UID_LEN;
+/// The longest IAM user prefix: IAM user names are at most 64 characters and a uid takes 36.
+pub const MAX_USER_PREFIX_LEN: usize = 64 - UID_LEN;
+const UID_LEN: usize = 36;
+
+/// Flags of `bucket-broker run`.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct RunArgs {
+    /// AWS region for new buckets and for the IAM and STS clients. Defaults to the AWS SDK's region chain
+    /// (AWS_REGION, profile, instance metadata).
+    #[arg(long, env = "BUCKET_BROKER_REGION", value_parser = parse_region)]
+    pub region: Option<String>,
+
+    /// The deployment environment name, copied into every Secret as `deploy_env` and into the
+    /// `deploy_env` tag of every AWS object.
+    #[arg(long, env = "BUCKET_BROKER_DEPLOY_ENV", default_value = "")]
+    pub deploy_env: String,
+
+    /// Prefix of every bucket name (the rest is the Bucket's uid). At most 27 characters: lowercase
+    /// letters, digits and hyphens, starting with a letter or digit.
+    #[arg(long, env = "BUCKET_BROKER_BUCKET_PREFIX", default_value = "bucket-broker-", value_parser = parse_bucket_prefix)]
+    pub bucket_prefix: String,
+
+    /// Prefix of every IAM user name (the rest is the binding's uid). At most 28 characters from
+    /// `A-Za-z0-9+=,.@_-`.
+    #[arg(long, env = "BUCKET_BROKER_USER_PREFIX", default_value = "bucket-broker-", value_parser = parse_user_prefix)]
+    pub user_prefix: String,
+
+    /// IAM path of every user the controller creates; starts and ends with `/`. The controller's own IAM
+    /// policy is scoped to it.
+    #[arg(long, env = "BUCKET_BROKER_IAM_PATH", default_value = "/bucket-broker/", value_parser = parse_iam_path)]
+    pub iam_path: String,
+
+    /// Comma-separated CIDRs of the platform network (for example the NAT gateways' addresses). Unless a
+    /// binding allows external access, its credentials are denied from anywhere else.
+    #[arg(long, env = "BUCKET_BROKER_PLATFORM_CIDRS", value_delimiter = ',')]
+    pub platform_cidrs: Vec<Cidr>,
+
+    /// Comma-separated VPC endpoint ids (`vpce-...`) of the platform network; requests through them count
+    /// as coming from the platform network.
+    #[arg(long, env = "BUCKET_BROKER_PLATFORM_VPC_ENDPOINTS", value_delimiter = ',', value_parser = parse_vpc_endpoint)]
+    pub platform_vpc_endpoints: Vec<String>,
+
+    /// ARN of an IAM policy set as the permissions boundary of every user the controller creates.
+    #[arg(long, env = "BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN", value_parser = parse_policy_arn)]
+    pub permissions_boundary_arn: Option<String>,
+
+    /// ARN of a managed IAM policy attached to every user the controller creates (for example one that
+    /// lets users copy data out during a migration).
+    #[arg(long, env = "BUCKET_BROKER_COMMON_USER_POLICY_ARN", value_parser = parse_policy_arn)]
+    pub common_user_policy_arn: Option<String>,
+
+    /// Deny every request to a bucket that does not use TLS. Turn off only for plain-HTTP S3-compatible
+    /// endpoints and local emulators.
+    #[arg(long, env = "BUCKET_BROKER_REQUIRE_TLS", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub require_tls: bool,
+
+    /// Endpoint URL for S3, IAM and STS instead of AWS's (S3-compatible stores, local emulators).
+    #[arg(long, env = "BUCKET_BROKER_AWS_ENDPOINT_URL", value_parser = parse_endpoint_url)]
+    pub aws_endpoint_url: Option<String>,
+
+    /// How often every object is re-checked against AWS to repair drift, for example `10m`, `90s`, `1h`.
+    #[arg(long, env = "BUCKET_BROKER_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub resync_interval: HumanDuration,
+
+    /// How many objects of each kind are reconciled at once.
+    #[arg(long, env = "BUCKET_BROKER_CONCURRENCY", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+
+    /// Watch only this namespace; by default all namespaces.
+    #[arg(long, env = "BUCKET_BROKER_NAMESPACE", value_parser = parse_namespace)]
+    pub namespace: Option<String>,
+
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "BUCKET_BROKER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+
+    /// Run several replicas safely: only the holder of a coordination.k8s.io Lease reconciles.
+    #[arg(long, env = "BUCKET_BROKER_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub leader_election: bool,
+
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "BUCKET_BROKER_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An IPv4 or IPv6 network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let invalid = || format!("{s:?} is not a CIDR such as 10.0.0.0/16 or 2001:db8::/32");
+        let (addr, prefix) = s.trim().split_once('/').ok_or_else(invalid)?;
+        let addr: IpAddr = addr.parse().map_err(|_| invalid())?;
+        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(format!("{s:?}: the prefix length must be at most {max}"));
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A duration written as a number and a unit (`s`, `m`, `h`), such as `10m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    let invalid = || format!("{s:?} is not a duration such as 30s, 10m or 1h");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let seconds = match unit {
+        "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => return Err(invalid()),
+    };
+    if seconds == 0 {
+        return Err(format!("{s:?}: the interval must be longer than zero"));
+    }
+    Ok(HumanDuration(Duration::from_secs(seconds)))
+}
+
+fn parse_region(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 32
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid { Ok(s.to_owned()) } else { Err(format!("{s:?} is not an AWS region such as eu-west-2")) }
+}
+
+fn parse_bucket_prefix(s: &str) -> Result<String, String> {
+    if s.len() > MAX_BUCKET_PREFIX_LEN {
+        return Err(format!(
+            "{s:?} is {} characters long; a bucket prefix is at most {MAX_BUCKET_PREFIX_LEN} so that prefix \
+             plus uid fits S3's 63-character limit",
+            s.len()
+        ));
+    }
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(format!("{s:?}: a bucket prefix may contain only lowercase letters, digits and hyphens"));
+    }
+    if s.starts_with('-') {
+        return Err(format!("{s:?}: a bucket name must start with a letter or a digit"));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_user_prefix(s: &str) -> Result<String, String> {
+    if s.len() > MAX_USER_PREFIX_LEN {
+        return Err(format!(
+            "{s:?} is {} characters long; a user prefix is at most {MAX_USER_PREFIX_LEN} so that prefix plus \
+             uid fits IAM's 64-character limit",
+            s.len()
+        ));
+    }
+    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b)) {
+        return Err(format!("{s:?}: an IAM user name may contain only letters, digits and +=,.@_-"));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_iam_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || !s.ends_with('/') {
+        return Err(format!("{s:?}: an IAM path must start and end with '/', for example /bucket-broker/"));
+    }
+    if s.len() > 512 || !s.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err(format!("{s:?}: an IAM path is at most 512 printable ASCII characters without spaces"));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_vpc_endpoint(s: &str) -> Result<String, String> {
+    let id = s.trim();
+    let valid = id
+        .strip_prefix("vpce-")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
+    if valid {
+        Ok(id.to_owned())
+    } else {
+        Err(format!("{s:?} is not a VPC endpoint id such as vpce-0123abcd"))
+    }
+}
+
+fn parse_policy_arn(s: &str) -> Result<String, String> {
+    let mut parts = s.splitn(6, ':');
+    let valid = parts.next() == Some("arn")
+        && parts.next().is_some_and(|p| p.starts_with("aws"))
+        && parts.next() == Some("iam")
+        && parts.next() == Some("")
+        && parts.next().is_some()
+        && parts.next().is_some_and(|r| r.starts_with("policy/") && r.len() > "policy/".len());
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not an IAM policy ARN such as arn:aws:iam::123456789012:policy/name"))
+    }
+}
+
+fn parse_endpoint_url(s: &str) -> Result<String, String> {
+    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    match rest {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(s.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!("{s:?} is not an http:// or https:// URL")),
+    }
+}
+
+fn parse_namespace(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if valid { Ok(s.to_owned()) } else { Err(format!("{s:?} is not a valid namespace name")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<RunArgs, String> {
+        let argv = std::iter::once("bucket-broker").chain(args.iter().copied());
+        Cli::try_parse_from(argv).map(|c| c.run).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let run = parse(&[]).expect("defaults parse");
+        assert_eq!(run.bucket_prefix, "bucket-broker-");
+        assert_eq!(run.user_prefix, "bucket-broker-");
+        assert_eq!(run.iam_path, "/bucket-broker/");
+        assert!(run.require_tls);
+        assert!(!run.leader_election);
+        assert_eq!(run.resync_interval, HumanDuration(Duration::from_secs(600)));
+        assert!(run.platform_cidrs.is_empty());
+        assert_eq!(run.namespace, None);
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let run = parse(&[
+            "--region=eu-west-2",
+            "--deploy-env=prod",
+            "--bucket-prefix=paas-s3-",
+            "--user-prefix=paas-s3-",
+            "--iam-path=/paas/s3/",
+            "--platform-cidrs=10.0.0.0/16,2001:db8::/32",
+            "--platform-vpc-endpoints=vpce-0123abcd",
+            "--permissions-boundary-arn=arn:aws:iam::123456789012:policy/boundary",
+            "--common-user-policy-arn=arn:aws-us-gov:iam::123456789012:policy/common",
+            "--require-tls=false",
+            "--aws-endpoint-url=http://127.0.0.1:5000/",
+            "--resync-interval=90s",
+            "--concurrency=8",
+            "--namespace=team-a",
+            "--metrics-addr=127.0.0.1:9090",
+            "--leader-election",
+            "--log-format=json",
+        ])
+        .expect("all flags parse");
+        assert_eq!(run.region.as_deref(), Some("eu-west-2"));
+        assert_eq!(
+            run.platform_cidrs.iter().map(Cidr::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/16", "2001:db8::/32"]
+        );
+        assert!(!run.require_tls);
+        assert!(run.leader_election);
+        assert_eq!(run.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(run.resync_interval.0, Duration::from_secs(90));
+        assert_eq!(run.concurrency, 8);
+        assert_eq!(run.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_a_clear_message() {
+        let cases: &[(&str, &str)] = &[
+            ("--bucket-prefix=a-very-long-bucket-prefix-of-30c", "at most 27"),
+            ("--bucket-prefix=Upper-", "lowercase"),
+            ("--user-prefix=a-user-prefix-that-is-too-long-29", "at most 28"),
+            ("--iam-path=bucket-broker/", "start and end with '/'"),
+            ("--iam-path=/bucket-broker", "start and end with '/'"),
+            ("--platform-cidrs=10.0.0.0", "not a CIDR"),
+            ("--platform-cidrs=10.0.0.0/33", "at most 32"),
+            ("--platform-cidrs=10.0.0.300/8", "not a CIDR"),
+            ("--platform-vpc-endpoints=vpc-123", "not a VPC endpoint id"),
+            ("--permissions-boundary-arn=boundary", "not an IAM policy ARN"),
+            ("--aws-endpoint-url=localhost:5000", "not an http:// or https:// URL"),
+            ("--resync-interval=10", "not a duration"),
+            ("--resync-interval=0s", "longer than zero"),
+            ("--concurrency=0", "0"),
+            ("--region=EU_WEST", "not an AWS region"),
+            ("--namespace=Team", "not a valid namespace"),
+        ];
+        for (arg, expected) in cases {
+            let err = parse(&[arg]).expect_err(arg);
+            assert!(err.contains(expected), "{arg}: {err:?} does not mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn every_flag_has_an_environment_variable() {
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let arg = cmd.get_arguments().find(|a| a.get_id() == "bucket_prefix").expect("bucket_prefix flag");
+        assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some("BUCKET_BROKER_BUCKET_PREFIX"));
+        let missing: Vec<_> = cmd
+            .get_arguments()
+            .filter(|a| a.get_env().is_none() && a.get_id() != "help")
+            .map(|a| a.get_id().to_string())
+            .collect();
+        assert!(missing.is_empty(), "flags without an environment variable: {missing:?}");
+    }
+}

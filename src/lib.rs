@@ -1,0 +1,12 @@
+//! bucket-broker: AWS S3 buckets and app-ready, least-privilege credentials from Kubernetes resources.
+//!
+//! - [`api`]: the custom resources users write (`Bucket`, `BucketBinding`, `BucketServiceKey`).
+//! - [`config`]: the controller's flags, parsed and validated in one place.
+//! - [`local`]: a local environment with no cluster and no AWS account (an in-memory Kubernetes API server
+//!   and a moto process), for the tests and the quickstart.
+
+pub mod api;
+pub mod build;
+pub mod cli;
+pub mod config;
+pub mod local;

@@ -1,0 +1,32 @@
+use std::process::ExitCode;
+
+use bucket_broker::cli::{Cli, Command, crds_yaml, write_crds};
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Crds { out_dir: None } => crds_yaml().map(|yaml| print!("{yaml}")).map_err(report),
+        Command::Crds { out_dir: Some(dir) } => write_crds(&dir).map_err(report),
+        Command::Run(_args) => Err("the controller is not built yet".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its chain of causes on one line.
+fn report(err: impl std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
