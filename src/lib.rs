@@ -6,7 +6,10 @@
 //!   and a moto process), for the tests and the quickstart.
 
 pub mod api;
+pub mod aws;
 pub mod build;
 pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod local;
+pub mod run;

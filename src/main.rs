@@ -8,7 +8,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir: None } => crds_yaml().map(|yaml| print!("{yaml}")).map_err(report),
         Command::Crds { out_dir: Some(dir) } => write_crds(&dir).map_err(report),
-        Command::Run(_args) => Err("the controller is not built yet".to_owned()),
+        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(report)
+            .and_then(|runtime| runtime.block_on(bucket_broker::run::run(*args)).map_err(report)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,3 +2,4 @@
 //! server and a moto (AWS emulator) process. Used by the integration tests and by the quickstart.
 
 pub mod apiserver;
+pub mod moto;

@@ -1,0 +1,284 @@
+//! The AWS layer: thin, idempotent operations on S3, IAM and STS. "Already exists" and "already gone" are
+//! success where the caller wants an object present or absent; every other error is classified by its
+//! AWS error code (never by string matching) into an [`ErrorKind`] the controllers act on. Every call is
+//! counted by service, operation and outcome ([`CallStats`]), for metrics and for tests that prove a
+//! steady-state resync makes no write.
+
+pub mod s3;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+/// The AWS clients the controllers use, and where they point.
+#[derive(Clone)]
+pub struct Aws {
+    pub s3: aws_sdk_s3::Client,
+    pub iam: aws_sdk_iam::Client,
+    pub sts: aws_sdk_sts::Client,
+    /// The default region for new buckets.
+    pub region: String,
+    /// A non-AWS endpoint (S3-compatible store or emulator), if any.
+    pub endpoint_url: Option<String>,
+    pub stats: CallStats,
+}
+
+impl Aws {
+    /// Clients from an SDK config. A custom endpoint gets path-style S3 addressing, which emulators and
+    /// most S3-compatible stores need.
+    pub fn new(sdk: &aws_config::SdkConfig, region: String, endpoint_url: Option<String>) -> Self {
+        let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
+        let mut iam = aws_sdk_iam::config::Builder::from(sdk);
+        let mut sts = aws_sdk_sts::config::Builder::from(sdk);
+        if let Some(url) = &endpoint_url {
+            s3 = s3.endpoint_url(url).force_path_style(true);
+            iam = iam.endpoint_url(url);
+            sts = sts.endpoint_url(url);
+        }
+        Aws {
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            iam: aws_sdk_iam::Client::from_conf(iam.build()),
+            sts: aws_sdk_sts::Client::from_conf(sts.build()),
+            region,
+            endpoint_url,
+            stats: CallStats::default(),
+        }
+    }
+
+    /// An S3 client for a bucket in another region than the default one.
+    pub fn s3_in(&self, region: &str) -> aws_sdk_s3::Client {
+        if region == self.region {
+            return self.s3.clone();
+        }
+        let config = self.s3.config().to_builder().region(aws_sdk_s3::config::Region::new(region.to_owned()));
+        aws_sdk_s3::Client::from_conf(config.build())
+    }
+}
+
+/// What kind of failure an AWS error is: decides between retrying, reporting and treating as success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist.
+    NotFound,
+    /// The object exists already.
+    AlreadyExists,
+    /// The controller's own AWS identity may not do this: a configuration problem for a person to fix.
+    AccessDenied,
+    /// The request was refused as invalid: also for a person to fix.
+    Invalid,
+    /// A conflicting operation or state (for example deleting a non-empty bucket).
+    Conflict,
+    /// Throttling, a 5xx or a network failure: retried with backoff.
+    Transient,
+    /// Anything else.
+    Other,
+}
+
+/// A failed AWS call, without any secret in it (AWS error messages carry none).
+#[derive(Debug, thiserror::Error)]
+#[error("{service} {operation} failed: {message}")]
+pub struct AwsError {
+    pub service: &'static str,
+    pub operation: &'static str,
+    pub kind: ErrorKind,
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn is(&self, kind: ErrorKind) -> bool {
+        self.kind == kind
+    }
+
+    pub fn has_code(&self, code: &str) -> bool {
+        self.code.as_deref() == Some(code)
+    }
+
+    /// A static PascalCase label for metrics and events.
+    pub fn reason(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::NotFound => "NotFound",
+            ErrorKind::AlreadyExists => "AlreadyExists",
+            ErrorKind::AccessDenied => "AccessDenied",
+            ErrorKind::Invalid => "InvalidRequest",
+            ErrorKind::Conflict => "Conflict",
+            ErrorKind::Transient => "Transient",
+            ErrorKind::Other => "Other",
+        }
+    }
+}
+
+const NOT_FOUND: &[&str] = &[
+    "NoSuchBucket",
+    "NotFound",
+    "NoSuchEntity",
+    "NoSuchTagSet",
+    "NoSuchTagSetError",
+    "NoSuchBucketPolicy",
+    "NoSuchPublicAccessBlockConfiguration",
+    "ServerSideEncryptionConfigurationNotFoundError",
+    "OwnershipControlsNotFoundError",
+];
+const ALREADY_EXISTS: &[&str] = &["BucketAlreadyOwnedByYou", "EntityAlreadyExists"];
+const ACCESS_DENIED: &[&str] =
+    &["AccessDenied", "AccessDeniedException", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"];
+const CONFLICT: &[&str] =
+    &["BucketNotEmpty", "DeleteConflict", "OperationAborted", "BucketAlreadyExists", "LimitExceeded"];
+const TRANSIENT: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+    "InternalError",
+    "ServiceUnavailable",
+    "ServiceFailure",
+    "RequestTimeout",
+];
+
+fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
+    let is = |set: &[&str]| code.is_some_and(|c| set.contains(&c));
+    if is(NOT_FOUND) {
+        ErrorKind::NotFound
+    } else if is(ALREADY_EXISTS) {
+        ErrorKind::AlreadyExists
+    } else if is(ACCESS_DENIED) {
+        ErrorKind::AccessDenied
+    } else if is(CONFLICT) {
+        ErrorKind::Conflict
+    } else if is(TRANSIENT) {
+        ErrorKind::Transient
+    } else {
+        // Errors without a code (HeadBucket has no body) fall back to the HTTP status.
+        match status {
+            Some(404) => ErrorKind::NotFound,
+            Some(403) => ErrorKind::AccessDenied,
+            Some(409) => ErrorKind::Conflict,
+            Some(429) | Some(500..=599) | None => ErrorKind::Transient,
+            Some(400..=499) => ErrorKind::Invalid,
+            Some(_) => ErrorKind::Other,
+        }
+    }
+}
+
+impl AwsError {
+    fn from_sdk<E>(service: &'static str, operation: &'static str, err: SdkError<E>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let (code, status) = match &err {
+            SdkError::ServiceError(service_err) => {
+                (service_err.err().code().map(str::to_owned), Some(service_err.raw().status().as_u16()))
+            }
+            SdkError::ResponseError(response) => (None, Some(response.raw().status().as_u16())),
+            _ => (None, None),
+        };
+        let kind = classify(code.as_deref(), status);
+        let message = match &err {
+            SdkError::ServiceError(service_err) => {
+                let detail = service_err.err().message().unwrap_or("no message");
+                match (&code, status) {
+                    (Some(code), _) => format!("{code}: {detail}"),
+                    (None, Some(status)) => format!("HTTP {status}"),
+                    (None, None) => detail.to_owned(),
+                }
+            }
+            other => DisplayErrorContext(other).to_string(),
+        };
+        AwsError { service, operation, kind, code, message }
+    }
+}
+
+/// Counts of AWS calls by (service, operation, outcome), shared by clones.
+#[derive(Clone, Default)]
+pub struct CallStats(Arc<Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>>);
+
+impl CallStats {
+    fn record(&self, service: &'static str, operation: &'static str, outcome: &'static str) {
+        if let Ok(mut counts) = self.0.lock() {
+            *counts.entry((service, operation, outcome)).or_default() += 1;
+        }
+    }
+
+    /// A snapshot of every count.
+    pub fn snapshot(&self) -> BTreeMap<(&'static str, &'static str, &'static str), u64> {
+        self.0.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// How many calls changed something in AWS (every operation that is not a Get, Head or List).
+    pub fn writes(&self) -> u64 {
+        self.snapshot().iter().filter(|((_, op, _), _)| is_write(op)).map(|(_, n)| n).sum()
+    }
+
+    /// How many calls were made in all.
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+}
+
+/// Whether an operation changes state in AWS.
+pub fn is_write(operation: &str) -> bool {
+    !["Get", "Head", "List"].iter().any(|p| operation.starts_with(p))
+}
+
+/// Runs one SDK call, counts it, and turns its error into an [`AwsError`].
+async fn call<T, E>(
+    stats: &CallStats,
+    service: &'static str,
+    operation: &'static str,
+    future: impl Future<Output = Result<T, SdkError<E>>>,
+) -> Result<T, AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match future.await {
+        Ok(value) => {
+            stats.record(service, operation, "success");
+            Ok(value)
+        }
+        Err(err) => {
+            let err = AwsError::from_sdk(service, operation, err);
+            stats.record(service, operation, err.reason());
+            Err(err)
+        }
+    }
+}
+
+/// `Ok(None)` for a not-found error: reading something absent is an answer, not a failure.
+fn optional<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(err) if err.is(ErrorKind::NotFound) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_code_then_status() {
+        assert_eq!(classify(Some("NoSuchBucket"), Some(404)), ErrorKind::NotFound);
+        assert_eq!(classify(Some("BucketAlreadyOwnedByYou"), Some(409)), ErrorKind::AlreadyExists);
+        assert_eq!(classify(Some("BucketNotEmpty"), Some(409)), ErrorKind::Conflict);
+        assert_eq!(classify(Some("SlowDown"), Some(503)), ErrorKind::Transient);
+        assert_eq!(classify(Some("AccessDenied"), Some(403)), ErrorKind::AccessDenied);
+        assert_eq!(classify(Some("MalformedPolicy"), Some(400)), ErrorKind::Invalid);
+        assert_eq!(classify(None, Some(404)), ErrorKind::NotFound);
+        assert_eq!(classify(None, Some(403)), ErrorKind::AccessDenied);
+        assert_eq!(classify(None, Some(503)), ErrorKind::Transient);
+        assert_eq!(classify(None, None), ErrorKind::Transient, "network failures are retried");
+    }
+
+    #[test]
+    fn reads_are_not_writes() {
+        assert!(!is_write("HeadBucket"));
+        assert!(!is_write("GetBucketPolicy"));
+        assert!(!is_write("ListObjectsV2"));
+        assert!(is_write("PutBucketPolicy"));
+        assert!(is_write("DeleteBucketPolicy"));
+        assert!(is_write("CreateBucket"));
+    }
+}

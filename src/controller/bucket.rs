@@ -1,0 +1,330 @@
+//! The Bucket controller: `identity -> ensure bucket and settings -> status`, and deletion that never
+//! deletes data.
+//!
+//! Every setting (tags, SSE-S3 encryption, public access block, `BucketOwnerEnforced`, bucket policy) is
+//! read and repaired on each pass, so a periodic resync heals drift; a bucket already right costs reads
+//! only. Deletion waits for the Bucket's bindings and service keys to go, then deletes the AWS bucket
+//! only if it is empty (or leaves it, with `Retain`).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use super::{Context, Error, ReconcileError, apply_status, error_policy, identity, now, object_key};
+use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
+use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
+use crate::build::conditions::{Observation, merge, reasons};
+use crate::build::names::{self, Owner, tag};
+use crate::build::policy;
+
+/// The finalizer that keeps a Bucket until its AWS bucket is dealt with.
+pub const FINALIZER: &str = "buckets.bucketbroker.io/finalizer";
+
+/// How many objects deletion counts at most to tell a person what is left.
+const COUNT_LIMIT: i32 = 1000;
+
+/// Runs the Bucket controller until shutdown.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let (buckets, bindings, keys) = match &ctx.settings.namespace {
+        Some(ns) => (ctx.api::<Bucket>(ns), ctx.api::<BucketBinding>(ns), ctx.api::<BucketServiceKey>(ns)),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    // A Bucket waiting for its bindings to go is re-checked as soon as one goes.
+    let by_bucket_ref = |namespace: Option<String>, bucket: &str| {
+        namespace.map(|ns| ObjectRef::<Bucket>::new(bucket).within(&ns))
+    };
+    Controller::new(buckets, watcher::Config::default())
+        .watches(bindings, watcher::Config::default(), move |b: BucketBinding| {
+            by_bucket_ref(b.namespace(), &b.spec.bucket_ref.name)
+        })
+        .watches(keys, watcher::Config::default(), move |k: BucketServiceKey| {
+            by_bucket_ref(k.namespace(), &k.spec.bucket_ref.name)
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, |obj, err, ctx| error_policy(obj.as_ref(), err, &ctx), ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let namespace = bucket.namespace().unwrap_or_default();
+    let api = ctx.api::<Bucket>(&namespace);
+    let key = object_key(bucket.as_ref());
+    let action = finalizer(&api, FINALIZER, bucket, |event| async {
+        match event {
+            Finalizer::Apply(bucket) => apply(&bucket, &ctx).await,
+            Finalizer::Cleanup(bucket) => cleanup(&bucket, &ctx).await,
+        }
+    })
+    .await?;
+    ctx.backoff.reset(&key);
+    Ok(action)
+}
+
+/// Where the AWS bucket is: recorded in status before the bucket is created, then reused.
+struct Location {
+    bucket: String,
+    region: String,
+    arn: String,
+    endpoint: String,
+}
+
+fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
+    let (uid, _, _) = identity(bucket)?;
+    let status = bucket.status.as_ref();
+    let name = status
+        .and_then(|s| s.bucket_name.clone())
+        .unwrap_or_else(|| names::bucket_name(&ctx.settings.bucket_prefix, uid));
+    let region = status
+        .and_then(|s| s.region.clone())
+        .or_else(|| bucket.spec.region.clone())
+        .unwrap_or_else(|| ctx.settings.region.clone());
+    let arn = names::bucket_arn(names::partition(&region), &name);
+    let endpoint = names::bucket_endpoint(&name, &region, ctx.aws.endpoint_url.as_deref());
+    Ok(Location { bucket: name, region, arn, endpoint })
+}
+
+fn status_for(bucket: &Bucket, location: &Location, observation: Observation) -> BucketStatus {
+    let current = bucket.status.clone().unwrap_or_default();
+    let generation = bucket.metadata.generation;
+    BucketStatus {
+        bucket_name: Some(location.bucket.clone()),
+        region: Some(location.region.clone()),
+        arn: Some(location.arn.clone()),
+        endpoint: Some(location.endpoint.clone()),
+        public_url: bucket.spec.public.then(|| location.endpoint.clone()),
+        observed_generation: generation,
+        conditions: merge(&current.conditions, &[observation], generation, &now()),
+    }
+}
+
+async fn write_status(bucket: &Bucket, ctx: &Context, status: &BucketStatus) -> Result<(), Error> {
+    let api = ctx.api::<Bucket>(&bucket.namespace().unwrap_or_default());
+    apply_status(&api, bucket, bucket.status.as_ref(), status).await?;
+    Ok(())
+}
+
+async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
+    let location = location(bucket, ctx)?;
+    let reference = bucket.object_ref(&());
+
+    // The name goes to status before the bucket exists, so that an interrupted reconcile finds it again.
+    if bucket.status.as_ref().and_then(|s| s.bucket_name.as_ref()).is_none() {
+        let status = status_for(
+            bucket,
+            &location,
+            Observation::not_ready(reasons::PROVISIONING, "creating the bucket"),
+        );
+        write_status(bucket, ctx, &status).await?;
+        return Ok(Action::requeue(std::time::Duration::ZERO));
+    }
+
+    match provision(bucket, ctx, &location).await {
+        Ok(changes) => {
+            if !changes.is_empty() {
+                let note = format!("{} bucket {}", changes.join(", "), location.bucket);
+                tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, changes = ?changes, "Provisioned bucket");
+                ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+            }
+            let ready = Observation::ready(reasons::PROVISIONED, ready_message(bucket, ctx));
+            write_status(bucket, ctx, &status_for(bucket, &location, ready)).await?;
+            Ok(Action::requeue(ctx.settings.resync_interval))
+        }
+        Err(err) => {
+            let message = err.to_string();
+            ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
+            let status = status_for(bucket, &location, Observation::not_ready(err.reason(), message));
+            write_status(bucket, ctx, &status).await?;
+            Err(err)
+        }
+    }
+}
+
+fn ready_message(bucket: &Bucket, ctx: &Context) -> String {
+    let access = if bucket.spec.public { "public-read" } else { "private" };
+    let transport = if ctx.settings.require_tls { ", TLS only" } else { "" };
+    format!("the bucket is {access}, encrypted with SSE-S3{transport}")
+}
+
+/// Ensures the bucket and each of its settings; returns what had to change.
+async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Result<Vec<&'static str>, Error> {
+    let (uid, namespace, name) = identity(bucket)?;
+    let ops = BucketOps {
+        client: ctx.aws.s3_in(&location.region),
+        stats: &ctx.aws.stats,
+        bucket: &location.bucket,
+    };
+    let mut changes = Vec::new();
+
+    let existed = ops.exists().await?;
+    if !existed && ops.create(&location.region).await? == Change::Created {
+        changes.push("created");
+    }
+
+    let current_tags = if existed { ops.tags().await? } else { Vec::new() };
+    if let Some((_, owner)) = current_tags.iter().find(|(k, _)| k == tag::UID).filter(|(_, v)| v != uid) {
+        return Err(Error::Conflict(format!(
+            "the AWS bucket {} is tagged as belonging to another object (uid {owner}); it is left untouched",
+            location.bucket
+        )));
+    }
+    let owner = Owner { kind: "Bucket", namespace, name, uid };
+    let desired_tags = merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env));
+    if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
+        changes.push("tagged");
+    }
+    if ops.ensure_encryption().await? != Change::Unchanged && existed {
+        changes.push("encrypted");
+    }
+    if ops.ensure_public_access_block(PublicAccessBlock::for_bucket(bucket.spec.public)).await?
+        != Change::Unchanged
+        && existed
+    {
+        changes.push("set the public access block of");
+    }
+    if ops.ensure_owner_enforced().await? != Change::Unchanged && existed {
+        changes.push("enforced object ownership of");
+    }
+    let desired_policy = policy::bucket_policy(&location.arn, bucket.spec.public, ctx.settings.require_tls);
+    if ops.ensure_policy(desired_policy.as_ref()).await? != Change::Unchanged && existed {
+        changes.push("updated the policy of");
+    }
+    Ok(changes)
+}
+
+/// Our tags over whatever else is there: tags other teams add (cost allocation, say) are kept.
+fn merged_tags(current: &[(String, String)], ours: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut tags: Vec<(String, String)> =
+        current.iter().filter(|(k, _)| !ours.iter().any(|(key, _)| key == k)).cloned().collect();
+    tags.extend(ours);
+    tags.sort();
+    tags
+}
+
+async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
+    let (uid, namespace, name) = identity(bucket)?;
+    let reference = bucket.object_ref(&());
+    let dependents = dependents(ctx, namespace, name).await?;
+    if !dependents.is_empty() {
+        let message = format!(
+            "waiting for {} binding(s) and service key(s) to be deleted first: {}",
+            dependents.len(),
+            dependents.join(", ")
+        );
+        return blocked(bucket, ctx, message).await;
+    }
+    if bucket.spec.deletion_policy == DeletionPolicy::Retain {
+        tracing::info!(namespace, name, "Released bucket (deletionPolicy Retain)");
+        return Ok(Action::await_change());
+    }
+    // No name in status means no bucket was ever created.
+    let Some(bucket_name) = bucket.status.as_ref().and_then(|s| s.bucket_name.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let location = location(bucket, ctx)?;
+    let ops =
+        BucketOps { client: ctx.aws.s3_in(&location.region), stats: &ctx.aws.stats, bucket: &bucket_name };
+    if !ops.exists().await? {
+        return Ok(Action::await_change());
+    }
+    let tags = ops.tags().await?;
+    if tags.iter().any(|(k, v)| k == tag::UID && v != uid) {
+        tracing::warn!(namespace, name, bucket = %bucket_name, "Released bucket tagged for another object without deleting it");
+        return Ok(Action::await_change());
+    }
+    let objects = ops.count_objects(COUNT_LIMIT).await?;
+    if objects.count > 0 {
+        let message =
+            format!("the bucket {bucket_name} still holds {objects}; it is deleted once it is empty");
+        return blocked(bucket, ctx, message).await;
+    }
+    match ops.delete().await {
+        Ok(_) => {
+            tracing::info!(namespace, name, bucket = %bucket_name, "Deleted bucket");
+            ctx.event(
+                &reference,
+                EventType::Normal,
+                "Deleted",
+                "Delete",
+                format!("deleted bucket {bucket_name}"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        // Object versions or unfinished multipart uploads that a plain listing does not show.
+        Err(err) if err.has_code("BucketNotEmpty") => {
+            let message = format!(
+                "the bucket {bucket_name} is not empty (object versions or unfinished uploads remain)"
+            );
+            blocked(bucket, ctx, message).await
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Keeps the Bucket with Ready=False, reason DeletionBlocked, and retries with backoff.
+async fn blocked(bucket: &Bucket, ctx: &Context, message: String) -> Result<Action, Error> {
+    let location = location(bucket, ctx)?;
+    let already = bucket
+        .status
+        .as_ref()
+        .and_then(|s| crate::api::find_condition(&s.conditions, "Ready"))
+        .is_some_and(|c| c.reason == reasons::DELETION_BLOCKED && c.message == message);
+    if !already {
+        let reference = bucket.object_ref(&());
+        ctx.event(&reference, EventType::Warning, reasons::DELETION_BLOCKED, "Delete", message.clone()).await;
+    }
+    let status =
+        status_for(bucket, &location, Observation::not_ready(reasons::DELETION_BLOCKED, message.clone()));
+    write_status(bucket, ctx, &status).await?;
+    Err(Error::DeletionBlocked(message))
+}
+
+/// The bindings and service keys that still reference a Bucket, as `Kind/name`.
+async fn dependents(ctx: &Context, namespace: &str, bucket: &str) -> Result<Vec<String>, Error> {
+    let params = ListParams::default();
+    let bindings = ctx.api::<BucketBinding>(namespace).list(&params).await?;
+    let keys = ctx.api::<BucketServiceKey>(namespace).list(&params).await?;
+    let names = bindings
+        .items
+        .iter()
+        .filter(|b| b.spec.bucket_ref.name == bucket)
+        .map(|b| format!("BucketBinding/{}", b.name_any()))
+        .chain(
+            keys.items
+                .iter()
+                .filter(|k| k.spec.bucket_ref.name == bucket)
+                .map(|k| format!("BucketServiceKey/{}", k.name_any())),
+        )
+        .collect();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn foreign_tags_are_kept_and_ours_win() {
+        let current =
+            vec![("cost-centre".to_owned(), "42".to_owned()), (tag::NAME.to_owned(), "stale".to_owned())];
+        let ours = vec![(tag::NAME.to_owned(), "assets".to_owned()), (tag::UID.to_owned(), "u".to_owned())];
+        let merged = merged_tags(&current, ours);
+        assert_eq!(
+            merged,
+            [
+                (tag::NAME.to_owned(), "assets".to_owned()),
+                (tag::UID.to_owned(), "u".to_owned()),
+                ("cost-centre".to_owned(), "42".to_owned()),
+            ]
+        );
+    }
+}
