@@ -192,7 +192,10 @@ impl AwsError {
 
 /// Counts of AWS calls by (service, operation, outcome), shared by clones.
 #[derive(Clone, Default)]
-pub struct CallStats(Arc<Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>>);
+pub struct CallStats(Arc<Mutex<BTreeMap<CallKey, u64>>>);
+
+/// (service, operation, outcome): the outcome is `success` or an error's static reason.
+pub type CallKey = (&'static str, &'static str, &'static str);
 
 impl CallStats {
     fn record(&self, service: &'static str, operation: &'static str, outcome: &'static str) {
@@ -202,7 +205,7 @@ impl CallStats {
     }
 
     /// A snapshot of every count.
-    pub fn snapshot(&self) -> BTreeMap<(&'static str, &'static str, &'static str), u64> {
+    pub fn snapshot(&self) -> BTreeMap<CallKey, u64> {
         self.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
 

@@ -1,1 +1,9 @@
 //! The one integration-test binary: the real controller against a Kubernetes API and an AWS API over HTTP.
+//!
+//! Kubernetes is the cluster named by `BUCKET_BROKER_TEST_KUBECONFIG` when set (CRDs applied from
+//! `crds/`, one namespace per test), otherwise the project's in-memory API server. AWS is a moto server
+//! per test, started by the harness.
+
+mod bucket;
+mod harness;
+mod smoke;

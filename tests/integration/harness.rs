@@ -1,0 +1,275 @@
+//! Test environment: a Kubernetes API, a fresh namespace, a moto server, and the controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucket_broker::aws::Aws;
+use bucket_broker::controller::{self, Context, Settings};
+use bucket_broker::local::apiserver::ApiServer;
+use bucket_broker::local::moto::{self, Moto, MotoOptions};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Names a kubeconfig: the integration tests then run against that cluster.
+pub const KUBECONFIG_ENV: &str = "BUCKET_BROKER_TEST_KUBECONFIG";
+
+/// How long a test waits for the controller to converge.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One test's world.
+pub struct TestEnv {
+    pub client: Client,
+    pub namespace: String,
+    /// The in-memory API server, when no real cluster is used.
+    pub server: Option<ApiServer>,
+    pub moto: Moto,
+    /// AWS clients with administrator credentials, for the test's own checks.
+    pub admin: Aws,
+    controller: Option<(watch::Sender<bool>, JoinHandle<()>, Aws)>,
+    real_cluster: bool,
+}
+
+impl TestEnv {
+    /// A namespace on the Kubernetes API and a moto server that does not enforce IAM.
+    pub async fn new() -> TestEnv {
+        Self::with(MotoOptions::default()).await
+    }
+
+    pub async fn with(options: MotoOptions) -> TestEnv {
+        let (client, server) = match std::env::var(KUBECONFIG_ENV) {
+            Ok(path) if !path.is_empty() => (real_cluster_client(&path).await, None),
+            _ => {
+                let server = ApiServer::start().await.expect("in-memory API server starts");
+                (server.client(), Some(server))
+            }
+        };
+        install_crds(&client).await;
+        let real_cluster = server.is_none();
+        let namespace = if real_cluster { unique_name("bb-test") } else { "test".to_owned() };
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": namespace, "labels": {"bucketbroker.io/test": "true"}}
+        }))
+        .expect("namespace");
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace created");
+        let moto = Moto::start(options).await.expect("moto starts");
+        let admin = aws_for(&moto, moto.admin_credentials()).await;
+        TestEnv { client, namespace, server, moto, admin, controller: None, real_cluster }
+    }
+
+    /// Settings for functional tests: no TLS-only policy and no platform network, because moto applies
+    /// a conditional Deny as an unconditional one (DESIGN.md, Tests); those documents are unit-tested.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            region: moto::REGION.to_owned(),
+            deploy_env: "test".to_owned(),
+            bucket_prefix: "bb-".to_owned(),
+            user_prefix: "bb-".to_owned(),
+            iam_path: "/bucket-broker/".to_owned(),
+            network: Default::default(),
+            permissions_boundary_arn: None,
+            common_user_policy_arn: None,
+            require_tls: false,
+            resync_interval: Duration::from_secs(600),
+            concurrency: 2,
+            namespace: Some(self.namespace.clone()),
+        }
+    }
+
+    /// Starts the controller with [`Self::settings`].
+    pub async fn start_controller(&mut self) -> Arc<Context> {
+        let settings = self.settings();
+        self.start_controller_with(settings).await
+    }
+
+    /// Starts the controller with the given settings, and administrator AWS credentials of its own (so
+    /// that its AWS calls are counted apart from the test's).
+    pub async fn start_controller_with(&mut self, settings: Settings) -> Arc<Context> {
+        assert!(self.controller.is_none(), "the controller is already running");
+        let aws = aws_for(&self.moto, self.moto.admin_credentials()).await;
+        let ctx = Context::new(self.client.clone(), aws.clone(), settings);
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(controller::run_all(ctx.clone(), stopped));
+        self.controller = Some((stop, handle, aws));
+        ctx
+    }
+
+    /// Kills the controller at whatever line it is on, as a crash would.
+    pub async fn kill_controller(&mut self) {
+        if let Some((_, handle, _)) = self.controller.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+    }
+
+    /// Stops the controller gracefully.
+    pub async fn stop_controller(&mut self) {
+        if let Some((stop, handle, _)) = self.controller.take() {
+            let _ = stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
+        }
+    }
+
+    /// The AWS calls made by the running controller.
+    pub fn controller_aws(&self) -> &Aws {
+        &self.controller.as_ref().expect("controller running").2
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates an object in the test namespace from JSON.
+    pub async fn create<K>(&self, object: serde_json::Value) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + serde::Serialize
+            + std::fmt::Debug,
+    {
+        let object: K = serde_json::from_value(object).expect("valid object");
+        self.api::<K>().create(&PostParams::default(), &object).await.expect("object created")
+    }
+
+    /// Waits until `name` satisfies `done`, returning it; fails the test after [`TIMEOUT`].
+    pub async fn wait_for<K>(&self, name: &str, what: &str, done: impl Fn(&K) -> bool) -> K
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let current = api.get_opt(name).await.expect("get");
+            if let Some(object) = &current
+                && done(object)
+            {
+                return object.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {name} to be {what}: {current:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `name` no longer exists.
+    pub async fn wait_gone<K>(&self, name: &str)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while let Some(object) = api.get_opt(name).await.expect("get") {
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {name} to be deleted: {object:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Deletes an object in the test namespace.
+    pub async fn delete<K>(&self, name: &str)
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>().delete(name, &DeleteParams::default()).await.expect("delete accepted");
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if let Some((_, handle, _)) = self.controller.take() {
+            handle.abort();
+        }
+        if self.real_cluster {
+            // Drop cannot await: delete the namespace from a thread of its own, also after a failed test.
+            let client = self.client.clone();
+            let namespace = self.namespace.clone();
+            let _ = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    runtime.block_on(async {
+                        let _ = Api::<Namespace>::all(client).delete(&namespace, &DeleteParams::background()).await;
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// AWS clients for moto with the given credentials.
+pub async fn aws_for(moto: &Moto, credentials: aws_sdk_iam::config::Credentials) -> Aws {
+    let sdk = moto.sdk_config(credentials).await;
+    Aws::new(&sdk, moto::REGION.to_owned(), Some(moto.endpoint_url().to_owned()))
+}
+
+async fn real_cluster_client(path: &str) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("readable kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// Applies the committed `crds/` (not the Rust types: what users install is what is tested) and waits
+/// until they are established.
+async fn install_crds(client: &Client) {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for crd in bucket_broker::api::crds() {
+        let file = dir.join(bucket_broker::cli::crd_file_name(&crd));
+        let yaml = std::fs::read_to_string(&file).expect("crds/ file");
+        let crd: CustomResourceDefinition = serde_saphyr::from_str(yaml.trim_start_matches("---\n")).expect("crd");
+        let name = crd.metadata.name.clone().expect("crd name");
+        api.patch(&name, &PatchParams::apply("bucket-broker-tests").force(), &Patch::Apply(&crd)).await.expect("crd applied");
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let current = api.get(&name).await.expect("crd");
+            let established = current
+                .status
+                .and_then(|s| s.conditions)
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+            if established {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "CRD {name} not established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A name unlikely to collide, for namespaces on a shared cluster.
+pub fn unique_name(prefix: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    format!("{prefix}-{:08x}", hasher.finish() as u32)
+}
+
+/// A plain anonymous HTTP GET: the status code, as a browser following a public URL would see it.
+pub async fn anonymous_get(url: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".to_owned()));
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let head = String::from_utf8_lossy(&response);
+    head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("an HTTP status line")
+}
