@@ -1,0 +1,166 @@
+//! The data of the credential Secrets, exactly in the shapes apps already parse: the seed's
+//! `VCAP_SERVICES` entry for a BucketBinding, the seed's `cf service-key` output for a BucketServiceKey,
+//! and flat `AWS_*` keys plus servicebinding.io `type`/`provider` for everything else.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+/// The Cloud Foundry service label, and the `VCAP_SERVICES` key.
+pub const LABEL: &str = "aws-s3-bucket";
+/// The servicebinding.io Secret type of a BucketBinding's Secret.
+pub const BINDING_SECRET_TYPE: &str = "servicebinding.io/s3";
+
+/// What a credential Secret carries.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials<'a> {
+    pub access_key_id: &'a str,
+    pub secret_access_key: &'a str,
+    pub region: &'a str,
+    pub bucket_name: &'a str,
+    pub deploy_env: &'a str,
+    /// The S3 endpoint when it is not AWS's (`AWS_ENDPOINT_URL_S3`).
+    pub endpoint_url: Option<&'a str>,
+}
+
+// Never print a secret, even in a debug log.
+impl std::fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("bucket_name", &self.bucket_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `credentials` object of the seed: five keys, in this order.
+fn credentials_json(c: &Credentials<'_>) -> serde_json::Value {
+    json!({
+        "aws_access_key_id": c.access_key_id,
+        "aws_region": c.region,
+        "aws_secret_access_key": c.secret_access_key,
+        "bucket_name": c.bucket_name,
+        "deploy_env": c.deploy_env,
+    })
+}
+
+/// The flat keys for `envFrom` and the servicebinding.io keys, shared by both Secrets.
+fn flat_keys(c: &Credentials<'_>) -> BTreeMap<String, String> {
+    let mut data = BTreeMap::from([
+        ("AWS_ACCESS_KEY_ID".to_owned(), c.access_key_id.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY".to_owned(), c.secret_access_key.to_owned()),
+        ("AWS_REGION".to_owned(), c.region.to_owned()),
+        ("AWS_DEFAULT_REGION".to_owned(), c.region.to_owned()),
+        ("BUCKET_NAME".to_owned(), c.bucket_name.to_owned()),
+        ("type".to_owned(), "s3".to_owned()),
+        ("provider".to_owned(), "aws".to_owned()),
+    ]);
+    if let Some(endpoint) = c.endpoint_url {
+        data.insert("AWS_ENDPOINT_URL_S3".to_owned(), endpoint.to_owned());
+    }
+    data
+}
+
+/// The data of a BucketBinding's Secret. `instance_name` is the Bucket's name, as `cf` showed it.
+pub fn binding_data(instance_name: &str, c: &Credentials<'_>) -> BTreeMap<String, String> {
+    let entry = json!({
+        "binding_name": null,
+        "credentials": credentials_json(c),
+        "instance_name": instance_name,
+        "label": LABEL,
+        "name": instance_name,
+        "plan": "default",
+        "provider": null,
+        "syslog_drain_url": null,
+        "tags": ["s3"],
+        "volume_mounts": [],
+    });
+    let mut data = flat_keys(c);
+    data.insert("VCAP_SERVICES".to_owned(), json!({ LABEL: [entry] }).to_string());
+    data
+}
+
+/// The data of a BucketServiceKey's Secret: `credentials.json` is what `cf service-key` printed.
+pub fn service_key_data(c: &Credentials<'_>) -> BTreeMap<String, String> {
+    let mut data = flat_keys(c);
+    data.insert("credentials.json".to_owned(), credentials_json(c).to_string());
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn creds() -> Credentials<'static> {
+        Credentials {
+            access_key_id: "AKIAEXAMPLE",
+            secret_access_key: "secret/key",
+            region: "eu-west-2",
+            bucket_name: "bucket-broker-uid",
+            deploy_env: "prod",
+            endpoint_url: None,
+        }
+    }
+
+    #[test]
+    fn vcap_services_has_exactly_the_seed_shape() {
+        let data = binding_data("my-bucket", &creds());
+        let vcap: Value = serde_json::from_str(&data["VCAP_SERVICES"]).expect("json");
+        let entries = vcap[LABEL].as_array().expect("a list under aws-s3-bucket");
+        assert_eq!(entries.len(), 1);
+        let expected = json!({
+            "binding_name": null,
+            "credentials": {
+                "aws_access_key_id": "AKIAEXAMPLE",
+                "aws_region": "eu-west-2",
+                "aws_secret_access_key": "secret/key",
+                "bucket_name": "bucket-broker-uid",
+                "deploy_env": "prod"
+            },
+            "instance_name": "my-bucket",
+            "label": "aws-s3-bucket",
+            "name": "my-bucket",
+            "plan": "default",
+            "provider": null,
+            "syslog_drain_url": null,
+            "tags": ["s3"],
+            "volume_mounts": []
+        });
+        assert_eq!(entries[0], expected);
+    }
+
+    #[test]
+    fn flat_keys_and_servicebinding_keys() {
+        let data = binding_data("b", &creds());
+        assert_eq!(data["AWS_ACCESS_KEY_ID"], "AKIAEXAMPLE");
+        assert_eq!(data["AWS_SECRET_ACCESS_KEY"], "secret/key");
+        assert_eq!(data["AWS_REGION"], "eu-west-2");
+        assert_eq!(data["AWS_DEFAULT_REGION"], "eu-west-2");
+        assert_eq!(data["BUCKET_NAME"], "bucket-broker-uid");
+        assert_eq!(data["type"], "s3");
+        assert_eq!(data["provider"], "aws");
+        assert!(!data.contains_key("AWS_ENDPOINT_URL_S3"));
+        let local = Credentials { endpoint_url: Some("http://127.0.0.1:5000"), ..creds() };
+        assert_eq!(binding_data("b", &local)["AWS_ENDPOINT_URL_S3"], "http://127.0.0.1:5000");
+    }
+
+    #[test]
+    fn service_key_json_is_the_cf_service_key_output() {
+        let data = service_key_data(&creds());
+        let parsed: Value = serde_json::from_str(&data["credentials.json"]).expect("json");
+        let keys: Vec<&String> = parsed.as_object().expect("object").keys().collect();
+        assert_eq!(keys, ["aws_access_key_id", "aws_region", "aws_secret_access_key", "bucket_name", "deploy_env"]);
+        assert_eq!(parsed["aws_secret_access_key"], "secret/key");
+        assert!(!data.contains_key("VCAP_SERVICES"));
+        assert_eq!(data["AWS_ACCESS_KEY_ID"], "AKIAEXAMPLE");
+    }
+
+    #[test]
+    fn debug_output_hides_the_secret() {
+        let printed = format!("{:?}", creds());
+        assert!(!printed.contains("secret/key"), "{printed}");
+        assert!(printed.contains("AKIAEXAMPLE"));
+    }
+}
