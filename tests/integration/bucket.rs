@@ -271,6 +271,7 @@ async fn a_controller_killed_mid_provisioning_converges_to_one_bucket() {
     let buckets = env.admin.s3.list_buckets().send().await.expect("list").buckets.unwrap_or_default();
     let ours: Vec<_> = buckets.iter().filter_map(|b| b.name.clone()).filter(|n| n.starts_with("bb-")).collect();
     assert_eq!(ours, [name], "exactly one bucket");
+    env.stop_controller().await;
 }
 
 #[tokio::test]

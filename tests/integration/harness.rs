@@ -107,12 +107,14 @@ impl TestEnv {
         }
     }
 
-    /// Stops the controller gracefully.
+    /// Stops the controller gracefully, as on SIGTERM; fails the test if it does not stop in time.
     pub async fn stop_controller(&mut self) {
-        if let Some((stop, handle, _)) = self.controller.take() {
-            let _ = stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(30), handle).await;
-        }
+        let (stop, handle, _) = self.controller.take().expect("controller running");
+        stop.send(true).expect("controller listening for shutdown");
+        tokio::time::timeout(Duration::from_secs(30), handle)
+            .await
+            .expect("the controller stops within 30s")
+            .expect("the controller task ends without panicking");
     }
 
     /// The AWS calls made by the running controller.

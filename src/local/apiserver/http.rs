@@ -1,0 +1,386 @@
+//! HTTP/1.1 front end: URL routing, query parsing, verbs, responses.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::error::ApiError;
+use super::faults::RequestInfo;
+use super::selector::{FieldSelector, LabelSelector, Selectors};
+use super::store::{PatchKind, Scope};
+use super::watch::{self, WatchParams};
+
+pub(super) type Body = BoxBody<Bytes, std::io::Error>;
+
+fn full(bytes: Vec<u8>) -> Body {
+    Full::new(Bytes::from(bytes))
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Body> {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let mut r = Response::new(full(bytes));
+    *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    let mut r = json_response(e.code, &e.to_status());
+    if let Some(s) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        r.headers_mut().insert(RETRY_AFTER, v);
+    }
+    r
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn parse_query(q: Option<&str>) -> HashMap<String, String> {
+    q.unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
+    matches!(q.get(k).map(String::as_str), Some("true" | "1"))
+}
+
+fn version_json() -> Value {
+    json!({
+        "major": "1",
+        "minor": "28",
+        "gitVersion": "v1.28.0",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2023-08-15T00:00:00Z",
+        "goVersion": "go1.20.7",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+pub(super) async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(error_response(&ApiError::bad_request(format!(
+                "reading body: {e}"
+            ))));
+        }
+    };
+    let query = parse_query(parts.uri.query());
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let req = Req {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_string(),
+        query,
+        content_type: header("content-type"),
+        user_agent: header("user-agent"),
+        body: body.to_vec(),
+    };
+    tracing::debug!(method = %req.method, path = %req.path, "apiserver request");
+    Ok(match route(&shared, &req) {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    })
+}
+
+struct Req {
+    method: Method,
+    path: String,
+    query: HashMap<String, String>,
+    content_type: String,
+    user_agent: String,
+    body: Vec<u8>,
+}
+
+fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response<Body>, ApiError> {
+    let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
+    let discovery = |v: Option<Value>| {
+        v.map(|v| json_response(200, &v))
+            .ok_or_else(ApiError::no_route)
+    };
+    match segs.as_slice() {
+        ["version"] => Ok(json_response(200, &version_json())),
+        ["healthz" | "readyz" | "livez"] => {
+            let mut r = Response::new(full(b"ok".to_vec()));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            Ok(r)
+        }
+        ["api"] => Ok(json_response(
+            200,
+            &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
+                {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
+        )),
+        ["apis"] => Ok(json_response(200, &shared.lock().registry.group_list())),
+        ["api", "v1"] => discovery(shared.lock().registry.resource_list("", "v1")),
+        ["apis", g] => discovery(shared.lock().registry.group(g)),
+        ["apis", g, v] => discovery(shared.lock().registry.resource_list(g, v)),
+        ["api", "v1", rest @ ..] => resource(shared, req, "", "v1", rest),
+        ["apis", g, v, rest @ ..] => resource(shared, req, g, v, rest),
+        _ => Err(ApiError::no_route()),
+    }
+}
+
+fn resource(
+    shared: &Arc<Shared>,
+    req: &Req,
+    group: &str,
+    version: &str,
+    rest: &[&str],
+) -> Result<Response<Body>, ApiError> {
+    let (ns, plural, name, sub) = match rest {
+        ["namespaces", n, sub @ ("status" | "finalize")] if group.is_empty() => {
+            (None, "namespaces", Some(*n), Some(*sub))
+        }
+        ["namespaces", ns, plural] => (Some(*ns), *plural, None, None),
+        ["namespaces", ns, plural, name] => (Some(*ns), *plural, Some(*name), None),
+        ["namespaces", ns, plural, name, sub] => (Some(*ns), *plural, Some(*name), Some(*sub)),
+        [plural] => (None, *plural, None, None),
+        [plural, name] => (None, *plural, Some(*name), None),
+        [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
+        _ => return Err(ApiError::no_route()),
+    };
+    let rt = shared
+        .lock()
+        .registry
+        .lookup(group, version, plural)
+        .ok_or_else(ApiError::no_route)?;
+    if (!rt.namespaced && ns.is_some()) || (rt.namespaced && ns.is_none() && name.is_some()) {
+        return Err(ApiError::no_route());
+    }
+    match sub {
+        None => {}
+        Some("status") if rt.status_subresource => {}
+        Some("finalize") if rt.is_namespace() => {}
+        Some(_) => return Err(ApiError::no_route()),
+    }
+    let q = &req.query;
+    let verb = match (&req.method, name) {
+        (&Method::GET, Some(_)) => "get",
+        (&Method::GET, None) if truthy(q, "watch") => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::POST, None) => "create",
+        (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
+        (&Method::DELETE, Some(_)) => "delete",
+        (&Method::DELETE, None) => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    let info = RequestInfo {
+        verb: verb.to_string(),
+        resource: rt.plural.clone(),
+        subresource: sub.unwrap_or_default().to_string(),
+        namespace: ns.unwrap_or_default().to_string(),
+        name: name.unwrap_or_default().to_string(),
+    };
+    shared.count(&info);
+    if let Some(code) = shared.faults.take(&info) {
+        return Err(ApiError::injected(code));
+    }
+    let selectors = || -> Result<Selectors, ApiError> {
+        Ok(Selectors {
+            labels: LabelSelector::parse(q.get("labelSelector").map(String::as_str).unwrap_or(""))?,
+            fields: FieldSelector::parse(q.get("fieldSelector").map(String::as_str).unwrap_or(""))?,
+        })
+    };
+    let manager = q.get("fieldManager").cloned().unwrap_or_else(|| {
+        let ua = req.user_agent.split('/').next().unwrap_or_default();
+        if ua.is_empty() {
+            "unknown".into()
+        } else {
+            ua.to_string()
+        }
+    });
+    let body_json = || -> Result<Value, ApiError> {
+        serde_json::from_slice(&req.body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
+        })
+    };
+    let name = name.unwrap_or_default();
+    match verb {
+        "get" => Ok(json_response(200, &shared.lock().get(&rt, ns, name)?)),
+        "list" => {
+            let sel = selectors()?;
+            let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+                Some(l) => Some(
+                    l.parse::<usize>()
+                        .map_err(|_| ApiError::bad_request("limit must be an integer"))?,
+                ),
+                None => None,
+            };
+            let st = shared.lock();
+            let scope = Scope {
+                rt: &rt,
+                namespace: ns,
+                selectors: &sel,
+            };
+            Ok(json_response(
+                200,
+                &st.list(&scope, limit, q.get("continue").map(String::as_str))?,
+            ))
+        }
+        "watch" => {
+            let sel = selectors()?;
+            let from = match q.get("resourceVersion").map(String::as_str) {
+                None | Some("" | "0") => None,
+                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resource version: {rv}"))
+                })?),
+            };
+            let timeout = q
+                .get("timeoutSeconds")
+                .and_then(|t| t.parse::<u64>().ok())
+                .filter(|t| *t > 0)
+                .map(Duration::from_secs);
+            let params = WatchParams {
+                from,
+                send_initial_events: truthy(q, "sendInitialEvents"),
+                bookmarks: truthy(q, "allowWatchBookmarks"),
+                timeout,
+            };
+            let body = watch::open(shared, rt.clone(), ns.map(str::to_string), sel, params);
+            let mut r = Response::new(body);
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            Ok(r)
+        }
+        "create" => {
+            let body = body_json()?;
+            let obj = {
+                let mut st = shared.lock();
+                let obj = st.create(&rt, ns, body, super::store::Mgr::Update(&manager))?;
+                // A dependent whose owners are all gone is collected, as upstream.
+                st.collect_garbage();
+                obj
+            };
+            Ok(json_response(201, &obj))
+        }
+        "update" => {
+            let body = body_json()?;
+            let obj = shared.lock().update(&rt, ns, name, sub, body, &manager)?;
+            Ok(json_response(200, &obj))
+        }
+        "patch" => {
+            let ct = req
+                .content_type
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim();
+            let kind = match ct {
+                "application/json-patch+json" => PatchKind::Json,
+                "application/merge-patch+json" => PatchKind::Merge,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                "application/apply-patch+yaml" => PatchKind::Apply,
+                other => {
+                    return Err(ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!(
+                            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {other:?}"
+                        ),
+                    ));
+                }
+            };
+            let manager_opt = if kind == PatchKind::Apply {
+                q.get("fieldManager").map(String::as_str)
+            } else {
+                Some(manager.as_str())
+            };
+            let (obj, created) = shared.lock().patch(
+                &rt,
+                ns,
+                name,
+                sub,
+                kind,
+                &req.body,
+                manager_opt,
+                truthy(q, "force"),
+            )?;
+            Ok(json_response(if created { 201 } else { 200 }, &obj))
+        }
+        "delete" | "deletecollection" => {
+            let mut options = if req.body.iter().all(u8::is_ascii_whitespace) {
+                json!({})
+            } else {
+                body_json()?
+            };
+            if let Some(p) = q.get("propagationPolicy") {
+                options["propagationPolicy"] = json!(p);
+            }
+            if verb == "delete" {
+                Ok(json_response(
+                    200,
+                    &shared.lock().delete(&rt, ns, name, &options)?,
+                ))
+            } else {
+                let sel = selectors()?;
+                let scope = Scope {
+                    rt: &rt,
+                    namespace: ns,
+                    selectors: &sel,
+                };
+                Ok(json_response(
+                    200,
+                    &shared.lock().delete_collection(&scope, &options)?,
+                ))
+            }
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}

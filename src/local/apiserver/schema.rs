@@ -1,0 +1,365 @@
+//! Structural-schema handling for custom resources: pruning, defaulting and validation
+//! (in that order, as the apiextensions server does), plus the list-type lookups that
+//! server-side apply needs.
+//!
+//! Supported keywords: `type`, `properties`, `additionalProperties`, `items`, `required`,
+//! `enum`, `default`, `nullable`, `minimum`/`maximum`, `minLength`/`maxLength`,
+//! `minItems`/`maxItems`, `x-kubernetes-preserve-unknown-fields`,
+//! `x-kubernetes-int-or-string`, `x-kubernetes-embedded-resource`,
+//! `x-kubernetes-list-type`/`x-kubernetes-list-map-keys`. Not supported: `pattern`,
+//! `format`, `oneOf`/`anyOf`/`allOf`/`not`, and `x-kubernetes-validations` (CEL).
+
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+
+use super::error::Cause;
+
+/// How SSA treats a list.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum ListType {
+    Atomic,
+    Set,
+    Map(Vec<String>),
+}
+
+/// Schema for `metadata`, which CRD schemas never describe: SSA needs to know that
+/// `finalizers` is a set and `ownerReferences` a map keyed by `uid`.
+fn metadata_schema() -> &'static Value {
+    static META: OnceLock<Value> = OnceLock::new();
+    META.get_or_init(|| {
+        json!({
+            "type": "object",
+            "properties": {
+                "finalizers": {"type": "array", "x-kubernetes-list-type": "set", "items": {"type": "string"}},
+                "ownerReferences": {
+                    "type": "array",
+                    "x-kubernetes-list-type": "map",
+                    "x-kubernetes-list-map-keys": ["uid"],
+                    "items": {"type": "object"}
+                },
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}}
+            }
+        })
+    })
+}
+
+/// A cursor into an optional schema, so walking data with no schema stays simple.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sch<'a> {
+    node: Option<&'a Value>,
+    root: bool,
+}
+
+impl<'a> Sch<'a> {
+    pub fn root(schema: Option<&'a Value>) -> Self {
+        Sch {
+            node: schema,
+            root: true,
+        }
+    }
+
+    pub fn prop(&self, name: &str) -> Sch<'a> {
+        if self.root && name == "metadata" {
+            return Sch {
+                node: Some(metadata_schema()),
+                root: false,
+            };
+        }
+        let node = self.node.and_then(|n| {
+            n.get("properties")
+                .and_then(|p| p.get(name))
+                .or_else(|| n.get("additionalProperties").filter(|a| a.is_object()))
+        });
+        Sch { node, root: false }
+    }
+
+    pub fn items(&self) -> Sch<'a> {
+        Sch {
+            node: self.node.and_then(|n| n.get("items")),
+            root: false,
+        }
+    }
+
+    pub fn list_type(&self) -> ListType {
+        let Some(n) = self.node else {
+            return ListType::Atomic;
+        };
+        match n.get("x-kubernetes-list-type").and_then(Value::as_str) {
+            Some("set") => ListType::Set,
+            Some("map") => ListType::Map(
+                n.get("x-kubernetes-list-map-keys")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            _ => ListType::Atomic,
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn type_ok(expected: &str, v: &Value) -> bool {
+    match (expected, v) {
+        ("object", Value::Object(_)) => true,
+        ("array", Value::Array(_)) => true,
+        ("string", Value::String(_)) => true,
+        ("boolean", Value::Bool(_)) => true,
+        ("number", Value::Number(_)) => true,
+        ("integer", Value::Number(n)) => {
+            n.is_i64() || n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
+        _ => false,
+    }
+}
+
+fn child_path(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn is_true(schema: &Value, key: &str) -> bool {
+    schema.get(key).and_then(Value::as_bool) == Some(true)
+}
+
+/// Prunes, defaults and validates a whole custom resource in place; returns the causes of
+/// a 422 (empty when valid).
+pub(super) fn process(schema: &Value, obj: &mut Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Value::Object(map) = obj else {
+        return causes;
+    };
+    // apiVersion/kind/metadata belong to the apiserver, not to the CRD schema.
+    let keep: Vec<(String, Value)> = ["apiVersion", "kind", "metadata"]
+        .iter()
+        .filter_map(|k| map.remove(*k).map(|v| (k.to_string(), v)))
+        .collect();
+    let mut rest = Value::Object(std::mem::take(map));
+    walk(schema, &mut rest, "", &mut causes);
+    if let (Value::Object(m), Value::Object(r)) = (obj, rest) {
+        *m = r;
+        for (k, v) in keep {
+            m.insert(k, v);
+        }
+    }
+    causes
+}
+
+fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
+    let int_or_string = is_true(schema, "x-kubernetes-int-or-string");
+    if int_or_string {
+        if !matches!(v, Value::String(_)) && !type_ok("integer", v) {
+            causes.push(Cause::new(
+                "FieldValueTypeInvalid",
+                path,
+                format!(
+                    "Invalid value: \"{}\": {path} in body must be of type int-or-string: \"{}\"",
+                    type_name(v),
+                    type_name(v)
+                ),
+            ));
+            return;
+        }
+    } else if let Some(t) = schema.get("type").and_then(Value::as_str)
+        && !type_ok(t, v)
+    {
+        causes.push(Cause::new(
+            "FieldValueTypeInvalid",
+            path,
+            format!(
+                "Invalid value: \"{}\": {path} in body must be of type {t}: \"{}\"",
+                type_name(v),
+                type_name(v)
+            ),
+        ));
+        return;
+    }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(v)
+    {
+        let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            path,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                v,
+                list.join(", ")
+            ),
+        ));
+    }
+    bounds(schema, v, path, causes);
+    match v {
+        Value::Object(map) => {
+            let preserve = is_true(schema, "x-kubernetes-preserve-unknown-fields")
+                || is_true(schema, "x-kubernetes-embedded-resource");
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties");
+            // Nulls in non-nullable fields are dropped before defaulting, as upstream does.
+            map.retain(|k, val| {
+                if !val.is_null() {
+                    return true;
+                }
+                let s = props
+                    .and_then(|p| p.get(k))
+                    .or(additional.filter(|a| a.is_object()));
+                s.is_some_and(|s| is_true(s, "nullable"))
+            });
+            if !preserve && additional.is_none_or(|a| !a.is_object() && a != &Value::Bool(true)) {
+                map.retain(|k, _| props.is_some_and(|p| p.contains_key(k)));
+            }
+            if let Some(props) = props {
+                for (k, ps) in props {
+                    if !map.contains_key(k)
+                        && let Some(d) = ps.get("default")
+                    {
+                        map.insert(k.clone(), d.clone());
+                    }
+                }
+            }
+            for (k, val) in map.iter_mut() {
+                let s = props
+                    .and_then(|p| p.get(k))
+                    .or(additional.filter(|a| a.is_object()));
+                if let Some(s) = s {
+                    walk(s, val, &child_path(path, k), causes);
+                }
+            }
+            if let Some(req) = schema.get("required").and_then(Value::as_array) {
+                for r in req.iter().filter_map(Value::as_str) {
+                    if !map.contains_key(r) {
+                        causes.push(Cause::new(
+                            "FieldValueRequired",
+                            child_path(path, r),
+                            "Required value",
+                        ));
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    walk(s, item, &format!("{path}[{i}]"), causes);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let num = |k: &str| schema.get(k).and_then(Value::as_f64);
+    let mut invalid = |msg: String| {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            path,
+            format!("Invalid value: {v}: {msg}"),
+        ))
+    };
+    match v {
+        Value::Number(n) => {
+            let x = n.as_f64().unwrap_or_default();
+            if let Some(m) = num("minimum")
+                && x < m
+            {
+                invalid(format!(
+                    "{path} in body should be greater than or equal to {m}"
+                ));
+            }
+            if let Some(m) = num("maximum")
+                && x > m
+            {
+                invalid(format!(
+                    "{path} in body should be less than or equal to {m}"
+                ));
+            }
+        }
+        Value::String(s) => {
+            let len = s.chars().count() as f64;
+            if let Some(m) = num("minLength")
+                && len < m
+            {
+                invalid(format!("{path} in body should be at least {m} chars long"));
+            }
+            if let Some(m) = num("maxLength")
+                && len > m
+            {
+                invalid(format!("{path} in body may not be longer than {m}"));
+            }
+        }
+        Value::Array(a) => {
+            let len = a.len() as f64;
+            if let Some(m) = num("minItems")
+                && len < m
+            {
+                invalid(format!("{path} in body should have at least {m} items"));
+            }
+            if let Some(m) = num("maxItems")
+                && len > m
+            {
+                invalid(format!("{path} in body should have at most {m} items"));
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prune_default_validate() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["size"],
+                    "properties": {
+                        "size": {"type": "string", "enum": ["small", "large"]},
+                        "replicas": {"type": "integer", "default": 1},
+                        "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                    }
+                }
+            }
+        });
+        let mut o = json!({"apiVersion": "x/v1", "kind": "W", "metadata": {"name": "a"},
+            "spec": {"size": "small", "junk": 1, "free": {"x": 1}}, "junk": 2});
+        assert!(process(&schema, &mut o).is_empty());
+        assert_eq!(o["spec"]["replicas"], json!(1));
+        assert!(o["spec"].get("junk").is_none() && o.get("junk").is_none());
+        assert_eq!(o["spec"]["free"]["x"], json!(1));
+        assert_eq!(o["metadata"]["name"], json!("a"));
+
+        let mut bad = json!({"spec": {"size": "huge", "replicas": "x"}});
+        let causes = process(&schema, &mut bad);
+        let mut fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        fields.sort();
+        assert_eq!(fields, vec!["spec.replicas", "spec.size"]);
+        let mut missing = json!({"spec": {}});
+        let causes = process(&schema, &mut missing);
+        assert_eq!(causes[0].field, "spec.size");
+        assert_eq!(causes[0].reason, "FieldValueRequired");
+    }
+}
