@@ -151,7 +151,10 @@ mod tests {
         let data = service_key_data(&creds());
         let parsed: Value = serde_json::from_str(&data["credentials.json"]).expect("json");
         let keys: Vec<&String> = parsed.as_object().expect("object").keys().collect();
-        assert_eq!(keys, ["aws_access_key_id", "aws_region", "aws_secret_access_key", "bucket_name", "deploy_env"]);
+        assert_eq!(
+            keys,
+            ["aws_access_key_id", "aws_region", "aws_secret_access_key", "bucket_name", "deploy_env"]
+        );
         assert_eq!(parsed["aws_secret_access_key"], "secret/key");
         assert!(!data.contains_key("VCAP_SERVICES"));
         assert_eq!(data["AWS_ACCESS_KEY_ID"], "AKIAEXAMPLE");

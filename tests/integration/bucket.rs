@@ -33,7 +33,15 @@ fn name_of(b: &Bucket) -> String {
 }
 
 async fn put(env: &TestEnv, bucket: &str, key: &str) {
-    env.admin.s3.put_object().bucket(bucket).key(key).body(ByteStream::from_static(b"hello")).send().await.expect("put");
+    env.admin
+        .s3
+        .put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(ByteStream::from_static(b"hello"))
+        .send()
+        .await
+        .expect("put");
 }
 
 fn ops<'a>(env: &'a TestEnv, bucket: &'a str) -> BucketOps<'a> {
@@ -80,16 +88,30 @@ async fn a_private_bucket_is_provisioned_with_every_setting() {
     let block = s3.get_public_access_block().bucket(&name).send().await.expect("public access block");
     let block = block.public_access_block_configuration.expect("configuration");
     assert_eq!(
-        (block.block_public_acls, block.ignore_public_acls, block.block_public_policy, block.restrict_public_buckets),
+        (
+            block.block_public_acls,
+            block.ignore_public_acls,
+            block.block_public_policy,
+            block.restrict_public_buckets
+        ),
         (Some(true), Some(true), Some(true), Some(true))
     );
 
     let ownership = s3.get_bucket_ownership_controls().bucket(&name).send().await.expect("ownership");
-    assert_eq!(ownership.ownership_controls.expect("controls").rules[0].object_ownership, ObjectOwnership::BucketOwnerEnforced);
+    assert_eq!(
+        ownership.ownership_controls.expect("controls").rules[0].object_ownership,
+        ObjectOwnership::BucketOwnerEnforced
+    );
 
     // Without --require-tls a private bucket needs no policy at all: none is written.
     let policy = s3.get_bucket_policy().bucket(&name).send().await;
-    assert_eq!(policy.err().and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_owned)).as_deref(), Some("NoSuchBucketPolicy"));
+    assert_eq!(
+        policy
+            .err()
+            .and_then(|e| aws_sdk_s3::error::ProvideErrorMetadata::code(&e).map(str::to_owned))
+            .as_deref(),
+        Some("NoSuchBucketPolicy")
+    );
 }
 
 #[tokio::test]
@@ -100,9 +122,11 @@ async fn the_tls_only_policy_is_written_when_tls_is_required() {
     env.create::<Bucket>(bucket("secure", json!({}))).await;
     let b = env.wait_for::<Bucket>("secure", "ready", is_ready).await;
     let name = name_of(&b);
-    let stored = env.admin.s3.get_bucket_policy().bucket(&name).send().await.expect("policy").policy.expect("policy");
+    let stored =
+        env.admin.s3.get_bucket_policy().bucket(&name).send().await.expect("policy").policy.expect("policy");
     let stored: serde_json::Value = serde_json::from_str(&stored).expect("json");
-    let expected = bucket_broker::build::policy::bucket_policy(&format!("arn:aws:s3:::{name}"), false, true).expect("policy");
+    let expected = bucket_broker::build::policy::bucket_policy(&format!("arn:aws:s3:::{name}"), false, true)
+        .expect("policy");
     assert!(bucket_broker::build::policy::equivalent(&stored, &expected), "{stored:#}");
 }
 
@@ -124,14 +148,22 @@ async fn a_public_bucket_serves_objects_anonymously_until_made_private() {
 
     let block = env.admin.s3.get_public_access_block().bucket(name_of(&public)).send().await.expect("block");
     let block = block.public_access_block_configuration.expect("configuration");
-    assert_eq!((block.block_public_acls, block.ignore_public_acls), (Some(true), Some(true)), "ACLs stay blocked");
+    assert_eq!(
+        (block.block_public_acls, block.ignore_public_acls),
+        (Some(true), Some(true)),
+        "ACLs stay blocked"
+    );
     assert_eq!((block.block_public_policy, block.restrict_public_buckets), (Some(false), Some(false)));
 
     env.api::<Bucket>()
         .patch("public", &PatchParams::default(), &Patch::Merge(json!({"spec": {"public": false}})))
         .await
         .expect("made private");
-    let now_private = env.wait_for::<Bucket>("public", "ready and private", |b| is_ready(b) && b.metadata.generation == Some(2)).await;
+    let now_private = env
+        .wait_for::<Bucket>("public", "ready and private", |b| {
+            is_ready(b) && b.metadata.generation == Some(2)
+        })
+        .await;
     assert_eq!(now_private.status.as_ref().and_then(|s| s.public_url.clone()), None, "publicUrl is gone");
     assert_eq!(anonymous_get(&format!("{public_url}/404.html")).await, 403, "anonymous access is removed");
 }
@@ -146,7 +178,7 @@ async fn deletion_waits_for_bindings_and_objects_and_never_deletes_data() {
     put(&env, &name, "keep-me").await;
     env.create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
         "metadata": {"name": "app"}, "spec": {"bucketRef": {"name": "data"}}}))
-    .await;
+        .await;
 
     env.delete::<Bucket>("data").await;
     let waiting = env
@@ -194,7 +226,8 @@ async fn retain_leaves_the_bucket_and_deleting_twice_or_after_an_outside_delete_
 #[tokio::test]
 async fn drift_is_repaired_at_the_next_resync() {
     let mut env = TestEnv::new().await;
-    let settings = bucket_broker::controller::Settings { resync_interval: Duration::from_secs(1), ..env.settings() };
+    let settings =
+        bucket_broker::controller::Settings { resync_interval: Duration::from_secs(1), ..env.settings() };
     env.start_controller_with(settings).await;
     env.create::<Bucket>(bucket("drifty", json!({"public": true}))).await;
     let name = name_of(&env.wait_for::<Bucket>("drifty", "ready", is_ready).await);
@@ -209,12 +242,16 @@ async fn drift_is_repaired_at_the_next_resync() {
     loop {
         let encryption = s3.get_bucket_encryption().bucket(&name).send().await.is_ok();
         let block = s3.get_public_access_block().bucket(&name).send().await.is_ok();
-        let tags = ops(&env, &name).tags().await.expect("tags").iter().any(|(k, _)| k == "bucketbroker.io/uid");
+        let tags =
+            ops(&env, &name).tags().await.expect("tags").iter().any(|(k, _)| k == "bucketbroker.io/uid");
         let policy = s3.get_bucket_policy().bucket(&name).send().await.is_ok();
         if encryption && block && tags && policy {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "drift not repaired: {encryption} {block} {tags} {policy}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "drift not repaired: {encryption} {block} {tags} {policy}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -231,7 +268,8 @@ async fn drift_is_repaired_at_the_next_resync() {
 #[tokio::test]
 async fn a_ready_bucket_costs_no_writes_on_resync() {
     let mut env = TestEnv::new().await;
-    let settings = bucket_broker::controller::Settings { resync_interval: Duration::from_secs(1), ..env.settings() };
+    let settings =
+        bucket_broker::controller::Settings { resync_interval: Duration::from_secs(1), ..env.settings() };
     env.start_controller_with(settings).await;
     env.create::<Bucket>(bucket("steady", json!({"public": true}))).await;
     let before = env.wait_for::<Bucket>("steady", "ready", is_ready).await;
@@ -250,7 +288,10 @@ async fn a_ready_bucket_costs_no_writes_on_resync() {
         assert_eq!(server.stats().writes() - before, 0, "no Kubernetes write in steady state");
     }
     let after = env.api::<Bucket>().get("steady").await.expect("get");
-    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "the Bucket was not rewritten");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "the Bucket was not rewritten"
+    );
     println!("steady state: {resync_calls} AWS reads over ~4 resyncs, {} per resync", resync_calls / 4);
 }
 
@@ -269,7 +310,8 @@ async fn a_controller_killed_mid_provisioning_converges_to_one_bucket() {
     let ready = env.wait_for::<Bucket>("crashy", "ready", is_ready).await;
     assert_eq!(name_of(&ready), name, "the recorded name is reused");
     let buckets = env.admin.s3.list_buckets().send().await.expect("list").buckets.unwrap_or_default();
-    let ours: Vec<_> = buckets.iter().filter_map(|b| b.name.clone()).filter(|n| n.starts_with("bb-")).collect();
+    let ours: Vec<_> =
+        buckets.iter().filter_map(|b| b.name.clone()).filter(|n| n.starts_with("bb-")).collect();
     assert_eq!(ours, [name], "exactly one bucket");
     env.stop_controller().await;
 }

@@ -56,7 +56,10 @@ impl TestEnv {
             "metadata": {"name": namespace, "labels": {"bucketbroker.io/test": "true"}}
         }))
         .expect("namespace");
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace created");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("namespace created");
         let moto = Moto::start(options).await.expect("moto starts");
         let admin = aws_for(&moto, moto.admin_credentials()).await;
         TestEnv { client, namespace, server, moto, admin, controller: None, real_cluster }
@@ -159,7 +162,10 @@ impl TestEnv {
             {
                 return object.clone();
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {name} to be {what}: {current:#?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {name} to be {what}: {current:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -175,7 +181,10 @@ impl TestEnv {
         let api = self.api::<K>();
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while let Some(object) = api.get_opt(name).await.expect("get") {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {name} to be deleted: {object:#?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {name} to be deleted: {object:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -204,7 +213,9 @@ impl Drop for TestEnv {
             let _ = std::thread::spawn(move || {
                 if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     runtime.block_on(async {
-                        let _ = Api::<Namespace>::all(client).delete(&namespace, &DeleteParams::background()).await;
+                        let _ = Api::<Namespace>::all(client)
+                            .delete(&namespace, &DeleteParams::background())
+                            .await;
                     });
                 }
             })
@@ -235,9 +246,12 @@ async fn install_crds(client: &Client) {
     for crd in bucket_broker::api::crds() {
         let file = dir.join(bucket_broker::cli::crd_file_name(&crd));
         let yaml = std::fs::read_to_string(&file).expect("crds/ file");
-        let crd: CustomResourceDefinition = serde_saphyr::from_str(yaml.trim_start_matches("---\n")).expect("crd");
+        let crd: CustomResourceDefinition =
+            serde_saphyr::from_str(yaml.trim_start_matches("---\n")).expect("crd");
         let name = crd.metadata.name.clone().expect("crd name");
-        api.patch(&name, &PatchParams::apply("bucket-broker-tests").force(), &Patch::Apply(&crd)).await.expect("crd applied");
+        api.patch(&name, &PatchParams::apply("bucket-broker-tests").force(), &Patch::Apply(&crd))
+            .await
+            .expect("crd applied");
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
             let current = api.get(&name).await.expect("crd");
@@ -258,7 +272,9 @@ async fn install_crds(client: &Client) {
 pub fn unique_name(prefix: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
+    );
     format!("{prefix}-{:08x}", hasher.finish() as u32)
 }
 
@@ -266,7 +282,8 @@ pub fn unique_name(prefix: &str) -> String {
 pub async fn anonymous_get(url: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".to_owned()));
+    let (host, path) =
+        rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".to_owned()));
     let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.expect("send");

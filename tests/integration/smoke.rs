@@ -21,7 +21,7 @@ async fn a_bucket_object_is_watched_patched_and_deleted_through_a_finalizer() {
 
     env.create::<Bucket>(serde_json::json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
         "metadata": {"name": "smoke"}, "spec": {"public": true}}))
-    .await;
+        .await;
     let seen = tokio::time::timeout(crate::harness::TIMEOUT, async {
         while let Some(event) = events.try_next().await.expect("watch") {
             if let watcher::Event::Apply(b) | watcher::Event::InitApply(b) = event
@@ -35,13 +35,24 @@ async fn a_bucket_object_is_watched_patched_and_deleted_through_a_finalizer() {
     .await
     .expect("the watch sees the Bucket");
     assert!(seen.spec.public);
-    assert_eq!(seen.spec.deletion_policy, bucket_broker::api::DeletionPolicy::Delete, "schema default applied");
+    assert_eq!(
+        seen.spec.deletion_policy,
+        bucket_broker::api::DeletionPolicy::Delete,
+        "schema default applied"
+    );
 
     let status = BucketStatus { bucket_name: Some("smoke-bucket".into()), ..Default::default() };
-    let patch = serde_json::json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "status": status});
-    let patched = api.patch_status("smoke", &PatchParams::apply("smoke-test").force(), &Patch::Apply(&patch)).await.expect("status");
+    let patch =
+        serde_json::json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "status": status});
+    let patched = api
+        .patch_status("smoke", &PatchParams::apply("smoke-test").force(), &Patch::Apply(&patch))
+        .await
+        .expect("status");
     assert_eq!(patched.status.and_then(|s| s.bucket_name).as_deref(), Some("smoke-bucket"));
-    assert_eq!(patched.metadata.generation, seen.metadata.generation, "a status write does not move generation");
+    assert_eq!(
+        patched.metadata.generation, seen.metadata.generation,
+        "a status write does not move generation"
+    );
 
     const FINALIZER: &str = "smoke.bucketbroker.io/finalizer";
     let current = Arc::new(api.get("smoke").await.expect("get"));
@@ -79,18 +90,26 @@ async fn moto_enforces_iam_for_a_user_without_a_policy() {
         .send()
         .await
         .expect("the administrator creates a bucket");
-    s3.put_object().bucket("smoke").key("k").body(ByteStream::from_static(b"v")).send().await.expect("admin writes");
+    s3.put_object()
+        .bucket("smoke")
+        .key("k")
+        .body(ByteStream::from_static(b"v"))
+        .send()
+        .await
+        .expect("admin writes");
 
     let iam = &env.admin.iam;
     iam.create_user().user_name("nobody").send().await.expect("user created");
     let key = iam.create_access_key().user_name("nobody").send().await.expect("key").access_key.expect("key");
-    let credentials = aws_sdk_iam::config::Credentials::new(key.access_key_id, key.secret_access_key, None, None, "test");
+    let credentials =
+        aws_sdk_iam::config::Credentials::new(key.access_key_id, key.secret_access_key, None, None, "test");
     let nobody = aws_for(&env.moto, credentials).await;
 
     let read = nobody.s3.get_object().bucket("smoke").key("k").send().await;
     let err = read.expect_err("a user without a policy cannot read");
     assert_eq!(aws_sdk_s3::error::ProvideErrorMetadata::code(&err), Some("AccessDenied"));
-    let write = nobody.s3.put_object().bucket("smoke").key("x").body(ByteStream::from_static(b"v")).send().await;
+    let write =
+        nobody.s3.put_object().bucket("smoke").key("x").body(ByteStream::from_static(b"v")).send().await;
     assert!(write.is_err(), "a user without a policy cannot write");
     let list = nobody.s3.list_objects_v2().bucket("smoke").send().await;
     assert!(list.is_err(), "a user without a policy cannot list");

@@ -112,9 +112,7 @@ fn decode(v: &Value) -> FieldSet {
 }
 
 fn canonical(json_text: &str) -> String {
-    serde_json::from_str::<Value>(json_text)
-        .map(|v| v.to_string())
-        .unwrap_or_else(|_| json_text.to_string())
+    serde_json::from_str::<Value>(json_text).map(|v| v.to_string()).unwrap_or_else(|_| json_text.to_string())
 }
 
 pub(super) fn read_entries(obj: &Value) -> Vec<Entry> {
@@ -129,10 +127,7 @@ pub(super) fn read_entries(obj: &Value) -> Vec<Entry> {
                         operation: s("operation").into(),
                         api_version: s("apiVersion").into(),
                         time: s("time").into(),
-                        subresource: e
-                            .get("subresource")
-                            .and_then(Value::as_str)
-                            .map(str::to_string),
+                        subresource: e.get("subresource").and_then(Value::as_str).map(str::to_string),
                         fields: e.get("fieldsV1").map(decode).unwrap_or_default(),
                     }
                 })
@@ -344,9 +339,7 @@ fn merge(live: &mut Value, applied: &Value, sch: Sch) {
 }
 
 pub(super) fn now() -> String {
-    k8s_openapi::jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    k8s_openapi::jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn path_text(p: &Path) -> String {
@@ -398,10 +391,7 @@ pub(super) fn apply(
     force: bool,
 ) -> Result<Value, ApiError> {
     let sch = Sch::root(rt.schema.as_ref());
-    let name = applied
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let name = applied.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let applied_own = ownable(rt, applied, sub);
     let applied_leaves = leaf_map(&applied_own, sch);
     let mut result = match live {
@@ -429,18 +419,10 @@ pub(super) fn apply(
     if !conflicts.is_empty() && !force {
         let causes: Vec<Cause> = conflicts
             .iter()
-            .map(|(m, p)| {
-                Cause::new(
-                    "FieldManagerConflict",
-                    path_text(p),
-                    format!("conflict with \"{m}\""),
-                )
-            })
+            .map(|(m, p)| Cause::new("FieldManagerConflict", path_text(p), format!("conflict with \"{m}\"")))
             .collect();
-        let lines: Vec<String> = conflicts
-            .iter()
-            .map(|(m, p)| format!("conflict with \"{m}\": {}", path_text(p)))
-            .collect();
+        let lines: Vec<String> =
+            conflicts.iter().map(|(m, p)| format!("conflict with \"{m}\": {}", path_text(p))).collect();
         // Upstream's apply conflicts are 409 Conflict whose message is the conflict list.
         let mut e = ApiError::conflict(&rt.group, &rt.plural, name, "");
         e.message = format!(
@@ -484,16 +466,9 @@ pub(super) fn apply(
         .collect();
     // A dropped list-map item goes as a whole: removing its key fields first would make it
     // impossible to find.
-    let whole_items: Vec<Path> = dropped
-        .iter()
-        .filter(|p| matches!(p.last(), Some(Pe::K(_))))
-        .map(|p| (*p).clone())
-        .collect();
-    dropped.retain(|p| {
-        !whole_items
-            .iter()
-            .any(|w| p.len() > w.len() && p.starts_with(w))
-    });
+    let whole_items: Vec<Path> =
+        dropped.iter().filter(|p| matches!(p.last(), Some(Pe::K(_)))).map(|p| (*p).clone()).collect();
+    dropped.retain(|p| !whole_items.iter().any(|w| p.len() > w.len() && p.starts_with(w)));
     dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in dropped {
         remove_at(&mut result, p);
@@ -501,14 +476,7 @@ pub(super) fn apply(
     merge(&mut result, &applied_own, sch);
 
     let fields: FieldSet = applied_leaves.into_keys().collect();
-    set_entry(
-        &mut entries,
-        manager,
-        "Apply",
-        sub,
-        &rt.api_version(),
-        fields,
-    );
+    set_entry(&mut entries, manager, "Apply", sub, &rt.api_version(), fields);
     write_entries(&mut result, &entries);
     if let Some(rv) = applied.pointer("/metadata/resourceVersion") {
         result["metadata"]["resourceVersion"] = rv.clone();
@@ -526,20 +494,11 @@ pub(super) fn record_update(
     sub: Option<&str>,
 ) {
     let sch = Sch::root(rt.schema.as_ref());
-    let before = old
-        .map(|o| leaf_map(&ownable(rt, o, sub), sch))
-        .unwrap_or_default();
+    let before = old.map(|o| leaf_map(&ownable(rt, o, sub), sch)).unwrap_or_default();
     let after = leaf_map(&ownable(rt, new, sub), sch);
-    let changed: FieldSet = after
-        .iter()
-        .filter(|(p, v)| before.get(*p) != Some(*v))
-        .map(|(p, _)| p.clone())
-        .collect();
-    let removed: FieldSet = before
-        .keys()
-        .filter(|p| !after.contains_key(*p))
-        .cloned()
-        .collect();
+    let changed: FieldSet =
+        after.iter().filter(|(p, v)| before.get(*p) != Some(*v)).map(|(p, _)| p.clone()).collect();
+    let removed: FieldSet = before.keys().filter(|p| !after.contains_key(*p)).cloned().collect();
     let mut entries = match new.pointer("/metadata/managedFields") {
         Some(_) => read_entries(new),
         None => old.map(read_entries).unwrap_or_default(),
@@ -549,8 +508,7 @@ pub(super) fn record_update(
         return;
     }
     for e in entries.iter_mut() {
-        e.fields
-            .retain(|p| !changed.contains(p) && !removed.contains(p));
+        e.fields.retain(|p| !changed.contains(p) && !removed.contains(p));
     }
     let mut mine: FieldSet = entries
         .iter()
@@ -558,14 +516,7 @@ pub(super) fn record_update(
         .map(|e| e.fields.clone())
         .unwrap_or_default();
     mine.extend(changed);
-    set_entry(
-        &mut entries,
-        manager,
-        "Update",
-        sub,
-        &rt.api_version(),
-        mine,
-    );
+    set_entry(&mut entries, manager, "Update", sub, &rt.api_version(), mine);
     write_entries(new, &entries);
 }
 
@@ -578,17 +529,8 @@ mod tests {
         let mut set = FieldSet::new();
         set.insert(vec![Pe::F("spec".into()), Pe::F("size".into())]);
         let k = Pe::K(r#"{"type":"Ready"}"#.into());
-        set.insert(vec![
-            Pe::F("status".into()),
-            Pe::F("conditions".into()),
-            k.clone(),
-        ]);
-        set.insert(vec![
-            Pe::F("status".into()),
-            Pe::F("conditions".into()),
-            k,
-            Pe::F("type".into()),
-        ]);
+        set.insert(vec![Pe::F("status".into()), Pe::F("conditions".into()), k.clone()]);
+        set.insert(vec![Pe::F("status".into()), Pe::F("conditions".into()), k, Pe::F("type".into())]);
         let enc = encode(&set);
         assert_eq!(
             enc,

@@ -25,11 +25,7 @@ pub(super) struct Cause {
 
 /// `plural` for the core group, `plural.group` otherwise: the way the apiserver names a resource.
 pub(super) fn qualified(group: &str, plural: &str) -> String {
-    if group.is_empty() {
-        plural.to_string()
-    } else {
-        format!("{plural}.{group}")
-    }
+    if group.is_empty() { plural.to_string() } else { format!("{plural}.{group}") }
 }
 
 fn details(group: &str, plural: &str, name: &str) -> Value {
@@ -42,31 +38,17 @@ fn details(group: &str, plural: &str, name: &str) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-            retry_after: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None, retry_after: None }
     }
 
     pub fn not_found(group: &str, plural: &str, name: &str) -> Self {
-        let mut e = Self::new(
-            404,
-            "NotFound",
-            format!("{} \"{name}\" not found", qualified(group, plural)),
-        );
+        let mut e = Self::new(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, plural)));
         e.details = Some(details(group, plural, name));
         e
     }
 
     pub fn no_route() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        Self::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     pub fn already_exists(group: &str, plural: &str, name: &str) -> Self {
@@ -83,10 +65,7 @@ impl ApiError {
         let mut e = Self::new(
             409,
             "Conflict",
-            format!(
-                "Operation cannot be fulfilled on {} \"{name}\": {why}",
-                qualified(group, plural)
-            ),
+            format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(group, plural)),
         );
         e.details = Some(details(group, plural, name));
         e
@@ -103,31 +82,16 @@ impl ApiError {
 
     /// 422 with field causes; `kind` is the object's Kind and `group` its API group.
     pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let gk = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let texts: Vec<String> = causes
-            .iter()
-            .map(|c| {
-                if c.field.is_empty() {
-                    c.message.clone()
-                } else {
-                    format!("{}: {}", c.field, c.message)
-                }
-            })
-            .collect();
-        let joined = if texts.len() == 1 {
-            texts[0].clone()
-        } else {
-            format!("[{}]", texts.join(", "))
-        };
-        let mut e = Self::new(
-            422,
-            "Invalid",
-            format!("{gk} \"{name}\" is invalid: {joined}"),
-        );
+        let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let texts: Vec<String> =
+            causes
+                .iter()
+                .map(|c| {
+                    if c.field.is_empty() { c.message.clone() } else { format!("{}: {}", c.field, c.message) }
+                })
+                .collect();
+        let joined = if texts.len() == 1 { texts[0].clone() } else { format!("[{}]", texts.join(", ")) };
+        let mut e = Self::new(422, "Invalid", format!("{gk} \"{name}\" is invalid: {joined}"));
         let mut d = json!({ "name": name, "kind": kind });
         if !group.is_empty() {
             d["group"] = json!(group);
@@ -155,11 +119,7 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
+        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
     }
 
     /// The error a fault injection answers with; the reasons are those of the real server.
@@ -174,10 +134,7 @@ impl ApiError {
             ),
             410 => ("Expired", "injected: too old resource version"),
             422 => ("Invalid", "injected invalid"),
-            429 => (
-                "TooManyRequests",
-                "injected: too many requests, please try again later",
-            ),
+            429 => ("TooManyRequests", "injected: too many requests, please try again later"),
             503 => ("ServiceUnavailable", "injected: service unavailable"),
             504 => ("Timeout", "injected: timeout"),
             _ => ("InternalError", "injected internal error"),
@@ -209,10 +166,6 @@ impl ApiError {
 
 impl Cause {
     pub fn new(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Cause {
-            reason,
-            message: message.into(),
-            field: field.into(),
-        }
+        Cause { reason, message: message.into(), field: field.into() }
     }
 }

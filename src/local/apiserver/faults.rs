@@ -29,13 +29,7 @@ impl RequestMatcher {
 
     /// Matches every resource request.
     pub fn any() -> Self {
-        RequestMatcher {
-            verb: None,
-            resource: None,
-            subresource: None,
-            namespace: None,
-            name: None,
-        }
+        RequestMatcher { verb: None, resource: None, subresource: None, namespace: None, name: None }
     }
 
     /// Resource plural, e.g. `secrets`.
@@ -95,10 +89,7 @@ pub struct Faults {
 
 impl Faults {
     pub(super) fn new() -> Faults {
-        Faults {
-            rules: Mutex::new(Vec::new()),
-            cut: tokio::sync::watch::Sender::new(0),
-        }
+        Faults { rules: Mutex::new(Vec::new()), cut: tokio::sync::watch::Sender::new(0) }
     }
 
     /// The next `n` requests matching `matcher` fail with `status` (as a Kubernetes
@@ -107,14 +98,7 @@ impl Faults {
         if n == 0 {
             return;
         }
-        self.rules
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Rule {
-                remaining: n,
-                matcher,
-                status,
-            });
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).push(Rule { remaining: n, matcher, status });
     }
 
     /// Forgets every pending fault.
@@ -158,19 +142,12 @@ const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecol
 impl RequestStats {
     /// Requests with this verb on this resource (any subresource).
     pub fn count(&self, verb: &str, resource: &str) -> u64 {
-        self.counts
-            .iter()
-            .filter(|((v, r, _), _)| v == verb && r == resource)
-            .map(|(_, n)| n)
-            .sum()
+        self.counts.iter().filter(|((v, r, _), _)| v == verb && r == resource).map(|(_, n)| n).sum()
     }
 
     /// Requests with this verb on this resource and subresource (`""` for the main one).
     pub fn count_sub(&self, verb: &str, resource: &str, sub: &str) -> u64 {
-        self.counts
-            .get(&(verb.to_string(), resource.to_string(), sub.to_string()))
-            .copied()
-            .unwrap_or(0)
+        self.counts.get(&(verb.to_string(), resource.to_string(), sub.to_string())).copied().unwrap_or(0)
     }
 
     pub fn total(&self) -> u64 {
@@ -179,11 +156,7 @@ impl RequestStats {
 
     /// create/update/patch/delete requests of every resource.
     pub fn writes(&self) -> u64 {
-        self.counts
-            .iter()
-            .filter(|((v, _, _), _)| WRITE_VERBS.contains(&v.as_str()))
-            .map(|(_, n)| n)
-            .sum()
+        self.counts.iter().filter(|((v, _, _), _)| WRITE_VERBS.contains(&v.as_str())).map(|(_, n)| n).sum()
     }
 
     /// create/update/patch/delete requests of one resource (plural).

@@ -51,11 +51,7 @@ impl State {
                 out.push(Info {
                     key: key.clone(),
                     okey: okey.clone(),
-                    uid: o
-                        .pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
+                    uid: o.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string(),
                     deleting: is_deleting(o),
                     foreground: fins.is_some_and(|f| f.iter().any(|x| x == "foregroundDeletion")),
                     owners: o
@@ -66,8 +62,7 @@ impl State {
                                 .filter_map(|r| {
                                     let uid = r.get("uid")?.as_str()?.to_string();
                                     let block =
-                                        r.get("blockOwnerDeletion").and_then(Value::as_bool)
-                                            == Some(true);
+                                        r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true);
                                     Some((uid, block))
                                 })
                                 .collect()
@@ -83,14 +78,9 @@ impl State {
         let infos = self.snapshot();
         let by_uid: HashMap<&str, &Info> = infos.iter().map(|i| (i.uid.as_str(), i)).collect();
         let mut actions = Vec::new();
-        for ns in infos
-            .iter()
-            .filter(|i| i.deleting && i.key.0.is_empty() && i.key.1 == "namespaces")
-        {
-            let content: Vec<&Info> = infos
-                .iter()
-                .filter(|i| i.okey.0 == ns.okey.1 && !i.okey.0.is_empty())
-                .collect();
+        for ns in infos.iter().filter(|i| i.deleting && i.key.0.is_empty() && i.key.1 == "namespaces") {
+            let content: Vec<&Info> =
+                infos.iter().filter(|i| i.okey.0 == ns.okey.1 && !i.okey.0.is_empty()).collect();
             if content.is_empty() {
                 actions.push(Action::FinishNamespace(ns.okey.clone()));
             }
@@ -105,11 +95,10 @@ impl State {
                 .filter(|(u, _)| !by_uid.contains_key(u.as_str()))
                 .map(|(u, _)| u.clone())
                 .collect();
-            let owner_in_foreground = i.owners.iter().any(|(u, _)| {
-                by_uid
-                    .get(u.as_str())
-                    .is_some_and(|o| o.deleting && o.foreground)
-            });
+            let owner_in_foreground = i
+                .owners
+                .iter()
+                .any(|(u, _)| by_uid.get(u.as_str()).is_some_and(|o| o.deleting && o.foreground));
             if absent.len() == i.owners.len() || owner_in_foreground {
                 actions.push(Action::Delete(i.key.clone(), i.okey.clone()));
             } else if !absent.is_empty() {
@@ -117,9 +106,7 @@ impl State {
             }
         }
         for o in infos.iter().filter(|i| i.deleting && i.foreground) {
-            let blocked = infos
-                .iter()
-                .any(|d| d.owners.iter().any(|(u, block)| *block && *u == o.uid));
+            let blocked = infos.iter().any(|d| d.owners.iter().any(|(u, block)| *block && *u == o.uid));
             if !blocked {
                 actions.push(Action::FinishForeground(o.key.clone(), o.okey.clone()));
             }
@@ -140,9 +127,7 @@ impl State {
                 self.system_edit(&key, &okey, |o| {
                     if let Some(Value::Array(refs)) = meta_mut(o).get_mut("ownerReferences") {
                         refs.retain(|r| {
-                            r.get("uid")
-                                .and_then(Value::as_str)
-                                .is_none_or(|u| !uids.iter().any(|x| x == u))
+                            r.get("uid").and_then(Value::as_str).is_none_or(|u| !uids.iter().any(|x| x == u))
                         });
                     }
                 });
@@ -172,10 +157,7 @@ impl State {
             return;
         }
         let done = is_deleting(&new)
-            && new
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_none_or(Vec::is_empty);
+            && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
         self.store_modified(key, okey, old, &mut new);
         if done {
             self.remove(key, okey);
@@ -191,9 +173,7 @@ impl State {
             .filter(|(_, _, o)| {
                 o.pointer("/metadata/ownerReferences")
                     .and_then(Value::as_array)
-                    .is_some_and(|refs| {
-                        refs.iter().any(|r| r.get("uid") == Some(&json!(owner_uid)))
-                    })
+                    .is_some_and(|refs| refs.iter().any(|r| r.get("uid") == Some(&json!(owner_uid))))
             })
             .map(|(k, ok, _)| (k.clone(), ok.clone()))
             .collect();

@@ -22,17 +22,14 @@ use super::watch::{self, WatchParams};
 pub(super) type Body = BoxBody<Bytes, std::io::Error>;
 
 fn full(bytes: Vec<u8>) -> Body {
-    Full::new(Bytes::from(bytes))
-        .map_err(|never: Infallible| match never {})
-        .boxed()
+    Full::new(Bytes::from(bytes)).map_err(|never: Infallible| match never {}).boxed()
 }
 
 fn json_response(code: u16, v: &Value) -> Response<Body> {
     let bytes = serde_json::to_vec(v).unwrap_or_default();
     let mut r = Response::new(full(bytes));
     *r.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
 }
 
@@ -109,20 +106,12 @@ pub(super) async fn handle(
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            return Ok(error_response(&ApiError::bad_request(format!(
-                "reading body: {e}"
-            ))));
+            return Ok(error_response(&ApiError::bad_request(format!("reading body: {e}"))));
         }
     };
     let query = parse_query(parts.uri.query());
-    let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
+    let header =
+        |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let req = Req {
         method: parts.method.clone(),
         path: parts.uri.path().to_string(),
@@ -149,16 +138,12 @@ struct Req {
 
 fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response<Body>, ApiError> {
     let segs: Vec<&str> = req.path.split('/').filter(|s| !s.is_empty()).collect();
-    let discovery = |v: Option<Value>| {
-        v.map(|v| json_response(200, &v))
-            .ok_or_else(ApiError::no_route)
-    };
+    let discovery = |v: Option<Value>| v.map(|v| json_response(200, &v)).ok_or_else(ApiError::no_route);
     match segs.as_slice() {
         ["version"] => Ok(json_response(200, &version_json())),
         ["healthz" | "readyz" | "livez"] => {
             let mut r = Response::new(full(b"ok".to_vec()));
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
             Ok(r)
         }
         ["api"] => Ok(json_response(
@@ -195,11 +180,7 @@ fn resource(
         [plural, name, sub] => (None, *plural, Some(*name), Some(*sub)),
         _ => return Err(ApiError::no_route()),
     };
-    let rt = shared
-        .lock()
-        .registry
-        .lookup(group, version, plural)
-        .ok_or_else(ApiError::no_route)?;
+    let rt = shared.lock().registry.lookup(group, version, plural).ok_or_else(ApiError::no_route)?;
     if (!rt.namespaced && ns.is_some()) || (rt.namespaced && ns.is_none() && name.is_some()) {
         return Err(ApiError::no_route());
     }
@@ -240,16 +221,11 @@ fn resource(
     };
     let manager = q.get("fieldManager").cloned().unwrap_or_else(|| {
         let ua = req.user_agent.split('/').next().unwrap_or_default();
-        if ua.is_empty() {
-            "unknown".into()
-        } else {
-            ua.to_string()
-        }
+        if ua.is_empty() { "unknown".into() } else { ua.to_string() }
     });
     let body_json = || -> Result<Value, ApiError> {
-        serde_json::from_slice(&req.body).map_err(|e| {
-            ApiError::bad_request(format!("the body of the request could not be decoded: {e}"))
-        })
+        serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
     };
     let name = name.unwrap_or_default();
     match verb {
@@ -257,30 +233,23 @@ fn resource(
         "list" => {
             let sel = selectors()?;
             let limit = match q.get("limit").filter(|l| !l.is_empty()) {
-                Some(l) => Some(
-                    l.parse::<usize>()
-                        .map_err(|_| ApiError::bad_request("limit must be an integer"))?,
-                ),
+                Some(l) => {
+                    Some(l.parse::<usize>().map_err(|_| ApiError::bad_request("limit must be an integer"))?)
+                }
                 None => None,
             };
             let st = shared.lock();
-            let scope = Scope {
-                rt: &rt,
-                namespace: ns,
-                selectors: &sel,
-            };
-            Ok(json_response(
-                200,
-                &st.list(&scope, limit, q.get("continue").map(String::as_str))?,
-            ))
+            let scope = Scope { rt: &rt, namespace: ns, selectors: &sel };
+            Ok(json_response(200, &st.list(&scope, limit, q.get("continue").map(String::as_str))?))
         }
         "watch" => {
             let sel = selectors()?;
             let from = match q.get("resourceVersion").map(String::as_str) {
                 None | Some("" | "0") => None,
-                Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resource version: {rv}"))
-                })?),
+                Some(rv) => Some(
+                    rv.parse::<u64>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv}")))?,
+                ),
             };
             let timeout = q
                 .get("timeoutSeconds")
@@ -295,8 +264,7 @@ fn resource(
             };
             let body = watch::open(shared, rt.clone(), ns.map(str::to_string), sel, params);
             let mut r = Response::new(body);
-            r.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(r)
         }
         "create" => {
@@ -316,12 +284,7 @@ fn resource(
             Ok(json_response(200, &obj))
         }
         "patch" => {
-            let ct = req
-                .content_type
-                .split(';')
-                .next()
-                .unwrap_or_default()
-                .trim();
+            let ct = req.content_type.split(';').next().unwrap_or_default().trim();
             let kind = match ct {
                 "application/json-patch+json" => PatchKind::Json,
                 "application/merge-patch+json" => PatchKind::Merge,
@@ -342,43 +305,22 @@ fn resource(
             } else {
                 Some(manager.as_str())
             };
-            let (obj, created) = shared.lock().patch(
-                &rt,
-                ns,
-                name,
-                sub,
-                kind,
-                &req.body,
-                manager_opt,
-                truthy(q, "force"),
-            )?;
+            let (obj, created) =
+                shared.lock().patch(&rt, ns, name, sub, kind, &req.body, manager_opt, truthy(q, "force"))?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))
         }
         "delete" | "deletecollection" => {
-            let mut options = if req.body.iter().all(u8::is_ascii_whitespace) {
-                json!({})
-            } else {
-                body_json()?
-            };
+            let mut options =
+                if req.body.iter().all(u8::is_ascii_whitespace) { json!({}) } else { body_json()? };
             if let Some(p) = q.get("propagationPolicy") {
                 options["propagationPolicy"] = json!(p);
             }
             if verb == "delete" {
-                Ok(json_response(
-                    200,
-                    &shared.lock().delete(&rt, ns, name, &options)?,
-                ))
+                Ok(json_response(200, &shared.lock().delete(&rt, ns, name, &options)?))
             } else {
                 let sel = selectors()?;
-                let scope = Scope {
-                    rt: &rt,
-                    namespace: ns,
-                    selectors: &sel,
-                };
-                Ok(json_response(
-                    200,
-                    &shared.lock().delete_collection(&scope, &options)?,
-                ))
+                let scope = Scope { rt: &rt, namespace: ns, selectors: &sel };
+                Ok(json_response(200, &shared.lock().delete_collection(&scope, &options)?))
             }
         }
         _ => Err(ApiError::method_not_allowed()),

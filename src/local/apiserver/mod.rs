@@ -60,10 +60,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options {
-            history: 10_000,
-            bookmark_interval: Duration::from_secs(1),
-        }
+        Options { history: 10_000, bookmark_interval: Duration::from_secs(1) }
     }
 }
 
@@ -83,9 +80,7 @@ impl Shared {
 
     fn count(&self, r: &RequestInfo) {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        *stats
-            .entry((r.verb.clone(), r.resource.clone(), r.subresource.clone()))
-            .or_default() += 1;
+        *stats.entry((r.verb.clone(), r.resource.clone(), r.subresource.clone())).or_default() += 1;
     }
 }
 
@@ -112,18 +107,10 @@ impl ApiServer {
             stats: Mutex::new(BTreeMap::new()),
             options,
         });
-        let url: hyper::Uri = format!("http://{addr}")
-            .parse()
-            .map_err(std::io::Error::other)?;
-        let client =
-            kube::Client::try_from(kube::Config::new(url)).map_err(std::io::Error::other)?;
+        let url: hyper::Uri = format!("http://{addr}").parse().map_err(std::io::Error::other)?;
+        let client = kube::Client::try_from(kube::Config::new(url)).map_err(std::io::Error::other)?;
         let task = tokio::spawn(serve(listener, shared.clone()));
-        Ok(ApiServer {
-            addr,
-            shared,
-            client,
-            task: Some(task),
-        })
+        Ok(ApiServer { addr, shared, client, task: Some(task) })
     }
 
     /// `http://127.0.0.1:PORT`
@@ -142,22 +129,11 @@ impl ApiServer {
 
     /// A snapshot of the request counters.
     pub fn stats(&self) -> RequestStats {
-        RequestStats {
-            counts: self
-                .shared
-                .stats
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        }
+        RequestStats { counts: self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).clone() }
     }
 
     pub fn reset_stats(&self) {
-        self.shared
-            .stats
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Stops the server and waits until its task has ended.
@@ -194,10 +170,7 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         let shared = shared.clone();
         conns.spawn(async move {
             let svc = service_fn(move |req| http::handle(shared.clone(), req));
-            if let Err(e) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
                 tracing::debug!(error = %e, "apiserver connection ended");
             }
         });

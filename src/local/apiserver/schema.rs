@@ -54,18 +54,12 @@ pub(super) struct Sch<'a> {
 
 impl<'a> Sch<'a> {
     pub fn root(schema: Option<&'a Value>) -> Self {
-        Sch {
-            node: schema,
-            root: true,
-        }
+        Sch { node: schema, root: true }
     }
 
     pub fn prop(&self, name: &str) -> Sch<'a> {
         if self.root && name == "metadata" {
-            return Sch {
-                node: Some(metadata_schema()),
-                root: false,
-            };
+            return Sch { node: Some(metadata_schema()), root: false };
         }
         let node = self.node.and_then(|n| {
             n.get("properties")
@@ -76,10 +70,7 @@ impl<'a> Sch<'a> {
     }
 
     pub fn items(&self) -> Sch<'a> {
-        Sch {
-            node: self.node.and_then(|n| n.get("items")),
-            root: false,
-        }
+        Sch { node: self.node.and_then(|n| n.get("items")), root: false }
     }
 
     pub fn list_type(&self) -> ListType {
@@ -91,11 +82,7 @@ impl<'a> Sch<'a> {
             Some("map") => ListType::Map(
                 n.get("x-kubernetes-list-map-keys")
                     .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|k| k.as_str().map(str::to_string))
-                            .collect()
-                    })
+                    .map(|a| a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect())
                     .unwrap_or_default(),
             ),
             _ => ListType::Atomic,
@@ -130,11 +117,7 @@ fn type_ok(expected: &str, v: &Value) -> bool {
 }
 
 fn child_path(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_string()
-    } else {
-        format!("{path}.{name}")
-    }
+    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
 }
 
 fn is_true(schema: &Value, key: &str) -> bool {
@@ -200,11 +183,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
         causes.push(Cause::new(
             "FieldValueNotSupported",
             path,
-            format!(
-                "Unsupported value: {}: supported values: {}",
-                v,
-                list.join(", ")
-            ),
+            format!("Unsupported value: {}: supported values: {}", v, list.join(", ")),
         ));
     }
     bounds(schema, v, path, causes);
@@ -219,9 +198,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
                 if !val.is_null() {
                     return true;
                 }
-                let s = props
-                    .and_then(|p| p.get(k))
-                    .or(additional.filter(|a| a.is_object()));
+                let s = props.and_then(|p| p.get(k)).or(additional.filter(|a| a.is_object()));
                 s.is_some_and(|s| is_true(s, "nullable"))
             });
             if !preserve && additional.is_none_or(|a| !a.is_object() && a != &Value::Bool(true)) {
@@ -237,9 +214,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
                 }
             }
             for (k, val) in map.iter_mut() {
-                let s = props
-                    .and_then(|p| p.get(k))
-                    .or(additional.filter(|a| a.is_object()));
+                let s = props.and_then(|p| p.get(k)).or(additional.filter(|a| a.is_object()));
                 if let Some(s) = s {
                     walk(s, val, &child_path(path, k), causes);
                 }
@@ -247,11 +222,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(req) = schema.get("required").and_then(Value::as_array) {
                 for r in req.iter().filter_map(Value::as_str) {
                     if !map.contains_key(r) {
-                        causes.push(Cause::new(
-                            "FieldValueRequired",
-                            child_path(path, r),
-                            "Required value",
-                        ));
+                        causes.push(Cause::new("FieldValueRequired", child_path(path, r), "Required value"));
                     }
                 }
             }
@@ -270,11 +241,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
 fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     let num = |k: &str| schema.get(k).and_then(Value::as_f64);
     let mut invalid = |msg: String| {
-        causes.push(Cause::new(
-            "FieldValueInvalid",
-            path,
-            format!("Invalid value: {v}: {msg}"),
-        ))
+        causes.push(Cause::new("FieldValueInvalid", path, format!("Invalid value: {v}: {msg}")))
     };
     match v {
         Value::Number(n) => {
@@ -282,16 +249,12 @@ fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(m) = num("minimum")
                 && x < m
             {
-                invalid(format!(
-                    "{path} in body should be greater than or equal to {m}"
-                ));
+                invalid(format!("{path} in body should be greater than or equal to {m}"));
             }
             if let Some(m) = num("maximum")
                 && x > m
             {
-                invalid(format!(
-                    "{path} in body should be less than or equal to {m}"
-                ));
+                invalid(format!("{path} in body should be less than or equal to {m}"));
             }
         }
         Value::String(s) => {

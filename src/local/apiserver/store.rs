@@ -92,9 +92,7 @@ pub(super) fn meta_mut(o: &mut Value) -> &mut serde_json::Map<String, Value> {
     if !o.is_object() {
         *o = json!({});
     }
-    let Value::Object(root) = o else {
-        unreachable!("made an object above")
-    };
+    let Value::Object(root) = o else { unreachable!("made an object above") };
     let meta = root.entry("metadata").or_insert_with(|| json!({}));
     if !meta.is_object() {
         *meta = json!({});
@@ -108,28 +106,19 @@ pub(super) fn meta_mut(o: &mut Value) -> &mut serde_json::Map<String, Value> {
 fn finalizers(o: &Value) -> Vec<String> {
     o.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
 pub(super) fn is_deleting(o: &Value) -> bool {
-    o.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    o.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
 }
 
 fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -150,27 +139,17 @@ fn unhex(s: &str) -> Option<String> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect();
+    let bytes: Option<Vec<u8>> =
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
     String::from_utf8(bytes?).ok()
 }
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
-        && name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.chars().last().is_some_and(|c| c.is_ascii_alphanumeric())
 }
 
 impl State {
@@ -260,11 +239,7 @@ impl State {
     }
 
     fn okey(rt: &ResourceType, ns: Option<&str>, name: &str) -> ObjKey {
-        let ns = if rt.namespaced {
-            ns.unwrap_or_default()
-        } else {
-            ""
-        };
+        let ns = if rt.namespaced { ns.unwrap_or_default() } else { "" };
         (ns.to_string(), name.to_string())
     }
 
@@ -293,20 +268,14 @@ impl State {
             .map(|(_, o)| o)
     }
 
-    pub fn list(
-        &self,
-        scope: &Scope,
-        limit: Option<usize>,
-        cont: Option<&str>,
-    ) -> Result<Value, ApiError> {
+    pub fn list(&self, scope: &Scope, limit: Option<usize>, cont: Option<&str>) -> Result<Value, ApiError> {
         let after: Option<ObjKey> = match cont {
             Some(c) if !c.is_empty() => {
                 let raw = unhex(c).ok_or_else(|| {
                     ApiError::bad_request("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
                 })?;
-                let (ns, name) = raw
-                    .split_once('\0')
-                    .ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
+                let (ns, name) =
+                    raw.split_once('\0').ok_or_else(|| ApiError::bad_request("continue key is not valid"))?;
                 Some((ns.to_string(), name.to_string()))
             }
             _ => None,
@@ -324,11 +293,8 @@ impl State {
             })
             .collect();
         let limit = limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
-        let page: Vec<Value> = all
-            .iter()
-            .take(limit)
-            .map(|o| Self::present(scope.rt, (*o).clone()))
-            .collect();
+        let page: Vec<Value> =
+            all.iter().take(limit).map(|o| Self::present(scope.rt, (*o).clone())).collect();
         let mut meta = json!({ "resourceVersion": self.rv.to_string() });
         if all.len() > page.len()
             && let Some(last) = page.last()
@@ -367,9 +333,7 @@ impl State {
     /// Kind-specific changes the real registry strategies make on every write.
     fn normalize(rt: &ResourceType, obj: &mut Value) {
         if rt.is_secret() {
-            if let Some(Value::Object(sd)) =
-                obj.as_object_mut().and_then(|m| m.remove("stringData"))
-            {
+            if let Some(Value::Object(sd)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
                 if !obj.get("data").is_some_and(Value::is_object) {
                     obj["data"] = json!({});
                 }
@@ -416,9 +380,7 @@ impl State {
         mgr: Mgr,
     ) -> Result<Value, ApiError> {
         if !body.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was in an unknown format",
-            ));
+            return Err(ApiError::bad_request("the body of the request was in an unknown format"));
         }
         let ns = if rt.namespaced {
             let want = ns.unwrap_or("default");
@@ -486,12 +448,7 @@ impl State {
             };
             m.insert("uid".into(), json!(uid));
             m.insert("creationTimestamp".into(), json!(now));
-            for f in [
-                "resourceVersion",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "selfLink",
-            ] {
+            for f in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"] {
                 m.remove(f);
             }
             if rt.generation {
@@ -519,10 +476,7 @@ impl State {
         if rt.is_crd() {
             self.registry.register_crd(&body);
         }
-        self.objects
-            .entry(key.clone())
-            .or_default()
-            .insert(okey, body.clone());
+        self.objects.entry(key.clone()).or_default().insert(okey, body.clone());
         self.emit(&key, "ADDED", None, &body);
         Ok(body)
     }
@@ -539,13 +493,9 @@ impl State {
     ) -> Result<Value, ApiError> {
         let name = okey.1.as_str();
         if !desired.is_object() {
-            return Err(ApiError::bad_request(
-                "the body of the request was in an unknown format",
-            ));
+            return Err(ApiError::bad_request("the body of the request was in an unknown format"));
         }
-        let old_rv = meta_str(&old, "resourceVersion")
-            .unwrap_or_default()
-            .to_string();
+        let old_rv = meta_str(&old, "resourceVersion").unwrap_or_default().to_string();
         if let Some(rv) = meta_str(&desired, "resourceVersion")
             && !rv.is_empty()
             && rv != old_rv
@@ -617,10 +567,7 @@ impl State {
         }
         if is_deleting(&old) {
             let before = finalizers(&old);
-            let added: Vec<String> = finalizers(&new)
-                .into_iter()
-                .filter(|f| !before.contains(f))
-                .collect();
+            let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !before.contains(f)).collect();
             if !added.is_empty() {
                 let list: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
                 return Err(ApiError::invalid(
@@ -658,10 +605,7 @@ impl State {
                 o
             };
             if strip(&old) != strip(&new) {
-                let g = old
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0);
+                let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
                 meta_mut(&mut new).insert("generation".into(), json!(g + 1));
             }
         }
@@ -703,8 +647,7 @@ impl State {
             .object(&rt.storage_key(), &okey)
             .cloned()
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))?;
-        if !rt.unconditional_update && meta_str(&body, "resourceVersion").is_none_or(str::is_empty)
-        {
+        if !rt.unconditional_update && meta_str(&body, "resourceVersion").is_none_or(str::is_empty) {
             return Err(ApiError::invalid(
                 &rt.group,
                 &rt.kind,
@@ -747,22 +690,13 @@ impl State {
                     let mut err = ApiError::new(
                         422,
                         "Invalid",
-                        format!(
-                            "the server rejected our request due to an error in our request: {e}"
-                        ),
+                        format!("the server rejected our request due to an error in our request: {e}"),
                     );
                     err.details = Some(json!({"name": name, "kind": rt.plural}));
                     err
                 })?;
-                self.commit(
-                    rt,
-                    &okey,
-                    old,
-                    doc,
-                    sub,
-                    Mgr::Update(manager.unwrap_or("unknown")),
-                )
-                .map(|o| (o, false))
+                self.commit(rt, &okey, old, doc, sub, Mgr::Update(manager.unwrap_or("unknown")))
+                    .map(|o| (o, false))
             }
             PatchKind::Merge | PatchKind::Strategic => {
                 let p: Value = serde_json::from_slice(body)
@@ -776,15 +710,8 @@ impl State {
                 if kind == PatchKind::Strategic {
                     strip_directives(&mut doc);
                 }
-                self.commit(
-                    rt,
-                    &okey,
-                    old,
-                    doc,
-                    sub,
-                    Mgr::Update(manager.unwrap_or("unknown")),
-                )
-                .map(|o| (o, false))
+                self.commit(rt, &okey, old, doc, sub, Mgr::Update(manager.unwrap_or("unknown")))
+                    .map(|o| (o, false))
             }
             PatchKind::Apply => {
                 let Some(manager) = manager.filter(|m| !m.is_empty()) else {
@@ -819,8 +746,7 @@ impl State {
                     }
                     Some(old) => {
                         let obj = apply::apply(rt, Some(&old), &applied, manager, sub, force)?;
-                        self.commit(rt, &okey, old, obj, sub, Mgr::Keep)
-                            .map(|o| (o, false))
+                        self.commit(rt, &okey, old, obj, sub, Mgr::Keep).map(|o| (o, false))
                     }
                 }
             }
@@ -921,13 +847,7 @@ impl State {
     }
 
     /// Stores a server-side modification (no validation, no managedFields change).
-    pub(super) fn store_modified(
-        &mut self,
-        key: &StorageKey,
-        okey: &ObjKey,
-        old: Value,
-        obj: &mut Value,
-    ) {
+    pub(super) fn store_modified(&mut self, key: &StorageKey, okey: &ObjKey, old: Value, obj: &mut Value) {
         self.bump(obj);
         if let Some(m) = self.objects.get_mut(key) {
             m.insert(okey.clone(), obj.clone());
@@ -991,10 +911,7 @@ fn json_patch_apply(doc: &mut Value, ops: &json_patch::Patch) -> Result<(), Stri
         {
             let found = doc.pointer(t.path.as_str()).unwrap_or(&Value::Null);
             if !found.is_null() {
-                return Err(format!(
-                    "operation '/{i}' failed at path '{}': value did not match",
-                    t.path
-                ));
+                return Err(format!("operation '/{i}' failed at path '{}': value did not match", t.path));
             }
             continue;
         }
@@ -1008,9 +925,7 @@ fn json_patch_apply(doc: &mut Value, ops: &json_patch::Patch) -> Result<(), Stri
 fn strip_directives(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            m.retain(|k, _| {
-                !k.starts_with("$setElementOrder/") && k != "$patch" && k != "$retainKeys"
-            });
+            m.retain(|k, _| !k.starts_with("$setElementOrder/") && k != "$patch" && k != "$retainKeys");
             for c in m.values_mut() {
                 strip_directives(c);
             }

@@ -7,8 +7,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams, Preconditions, WatchEvent, WatchParams,
 };
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -78,20 +78,13 @@ fn widget_crd() -> Value {
 }
 
 fn widget_ar() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("test.example.io", "v1", "Widget"),
-        "widgets",
-    )
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("test.example.io", "v1", "Widget"), "widgets")
 }
 
 async fn with_widgets() -> Result<(ApiServer, Api<DynamicObject>), Box<dyn std::error::Error>> {
     let server = ApiServer::start().await?;
     let crds: Api<CustomResourceDefinition> = Api::all(server.client());
-    crds.create(
-        &PostParams::default(),
-        &serde_json::from_value(widget_crd())?,
-    )
-    .await?;
+    crds.create(&PostParams::default(), &serde_json::from_value(widget_crd())?).await?;
     let api = Api::namespaced_with(server.client(), "default", &widget_ar());
     Ok((server, api))
 }
@@ -104,9 +97,7 @@ fn widget(name: &str, spec: Value) -> Result<DynamicObject, serde_json::Error> {
 }
 
 fn configmap(name: &str, labels: Value) -> Result<ConfigMap, serde_json::Error> {
-    serde_json::from_value(
-        json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
-    )
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}))
 }
 
 fn owned_secret(name: &str, owner: &ConfigMap, block: bool) -> Result<Secret, serde_json::Error> {
@@ -123,11 +114,7 @@ async fn next_event<S>(stream: &mut S) -> Option<WatchEvent<DynamicObject>>
 where
     S: futures::Stream<Item = kube::Result<WatchEvent<DynamicObject>>> + Unpin,
 {
-    tokio::time::timeout(Duration::from_secs(5), stream.next())
-        .await
-        .ok()
-        .flatten()
-        .and_then(Result::ok)
+    tokio::time::timeout(Duration::from_secs(5), stream.next()).await.ok().flatten().and_then(Result::ok)
 }
 
 #[tokio::test]
@@ -143,30 +130,14 @@ async fn discovery_version_and_unknown_resource() -> TestResult {
     assert_eq!(ar.plural, "widgets");
     assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
     assert!(caps.subresources.iter().any(|(s, _)| s.plural == "status"));
-    assert!(
-        discovery
-            .resolve_gvk(&GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"))
-            .is_some()
-    );
-    let crd = Api::<CustomResourceDefinition>::all(client.clone())
-        .get("widgets.test.example.io")
-        .await?;
+    assert!(discovery.resolve_gvk(&GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease")).is_some());
+    let crd = Api::<CustomResourceDefinition>::all(client.clone()).get("widgets.test.example.io").await?;
     let conds = crd.status.and_then(|s| s.conditions).unwrap_or_default();
-    assert!(
-        conds
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-    );
-    assert!(
-        conds
-            .iter()
-            .any(|c| c.type_ == "NamesAccepted" && c.status == "True")
-    );
+    assert!(conds.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    assert!(conds.iter().any(|c| c.type_ == "NamesAccepted" && c.status == "True"));
 
-    let unknown = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("nope.example.io", "v1", "Nope"),
-        "nopes",
-    );
+    let unknown =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("nope.example.io", "v1", "Nope"), "nopes");
     let nope: Api<DynamicObject> = Api::namespaced_with(client, "default", &unknown);
     let s = api_err(nope.get("x").await);
     assert_eq!((s.code, s.reason.as_str()), (404, "NotFound"));
@@ -223,27 +194,17 @@ async fn list_selectors_and_pagination() -> TestResult {
         ("d", json!({"team": "x"})),
         ("e", json!({})),
     ] {
-        cms.create(&PostParams::default(), &configmap(name, labels)?)
-            .await?;
+        cms.create(&PostParams::default(), &configmap(name, labels)?).await?;
     }
     let names = |l: kube::core::ObjectList<ConfigMap>| -> Vec<String> {
-        l.items
-            .into_iter()
-            .filter_map(|c| c.metadata.name)
-            .collect()
+        l.items.into_iter().filter_map(|c| c.metadata.name).collect()
     };
     let q = |sel: &str| ListParams::default().labels(sel);
     assert_eq!(names(cms.list(&q("app=web")).await?), ["a", "b"]);
     assert_eq!(names(cms.list(&q("app==db")).await?), ["c"]);
     assert_eq!(names(cms.list(&q("app!=web")).await?), ["c", "d", "e"]);
-    assert_eq!(
-        names(cms.list(&q("tier in (front,back)")).await?),
-        ["a", "b"]
-    );
-    assert_eq!(
-        names(cms.list(&q("app notin (web)")).await?),
-        ["c", "d", "e"]
-    );
+    assert_eq!(names(cms.list(&q("tier in (front,back)")).await?), ["a", "b"]);
+    assert_eq!(names(cms.list(&q("app notin (web)")).await?), ["c", "d", "e"]);
     assert_eq!(names(cms.list(&q("team")).await?), ["d"]);
     assert_eq!(names(cms.list(&q("!app")).await?), ["d", "e"]);
     assert_eq!(names(cms.list(&q("app=web,tier=back")).await?), ["b"]);
@@ -251,10 +212,7 @@ async fn list_selectors_and_pagination() -> TestResult {
     assert_eq!(names(cms.list(&f("metadata.name=c")).await?), ["c"]);
     assert_eq!(names(cms.list(&f("metadata.name==c")).await?), ["c"]);
     assert_eq!(
-        names(
-            cms.list(&f("metadata.namespace=default,metadata.name!=a"))
-                .await?
-        ),
+        names(cms.list(&f("metadata.namespace=default,metadata.name!=a")).await?),
         ["b", "c", "d", "e"]
     );
 
@@ -287,38 +245,17 @@ async fn list_selectors_and_pagination() -> TestResult {
 #[tokio::test]
 async fn generation_moves_only_on_spec_change() -> TestResult {
     let (_server, api) = with_widgets().await?;
-    let w = api
-        .create(
-            &PostParams::default(),
-            &widget("w", json!({"size": "small"}))?,
-        )
-        .await?;
+    let w = api.create(&PostParams::default(), &widget("w", json!({"size": "small"}))?).await?;
     assert_eq!(w.metadata.generation, Some(1));
     let pp = PatchParams::default();
-    let w = api
-        .patch(
-            "w",
-            &pp,
-            &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})),
-        )
-        .await?;
+    let w = api.patch("w", &pp, &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}}))).await?;
     assert_eq!(w.metadata.generation, Some(1));
-    let w = api
-        .patch_status(
-            "w",
-            &pp,
-            &Patch::Merge(json!({"status": {"phase": "Ready"}})),
-        )
-        .await?;
+    let w = api.patch_status("w", &pp, &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await?;
     assert_eq!(w.metadata.generation, Some(1));
-    let w = api
-        .patch("w", &pp, &Patch::Merge(json!({"spec": {"size": "large"}})))
-        .await?;
+    let w = api.patch("w", &pp, &Patch::Merge(json!({"spec": {"size": "large"}}))).await?;
     assert_eq!(w.metadata.generation, Some(2));
     // A patch that changes nothing writes nothing: same resourceVersion.
-    let again = api
-        .patch("w", &pp, &Patch::Merge(json!({"spec": {"size": "large"}})))
-        .await?;
+    let again = api.patch("w", &pp, &Patch::Merge(json!({"spec": {"size": "large"}}))).await?;
     assert_eq!(again.metadata.resource_version, w.metadata.resource_version);
     Ok(())
 }
@@ -326,12 +263,7 @@ async fn generation_moves_only_on_spec_change() -> TestResult {
 #[tokio::test]
 async fn stale_update_conflicts_and_put_needs_resource_version() -> TestResult {
     let (server, api) = with_widgets().await?;
-    let w = api
-        .create(
-            &PostParams::default(),
-            &widget("w", json!({"size": "small"}))?,
-        )
-        .await?;
+    let w = api.create(&PostParams::default(), &widget("w", json!({"size": "small"}))?).await?;
     let mut first = w.clone();
     first.data["spec"]["color"] = json!("red");
     api.replace("w", &PostParams::default(), &first).await?;
@@ -350,18 +282,13 @@ async fn stale_update_conflicts_and_put_needs_resource_version() -> TestResult {
 
     let mut unconditional = api.get("w").await?;
     unconditional.metadata.resource_version = None;
-    let e = api_err(
-        api.replace("w", &PostParams::default(), &unconditional)
-            .await,
-    );
+    let e = api_err(api.replace("w", &PostParams::default(), &unconditional).await);
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(e.message.contains("must be specified for an update"));
 
     // Core kinds such as ConfigMaps allow unconditional updates, as upstream.
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
-    let mut cm = cms
-        .create(&PostParams::default(), &configmap("c", json!({}))?)
-        .await?;
+    let mut cm = cms.create(&PostParams::default(), &configmap("c", json!({}))?).await?;
     cm.metadata.resource_version = None;
     cm.data = Some([("k".to_string(), "w".to_string())].into());
     cms.replace("c", &PostParams::default(), &cm).await?;
@@ -374,18 +301,10 @@ async fn status_subresource_isolation() -> TestResult {
     let mut w = widget("w", json!({"size": "small"}))?;
     w.data["status"] = json!({"phase": "Ignored"});
     let w = api.create(&PostParams::default(), &w).await?;
-    assert!(
-        w.data.get("status").is_none(),
-        "status is dropped on create"
-    );
+    assert!(w.data.get("status").is_none(), "status is dropped on create");
 
     let pp = PatchParams::default();
-    api.patch_status(
-        "w",
-        &pp,
-        &Patch::Merge(json!({"status": {"phase": "Ready"}})),
-    )
-    .await?;
+    api.patch_status("w", &pp, &Patch::Merge(json!({"status": {"phase": "Ready"}}))).await?;
     // Main-resource writes keep the status.
     let mut cur = api.get("w").await?;
     cur.data["status"] = json!({"phase": "Hacked"});
@@ -398,9 +317,7 @@ async fn status_subresource_isolation() -> TestResult {
     cur.data["status"]["phase"] = json!("Done");
     cur.data["spec"]["color"] = json!("blue");
     cur.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
-    let after = api
-        .replace_status("w", &PostParams::default(), &cur)
-        .await?;
+    let after = api.replace_status("w", &PostParams::default(), &cur).await?;
     assert_eq!(after.data["status"]["phase"], json!("Done"));
     assert_eq!(after.data["spec"]["color"], json!("red"));
     assert!(after.metadata.labels.is_none());
@@ -410,40 +327,18 @@ async fn status_subresource_isolation() -> TestResult {
 #[tokio::test]
 async fn watch_events_selectors_bookmarks_and_timeout() -> TestResult {
     let (_server, api) = with_widgets().await?;
-    api.create(
-        &PostParams::default(),
-        &widget("pre", json!({"size": "small"}))?,
-    )
-    .await?;
+    api.create(&PostParams::default(), &widget("pre", json!({"size": "small"}))?).await?;
     let mut all = api.watch(&WatchParams::default(), "0").await?.boxed();
-    let mut selected = api
-        .watch(&WatchParams::default().labels("pick=yes"), "0")
-        .await?
-        .boxed();
+    let mut selected = api.watch(&WatchParams::default().labels("pick=yes"), "0").await?.boxed();
     match next_event(&mut all).await {
         Some(WatchEvent::Added(o)) => assert_eq!(o.metadata.name.as_deref(), Some("pre")),
         other => panic!("expected initial ADDED, got {other:?}"),
     }
-    api.create(
-        &PostParams::default(),
-        &widget("w", json!({"size": "small"}))?,
-    )
-    .await?;
+    api.create(&PostParams::default(), &widget("w", json!({"size": "small"}))?).await?;
     let pp = PatchParams::default();
-    api.patch(
-        "w",
-        &pp,
-        &Patch::Merge(json!({"metadata": {"labels": {"pick": "yes"}}})),
-    )
-    .await?;
-    api.patch("w", &pp, &Patch::Merge(json!({"spec": {"color": "red"}})))
-        .await?;
-    api.patch(
-        "w",
-        &pp,
-        &Patch::Merge(json!({"metadata": {"labels": {"pick": "no"}}})),
-    )
-    .await?;
+    api.patch("w", &pp, &Patch::Merge(json!({"metadata": {"labels": {"pick": "yes"}}}))).await?;
+    api.patch("w", &pp, &Patch::Merge(json!({"spec": {"color": "red"}}))).await?;
+    api.patch("w", &pp, &Patch::Merge(json!({"metadata": {"labels": {"pick": "no"}}}))).await?;
     api.delete("w", &DeleteParams::default()).await?;
 
     let mut kinds = Vec::new();
@@ -456,10 +351,7 @@ async fn watch_events_selectors_bookmarks_and_timeout() -> TestResult {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert_eq!(
-        kinds,
-        ["ADDED", "MODIFIED", "MODIFIED", "MODIFIED", "DELETED"]
-    );
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "MODIFIED", "MODIFIED", "DELETED"]);
     let mut sel = Vec::new();
     while sel.len() < 3 {
         match next_event(&mut selected).await {
@@ -474,35 +366,22 @@ async fn watch_events_selectors_bookmarks_and_timeout() -> TestResult {
     assert_eq!(sel, ["ADDED", "MODIFIED", "DELETED"]);
 
     // Bookmarks on an idle watch (kube asks for them by default).
-    let rv = api
-        .list(&ListParams::default())
-        .await?
-        .metadata
-        .resource_version;
-    let mut idle = api
-        .watch(&WatchParams::default(), rv.as_deref().ok_or("no rv")?)
-        .await?
-        .boxed();
+    let rv = api.list(&ListParams::default()).await?.metadata.resource_version;
+    let mut idle = api.watch(&WatchParams::default(), rv.as_deref().ok_or("no rv")?).await?.boxed();
     match next_event(&mut idle).await {
         Some(WatchEvent::Bookmark(b)) => assert_eq!(Some(b.metadata.resource_version), rv),
         other => panic!("expected BOOKMARK, got {other:?}"),
     }
 
     // Streaming-list: initial events then the initial-events-end bookmark.
-    let mut stream = api
-        .watch(&WatchParams::default().initial_events(), "0")
-        .await?
-        .boxed();
+    let mut stream = api.watch(&WatchParams::default().initial_events(), "0").await?.boxed();
     match next_event(&mut stream).await {
         Some(WatchEvent::Added(o)) => assert_eq!(o.metadata.name.as_deref(), Some("pre")),
         other => panic!("expected ADDED, got {other:?}"),
     }
     match next_event(&mut stream).await {
         Some(WatchEvent::Bookmark(b)) => assert_eq!(
-            b.metadata
-                .annotations
-                .get("k8s.io/initial-events-end")
-                .map(String::as_str),
+            b.metadata.annotations.get("k8s.io/initial-events-end").map(String::as_str),
             Some("true")
         ),
         other => panic!("expected initial-events-end BOOKMARK, got {other:?}"),
@@ -510,38 +389,22 @@ async fn watch_events_selectors_bookmarks_and_timeout() -> TestResult {
 
     // timeoutSeconds ends the stream cleanly.
     let mut short = api
-        .watch(
-            &WatchParams::default().timeout(1).disable_bookmarks(),
-            &rv.unwrap_or_default(),
-        )
+        .watch(&WatchParams::default().timeout(1).disable_bookmarks(), &rv.unwrap_or_default())
         .await?
         .boxed();
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
-        while short.next().await.is_some() {}
-    })
-    .await;
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), async { while short.next().await.is_some() {} }).await;
     assert!(end.is_ok(), "watch did not end after timeoutSeconds");
     Ok(())
 }
 
 #[tokio::test]
 async fn watch_from_compacted_version_gets_410() -> TestResult {
-    let server = ApiServer::start_with(Options {
-        history: 5,
-        ..Options::default()
-    })
-    .await?;
+    let server = ApiServer::start_with(Options { history: 5, ..Options::default() }).await?;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
-    let first = cms
-        .create(&PostParams::default(), &configmap("c", json!({}))?)
-        .await?;
+    let first = cms.create(&PostParams::default(), &configmap("c", json!({}))?).await?;
     for i in 0..10 {
-        cms.patch(
-            "c",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {"i": i.to_string()}})),
-        )
-        .await?;
+        cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"i": i.to_string()}}))).await?;
     }
     let rv = first.metadata.resource_version.ok_or("no rv")?;
     let mut stream = cms.watch(&WatchParams::default(), &rv).await?.boxed();
@@ -553,16 +416,8 @@ async fn watch_from_compacted_version_gets_410() -> TestResult {
     // A recent version still replays from history.
     let list = cms.list(&ListParams::default()).await?;
     let recent = list.metadata.resource_version.ok_or("no rv")?;
-    cms.patch(
-        "c",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"z": "1"}})),
-    )
-    .await?;
-    let mut stream = cms
-        .watch(&WatchParams::default().disable_bookmarks(), &recent)
-        .await?
-        .boxed();
+    cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"z": "1"}}))).await?;
+    let mut stream = cms.watch(&WatchParams::default().disable_bookmarks(), &recent).await?.boxed();
     let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await?;
     assert!(matches!(ev, Some(Ok(WatchEvent::Modified(_)))), "{ev:?}");
     Ok(())
@@ -572,8 +427,7 @@ async fn watch_from_compacted_version_gets_410() -> TestResult {
 async fn kube_watcher_recovers_after_cut_watches() -> TestResult {
     let server = ApiServer::start().await?;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
-    cms.create(&PostParams::default(), &configmap("before", json!({}))?)
-        .await?;
+    cms.create(&PostParams::default(), &configmap("before", json!({}))?).await?;
     let mut events = watcher(cms.clone(), watcher::Config::default()).boxed();
     let mut seen: Vec<String> = Vec::new();
     let mut wait_for = async |want: &str, deleted: bool, seen: &mut Vec<String>| -> bool {
@@ -601,20 +455,13 @@ async fn kube_watcher_recovers_after_cut_watches() -> TestResult {
         }
     };
     assert!(wait_for("before", false, &mut seen).await);
-    cms.create(&PostParams::default(), &configmap("during", json!({}))?)
-        .await?;
+    cms.create(&PostParams::default(), &configmap("during", json!({}))?).await?;
     assert!(wait_for("during", false, &mut seen).await);
-    cms.patch(
-        "during",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"data": {"x": "1"}})),
-    )
-    .await?;
+    cms.patch("during", &PatchParams::default(), &Patch::Merge(json!({"data": {"x": "1"}}))).await?;
     assert!(wait_for("during", false, &mut seen).await);
     server.faults().cut_watches();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    cms.create(&PostParams::default(), &configmap("after", json!({}))?)
-        .await?;
+    cms.create(&PostParams::default(), &configmap("after", json!({}))?).await?;
     assert!(wait_for("after", false, &mut seen).await, "seen: {seen:?}");
     cms.delete("after", &DeleteParams::default()).await?;
     assert!(wait_for("after", true, &mut seen).await);
@@ -633,10 +480,8 @@ async fn finalizers_hold_deletion_and_forbid_new_ones() -> TestResult {
     let e = api_err(
         cms.delete(
             "held",
-            &DeleteParams::default().preconditions(Preconditions {
-                uid: Some("wrong".into()),
-                resource_version: None,
-            }),
+            &DeleteParams::default()
+                .preconditions(Preconditions { uid: Some("wrong".into()), resource_version: None }),
         )
         .await,
     );
@@ -644,10 +489,8 @@ async fn finalizers_hold_deletion_and_forbid_new_ones() -> TestResult {
     let res = cms
         .delete(
             "held",
-            &DeleteParams::default().preconditions(Preconditions {
-                uid: cm.metadata.uid.clone(),
-                resource_version: None,
-            }),
+            &DeleteParams::default()
+                .preconditions(Preconditions { uid: cm.metadata.uid.clone(), resource_version: None }),
         )
         .await?;
     let pending = res.left().ok_or("expected the object back")?;
@@ -664,25 +507,13 @@ async fn finalizers_hold_deletion_and_forbid_new_ones() -> TestResult {
         .await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert!(
-        e.message
-            .contains("no new finalizers can be added if the object is being deleted")
-    );
+    assert!(e.message.contains("no new finalizers can be added if the object is being deleted"));
 
     let rv = cms.get("held").await?.metadata.resource_version;
-    let mut watch = cms
-        .watch(
-            &WatchParams::default().disable_bookmarks(),
-            rv.as_deref().unwrap_or("0"),
-        )
-        .await?
-        .boxed();
-    cms.patch(
-        "held",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-    )
-    .await?;
+    let mut watch =
+        cms.watch(&WatchParams::default().disable_bookmarks(), rv.as_deref().unwrap_or("0")).await?.boxed();
+    cms.patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
+        .await?;
     assert_eq!(api_err(cms.get("held").await).code, 404);
     let mut kinds = Vec::new();
     while kinds.len() < 2 {
@@ -705,37 +536,22 @@ async fn owner_reference_gc_background_orphan_foreground() -> TestResult {
 
     // Background (default): dependents go, a dependent's own finalizer is respected.
     let owner = cms.create(&pp, &configmap("owner1", json!({}))?).await?;
-    secrets
-        .create(&pp, &owned_secret("dep1", &owner, false)?)
-        .await?;
+    secrets.create(&pp, &owned_secret("dep1", &owner, false)?).await?;
     let mut held = owned_secret("dep1-held", &owner, false)?;
     held.metadata.finalizers = Some(vec!["test/hold".into()]);
     secrets.create(&pp, &held).await?;
     cms.delete("owner1", &DeleteParams::default()).await?;
     assert_eq!(api_err(cms.get("owner1").await).code, 404);
     assert_eq!(api_err(secrets.get("dep1").await).code, 404);
-    assert!(
-        secrets
-            .get("dep1-held")
-            .await?
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    assert!(secrets.get("dep1-held").await?.metadata.deletion_timestamp.is_some());
     secrets
-        .patch(
-            "dep1-held",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
+        .patch("dep1-held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
         .await?;
     assert_eq!(api_err(secrets.get("dep1-held").await).code, 404);
 
     // Orphan: dependents stay, without the reference.
     let owner = cms.create(&pp, &configmap("owner2", json!({}))?).await?;
-    secrets
-        .create(&pp, &owned_secret("dep2", &owner, false)?)
-        .await?;
+    secrets.create(&pp, &owned_secret("dep2", &owner, false)?).await?;
     cms.delete("owner2", &DeleteParams::orphan()).await?;
     assert_eq!(api_err(cms.get("owner2").await).code, 404);
     let dep = secrets.get("dep2").await?;
@@ -746,34 +562,15 @@ async fn owner_reference_gc_background_orphan_foreground() -> TestResult {
     let mut blocker = owned_secret("dep3", &owner, true)?;
     blocker.metadata.finalizers = Some(vec!["test/hold".into()]);
     secrets.create(&pp, &blocker).await?;
-    secrets
-        .create(&pp, &owned_secret("dep3-free", &owner, false)?)
-        .await?;
+    secrets.create(&pp, &owned_secret("dep3-free", &owner, false)?).await?;
     cms.delete("owner3", &DeleteParams::foreground()).await?;
     let waiting = cms.get("owner3").await?;
     assert!(waiting.metadata.deletion_timestamp.is_some());
-    assert!(
-        waiting
-            .metadata
-            .finalizers
-            .unwrap_or_default()
-            .contains(&"foregroundDeletion".to_string())
-    );
+    assert!(waiting.metadata.finalizers.unwrap_or_default().contains(&"foregroundDeletion".to_string()));
     assert_eq!(api_err(secrets.get("dep3-free").await).code, 404);
-    assert!(
-        secrets
-            .get("dep3")
-            .await?
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    assert!(secrets.get("dep3").await?.metadata.deletion_timestamp.is_some());
     secrets
-        .patch(
-            "dep3",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
+        .patch("dep3", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
         .await?;
     assert_eq!(api_err(secrets.get("dep3").await).code, 404);
     assert_eq!(api_err(cms.get("owner3").await).code, 404);
@@ -794,38 +591,19 @@ async fn namespace_deletion_empties_the_namespace() -> TestResult {
         serde_json::from_value(json!({"metadata": {"name": "held", "finalizers": ["test/hold"]}}))?;
     secrets.create(&PostParams::default(), &held).await?;
     let widgets: Api<DynamicObject> = Api::namespaced_with(server.client(), "team", &widget_ar());
-    widgets
-        .create(
-            &PostParams::default(),
-            &widget("w", json!({"size": "small"}))?,
-        )
-        .await?;
+    widgets.create(&PostParams::default(), &widget("w", json!({"size": "small"}))?).await?;
 
     namespaces.delete("team", &DeleteParams::default()).await?;
     let ns = namespaces.get("team").await?;
-    assert_eq!(
-        ns.status.and_then(|s| s.phase).as_deref(),
-        Some("Terminating")
-    );
+    assert_eq!(ns.status.and_then(|s| s.phase).as_deref(), Some("Terminating"));
     assert_eq!(api_err(secrets.get("plain").await).code, 404);
     assert_eq!(api_err(widgets.get("w").await).code, 404);
-    assert!(
-        secrets
-            .get("held")
-            .await?
-            .metadata
-            .deletion_timestamp
-            .is_some()
-    );
+    assert!(secrets.get("held").await?.metadata.deletion_timestamp.is_some());
     let e = api_err(secrets.create(&PostParams::default(), &plain).await);
     assert_eq!((e.code, e.reason.as_str()), (403, "Forbidden"));
 
     secrets
-        .patch(
-            "held",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
-        )
+        .patch("held", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": null}})))
         .await?;
     assert_eq!(api_err(namespaces.get("team").await).code, 404);
     Ok(())
@@ -835,8 +613,7 @@ async fn namespace_deletion_empties_the_namespace() -> TestResult {
 async fn json_patch_and_merge_patch() -> TestResult {
     let server = ApiServer::start().await?;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
-    cms.create(&PostParams::default(), &configmap("c", json!({"a": "1"}))?)
-        .await?;
+    cms.create(&PostParams::default(), &configmap("c", json!({"a": "1"}))?).await?;
     let pp = PatchParams::default();
     let ops: json_patch::Patch = serde_json::from_value(json!([
         {"op": "test", "path": "/data/k", "value": "v"},
@@ -854,31 +631,14 @@ async fn json_patch_and_merge_patch() -> TestResult {
     ]))?;
     let e = api_err(cms.patch("c", &pp, &Patch::Json::<()>(failing)).await);
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    assert!(
-        !cms.get("c")
-            .await?
-            .data
-            .unwrap_or_default()
-            .contains_key("z")
-    );
+    assert!(!cms.get("c").await?.data.unwrap_or_default().contains_key("z"));
 
-    let c = cms
-        .patch(
-            "c",
-            &pp,
-            &Patch::Merge(json!({"data": {"k": null, "m": "3"}})),
-        )
-        .await?;
+    let c = cms.patch("c", &pp, &Patch::Merge(json!({"data": {"k": null, "m": "3"}}))).await?;
     let data = c.data.unwrap_or_default();
     assert!(!data.contains_key("k"));
     assert_eq!(data.get("m").map(String::as_str), Some("3"));
-    let c = cms
-        .patch("c", &pp, &Patch::Strategic(json!({"data": {"s": "4"}})))
-        .await?;
-    assert_eq!(
-        c.data.unwrap_or_default().get("s").map(String::as_str),
-        Some("4")
-    );
+    let c = cms.patch("c", &pp, &Patch::Strategic(json!({"data": {"s": "4"}}))).await?;
+    assert_eq!(c.data.unwrap_or_default().get("s").map(String::as_str), Some("4"));
     Ok(())
 }
 
@@ -888,27 +648,15 @@ fn managers(o: &DynamicObject) -> Vec<(String, String)> {
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .map(|m| {
-            (
-                m.manager.unwrap_or_default(),
-                m.operation.unwrap_or_default(),
-            )
-        })
+        .map(|m| (m.manager.unwrap_or_default(), m.operation.unwrap_or_default()))
         .collect()
 }
 
 fn owns(o: &DynamicObject, manager: &str, needle: &str) -> bool {
-    o.metadata
-        .managed_fields
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .any(|m| {
-            m.manager.as_deref() == Some(manager)
-                && m.fields_v1
-                    .as_ref()
-                    .is_some_and(|f| f.0.to_string().contains(needle))
-        })
+    o.metadata.managed_fields.clone().unwrap_or_default().iter().any(|m| {
+        m.manager.as_deref() == Some(manager)
+            && m.fields_v1.as_ref().is_some_and(|f| f.0.to_string().contains(needle))
+    })
 }
 
 #[tokio::test]
@@ -923,9 +671,7 @@ async fn server_side_apply_ownership_conflicts_and_list_maps() -> TestResult {
         .patch(
             "w",
             &PatchParams::apply("alice"),
-            &Patch::Apply(apply(
-                json!({"size": "small", "color": "red", "tags": ["a"]}),
-            )),
+            &Patch::Apply(apply(json!({"size": "small", "color": "red", "tags": ["a"]}))),
         )
         .await?;
     assert_eq!(w.data["spec"]["color"], json!("red"));
@@ -945,43 +691,21 @@ async fn server_side_apply_ownership_conflicts_and_list_maps() -> TestResult {
 
     // Another manager changing alice's field conflicts, unless forced.
     let e = api_err(
-        api.patch(
-            "w",
-            &PatchParams::apply("bob"),
-            &Patch::Apply(apply(json!({"size": "large"}))),
-        )
-        .await,
+        api.patch("w", &PatchParams::apply("bob"), &Patch::Apply(apply(json!({"size": "large"})))).await,
     );
     assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
-    assert!(
-        e.message.contains("conflict with \"alice\""),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("conflict with \"alice\""), "{}", e.message);
     // Same value: shared ownership, no conflict.
-    api.patch(
-        "w",
-        &PatchParams::apply("carol"),
-        &Patch::Apply(apply(json!({"size": "small"}))),
-    )
-    .await?;
+    api.patch("w", &PatchParams::apply("carol"), &Patch::Apply(apply(json!({"size": "small"})))).await?;
     let w = api
-        .patch(
-            "w",
-            &PatchParams::apply("bob").force(),
-            &Patch::Apply(apply(json!({"size": "large"}))),
-        )
+        .patch("w", &PatchParams::apply("bob").force(), &Patch::Apply(apply(json!({"size": "large"}))))
         .await?;
     assert_eq!(w.data["spec"]["size"], json!("large"));
     assert!(owns(&w, "bob", "f:size"));
     assert!(!owns(&w, "alice", "f:size"));
     // alice no longer owns size, so dropping it from her config keeps bob's value.
     let w = api
-        .patch(
-            "w",
-            &PatchParams::apply("alice"),
-            &Patch::Apply(apply(json!({"tags": ["a", "b"]}))),
-        )
+        .patch("w", &PatchParams::apply("alice"), &Patch::Apply(apply(json!({"tags": ["a", "b"]}))))
         .await?;
     assert_eq!(w.data["spec"]["size"], json!("large"));
     assert_eq!(w.data["spec"]["tags"], json!(["a", "b"]));
@@ -1012,18 +736,8 @@ async fn server_side_apply_ownership_conflicts_and_list_maps() -> TestResult {
         .collect();
     assert_eq!(types, ["Ready", "Synced"]);
     assert!(owns(&w, "ctrl-a", "k:{\\\"type\\\":\\\"Ready\\\"}"));
-    assert_eq!(
-        w.data["spec"]["size"],
-        json!("large"),
-        "status apply leaves spec alone"
-    );
-    let w = api
-        .patch_status(
-            "w",
-            &PatchParams::apply("ctrl-a"),
-            &Patch::Apply(status(json!([]))),
-        )
-        .await?;
+    assert_eq!(w.data["spec"]["size"], json!("large"), "status apply leaves spec alone");
+    let w = api.patch_status("w", &PatchParams::apply("ctrl-a"), &Patch::Apply(status(json!([])))).await?;
     let types: Vec<&str> = w.data["status"]["conditions"]
         .as_array()
         .ok_or("no conditions")?
@@ -1036,10 +750,7 @@ async fn server_side_apply_ownership_conflicts_and_list_maps() -> TestResult {
     let w = api
         .patch(
             "w",
-            &PatchParams {
-                field_manager: Some("editor".into()),
-                ..PatchParams::default()
-            },
+            &PatchParams { field_manager: Some("editor".into()), ..PatchParams::default() },
             &Patch::Merge(json!({"spec": {"color": "green"}})),
         )
         .await?;
@@ -1049,11 +760,7 @@ async fn server_side_apply_ownership_conflicts_and_list_maps() -> TestResult {
     // Re-applying the same configuration writes nothing.
     let before = api.get("w").await?.metadata.resource_version;
     let again = api
-        .patch(
-            "w",
-            &PatchParams::apply("alice"),
-            &Patch::Apply(apply(json!({"tags": ["a", "b"]}))),
-        )
+        .patch("w", &PatchParams::apply("alice"), &Patch::Apply(apply(json!({"tags": ["a", "b"]}))))
         .await?;
     assert_eq!(again.metadata.resource_version, before);
 
@@ -1068,7 +775,10 @@ async fn server_side_apply_ownership_conflicts_and_list_maps() -> TestResult {
         "/apis/test.example.io/v1/namespaces/default/widgets/w?fieldManager=yaml",
     )
     .header("content-type", "application/apply-patch+yaml")
-    .body(b"apiVersion: test.example.io/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  replicas: 3\n".to_vec())?;
+    .body(
+        b"apiVersion: test.example.io/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  replicas: 3\n"
+            .to_vec(),
+    )?;
     let w: DynamicObject = server.client().request(req).await?;
     assert_eq!(w.data["spec"]["replicas"], json!(3));
     Ok(())
@@ -1084,8 +794,7 @@ async fn kube_finalizer_helper_end_to_end() -> TestResult {
     use kube::runtime::finalizer::{Event, finalizer};
     let server = ApiServer::start().await?;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
-    cms.create(&PostParams::default(), &configmap("f", json!({}))?)
-        .await?;
+    cms.create(&PostParams::default(), &configmap("f", json!({}))?).await?;
     const NAME: &str = "test.example.io/cleanup";
     let cleaned = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let applied = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -1118,12 +827,8 @@ async fn kube_finalizer_helper_end_to_end() -> TestResult {
         &Patch::Merge(json!({"metadata": {"finalizers": [NAME, "other/one"]}})),
     )
     .await?;
-    cms.patch(
-        "f",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"metadata": {"finalizers": [NAME]}})),
-    )
-    .await?;
+    cms.patch("f", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": [NAME]}})))
+        .await?;
     cms.delete("f", &DeleteParams::default()).await?;
     let deleting = cms.get("f").await?;
     assert!(deleting.metadata.deletion_timestamp.is_some());
@@ -1145,29 +850,15 @@ async fn fault_injection_and_stats() -> TestResult {
     let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}}))?;
     secrets.create(&PostParams::default(), &s).await?;
 
-    server
-        .faults()
-        .fail_next(2, RequestMatcher::verb("get").resource("secrets"), 500);
-    server.faults().fail_next(
-        1,
-        RequestMatcher::verb("patch").resource("secrets").name("s"),
-        429,
-    );
-    server
-        .faults()
-        .fail_next(1, RequestMatcher::verb("update").resource("secrets"), 409);
+    server.faults().fail_next(2, RequestMatcher::verb("get").resource("secrets"), 500);
+    server.faults().fail_next(1, RequestMatcher::verb("patch").resource("secrets").name("s"), 429);
+    server.faults().fail_next(1, RequestMatcher::verb("update").resource("secrets"), 409);
     let e = api_err(secrets.get("s").await);
     assert_eq!((e.code, e.reason.as_str()), (500, "InternalError"));
     assert_eq!(api_err(secrets.get("s").await).code, 500);
     // kube retries 429 by itself (honouring Retry-After): the second attempt succeeds.
     server.reset_stats();
-    secrets
-        .patch(
-            "s",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"data": {}})),
-        )
-        .await?;
+    secrets.patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {}}))).await?;
     assert_eq!(server.stats().count("patch", "secrets"), 2);
     let cur = secrets.get("s").await?;
     let e = api_err(secrets.replace("s", &PostParams::default(), &cur).await);
@@ -1179,11 +870,7 @@ async fn fault_injection_and_stats() -> TestResult {
     secrets.get("s").await?;
     secrets.list(&ListParams::default()).await?;
     secrets
-        .patch(
-            "s",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
-        )
+        .patch("s", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
         .await?;
     secrets.delete("s", &DeleteParams::default()).await?;
     let stats = server.stats();
@@ -1199,55 +886,27 @@ async fn fault_injection_and_stats() -> TestResult {
 #[tokio::test]
 async fn crd_defaulting_pruning_and_validation() -> TestResult {
     let (_server, api) = with_widgets().await?;
-    let w = api
-        .create(
-            &PostParams::default(),
-            &widget("ok", json!({"size": "large", "unknown": "x"}))?,
-        )
-        .await?;
+    let w =
+        api.create(&PostParams::default(), &widget("ok", json!({"size": "large", "unknown": "x"}))?).await?;
     assert_eq!(w.data["spec"]["replicas"], json!(1));
     assert!(w.data["spec"].get("unknown").is_none());
 
     let e = api_err(
-        api.create(
-            &PostParams::default(),
-            &widget("bad", json!({"size": "huge", "replicas": "two"}))?,
-        )
-        .await,
+        api.create(&PostParams::default(), &widget("bad", json!({"size": "huge", "replicas": "two"}))?).await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
-    let mut causes: Vec<String> = e
-        .details
-        .map(|d| d.causes.into_iter().map(|c| c.field).collect())
-        .unwrap_or_default();
+    let mut causes: Vec<String> =
+        e.details.map(|d| d.causes.into_iter().map(|c| c.field).collect()).unwrap_or_default();
     causes.sort();
     assert_eq!(causes, ["spec.replicas", "spec.size"]);
-    assert!(
-        e.message
-            .starts_with("Widget.test.example.io \"bad\" is invalid")
-    );
+    assert!(e.message.starts_with("Widget.test.example.io \"bad\" is invalid"));
 
-    let e = api_err(
-        api.create(
-            &PostParams::default(),
-            &widget("missing", json!({"color": "red"}))?,
-        )
-        .await,
-    );
+    let e = api_err(api.create(&PostParams::default(), &widget("missing", json!({"color": "red"}))?).await);
     assert_eq!(e.code, 422);
-    assert!(
-        e.message.contains("spec.size: Required value"),
-        "{}",
-        e.message
-    );
+    assert!(e.message.contains("spec.size: Required value"), "{}", e.message);
 
     let e = api_err(
-        api.patch(
-            "ok",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"size": "medium"}})),
-        )
-        .await,
+        api.patch("ok", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": "medium"}}))).await,
     );
     assert_eq!(e.code, 422);
     let e = api_err(
@@ -1265,21 +924,12 @@ async fn crd_defaulting_pruning_and_validation() -> TestResult {
 #[tokio::test]
 async fn crd_deletion_removes_its_objects_and_routes() -> TestResult {
     let (server, api) = with_widgets().await?;
-    api.create(
-        &PostParams::default(),
-        &widget("w", json!({"size": "small"}))?,
-    )
-    .await?;
+    api.create(&PostParams::default(), &widget("w", json!({"size": "small"}))?).await?;
     let crds: Api<CustomResourceDefinition> = Api::all(server.client());
-    crds.delete("widgets.test.example.io", &DeleteParams::default())
-        .await?;
+    crds.delete("widgets.test.example.io", &DeleteParams::default()).await?;
     let e = api_err(api.get("w").await);
     assert_eq!(e.code, 404);
-    crds.create(
-        &PostParams::default(),
-        &serde_json::from_value(widget_crd())?,
-    )
-    .await?;
+    crds.create(&PostParams::default(), &serde_json::from_value(widget_crd())?).await?;
     assert!(api.list(&ListParams::default()).await?.items.is_empty());
     Ok(())
 }
@@ -1288,26 +938,12 @@ async fn crd_deletion_removes_its_objects_and_routes() -> TestResult {
 async fn delete_collection_and_dangling_owner_collection() -> TestResult {
     let server = ApiServer::start().await?;
     let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
-    for (name, labels) in [
-        ("a", json!({"x": "1"})),
-        ("b", json!({"x": "1"})),
-        ("c", json!({})),
-    ] {
-        cms.create(&PostParams::default(), &configmap(name, labels)?)
-            .await?;
+    for (name, labels) in [("a", json!({"x": "1"})), ("b", json!({"x": "1"})), ("c", json!({}))] {
+        cms.create(&PostParams::default(), &configmap(name, labels)?).await?;
     }
-    cms.delete_collection(
-        &DeleteParams::default(),
-        &ListParams::default().labels("x=1"),
-    )
-    .await?;
-    let left: Vec<String> = cms
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|c| c.metadata.name)
-        .collect();
+    cms.delete_collection(&DeleteParams::default(), &ListParams::default().labels("x=1")).await?;
+    let left: Vec<String> =
+        cms.list(&ListParams::default()).await?.items.into_iter().filter_map(|c| c.metadata.name).collect();
     assert_eq!(left, ["c"]);
     assert_eq!(server.stats().count("deletecollection", "configmaps"), 1);
 
@@ -1316,12 +952,7 @@ async fn delete_collection_and_dangling_owner_collection() -> TestResult {
         json!({"metadata": {"name": "ghost", "uid": "00000000-0000-4000-8000-000000000000"}}),
     )?;
     let secrets: Api<Secret> = Api::default_namespaced(server.client());
-    secrets
-        .create(
-            &PostParams::default(),
-            &owned_secret("orphaned", &ghost, false)?,
-        )
-        .await?;
+    secrets.create(&PostParams::default(), &owned_secret("orphaned", &ghost, false)?).await?;
     assert_eq!(api_err(secrets.get("orphaned").await).code, 404);
     Ok(())
 }

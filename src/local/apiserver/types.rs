@@ -35,11 +35,7 @@ pub(super) type StorageKey = (String, String);
 
 impl ResourceType {
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.clone()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
     }
 
     pub fn storage_key(&self) -> StorageKey {
@@ -141,9 +137,7 @@ impl Registry {
             builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
             crd,
         ];
-        let mut r = Registry {
-            types: BTreeMap::new(),
-        };
+        let mut r = Registry { types: BTreeMap::new() };
         for t in all {
             r.insert(t);
         }
@@ -151,25 +145,17 @@ impl Registry {
     }
 
     fn insert(&mut self, t: ResourceType) {
-        self.types.insert(
-            (t.group.clone(), t.version.clone(), t.plural.clone()),
-            Arc::new(t),
-        );
+        self.types.insert((t.group.clone(), t.version.clone(), t.plural.clone()), Arc::new(t));
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.types
-            .get(&(group.to_string(), version.to_string(), plural.to_string()))
-            .cloned()
+        self.types.get(&(group.to_string(), version.to_string(), plural.to_string())).cloned()
     }
 
     /// Any served version of a stored resource (used by the garbage collector, which works
     /// on storage and not on a request's version).
     pub fn by_storage(&self, key: &StorageKey) -> Option<Arc<ResourceType>> {
-        self.types
-            .values()
-            .find(|t| t.group == key.0 && t.plural == key.1)
-            .cloned()
+        self.types.values().find(|t| t.group == key.0 && t.plural == key.1).cloned()
     }
 
     pub fn unregister(&mut self, group: &str, plural: &str) {
@@ -199,10 +185,7 @@ impl Registry {
                 vs.push(t.version.clone());
             }
         }
-        let groups: Vec<Value> = groups
-            .into_iter()
-            .map(|(g, vs)| group_json(&g, &vs))
-            .collect();
+        let groups: Vec<Value> = groups.into_iter().map(|(g, vs)| group_json(&g, &vs)).collect();
         json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
     }
 
@@ -234,11 +217,7 @@ impl Registry {
         if resources.is_empty() {
             return None;
         }
-        let gv = if group.is_empty() {
-            version.to_string()
-        } else {
-            format!("{group}/{version}")
-        };
+        let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
         Some(json!({
             "kind": "APIResourceList",
             "apiVersion": "v1",
@@ -249,10 +228,8 @@ impl Registry {
 }
 
 fn group_json(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({ "groupVersion": format!("{group}/{v}"), "version": v }))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({ "groupVersion": format!("{group}/{v}"), "version": v })).collect();
     json!({
         "name": group,
         "versions": vs,
@@ -273,33 +250,17 @@ fn s<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 pub(super) fn parse_crd(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause>> {
     let mut causes = Vec::new();
     let group = s(crd, &["spec", "group"]).unwrap_or_default().to_string();
-    let plural = s(crd, &["spec", "names", "plural"])
-        .unwrap_or_default()
-        .to_string();
-    let kind = s(crd, &["spec", "names", "kind"])
-        .unwrap_or_default()
-        .to_string();
+    let plural = s(crd, &["spec", "names", "plural"]).unwrap_or_default().to_string();
+    let kind = s(crd, &["spec", "names", "kind"]).unwrap_or_default().to_string();
     let name = s(crd, &["metadata", "name"]).unwrap_or_default();
     if group.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.group",
-            "Required value",
-        ));
+        causes.push(Cause::new("FieldValueRequired", "spec.group", "Required value"));
     }
     if plural.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.names.plural",
-            "Required value",
-        ));
+        causes.push(Cause::new("FieldValueRequired", "spec.names.plural", "Required value"));
     }
     if kind.is_empty() {
-        causes.push(Cause::new(
-            "FieldValueRequired",
-            "spec.names.kind",
-            "Required value",
-        ));
+        causes.push(Cause::new("FieldValueRequired", "spec.names.kind", "Required value"));
     }
     if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
         causes.push(Cause::new(
@@ -313,16 +274,10 @@ pub(super) fn parse_crd(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause>> {
         causes.push(Cause::new(
             "FieldValueNotSupported",
             "spec.scope",
-            format!(
-                "Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""
-            ),
+            format!("Unsupported value: \"{scope}\": supported values: \"Cluster\", \"Namespaced\""),
         ));
     }
-    let versions = crd
-        .pointer("/spec/versions")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
     if versions.is_empty() {
         causes.push(Cause::new(
             "FieldValueRequired",
@@ -333,20 +288,14 @@ pub(super) fn parse_crd(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause>> {
     if !causes.is_empty() {
         return Err(causes);
     }
-    let singular = s(crd, &["spec", "names", "singular"])
-        .map(str::to_string)
-        .unwrap_or_else(|| kind.to_lowercase());
-    let list_kind = s(crd, &["spec", "names", "listKind"])
-        .map(str::to_string)
-        .unwrap_or_else(|| format!("{kind}List"));
+    let singular =
+        s(crd, &["spec", "names", "singular"]).map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
+    let list_kind =
+        s(crd, &["spec", "names", "listKind"]).map(str::to_string).unwrap_or_else(|| format!("{kind}List"));
     let short_names: Vec<String> = crd
         .pointer("/spec/names/shortNames")
         .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let mut out = Vec::new();
     for v in versions {

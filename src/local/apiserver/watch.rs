@@ -38,12 +38,7 @@ fn line(v: &Value) -> Chunk {
     Ok(Frame::data(Bytes::from(bytes)))
 }
 
-fn translate(
-    ev: &WatchEvent,
-    rt: &ResourceType,
-    ns: Option<&str>,
-    sel: &Selectors,
-) -> Option<Value> {
+fn translate(ev: &WatchEvent, rt: &ResourceType, ns: Option<&str>, sel: &Selectors) -> Option<Value> {
     if ev.key.0 != rt.group || ev.key.1 != rt.plural {
         return None;
     }
@@ -97,23 +92,15 @@ pub(super) fn open(
             }
             Some(rv) if !params.send_initial_events => {
                 first.extend(
-                    st.history
-                        .iter()
-                        .filter(|e| e.rv > rv)
-                        .filter_map(|e| translate(e, &rt, ns, &selectors)),
+                    st.history.iter().filter(|e| e.rv > rv).filter_map(|e| translate(e, &rt, ns, &selectors)),
                 );
                 live = Some((st.tx.subscribe(), st.rv));
             }
             _ => {
-                let scope = Scope {
-                    rt: &rt,
-                    namespace: ns,
-                    selectors: &selectors,
-                };
+                let scope = Scope { rt: &rt, namespace: ns, selectors: &selectors };
                 first.extend(
-                    st.matching(&scope).map(
-                        |o| json!({"type": "ADDED", "object": State::present(&rt, o.clone())}),
-                    ),
+                    st.matching(&scope)
+                        .map(|o| json!({"type": "ADDED", "object": State::present(&rt, o.clone())})),
                 );
                 if params.send_initial_events {
                     first.push(bookmark(&rt, st.rv, true));
@@ -134,9 +121,8 @@ pub(super) fn open(
             run(tx, rx, cut, rt, namespace, selectors, rv, params, interval).await;
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|chunk| (chunk, rx)) });
     StreamBody::new(stream).boxed()
 }
 
