@@ -76,14 +76,19 @@ impl BucketOps<'_> {
         }
     }
 
-    /// The bucket's tags (empty when it has none).
-    pub async fn tags(&self) -> Result<Vec<(String, String)>, AwsError> {
+    /// The bucket's tags (empty when it has none), or `None` when the bucket does not exist: one read
+    /// answers both, which keeps a steady-state resync to five reads.
+    pub async fn tags(&self) -> Result<Option<Vec<(String, String)>>, AwsError> {
         let get = self.client.get_bucket_tagging().bucket(self.bucket).send();
-        let tags = optional(call(self.stats, S3, "GetBucketTagging", get).await)?;
-        let mut tags: Vec<(String, String)> =
-            tags.map(|t| t.tag_set.into_iter().map(|tag| (tag.key, tag.value)).collect()).unwrap_or_default();
+        let tag_set = match call(self.stats, S3, "GetBucketTagging", get).await {
+            Ok(tagging) => tagging.tag_set,
+            Err(err) if err.has_code("NoSuchBucket") => return Ok(None),
+            Err(err) if err.is(ErrorKind::NotFound) => Vec::new(),
+            Err(err) => return Err(err),
+        };
+        let mut tags: Vec<(String, String)> = tag_set.into_iter().map(|tag| (tag.key, tag.value)).collect();
         tags.sort();
-        Ok(tags)
+        Ok(Some(tags))
     }
 
     /// Sets the tags when `current` differs from `desired` (both sorted).

@@ -164,12 +164,12 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     };
     let mut changes = Vec::new();
 
-    let existed = ops.exists().await?;
+    let current_tags = ops.tags().await?;
+    let existed = current_tags.is_some();
     if !existed && ops.create(&location.region).await? == Change::Created {
         changes.push("created");
     }
-
-    let current_tags = if existed { ops.tags().await? } else { Vec::new() };
+    let current_tags = current_tags.unwrap_or_default();
     if let Some((_, owner)) = current_tags.iter().find(|(k, _)| k == tag::UID).filter(|(_, v)| v != uid) {
         return Err(Error::Conflict(format!(
             "the AWS bucket {} is tagged as belonging to another object (uid {owner}); it is left untouched",
@@ -232,10 +232,9 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     let location = location(bucket, ctx)?;
     let ops =
         BucketOps { client: ctx.aws.s3_in(&location.region), stats: &ctx.aws.stats, bucket: &bucket_name };
-    if !ops.exists().await? {
+    let Some(tags) = ops.tags().await? else {
         return Ok(Action::await_change());
-    }
-    let tags = ops.tags().await?;
+    };
     if tags.iter().any(|(k, v)| k == tag::UID && v != uid) {
         tracing::warn!(namespace, name, bucket = %bucket_name, "Released bucket tagged for another object without deleting it");
         return Ok(Action::await_change());
