@@ -4,6 +4,7 @@
 //! counted by service, operation and outcome ([`CallStats`]), for metrics and for tests that prove a
 //! steady-state resync makes no write.
 
+pub mod iam;
 pub mod s3;
 
 use std::collections::BTreeMap;

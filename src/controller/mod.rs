@@ -5,7 +5,10 @@
 //! ensures every AWS setting (reading first, writing only on a difference), then writes status with
 //! server-side apply, skipped when nothing changed. Any reconcile can stop at any line and run again.
 
+pub mod binding;
 pub mod bucket;
+pub mod credentials;
+pub mod service_key;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,7 +32,11 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    bucket::run(ctx.clone(), stopped(shutdown.clone())).await;
+    tokio::join!(
+        bucket::run(ctx.clone(), stopped(shutdown.clone())),
+        credentials::run::<crate::api::BucketBinding>(ctx.clone(), stopped(shutdown.clone())),
+        credentials::run::<crate::api::BucketServiceKey>(ctx.clone(), stopped(shutdown)),
+    );
 }
 
 /// The field manager of every write, and the reporting controller of every event.

@@ -5,5 +5,6 @@
 //! per test, started by the harness.
 
 mod bucket;
+mod credentials;
 mod harness;
 mod smoke;

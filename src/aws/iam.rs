@@ -1,0 +1,237 @@
+//! IAM and STS operations for one credential: its user, inline policy, attached policy and access keys.
+//! Creating what exists and deleting what is gone are successes.
+
+use aws_sdk_iam::Client;
+use aws_sdk_iam::types::Tag;
+use serde_json::Value;
+
+use super::{AwsError, CallStats, ErrorKind, call, optional};
+use crate::build::policy;
+
+const IAM: &str = "iam";
+
+/// The name of the one inline policy of every user.
+pub const POLICY_NAME: &str = "bucket-access";
+
+/// An IAM user as the controller sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub arn: String,
+    pub tags: Vec<(String, String)>,
+    pub permissions_boundary: Option<String>,
+}
+
+/// A new access key. The secret is only ever in memory and in the Secret.
+pub struct NewKey {
+    pub id: String,
+    pub secret: String,
+}
+
+/// IAM calls on one user.
+pub struct UserOps<'a> {
+    pub client: Client,
+    pub stats: &'a CallStats,
+    pub user: &'a str,
+}
+
+impl UserOps<'_> {
+    /// The user, or `None` when it does not exist.
+    pub async fn get(&self) -> Result<Option<User>, AwsError> {
+        let get = self.client.get_user().user_name(self.user).send();
+        let output = optional(call(self.stats, IAM, "GetUser", get).await)?;
+        Ok(output.and_then(|o| o.user).map(|u| User {
+            arn: u.arn().to_owned(),
+            tags: u.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect(),
+            permissions_boundary: u
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_owned),
+        }))
+    }
+
+    /// Creates the user with its path, tags and permissions boundary; returns its ARN.
+    pub async fn create(
+        &self,
+        path: &str,
+        tags: &[(String, String)],
+        boundary: Option<&str>,
+    ) -> Result<String, AwsError> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("CreateUser", e))?;
+        let create = self
+            .client
+            .create_user()
+            .user_name(self.user)
+            .path(path)
+            .set_tags(Some(tags))
+            .set_permissions_boundary(boundary.map(str::to_owned))
+            .send();
+        let output = call(self.stats, IAM, "CreateUser", create).await?;
+        output.user.map(|u| u.arn).ok_or_else(|| invalid("CreateUser", "no user in the response"))
+    }
+
+    /// Sets or removes the permissions boundary when it differs.
+    pub async fn ensure_boundary(
+        &self,
+        current: Option<&str>,
+        desired: Option<&str>,
+    ) -> Result<bool, AwsError> {
+        match (current, desired) {
+            (current, desired) if current == desired => Ok(false),
+            (_, Some(arn)) => {
+                let put = self
+                    .client
+                    .put_user_permissions_boundary()
+                    .user_name(self.user)
+                    .permissions_boundary(arn)
+                    .send();
+                call(self.stats, IAM, "PutUserPermissionsBoundary", put).await?;
+                Ok(true)
+            }
+            (Some(_), None) => {
+                let delete = self.client.delete_user_permissions_boundary().user_name(self.user).send();
+                optional(call(self.stats, IAM, "DeleteUserPermissionsBoundary", delete).await)?;
+                Ok(true)
+            }
+            (None, None) => Ok(false),
+        }
+    }
+
+    /// Writes the inline policy when it differs in meaning from the stored one.
+    pub async fn ensure_policy(&self, desired: &Value) -> Result<bool, AwsError> {
+        let get = self.client.get_user_policy().user_name(self.user).policy_name(POLICY_NAME).send();
+        let current = optional(call(self.stats, IAM, "GetUserPolicy", get).await)?
+            .and_then(|p| parse_document(&p.policy_document));
+        if current.is_some_and(|c| policy::equivalent(&c, desired)) {
+            return Ok(false);
+        }
+        let put = self
+            .client
+            .put_user_policy()
+            .user_name(self.user)
+            .policy_name(POLICY_NAME)
+            .policy_document(desired.to_string())
+            .send();
+        call(self.stats, IAM, "PutUserPolicy", put).await?;
+        Ok(true)
+    }
+
+    /// The ARNs of the managed policies attached to the user.
+    pub async fn attached_policies(&self) -> Result<Vec<String>, AwsError> {
+        let list = self.client.list_attached_user_policies().user_name(self.user).send();
+        let output = call(self.stats, IAM, "ListAttachedUserPolicies", list).await?;
+        Ok(output.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect())
+    }
+
+    pub async fn attach_policy(&self, arn: &str) -> Result<(), AwsError> {
+        let attach = self.client.attach_user_policy().user_name(self.user).policy_arn(arn).send();
+        call(self.stats, IAM, "AttachUserPolicy", attach).await?;
+        Ok(())
+    }
+
+    /// The ids of the user's access keys.
+    pub async fn access_keys(&self) -> Result<Vec<String>, AwsError> {
+        let list = self.client.list_access_keys().user_name(self.user).send();
+        let output = call(self.stats, IAM, "ListAccessKeys", list).await?;
+        Ok(output.access_key_metadata.into_iter().filter_map(|k| k.access_key_id).collect())
+    }
+
+    pub async fn create_access_key(&self) -> Result<NewKey, AwsError> {
+        let create = self.client.create_access_key().user_name(self.user).send();
+        let key = call(self.stats, IAM, "CreateAccessKey", create)
+            .await?
+            .access_key
+            .ok_or_else(|| invalid("CreateAccessKey", "no key in the response"))?;
+        Ok(NewKey { id: key.access_key_id, secret: key.secret_access_key })
+    }
+
+    pub async fn delete_access_key(&self, id: &str) -> Result<(), AwsError> {
+        let delete = self.client.delete_access_key().user_name(self.user).access_key_id(id).send();
+        optional(call(self.stats, IAM, "DeleteAccessKey", delete).await)?;
+        Ok(())
+    }
+
+    /// Deletes everything the user holds, then the user; whatever is already gone counts as deleted.
+    pub async fn delete_all(&self) -> Result<(), AwsError> {
+        let keys = match self.access_keys().await {
+            Err(err) if err.is(ErrorKind::NotFound) => return Ok(()),
+            other => other?,
+        };
+        for key in keys {
+            self.delete_access_key(&key).await?;
+        }
+        let delete_policy =
+            self.client.delete_user_policy().user_name(self.user).policy_name(POLICY_NAME).send();
+        optional(call(self.stats, IAM, "DeleteUserPolicy", delete_policy).await)?;
+        for arn in optional(self.attached_policies().await)?.unwrap_or_default() {
+            let detach = self.client.detach_user_policy().user_name(self.user).policy_arn(arn).send();
+            optional(call(self.stats, IAM, "DetachUserPolicy", detach).await)?;
+        }
+        let delete = self.client.delete_user().user_name(self.user).send();
+        optional(call(self.stats, IAM, "DeleteUser", delete).await)?;
+        Ok(())
+    }
+}
+
+/// Whether a new access key is accepted by AWS yet (IAM is eventually consistent): STS GetCallerIdentity
+/// signed with it. `Ok(false)` while it is not recognised.
+pub async fn key_works(
+    sts: &aws_sdk_sts::Client,
+    stats: &CallStats,
+    id: &str,
+    secret: &str,
+) -> Result<bool, AwsError> {
+    let credentials = aws_sdk_sts::config::Credentials::new(id, secret, None, None, "bucket-broker-check");
+    let config = sts.config().to_builder().credentials_provider(credentials).build();
+    let probe = aws_sdk_sts::Client::from_conf(config);
+    match call(stats, "sts", "GetCallerIdentity", probe.get_caller_identity().send()).await {
+        Ok(_) => Ok(true),
+        Err(err) if err.is(ErrorKind::AccessDenied) || err.has_code("InvalidClientTokenId") => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// IAM returns policy documents URL-encoded (RFC 3986); emulators sometimes do not.
+fn parse_document(document: &str) -> Option<Value> {
+    serde_json::from_str(document).ok().or_else(|| serde_json::from_str(&percent_decode(document)?).ok())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn invalid(operation: &'static str, err: impl std::fmt::Display) -> AwsError {
+    AwsError { service: IAM, operation, kind: ErrorKind::Invalid, code: None, message: err.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_encoded_policy_documents_are_read() {
+        let encoded = "%7B%22Version%22%3A%222012-10-17%22%2C%22Statement%22%3A%5B%5D%7D";
+        assert_eq!(
+            parse_document(encoded),
+            Some(serde_json::json!({"Version": "2012-10-17", "Statement": []}))
+        );
+        assert_eq!(parse_document(r#"{"a":1}"#), Some(serde_json::json!({"a": 1})));
+        assert_eq!(parse_document("%zz"), None);
+    }
+}

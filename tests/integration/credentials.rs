@@ -1,0 +1,471 @@
+//! BucketBinding and BucketServiceKey against moto enforcing IAM: what the generated credentials may and
+//! may not do, the Secret formats, revocation, restoration and crash safety.
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey, CredentialStatus, find_condition};
+use bucket_broker::aws::Aws;
+use bucket_broker::local::apiserver::RequestMatcher;
+use bucket_broker::local::moto::MotoOptions;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Resource;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::harness::{TestEnv, aws_for};
+
+async fn env_with_bucket(buckets: &[&str]) -> TestEnv {
+    let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
+    env.start_controller().await;
+    for name in buckets {
+        env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": name}, "spec": {}}))
+            .await;
+    }
+    for name in buckets {
+        env.wait_for::<Bucket>(name, "ready", |b| {
+            b.status
+                .as_ref()
+                .is_some_and(|s| find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True"))
+        })
+        .await;
+    }
+    env
+}
+
+fn credential(kind: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
+}
+
+fn ready(status: Option<&CredentialStatus>, generation: Option<i64>) -> bool {
+    status.is_some_and(|s| {
+        s.observed_generation == generation
+            && find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+    })
+}
+
+async fn ready_binding(env: &TestEnv, name: &str) -> BucketBinding {
+    env.wait_for::<BucketBinding>(name, "ready", |b| ready(b.status.as_ref(), b.metadata.generation)).await
+}
+
+fn value(secret: &Secret, key: &str) -> String {
+    let bytes =
+        &secret.data.as_ref().and_then(|d| d.get(key)).unwrap_or_else(|| panic!("Secret key {key}")).0;
+    String::from_utf8(bytes.clone()).expect("utf-8")
+}
+
+async fn secret(env: &TestEnv, name: &str) -> Secret {
+    env.api::<Secret>().get(name).await.expect("Secret")
+}
+
+async fn client_from(env: &TestEnv, secret: &Secret) -> Aws {
+    let credentials = aws_sdk_iam::config::Credentials::new(
+        value(secret, "AWS_ACCESS_KEY_ID"),
+        value(secret, "AWS_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "binding",
+    );
+    aws_for(&env.moto, credentials).await
+}
+
+fn bucket_of(secret: &Secret) -> String {
+    value(secret, "BUCKET_NAME")
+}
+
+async fn can_put(aws: &Aws, bucket: &str, key: &str) -> bool {
+    aws.s3.put_object().bucket(bucket).key(key).body(ByteStream::from_static(b"data")).send().await.is_ok()
+}
+
+async fn can_get(aws: &Aws, bucket: &str, key: &str) -> bool {
+    aws.s3.get_object().bucket(bucket).key(key).send().await.is_ok()
+}
+
+async fn keys_of(env: &TestEnv, user: &str) -> Vec<String> {
+    let keys = env.admin.iam.list_access_keys().user_name(user).send().await.expect("keys");
+    keys.access_key_metadata.into_iter().filter_map(|k| k.access_key_id).collect()
+}
+
+#[tokio::test]
+async fn read_only_reads_and_lists_but_cannot_write_or_delete() {
+    let env = env_with_bucket(&["data"]).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "reader",
+        json!({"bucketRef": {"name": "data"}, "permissions": "ReadOnly"}),
+    ))
+    .await;
+    let binding = ready_binding(&env, "reader").await;
+    let secret = secret(&env, "reader").await;
+    let bucket = bucket_of(&secret);
+    env.admin
+        .s3
+        .put_object()
+        .bucket(&bucket)
+        .key("existing")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("seed");
+
+    let reader = client_from(&env, &secret).await;
+    assert!(can_get(&reader, &bucket, "existing").await, "GET works");
+    assert!(reader.s3.list_objects_v2().bucket(&bucket).send().await.is_ok(), "LIST works");
+    assert!(!can_put(&reader, &bucket, "new").await, "PUT is denied");
+    assert!(
+        reader.s3.delete_object().bucket(&bucket).key("existing").send().await.is_err(),
+        "DELETE is denied"
+    );
+
+    let status = binding.status.as_ref().expect("status");
+    assert_eq!(status.binding.as_ref().map(|b| b.name.as_str()), Some("reader"));
+    let user = status.user_name.clone().expect("userName");
+    assert_eq!(user, format!("bb-{}", binding.meta().uid.as_deref().expect("uid")));
+    assert!(
+        status.user_arn.as_deref().is_some_and(|a| a.ends_with(&format!(":user/bucket-broker/{user}"))),
+        "{status:?}"
+    );
+    assert_eq!(status.access_key_id.as_deref(), Some(value(&secret, "AWS_ACCESS_KEY_ID").as_str()));
+    let network = find_condition(&status.conditions, "NetworkRestricted").expect("NetworkRestricted");
+    assert_eq!((network.status.as_str(), network.reason.as_str()), ("False", "PlatformNetworkNotConfigured"));
+}
+
+#[tokio::test]
+async fn read_write_works_fully_on_its_bucket_and_nowhere_else() {
+    let env = env_with_bucket(&["mine", "theirs"]).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "writer",
+        json!({"bucketRef": {"name": "mine"}}),
+    ))
+    .await;
+    ready_binding(&env, "writer").await;
+    let secret = secret(&env, "writer").await;
+    let mine = bucket_of(&secret);
+    let writer = client_from(&env, &secret).await;
+
+    assert!(can_put(&writer, &mine, "a").await, "PUT works");
+    assert!(can_get(&writer, &mine, "a").await, "GET works");
+    assert!(writer.s3.delete_object().bucket(&mine).key("a").send().await.is_ok(), "DELETE works");
+
+    let upload =
+        writer.s3.create_multipart_upload().bucket(&mine).key("big").send().await.expect("multipart starts");
+    let upload_id = upload.upload_id.expect("upload id");
+    let part = writer
+        .s3
+        .upload_part()
+        .bucket(&mine)
+        .key("big")
+        .upload_id(&upload_id)
+        .part_number(1)
+        .body(ByteStream::from(vec![7u8; 1024]))
+        .send()
+        .await
+        .expect("part uploaded");
+    let completed = CompletedMultipartUpload::builder()
+        .parts(CompletedPart::builder().part_number(1).set_e_tag(part.e_tag).build())
+        .build();
+    writer
+        .s3
+        .complete_multipart_upload()
+        .bucket(&mine)
+        .key("big")
+        .upload_id(&upload_id)
+        .multipart_upload(completed)
+        .send()
+        .await
+        .expect("multipart completes");
+    assert!(can_get(&writer, &mine, "big").await);
+
+    let theirs = env
+        .api::<Bucket>()
+        .get("theirs")
+        .await
+        .expect("bucket")
+        .status
+        .and_then(|s| s.bucket_name)
+        .expect("name");
+    env.admin
+        .s3
+        .put_object()
+        .bucket(&theirs)
+        .key("secret")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .expect("seed");
+    assert!(!can_get(&writer, &theirs, "secret").await, "another bucket cannot be read");
+    assert!(!can_put(&writer, &theirs, "x").await, "another bucket cannot be written");
+}
+
+#[tokio::test]
+async fn vcap_services_and_service_key_json_match_the_seed_and_work() {
+    let env = env_with_bucket(&["my-bucket"]).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "app",
+        json!({"bucketRef": {"name": "my-bucket"}}),
+    ))
+    .await;
+    env.create::<BucketServiceKey>(credential(
+        "BucketServiceKey",
+        "laptop",
+        json!({"bucketRef": {"name": "my-bucket"}, "allowExternalAccess": true}),
+    ))
+    .await;
+    ready_binding(&env, "app").await;
+    let key = env
+        .wait_for::<BucketServiceKey>("laptop", "ready", |k| ready(k.status.as_ref(), k.metadata.generation))
+        .await;
+
+    let binding_secret = secret(&env, "app").await;
+    assert_eq!(binding_secret.type_.as_deref(), Some("servicebinding.io/s3"));
+    assert_eq!(
+        binding_secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
+            .map(String::as_str),
+        Some("bucket-broker")
+    );
+    let owner = &binding_secret.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("BucketBinding", "app", Some(true))
+    );
+
+    // As a Cloud Foundry app reads it.
+    let vcap: Value = serde_json::from_str(&value(&binding_secret, "VCAP_SERVICES")).expect("json");
+    let entry = &vcap["aws-s3-bucket"][0];
+    let credentials = &entry["credentials"];
+    let fields: Vec<&String> = entry.as_object().expect("entry").keys().collect();
+    assert_eq!(
+        fields,
+        [
+            "binding_name",
+            "credentials",
+            "instance_name",
+            "label",
+            "name",
+            "plan",
+            "provider",
+            "syslog_drain_url",
+            "tags",
+            "volume_mounts"
+        ]
+    );
+    assert_eq!(
+        (entry["instance_name"].as_str(), entry["name"].as_str()),
+        (Some("my-bucket"), Some("my-bucket"))
+    );
+    assert_eq!((entry["label"].as_str(), entry["plan"].as_str()), (Some("aws-s3-bucket"), Some("default")));
+    assert_eq!(entry["tags"], json!(["s3"]));
+    assert_eq!(credentials["aws_region"], "eu-west-2");
+    assert_eq!(credentials["deploy_env"], "test");
+    let app = aws_for(
+        &env.moto,
+        aws_sdk_iam::config::Credentials::new(
+            credentials["aws_access_key_id"].as_str().expect("id"),
+            credentials["aws_secret_access_key"].as_str().expect("secret"),
+            None,
+            None,
+            "vcap",
+        ),
+    )
+    .await;
+    let bucket = credentials["bucket_name"].as_str().expect("bucket");
+    assert!(can_put(&app, bucket, "from-vcap").await, "VCAP_SERVICES credentials upload");
+    let body = app
+        .s3
+        .get_object()
+        .bucket(bucket)
+        .key("from-vcap")
+        .send()
+        .await
+        .expect("download")
+        .body
+        .collect()
+        .await
+        .expect("body");
+    assert_eq!(body.into_bytes().as_ref(), b"data");
+    for (flat, env_key) in [
+        ("AWS_REGION", "aws_region"),
+        ("BUCKET_NAME", "bucket_name"),
+        ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+    ] {
+        assert_eq!(value(&binding_secret, flat), credentials[env_key].as_str().expect("value"));
+    }
+    assert_eq!(value(&binding_secret, "AWS_DEFAULT_REGION"), "eu-west-2");
+    assert_eq!(value(&binding_secret, "AWS_ENDPOINT_URL_S3"), env.moto.endpoint_url());
+    assert_eq!(
+        (value(&binding_secret, "type").as_str(), value(&binding_secret, "provider").as_str()),
+        ("s3", "aws")
+    );
+
+    let key_secret = secret(&env, "laptop").await;
+    assert_eq!(key_secret.type_.as_deref(), Some("Opaque"));
+    let service_key: Value = serde_json::from_str(&value(&key_secret, "credentials.json")).expect("json");
+    let fields: Vec<&String> = service_key.as_object().expect("object").keys().collect();
+    assert_eq!(
+        fields,
+        ["aws_access_key_id", "aws_region", "aws_secret_access_key", "bucket_name", "deploy_env"]
+    );
+    assert_ne!(service_key["aws_access_key_id"], credentials["aws_access_key_id"], "a key of its own");
+    let outside = client_from(&env, &key_secret).await;
+    assert!(can_get(&outside, bucket, "from-vcap").await, "the service key works");
+    let network = find_condition(&key.status.as_ref().expect("status").conditions, "NetworkRestricted")
+        .expect("condition");
+    assert_eq!(network.reason, "ExternalAccessAllowed");
+}
+
+#[tokio::test]
+async fn unbinding_revokes_the_key_and_keeps_the_data() {
+    let env = env_with_bucket(&["data"]).await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = binding.status.and_then(|s| s.user_name).expect("user");
+    let secret = secret(&env, "app").await;
+    let bucket = bucket_of(&secret);
+    let app = client_from(&env, &secret).await;
+    assert!(can_put(&app, &bucket, "kept").await);
+
+    env.delete::<BucketBinding>("app").await;
+    env.wait_gone::<BucketBinding>("app").await;
+    assert!(!can_get(&app, &bucket, "kept").await, "the key no longer works");
+    assert!(env.admin.iam.get_user().user_name(&user).send().await.is_err(), "the IAM user is gone");
+    assert!(env.api::<Secret>().get_opt("app").await.expect("get").is_none(), "the Secret is gone");
+    assert!(can_get(&env.admin, &bucket, "kept").await, "the bucket and its objects stay");
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_restored_with_a_new_key_and_the_old_key_is_gone() {
+    let env = env_with_bucket(&["data"]).await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = binding.status.as_ref().and_then(|s| s.user_name.clone()).expect("user");
+    let old = secret(&env, "app").await;
+    let old_key = value(&old, "AWS_ACCESS_KEY_ID");
+
+    env.api::<Secret>().delete("app", &Default::default()).await.expect("deleted by hand");
+    let restored = env
+        .wait_for::<Secret>("app", "restored", |s| {
+            s.data
+                .as_ref()
+                .and_then(|d| d.get("AWS_ACCESS_KEY_ID"))
+                .is_some_and(|k| k.0 != old_key.as_bytes())
+        })
+        .await;
+    let new_key = value(&restored, "AWS_ACCESS_KEY_ID");
+    let binding = env
+        .wait_for::<BucketBinding>("app", "ready with the new key", |b| {
+            ready(b.status.as_ref(), b.metadata.generation)
+                && b.status.as_ref().and_then(|s| s.access_key_id.as_deref()) == Some(new_key.as_str())
+        })
+        .await;
+    assert!(binding.status.is_some());
+    assert_eq!(keys_of(&env, &user).await, [new_key], "exactly one live key, the new one");
+    assert!(
+        can_put(&client_from(&env, &restored).await, &bucket_of(&restored), "x").await,
+        "the new key works"
+    );
+    assert!(!can_put(&client_from(&env, &old).await, &bucket_of(&old), "x").await, "the old key is revoked");
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_overwritten() {
+    let env = env_with_bucket(&["data"]).await;
+    let foreign: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "taken"}, "stringData": {"mine": "yes"}}))
+            .expect("secret");
+    let foreign = env.api::<Secret>().create(&PostParams::default(), &foreign).await.expect("foreign Secret");
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "app",
+        json!({"bucketRef": {"name": "data"}, "secretName": "taken"}),
+    ))
+    .await;
+    env.wait_for::<BucketBinding>("app", "in conflict", |b| {
+        b.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.reason == "SecretConflict" && c.status == "False")
+    })
+    .await;
+    let after = secret(&env, "taken").await;
+    assert_eq!(
+        after.metadata.resource_version, foreign.metadata.resource_version,
+        "the foreign Secret is untouched"
+    );
+    assert_eq!(after.data, foreign.data);
+}
+
+#[tokio::test]
+async fn a_binding_created_before_its_bucket_becomes_ready_with_it() {
+    let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
+    env.start_controller().await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "early",
+        json!({"bucketRef": {"name": "later"}}),
+    ))
+    .await;
+    env.wait_for::<BucketBinding>("early", "waiting", |b| {
+        b.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, "Ready"))
+            .is_some_and(|c| c.reason == "BucketNotReady")
+    })
+    .await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "later"}, "spec": {}})).await;
+    ready_binding(&env, "early").await;
+}
+
+#[tokio::test]
+async fn changing_permissions_updates_the_policy_in_place() {
+    let env = env_with_bucket(&["data"]).await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    ready_binding(&env, "app").await;
+    let before = secret(&env, "app").await;
+    let app = client_from(&env, &before).await;
+    let bucket = bucket_of(&before);
+    assert!(can_put(&app, &bucket, "one").await);
+
+    env.api::<BucketBinding>()
+        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"spec": {"permissions": "ReadOnly"}})))
+        .await
+        .expect("patched");
+    env.wait_for::<BucketBinding>("app", "ready at generation 2", |b| {
+        b.metadata.generation == Some(2) && ready(b.status.as_ref(), Some(2))
+    })
+    .await;
+    let after = secret(&env, "app").await;
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version, "same key, same Secret");
+    assert!(!can_put(&app, &bucket, "two").await, "the same key can no longer write");
+    assert!(can_get(&app, &bucket, "one").await, "but still reads");
+}
+
+#[tokio::test]
+async fn a_failure_between_key_creation_and_the_secret_write_leaves_one_key() {
+    let env = env_with_bucket(&["data"]).await;
+    let Some(server) = env.server.as_ref() else {
+        return; // Fault injection needs the in-memory API server.
+    };
+    // The first Secret writes fail: the new key's secret is lost with them.
+    server.faults().fail_next(2, RequestMatcher::verb("patch").resource("secrets"), 500);
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = binding.status.as_ref().and_then(|s| s.user_name.clone()).expect("user");
+    let secret = secret(&env, "app").await;
+    assert!(server.stats().count("patch", "secrets") >= 3, "the injected failures happened");
+    assert_eq!(
+        keys_of(&env, &user).await,
+        [value(&secret, "AWS_ACCESS_KEY_ID")],
+        "one key, the one in the Secret"
+    );
+    assert!(can_put(&client_from(&env, &secret).await, &bucket_of(&secret), "x").await);
+}
