@@ -195,7 +195,7 @@ pub async fn key_works(
 }
 
 /// IAM returns policy documents URL-encoded (RFC 3986); emulators sometimes do not.
-fn parse_document(document: &str) -> Option<Value> {
+pub fn parse_document(document: &str) -> Option<Value> {
     serde_json::from_str(document).ok().or_else(|| serde_json::from_str(&percent_decode(document)?).ok())
 }
 

@@ -469,3 +469,88 @@ async fn a_failure_between_key_creation_and_the_secret_write_leaves_one_key() {
     );
     assert!(can_put(&client_from(&env, &secret).await, &bucket_of(&secret), "x").await);
 }
+
+#[tokio::test]
+async fn the_network_deny_is_written_exactly_when_the_binding_is_restricted() {
+    let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
+    let network = bucket_broker::build::policy::PlatformNetwork {
+        cidrs: vec!["10.0.0.0/16".parse().expect("cidr")],
+        vpc_endpoints: vec!["vpce-0a1b2c3d".to_owned()],
+    };
+    let settings = bucket_broker::controller::Settings { network, ..env.settings() };
+    env.start_controller_with(settings).await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "data"}, "spec": {}})).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "inside",
+        json!({"bucketRef": {"name": "data"}}),
+    ))
+    .await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "outside",
+        json!({"bucketRef": {"name": "data"}, "allowExternalAccess": true}),
+    ))
+    .await;
+
+    for (name, restricted) in [("inside", true), ("outside", false)] {
+        let binding = ready_binding(&env, name).await;
+        let status = binding.status.as_ref().expect("status");
+        let user = status.user_name.as_deref().expect("user");
+        let stored = env
+            .admin
+            .iam
+            .get_user_policy()
+            .user_name(user)
+            .policy_name("bucket-access")
+            .send()
+            .await
+            .expect("policy");
+        let policy = bucket_broker::aws::iam::parse_document(&stored.policy_document).expect("policy json");
+        let deny = policy["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .find(|s| s["Effect"] == "Deny")
+            .cloned();
+        assert_eq!(deny.is_some(), restricted, "{name}: {policy:#}");
+        if let Some(deny) = deny {
+            assert_eq!(deny["Condition"]["NotIpAddress"]["aws:SourceIp"], json!(["10.0.0.0/16"]));
+            assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"], json!(["vpce-0a1b2c3d"]));
+        }
+        let condition = find_condition(&status.conditions, "NetworkRestricted").expect("NetworkRestricted");
+        assert_eq!(condition.status == "True", restricted, "{name}: {condition:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_ready_binding_costs_no_writes_on_resync() {
+    let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
+    let settings = bucket_broker::controller::Settings {
+        resync_interval: std::time::Duration::from_secs(1),
+        ..env.settings()
+    };
+    env.start_controller_with(settings).await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "data"}, "spec": {}})).await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let before = ready_binding(&env, "app").await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let aws = env.controller_aws().stats.clone();
+    let (writes, calls) = (aws.writes(), aws.total());
+    let kube_writes = env.server.as_ref().map(|s| s.stats().writes());
+    let secret_before = secret(&env, "app").await;
+    tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
+
+    let resync_calls = aws.total() - calls;
+    assert!(resync_calls >= 8, "several resyncs ran ({resync_calls} AWS reads)");
+    assert_eq!(aws.writes() - writes, 0, "no AWS write in steady state: {:?}", aws.snapshot());
+    if let (Some(server), Some(before)) = (&env.server, kube_writes) {
+        assert_eq!(server.stats().writes() - before, 0, "no Kubernetes write in steady state");
+    }
+    let after = env.api::<BucketBinding>().get("app").await.expect("get");
+    assert_eq!(after.metadata.resource_version, before.metadata.resource_version);
+    assert_eq!(secret(&env, "app").await.metadata.resource_version, secret_before.metadata.resource_version);
+    println!("steady state: {resync_calls} AWS reads over ~4 resyncs of a Bucket and a BucketBinding");
+}
