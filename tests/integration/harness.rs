@@ -22,6 +22,23 @@ pub const KUBECONFIG_ENV: &str = "BUCKET_BROKER_TEST_KUBECONFIG";
 /// How long a test waits for the controller to converge.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A namespaced kind the harness can create, read and wait for.
+pub trait Namespaced:
+    Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// One test's world.
 pub struct TestEnv {
     pub client: Client,
@@ -133,26 +150,13 @@ impl TestEnv {
     }
 
     /// Creates an object in the test namespace from JSON.
-    pub async fn create<K>(&self, object: serde_json::Value) -> K
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
+    pub async fn create<K: Namespaced + serde::Serialize>(&self, object: serde_json::Value) -> K {
         let object: K = serde_json::from_value(object).expect("valid object");
         self.api::<K>().create(&PostParams::default(), &object).await.expect("object created")
     }
 
     /// Waits until `name` satisfies `done`, returning it; fails the test after [`TIMEOUT`].
-    pub async fn wait_for<K>(&self, name: &str, what: &str, done: impl Fn(&K) -> bool) -> K
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    pub async fn wait_for<K: Namespaced>(&self, name: &str, what: &str, done: impl Fn(&K) -> bool) -> K {
         let api = self.api::<K>();
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         loop {
@@ -171,13 +175,7 @@ impl TestEnv {
     }
 
     /// Waits until `name` no longer exists.
-    pub async fn wait_gone<K>(&self, name: &str)
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    pub async fn wait_gone<K: Namespaced>(&self, name: &str) {
         let api = self.api::<K>();
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while let Some(object) = api.get_opt(name).await.expect("get") {
@@ -190,13 +188,7 @@ impl TestEnv {
     }
 
     /// Deletes an object in the test namespace.
-    pub async fn delete<K>(&self, name: &str)
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
-    {
+    pub async fn delete<K: Namespaced>(&self, name: &str) {
         self.api::<K>().delete(name, &DeleteParams::default()).await.expect("delete accepted");
     }
 }
