@@ -554,3 +554,59 @@ async fn a_ready_binding_costs_no_writes_on_resync() {
     assert_eq!(secret(&env, "app").await.metadata.resource_version, secret_before.metadata.resource_version);
     println!("steady state: {resync_calls} AWS reads over ~4 resyncs of a Bucket and a BucketBinding");
 }
+
+#[tokio::test]
+async fn the_common_policy_is_attached_and_an_edited_secret_is_restored() {
+    let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
+    let document =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
+    let mut arns = Vec::new();
+    // moto does not model permissions boundaries of users: the boundary is not tested here.
+    for name in ["common"] {
+        let created = env
+            .admin
+            .iam
+            .create_policy()
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .expect("policy");
+        arns.push(created.policy.and_then(|p| p.arn).expect("arn"));
+    }
+    let settings = bucket_broker::controller::Settings {
+        common_user_policy_arn: Some(arns[0].clone()),
+        ..env.settings()
+    };
+    env.start_controller_with(settings).await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "metadata": {"name": "data"}, "spec": {}})).await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = binding.status.as_ref().and_then(|s| s.user_name.clone()).expect("user");
+
+    let attached =
+        env.admin.iam.list_attached_user_policies().user_name(&user).send().await.expect("attached");
+    let attached: Vec<String> =
+        attached.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect();
+    assert_eq!(attached, [arns[0].clone()]);
+    let iam_user = env.admin.iam.get_user().user_name(&user).send().await.expect("user").user.expect("user");
+    let tags: Vec<(String, String)> =
+        iam_user.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
+    assert!(
+        tags.contains(&("bucketbroker.io/uid".to_owned(), binding.meta().uid.clone().expect("uid"))),
+        "{tags:?}"
+    );
+    assert!(tags.contains(&("bucketbroker.io/kind".to_owned(), "BucketBinding".to_owned())), "{tags:?}");
+
+    let original = secret(&env, "app").await;
+    let edit = json!({"data": {"BUCKET_NAME": "ZWRpdGVk"}});
+    env.api::<Secret>()
+        .patch("app", &PatchParams::default(), &Patch::Merge(edit))
+        .await
+        .expect("edited by hand");
+    let restored =
+        env.wait_for::<Secret>("app", "restored", |s| value(s, "BUCKET_NAME") == bucket_of(&original)).await;
+    assert_eq!(value(&restored, "AWS_ACCESS_KEY_ID"), value(&original, "AWS_ACCESS_KEY_ID"), "the same key");
+    assert_eq!(keys_of(&env, &user).await.len(), 1);
+}
