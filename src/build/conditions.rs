@@ -21,7 +21,6 @@ pub mod reasons {
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const AWS_ERROR: &str = "AwsError";
     pub const DELETION_BLOCKED: &str = "DeletionBlocked";
-    pub const DELETING: &str = "Deleting";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const PLATFORM_NETWORK: &str = "PlatformNetwork";
     pub const EXTERNAL_ACCESS_ALLOWED: &str = "ExternalAccessAllowed";
@@ -138,7 +137,7 @@ mod tests {
             message: String::new(),
         };
         let both = merge(&[], &[network, Observation::ready(reasons::PROVISIONED, "")], None, &at(1));
-        let updated = merge(&both, &[Observation::not_ready(reasons::DELETING, "")], None, &at(2));
+        let updated = merge(&both, &[Observation::not_ready(reasons::DELETION_BLOCKED, "")], None, &at(2));
         assert_eq!(updated.len(), 2);
         assert!(is_true(&updated, types::NETWORK_RESTRICTED));
         assert!(!is_true(&updated, types::READY));

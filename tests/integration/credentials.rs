@@ -560,22 +560,19 @@ async fn the_common_policy_is_attached_and_an_edited_secret_is_restored() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     let document =
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#;
-    let mut arns = Vec::new();
     // moto does not model permissions boundaries of users: the boundary is not tested here.
-    for name in ["common"] {
-        let created = env
-            .admin
-            .iam
-            .create_policy()
-            .policy_name(name)
-            .policy_document(document)
-            .send()
-            .await
-            .expect("policy");
-        arns.push(created.policy.and_then(|p| p.arn).expect("arn"));
-    }
+    let created = env
+        .admin
+        .iam
+        .create_policy()
+        .policy_name("common")
+        .policy_document(document)
+        .send()
+        .await
+        .expect("policy");
+    let common = created.policy.and_then(|p| p.arn).expect("arn");
     let settings = bucket_broker::controller::Settings {
-        common_user_policy_arn: Some(arns[0].clone()),
+        common_user_policy_arn: Some(common.clone()),
         ..env.settings()
     };
     env.start_controller_with(settings).await;
@@ -589,7 +586,7 @@ async fn the_common_policy_is_attached_and_an_edited_secret_is_restored() {
         env.admin.iam.list_attached_user_policies().user_name(&user).send().await.expect("attached");
     let attached: Vec<String> =
         attached.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect();
-    assert_eq!(attached, [arns[0].clone()]);
+    assert_eq!(attached, [common]);
     let iam_user = env.admin.iam.get_user().user_name(&user).send().await.expect("user").user.expect("user");
     let tags: Vec<(String, String)> =
         iam_user.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
