@@ -11,5 +11,8 @@ pub mod build;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod http;
+pub mod leader;
 pub mod local;
+pub mod metrics;
 pub mod run;

@@ -1,5 +1,7 @@
 //! `bucket-broker run`: the wiring of the controller process.
 
+use std::sync::Arc;
+
 use aws_config::{BehaviorVersion, Region};
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -9,6 +11,8 @@ use crate::api::{Bucket, BucketBinding, BucketServiceKey};
 use crate::aws::Aws;
 use crate::config::{LogFormat, RunArgs};
 use crate::controller::{self, Context, Settings};
+use crate::http::{self, Endpoints};
+use crate::leader::{Elector, LeaseSettings};
 
 /// A failure to start.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,14 @@ pub enum RunError {
     Kube(#[source] kube::Error),
     #[error("no AWS region: pass --region or set AWS_REGION")]
     NoRegion,
+    #[error("cannot serve metrics and health on {addr}")]
+    Http {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("lost the leader Lease; exiting so that another replica leads")]
+    LostLease,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -41,14 +53,82 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let aws = Aws::new(&sdk, region.clone(), args.aws_endpoint_url.clone());
     let ctx = Context::new(client, aws, Settings::new(&args, region.clone()));
 
+    let endpoints = Endpoints { metrics: ctx.metrics.clone(), aws: ctx.aws.stats.clone() };
+    let (addr, http) = http::bind(args.metrics_addr, endpoints)
+        .await
+        .map_err(|source| RunError::Http { addr: args.metrics_addr, source })?;
+    tokio::spawn(http);
+
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("Shutting down");
         let _ = stop.send(true);
     });
-    tracing::info!(region, namespace = ?args.namespace, "Starting controllers");
-    controller::run_all(ctx, stopped).await;
+    tracing::info!(region, namespace = ?args.namespace, metrics = %addr, "Starting");
+    let lease = args.leader_election.then(LeaseSettings::from_env);
+    serve(ctx, lease, stopped).await
+}
+
+/// Runs the controllers until `shutdown` turns true; with a Lease, only while holding it.
+pub async fn serve(
+    ctx: Arc<Context>,
+    lease: Option<LeaseSettings>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let Some(lease) = lease else {
+        controller::run_all(ctx, shutdown).await;
+        return Ok(());
+    };
+    let elector = Elector::new(ctx.client.clone(), lease.clone());
+    ctx.metrics.set_standby(true);
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        match elector.try_acquire().await {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(err) => tracing::warn!(error = %err, "Failed to acquire the leader Lease"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(lease.retry) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    ctx.metrics.set_standby(false);
+    tracing::info!(identity = %lease.identity, lease = %lease.name, "Acquired the leader Lease");
+
+    let (stop, stopped) = watch::channel(false);
+    let controllers = tokio::spawn(controller::run_all(ctx.clone(), stopped));
+    let mut renewed = tokio::time::Instant::now();
+    let lost = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(lease.retry) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            break false;
+        }
+        match elector.renew().await {
+            Ok(true) => renewed = tokio::time::Instant::now(),
+            Ok(false) => break true,
+            // Unable to renew for as long as the Lease lasts: another replica may lead by now.
+            Err(err) if renewed.elapsed() + lease.retry >= lease.duration => {
+                tracing::warn!(error = %err, "Failed to renew the leader Lease in time");
+                break true;
+            }
+            Err(err) => tracing::warn!(error = %err, "Failed to renew the leader Lease"),
+        }
+    };
+    let _ = stop.send(true);
+    let _ = controllers.await;
+    if lost {
+        return Err(RunError::LostLease);
+    }
+    if let Err(err) = elector.release().await {
+        tracing::warn!(error = %err, "Failed to release the leader Lease");
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ use crate::api::{AccessSpec, BucketBinding, CredentialStatus};
 use crate::build::secret::{self, Credentials};
 
 impl CredentialKind for BucketBinding {
+    const KIND: &'static str = "BucketBinding";
     const FINALIZER: &'static str = "bucketbindings.bucketbroker.io/finalizer";
     const SECRET_TYPE: &'static str = secret::BINDING_SECRET_TYPE;
 

@@ -7,6 +7,7 @@
 //! only if it is empty (or leaves it, with `Retain`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use futures::StreamExt;
 use kube::api::ListParams;
@@ -27,6 +28,8 @@ use crate::build::policy;
 /// The finalizer that keeps a Bucket until its AWS bucket is dealt with.
 pub const FINALIZER: &str = "buckets.bucketbroker.io/finalizer";
 
+const KIND: &str = "Bucket";
+
 /// How many objects deletion counts at most to tell a person what is left.
 const COUNT_LIMIT: i32 = 1000;
 
@@ -40,7 +43,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let by_bucket_ref = |namespace: Option<String>, bucket: &str| {
         namespace.map(|ns| ObjectRef::<Bucket>::new(bucket).within(&ns))
     };
-    Controller::new(buckets, watcher::Config::default())
+    let controller = Controller::new(buckets, watcher::Config::default());
+    ctx.watch_cache(KIND, controller.store(), |b: &Bucket| {
+        b.status.as_ref().is_some_and(|s| crate::build::conditions::is_true(&s.conditions, "Ready"))
+    });
+    controller
         .watches(bindings, watcher::Config::default(), move |b: BucketBinding| {
             by_bucket_ref(b.namespace(), &b.spec.bucket_ref.name)
         })
@@ -49,7 +56,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, |obj, err, ctx| error_policy(obj.as_ref(), err, &ctx), ctx)
+        .run(reconcile, |obj, err, ctx| error_policy(KIND, obj.as_ref(), err, &ctx), ctx)
         .for_each(|_| async {})
         .await;
 }
@@ -58,15 +65,16 @@ async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Rec
     let namespace = bucket.namespace().unwrap_or_default();
     let api = ctx.api::<Bucket>(&namespace);
     let key = object_key(bucket.as_ref());
-    let action = finalizer(&api, FINALIZER, bucket, |event| async {
+    let started = Instant::now();
+    let result = finalizer(&api, FINALIZER, bucket, |event| async {
         match event {
             Finalizer::Apply(bucket) => apply(&bucket, &ctx).await,
             Finalizer::Cleanup(bucket) => cleanup(&bucket, &ctx).await,
         }
     })
-    .await?;
-    ctx.backoff.reset(&key);
-    Ok(action)
+    .await;
+    ctx.record(KIND, &key, started, &result);
+    result
 }
 
 /// Where the AWS bucket is: recorded in status before the bucket is created, then reused.

@@ -56,6 +56,7 @@ pub trait CredentialKind:
     + Sync
     + 'static
 {
+    const KIND: &'static str;
     const FINALIZER: &'static str;
     const SECRET_TYPE: &'static str;
     fn access(&self) -> &AccessSpec;
@@ -75,6 +76,9 @@ pub async fn run<K: CredentialKind>(
     };
     let controller = Controller::new(objects, watcher::Config::default());
     let store = controller.store();
+    ctx.watch_cache(K::KIND, store.clone(), |o: &K| {
+        o.credential_status().is_some_and(|s| is_true(&s.conditions, types::READY))
+    });
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     controller
         // A Secret deleted or edited by hand is restored.
@@ -91,7 +95,7 @@ pub async fn run<K: CredentialKind>(
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::<K>, |obj, err, ctx| error_policy(obj.as_ref(), err, &ctx), ctx)
+        .run(reconcile::<K>, |obj, err, ctx| error_policy(K::KIND, obj.as_ref(), err, &ctx), ctx)
         .for_each(|_| async {})
         .await;
 }
@@ -99,15 +103,16 @@ pub async fn run<K: CredentialKind>(
 async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
     let key = object_key(obj.as_ref());
-    let action = finalizer(&api, K::FINALIZER, obj, |event| async {
+    let started = std::time::Instant::now();
+    let result = finalizer(&api, K::FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj.as_ref(), &ctx).await,
             Finalizer::Cleanup(obj) => cleanup(obj.as_ref(), &ctx).await,
         }
     })
-    .await?;
-    ctx.backoff.reset(&key);
-    Ok(action)
+    .await;
+    ctx.record(K::KIND, &key, started, &result);
+    result
 }
 
 fn secret_name<K: CredentialKind>(obj: &K) -> String {

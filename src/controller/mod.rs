@@ -12,12 +12,13 @@ pub mod service_key;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -26,6 +27,7 @@ use crate::aws::{Aws, AwsError, ErrorKind};
 use crate::build::conditions::reasons;
 use crate::build::policy::PlatformNetwork;
 use crate::config::RunArgs;
+use crate::metrics::Metrics;
 
 /// Runs every controller until `shutdown` turns true.
 pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -86,6 +88,7 @@ pub struct Context {
     pub client: Client,
     pub aws: Aws,
     pub settings: Settings,
+    pub metrics: Arc<Metrics>,
     recorder: Recorder,
     backoff: Backoff,
 }
@@ -94,7 +97,51 @@ impl Context {
     pub fn new(client: Client, aws: Aws, settings: Settings) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        Arc::new(Context { client, aws, settings, recorder, backoff: Backoff::default() })
+        let metrics = Metrics::new();
+        Arc::new(Context { client, aws, settings, metrics, recorder, backoff: Backoff::default() })
+    }
+
+    /// Records a reconcile's outcome and duration, and resets the object's backoff after a success.
+    pub fn record<T>(
+        &self,
+        kind: &'static str,
+        key: &str,
+        started: Instant,
+        result: &Result<T, ReconcileError>,
+    ) {
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        self.metrics.reconciled(kind, outcome, started.elapsed());
+        if result.is_ok() {
+            self.backoff.reset(key);
+        }
+    }
+
+    /// Registers a controller's cache with the metrics (object counts) and readiness (synced).
+    pub fn watch_cache<K>(&self, kind: &'static str, store: Store<K>, ready: fn(&K) -> bool)
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let counted = store.clone();
+        self.metrics.count_objects(kind, move || {
+            let objects = counted.state();
+            let ready = objects.iter().filter(|o| ready(o)).count() as u64;
+            (ready, objects.len() as u64 - ready)
+        });
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            // A bare `wait_until_ready().await` was seen never to wake up (kube 5.0, one writer shared by
+            // the controller): polling it again after a timeout finds it ready.
+            loop {
+                if let Ok(result) =
+                    tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await
+                {
+                    if result.is_ok() {
+                        metrics.synced();
+                    }
+                    break;
+                }
+            }
+        });
     }
 
     /// Publishes an event; a failure to publish is logged, never fatal.
@@ -209,11 +256,27 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     )
 }
 
+/// The static reason of a reconcile failure, for metrics.
+pub fn failure_reason(error: &ReconcileError) -> &'static str {
+    use kube::runtime::finalizer::Error as F;
+    match error {
+        F::ApplyFailed(err) | F::CleanupFailed(err) => err.reason(),
+        F::AddFinalizer(_) | F::RemoveFinalizer(_) => "KubernetesError",
+        _ => reasons::INVALID_SPEC,
+    }
+}
+
 /// The requeue after a failed reconcile: exponential per object, logged with its static reason.
-pub fn error_policy<K: Resource<DynamicType = ()>>(obj: &K, error: &ReconcileError, ctx: &Context) -> Action {
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    kind: &'static str,
+    obj: &K,
+    error: &ReconcileError,
+    ctx: &Context,
+) -> Action {
+    ctx.metrics.failed(kind, failure_reason(error));
     let delay = ctx.backoff.next(&object_key(obj));
     tracing::warn!(
-        kind = %K::kind(&()),
+        kind,
         namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
         name = obj.meta().name.as_deref().unwrap_or_default(),
         error = %error,

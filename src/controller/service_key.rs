@@ -8,6 +8,7 @@ use crate::api::{AccessSpec, BucketServiceKey, CredentialStatus};
 use crate::build::secret::{self, Credentials};
 
 impl CredentialKind for BucketServiceKey {
+    const KIND: &'static str = "BucketServiceKey";
     const FINALIZER: &'static str = "bucketservicekeys.bucketbroker.io/finalizer";
     const SECRET_TYPE: &'static str = "Opaque";
 

@@ -272,6 +272,11 @@ pub fn unique_name(prefix: &str) -> String {
 
 /// A plain anonymous HTTP GET: the status code, as a browser following a public URL would see it.
 pub async fn anonymous_get(url: &str) -> u16 {
+    http_get(url).await.0
+}
+
+/// A plain HTTP/1.1 GET without credentials: the status code and the body.
+pub async fn http_get(url: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://").expect("an http:// URL");
     let (host, path) =
@@ -281,6 +286,9 @@ pub async fn anonymous_get(url: &str) -> u16 {
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
-    let head = String::from_utf8_lossy(&response);
-    head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("an HTTP status line")
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let status =
+        response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("an HTTP status line");
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }

@@ -6,5 +6,7 @@
 
 mod bucket;
 mod credentials;
+mod deploy;
 mod harness;
+mod operations;
 mod smoke;

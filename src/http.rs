@@ -1,0 +1,63 @@
+//! The HTTP endpoints on `--metrics-addr`: `/healthz` (the process runs), `/readyz` (caches synced, or a
+//! standby replica), `/metrics` (Prometheus text format).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::aws::CallStats;
+use crate::metrics::Metrics;
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct Endpoints {
+    pub metrics: Arc<Metrics>,
+    pub aws: CallStats,
+}
+
+/// Binds `addr`; returns the bound address (useful with port 0) and the serving future.
+pub async fn bind(
+    addr: SocketAddr,
+    endpoints: Endpoints,
+) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let serve = async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let endpoints = endpoints.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request| respond(request, endpoints.clone()));
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    };
+    Ok((local, serve))
+}
+
+async fn respond(
+    request: Request<Incoming>,
+    endpoints: Endpoints,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (status, content_type, body) = match request.uri().path() {
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
+        "/readyz" if endpoints.metrics.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "caches not synced yet\n".to_owned()),
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", endpoints.metrics.render(&endpoints.aws)),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+    }
+    Ok(response)
+}

@@ -1,0 +1,583 @@
+//! What a cluster admin applies, checked without a cluster or an AWS account: `deploy/` (the kustomize
+//! install), `crds/kustomization.yaml` and `deploy/aws/controller-policy.json`.
+//!
+//! The manifests are parsed into their k8s-openapi types (a wrong apiVersion or kind fails), the
+//! Deployment must run the real command line with the hardening the namespace's Pod Security level asks
+//! for, RBAC must be exactly what the controller uses, and the IAM policy must grant exactly the actions
+//! behind the operations the AWS layer calls (found by reading `src/aws/*.rs`), so a new AWS call fails
+//! here until the policy grants it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use bucket_broker::cli::{Cli, Command};
+use clap::{CommandFactory, Parser};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::core::TypeMeta;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// The controller's namespace, where `deploy/kustomization.yaml` puts every namespaced object.
+const NAMESPACE: &str = "bucket-broker";
+/// The port name the probes, the container and the Service agree on.
+const PORT_NAME: &str = "http";
+/// The leader-election Lease (`src/leader.rs`).
+const LEASE_NAME: &str = "bucket-broker";
+/// Where the IAM policy confines the controller: the default bucket prefix and IAM path.
+const BUCKET_RESOURCE: &str = "arn:aws:s3:::bucket-broker-*";
+const USER_RESOURCE: &str = "arn:aws:iam::*:user/bucket-broker/*";
+
+fn read(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
+fn parse<T: DeserializeOwned>(path: &str) -> T {
+    serde_saphyr::from_str(&read(path))
+        .unwrap_or_else(|e| panic!("{path} does not parse as {}: {e}", std::any::type_name::<T>()))
+}
+
+/// The YAML files directly in `dir`, except its kustomization.
+fn yaml_files(dir: &str) -> BTreeSet<String> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let entries = std::fs::read_dir(&full).unwrap_or_else(|e| panic!("cannot list {}: {e}", full.display()));
+    entries
+        .map(|entry| entry.expect("directory entry"))
+        .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|entry| entry.file_name().into_string().ok())
+        .filter(|name| (name.ends_with(".yaml") || name.ends_with(".yml")) && name != "kustomization.yaml")
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Kustomization {
+    kind: String,
+    namespace: Option<String>,
+    resources: Vec<String>,
+}
+
+/// Every object of `deploy/`, typed.
+struct Install {
+    namespace: Namespace,
+    service_account: ServiceAccount,
+    cluster_role: ClusterRole,
+    cluster_role_binding: ClusterRoleBinding,
+    role: Role,
+    role_binding: RoleBinding,
+    deployment: Deployment,
+    service: Service,
+}
+
+fn install() -> Install {
+    Install {
+        namespace: parse("deploy/namespace.yaml"),
+        service_account: parse("deploy/serviceaccount.yaml"),
+        cluster_role: parse("deploy/clusterrole.yaml"),
+        cluster_role_binding: parse("deploy/clusterrolebinding.yaml"),
+        role: parse("deploy/role.yaml"),
+        role_binding: parse("deploy/rolebinding.yaml"),
+        deployment: parse("deploy/deployment.yaml"),
+        service: parse("deploy/service.yaml"),
+    }
+}
+
+fn name(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+    meta.name.as_deref().expect("every object has a name")
+}
+
+fn the_container(deployment: &Deployment) -> &Container {
+    let pod = deployment.spec.template.spec.as_ref().expect("pod spec");
+    assert_eq!(pod.containers.len(), 1, "one container: the controller");
+    &pod.containers[0]
+}
+
+#[test]
+fn every_deploy_manifest_parses_into_its_kubernetes_type() {
+    let mut kinds = BTreeMap::new();
+    for file in yaml_files("deploy") {
+        let path = format!("deploy/{file}");
+        let head: TypeMeta = parse(&path);
+        let namespace = match head.kind.as_str() {
+            "Namespace" => parse::<Namespace>(&path).metadata.namespace,
+            "ServiceAccount" => parse::<ServiceAccount>(&path).metadata.namespace,
+            "ClusterRole" => parse::<ClusterRole>(&path).metadata.namespace,
+            "ClusterRoleBinding" => parse::<ClusterRoleBinding>(&path).metadata.namespace,
+            "Role" => parse::<Role>(&path).metadata.namespace,
+            "RoleBinding" => parse::<RoleBinding>(&path).metadata.namespace,
+            "Deployment" => parse::<Deployment>(&path).metadata.namespace,
+            "Service" => parse::<Service>(&path).metadata.namespace,
+            other => panic!("{path}: kind {other} is not checked by this test; add it"),
+        };
+        assert!(
+            namespace.is_none() || namespace.as_deref() == Some(NAMESPACE),
+            "{path}: namespace {namespace:?}; leave it to the kustomization"
+        );
+        if let Some(earlier) = kinds.insert(head.kind.clone(), file.clone()) {
+            panic!("{earlier} and {file} are both a {}", head.kind);
+        }
+    }
+    let expected = [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+        "Namespace",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
+    ];
+    assert_eq!(kinds.keys().map(String::as_str).collect::<Vec<_>>(), expected);
+    assert_eq!(name(&install().namespace.metadata), NAMESPACE);
+}
+
+#[test]
+fn the_kustomizations_list_exactly_the_files_present() {
+    let deploy: Kustomization = parse("deploy/kustomization.yaml");
+    assert_eq!(deploy.kind, "Kustomization");
+    assert_eq!(deploy.namespace.as_deref(), Some(NAMESPACE));
+    let listed: BTreeSet<String> = deploy.resources.iter().cloned().collect();
+    assert_eq!(listed.len(), deploy.resources.len(), "deploy/kustomization.yaml lists a file twice");
+    let mut present = yaml_files("deploy");
+    present.insert("../crds".to_owned());
+    assert_eq!(listed, present, "deploy/kustomization.yaml must list every manifest in deploy/ and ../crds");
+
+    let crds: Kustomization = parse("crds/kustomization.yaml");
+    assert_eq!(crds.kind, "Kustomization");
+    let listed: BTreeSet<String> = crds.resources.iter().cloned().collect();
+    assert_eq!(listed.len(), crds.resources.len(), "crds/kustomization.yaml lists a file twice");
+    let present = yaml_files("crds");
+    assert_eq!(present.len(), 3, "one CRD per kind: {present:?}");
+    assert_eq!(listed, present, "crds/kustomization.yaml must list exactly the CRD files");
+}
+
+#[test]
+fn the_deployment_runs_the_controller_hardened_and_probed() {
+    let Install { deployment, .. } = install();
+    let spec = &deployment.spec;
+    assert_eq!(spec.replicas, Some(2));
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    assert!(!selector.is_empty(), "the Deployment selects its pods by label");
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "the selector matches the pods");
+
+    let container = the_container(&deployment);
+    let args = container.args.clone().unwrap_or_default();
+    assert_eq!(args, ["run", "--leader-election=true"]);
+    assert!(container.command.is_none(), "the image's entrypoint is the binary");
+    let image = container.image.as_deref().unwrap_or_default();
+    assert!(image.starts_with("ghcr.io/bucket-broker/bucket-broker:"), "image {image}");
+
+    let security = container.security_context.as_ref().expect("container securityContext");
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.run_as_user, Some(65532), "distroless nonroot uid");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(security.privileged, None);
+    let dropped = security.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
+    assert_eq!(dropped, ["ALL"]);
+    assert!(security.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_none(), "no capability added");
+    let seccomp = security.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+    assert_eq!(seccomp, Some("RuntimeDefault"));
+
+    let port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(PORT_NAME))
+        .expect("a container port named http");
+    assert_eq!(port.container_port, 8080, "the default --metrics-addr port");
+    for (probe, path) in [(&container.liveness_probe, "/healthz"), (&container.readiness_probe, "/readyz")] {
+        let get = probe.as_ref().and_then(|p| p.http_get.as_ref()).unwrap_or_else(|| panic!("{path} probe"));
+        assert_eq!(get.path.as_deref(), Some(path));
+        assert_eq!(get.port, IntOrString::String(PORT_NAME.to_owned()), "{path} probe port");
+    }
+
+    let resources = container.resources.as_ref().expect("resources");
+    let quantity = |map: &Option<BTreeMap<String, Quantity>>, key: &str| {
+        map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone())
+    };
+    assert_eq!(quantity(&resources.requests, "cpu").as_deref(), Some("50m"));
+    assert_eq!(quantity(&resources.requests, "memory").as_deref(), Some("64Mi"));
+    assert_eq!(quantity(&resources.limits, "memory").as_deref(), Some("256Mi"));
+
+    let env = |name: &str| container.env.iter().flatten().find(|e| e.name == name);
+    let region = env("BUCKET_BROKER_REGION").and_then(|e| e.value.as_deref());
+    assert!(region.is_some_and(|r| !r.is_empty()), "BUCKET_BROKER_REGION is set: {region:?}");
+    assert!(env("BUCKET_BROKER_DEPLOY_ENV").is_some(), "BUCKET_BROKER_DEPLOY_ENV is there to fill in");
+    for (var, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace")] {
+        let from = env(var).and_then(|e| e.value_from.as_ref()).and_then(|f| f.field_ref.as_ref());
+        assert_eq!(from.map(|f| f.field_path.as_str()), Some(field), "{var} from the downward API");
+    }
+
+    let pod = spec.template.spec.as_ref().expect("pod spec");
+    assert_ne!(pod.automount_service_account_token, Some(false), "the controller needs its token");
+    assert_ne!(pod.host_network, Some(true));
+}
+
+/// The Deployment's arguments and `BUCKET_BROKER_*` variables are accepted by the real command line, so a
+/// renamed flag or a bad value breaks this test rather than the rollout.
+#[test]
+fn the_deployment_command_line_parses() {
+    let Install { deployment, .. } = install();
+    let container = the_container(&deployment);
+    let cli = Cli::command();
+    let run = cli.find_subcommand("run").expect("the run subcommand");
+    let flags: BTreeMap<String, String> = run
+        .get_arguments()
+        .filter_map(|arg| {
+            let env = arg.get_env()?.to_str()?.to_owned();
+            Some((env, arg.get_long()?.to_owned()))
+        })
+        .collect();
+
+    let mut argv = vec!["bucket-broker".to_owned()];
+    argv.extend(container.args.iter().flatten().cloned());
+    for var in container.env.iter().flatten().filter(|e| e.name.starts_with("BUCKET_BROKER_")) {
+        let flag = flags.get(&var.name).unwrap_or_else(|| panic!("{} is not a flag's variable", var.name));
+        argv.push(format!("--{flag}={}", var.value.as_deref().unwrap_or_default()));
+    }
+    let parsed = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"));
+    let Command::Run(args) = parsed.command else { panic!("{argv:?} is not `run`") };
+    assert!(args.leader_election, "two replicas need leader election");
+    assert_eq!(args.metrics_addr.port(), 8080, "the probes and the Service use port 8080");
+}
+
+#[test]
+fn the_service_and_bindings_point_at_objects_that_exist() {
+    let install = install();
+    let service_account = name(&install.service_account.metadata);
+    let namespace = name(&install.namespace.metadata);
+
+    let pod = &install.deployment.spec.template;
+    let pod_spec = pod.spec.as_ref().expect("pod spec");
+    assert_eq!(pod_spec.service_account_name.as_deref(), Some(service_account));
+
+    let service = install.service.spec.as_ref().expect("service spec");
+    assert_eq!(service.type_.as_deref(), Some("ClusterIP"));
+    let pod_labels = pod.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    let selector = service.selector.clone().unwrap_or_default();
+    assert!(!selector.is_empty(), "the Service selects pods");
+    assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "the Service selects the controller");
+    let ports = service.ports.as_deref().unwrap_or_default();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_deref(), Some(PORT_NAME));
+    assert_eq!(ports[0].port, 8080);
+    assert_eq!(ports[0].target_port, Some(IntOrString::String(PORT_NAME.to_owned())));
+    let container_port = the_container(&install.deployment)
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some(PORT_NAME))
+        .map(|p| p.container_port);
+    assert!(container_port.is_some(), "the Service's target port is a port of the container");
+    let annotations = install.service.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations.get("prometheus.io/scrape").map(String::as_str), Some("true"));
+    assert_eq!(annotations.get("prometheus.io/port"), container_port.map(|p| p.to_string()).as_ref());
+
+    let the_service_account = Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: service_account.to_owned(),
+        namespace: Some(namespace.to_owned()),
+        api_group: None,
+    };
+    let is_the_service_account = |subjects: &Option<Vec<Subject>>| {
+        subjects.as_deref() == Some(std::slice::from_ref(&the_service_account))
+    };
+    let binding = &install.cluster_role_binding;
+    assert_eq!(binding.role_ref.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
+    assert_eq!(binding.role_ref.kind, "ClusterRole");
+    assert_eq!(binding.role_ref.name, name(&install.cluster_role.metadata));
+    assert!(is_the_service_account(&binding.subjects), "{:?}", binding.subjects);
+
+    let binding = &install.role_binding;
+    assert_eq!(binding.role_ref.api_group.as_deref(), Some("rbac.authorization.k8s.io"));
+    assert_eq!(binding.role_ref.kind, "Role");
+    assert_eq!(binding.role_ref.name, name(&install.role.metadata));
+    assert!(is_the_service_account(&binding.subjects), "{:?}", binding.subjects);
+}
+
+/// What RBAC grants: (apiGroup, resource, verb, resourceName or any).
+type Grant = (String, String, String, Option<String>);
+
+/// Every combination the rules grant.
+fn grants(rules: &[PolicyRule]) -> BTreeSet<Grant> {
+    let mut out = BTreeSet::new();
+    for rule in rules {
+        assert!(rule.non_resource_urls.is_none(), "no non-resource URLs: {rule:?}");
+        let names: Vec<Option<String>> = match &rule.resource_names {
+            Some(names) => names.iter().cloned().map(Some).collect(),
+            None => vec![None],
+        };
+        for group in rule.api_groups.iter().flatten() {
+            for resource in rule.resources.iter().flatten() {
+                for verb in &rule.verbs {
+                    for name in &names {
+                        for value in [group, resource, verb] {
+                            assert!(!value.contains('*'), "wildcard in {rule:?}");
+                        }
+                        out.insert((group.clone(), resource.clone(), verb.clone(), name.clone()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A rule as the test expects it.
+fn rule(group: &str, resources: &[&str], verbs: &[&str], names: &[&str]) -> PolicyRule {
+    let strings = |values: &[&str]| values.iter().map(|v| v.to_string()).collect::<Vec<_>>();
+    PolicyRule {
+        api_groups: Some(strings(&[group])),
+        resources: Some(strings(resources)),
+        verbs: strings(verbs),
+        resource_names: (!names.is_empty()).then(|| strings(names)),
+        non_resource_urls: None,
+    }
+}
+
+#[test]
+fn rbac_grants_exactly_what_the_controller_uses() {
+    let install = install();
+    let granted = grants(install.cluster_role.rules.as_deref().unwrap_or_default());
+    let kinds = ["buckets", "bucketbindings", "bucketservicekeys"];
+    let statuses = ["buckets/status", "bucketbindings/status", "bucketservicekeys/status"];
+    let owners = ["bucketbindings/finalizers", "bucketservicekeys/finalizers"];
+    let wanted = grants(&[
+        rule("bucketbroker.io", &kinds, &["get", "list", "watch", "patch"], &[]),
+        rule("bucketbroker.io", &statuses, &["patch"], &[]),
+        rule("bucketbroker.io", &owners, &["update"], &[]),
+        rule("", &["secrets"], &["get", "list", "watch", "create", "patch", "delete"], &[]),
+        rule("events.k8s.io", &["events"], &["create", "patch"], &[]),
+    ]);
+    let missing: Vec<_> = wanted.difference(&granted).collect();
+    let extra: Vec<_> = granted.difference(&wanted).collect();
+    assert!(missing.is_empty() && extra.is_empty(), "ClusterRole: missing {missing:?}, extra {extra:?}");
+    assert!(install.cluster_role.aggregation_rule.is_none(), "no aggregation: the rules are all there is");
+
+    let granted = grants(install.role.rules.as_deref().unwrap_or_default());
+    let wanted = grants(&[
+        rule("coordination.k8s.io", &["leases"], &["create"], &[]),
+        rule("coordination.k8s.io", &["leases"], &["get", "update"], &[LEASE_NAME]),
+    ]);
+    assert_eq!(granted, wanted, "the leader-election Role");
+}
+
+/// AWS operations the code may call, with the IAM actions each needs. A call missing from this table fails
+/// the policy test: decide what it needs, add it here and to `deploy/aws/controller-policy.json`.
+const OPERATIONS: &[(&str, &str, &[&str])] = &[
+    ("s3", "HeadBucket", &["s3:ListBucket"]),
+    ("s3", "CreateBucket", &["s3:CreateBucket"]),
+    ("s3", "DeleteBucket", &["s3:DeleteBucket"]),
+    ("s3", "ListObjectsV2", &["s3:ListBucket"]),
+    ("s3", "GetBucketTagging", &["s3:GetBucketTagging"]),
+    ("s3", "PutBucketTagging", &["s3:PutBucketTagging"]),
+    ("s3", "GetBucketEncryption", &["s3:GetEncryptionConfiguration"]),
+    ("s3", "PutBucketEncryption", &["s3:PutEncryptionConfiguration"]),
+    ("s3", "GetPublicAccessBlock", &["s3:GetBucketPublicAccessBlock"]),
+    ("s3", "PutPublicAccessBlock", &["s3:PutBucketPublicAccessBlock"]),
+    ("s3", "GetBucketOwnershipControls", &["s3:GetBucketOwnershipControls"]),
+    ("s3", "PutBucketOwnershipControls", &["s3:PutBucketOwnershipControls"]),
+    ("s3", "GetBucketPolicy", &["s3:GetBucketPolicy"]),
+    ("s3", "PutBucketPolicy", &["s3:PutBucketPolicy"]),
+    ("s3", "DeleteBucketPolicy", &["s3:DeleteBucketPolicy"]),
+    // Users are created with their tags in the same request, which IAM also authorizes as TagUser.
+    ("iam", "CreateUser", &["iam:CreateUser", "iam:TagUser"]),
+    ("iam", "GetUser", &["iam:GetUser"]),
+    ("iam", "DeleteUser", &["iam:DeleteUser"]),
+    ("iam", "PutUserPermissionsBoundary", &["iam:PutUserPermissionsBoundary"]),
+    ("iam", "DeleteUserPermissionsBoundary", &["iam:DeleteUserPermissionsBoundary"]),
+    ("iam", "GetUserPolicy", &["iam:GetUserPolicy"]),
+    ("iam", "PutUserPolicy", &["iam:PutUserPolicy"]),
+    ("iam", "DeleteUserPolicy", &["iam:DeleteUserPolicy"]),
+    ("iam", "ListAttachedUserPolicies", &["iam:ListAttachedUserPolicies"]),
+    ("iam", "AttachUserPolicy", &["iam:AttachUserPolicy"]),
+    ("iam", "DetachUserPolicy", &["iam:DetachUserPolicy"]),
+    ("iam", "ListAccessKeys", &["iam:ListAccessKeys"]),
+    ("iam", "CreateAccessKey", &["iam:CreateAccessKey"]),
+    ("iam", "DeleteAccessKey", &["iam:DeleteAccessKey"]),
+    // Signed with the new user's key to check it works, and never deniable: nothing for the controller.
+    ("sts", "GetCallerIdentity", &[]),
+];
+
+/// One `call(stats, service, operation, future)` in the AWS layer.
+#[derive(Debug)]
+struct CallSite {
+    at: String,
+    service: String,
+    operation: String,
+}
+
+/// Every use of `call(` in `source` (not its definition, not in a comment), with its service (a constant
+/// such as `S3`, or a literal) and its operation, which must be a string literal.
+fn call_sites(file: &str, source: &str) -> Vec<CallSite> {
+    let mut sites = Vec::new();
+    for (start, _) in source.match_indices("call(") {
+        let before = &source[..start];
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let is_part_of_a_name = before.chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_');
+        if is_part_of_a_name || before.ends_with("fn ") || before[line_start..].contains("//") {
+            continue;
+        }
+        let at = format!("{file}:{}", before.matches('\n').count() + 1);
+        let args = leading_arguments(&source[start + "call(".len()..], 3);
+        assert_eq!(args.len(), 3, "{at}: cannot read the arguments of call(");
+        let service = args[1].trim_matches('"').to_lowercase();
+        let operation = args[2]
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{at}: the operation {:?} is not a string literal", args[2]));
+        sites.push(CallSite { at, service, operation: operation.to_owned() });
+    }
+    sites
+}
+
+/// The first `n` top-level arguments of a call whose opening parenthesis has just been read, trimmed.
+fn leading_arguments(rest: &str, n: usize) -> Vec<String> {
+    let mut args = Vec::new();
+    let mut current = String::new();
+    let mut depth = 0u32;
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in rest.chars() {
+        if in_string {
+            current.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' if depth == 0 => break,
+            ')' | ']' | '}' => depth -= 1,
+            ',' if depth == 0 => {
+                args.push(current.trim().to_owned());
+                current.clear();
+                if args.len() == n {
+                    return args;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        current.push(c);
+    }
+    if !current.trim().is_empty() {
+        args.push(current.trim().to_owned());
+    }
+    args.truncate(n);
+    args
+}
+
+#[test]
+fn the_call_scanner_reads_operations_and_skips_the_definition() {
+    let source = r#"
+        async fn call(stats: &CallStats, service: &'static str, operation: &'static str) {}
+        // call(self.stats, S3, "InAComment", x)
+        let a = optional(call(self.stats, S3, "HeadBucket", head).await)?;
+        let b = call(stats, "sts", "GetCallerIdentity", probe.get_caller_identity().send()).await;
+        let c = call(
+            self.stats,
+            IAM,
+            "CreateUser",
+            create,
+        );
+        let d = recall(x, "NotACall");
+    "#;
+    let found: Vec<(String, String)> =
+        call_sites("sample.rs", source).into_iter().map(|s| (s.service, s.operation)).collect();
+    let expected = [("s3", "HeadBucket"), ("sts", "GetCallerIdentity"), ("iam", "CreateUser")]
+        .map(|(s, o)| (s.to_owned(), o.to_owned()));
+    assert_eq!(found, expected);
+    let result = std::panic::catch_unwind(|| call_sites("bad.rs", "call(stats, S3, OPERATION, f)"));
+    assert!(result.is_err(), "an operation that is not a literal cannot be checked, so it fails");
+}
+
+#[test]
+fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
+    let mut sites = Vec::new();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/aws");
+    for entry in std::fs::read_dir(&dir).expect("src/aws") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let source = std::fs::read_to_string(&path).expect("source");
+            let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            sites.extend(call_sites(&file, &source));
+        }
+    }
+    let operations: BTreeSet<(&str, &str)> =
+        sites.iter().map(|s| (s.service.as_str(), s.operation.as_str())).collect();
+    assert!(
+        operations.len() >= 20,
+        "only {} AWS operations found in src/aws: {operations:?}",
+        operations.len()
+    );
+
+    let table: BTreeMap<(&str, &str), &[&str]> = OPERATIONS.iter().map(|(s, o, a)| ((*s, *o), *a)).collect();
+    let unmapped: Vec<String> = sites
+        .iter()
+        .filter(|s| !table.contains_key(&(&s.service, &s.operation)))
+        .map(|s| format!("{}: {} {}", s.at, s.service, s.operation))
+        .collect();
+    assert!(unmapped.is_empty(), "AWS calls without IAM actions in OPERATIONS: {unmapped:?}");
+    let uncalled: Vec<_> = table.keys().filter(|k| !operations.contains(k)).collect();
+    assert!(uncalled.is_empty(), "OPERATIONS lists operations the code no longer calls: {uncalled:?}");
+    let needed: BTreeSet<&str> = operations.iter().flat_map(|op| table[op].iter().copied()).collect();
+
+    let policy: Value =
+        serde_json::from_str(&read("deploy/aws/controller-policy.json")).expect("policy JSON");
+    assert_eq!(policy["Version"], "2012-10-17");
+    let statements = policy["Statement"].as_array().expect("a list of statements");
+    let strings = |value: &Value| -> Vec<String> {
+        match value {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items.iter().map(|i| i.as_str().expect("a string").to_owned()).collect(),
+            other => panic!("expected a string or a list of strings, found {other}"),
+        }
+    };
+    let mut granted = BTreeSet::new();
+    let mut sids = BTreeSet::new();
+    for statement in statements {
+        let sid = statement["Sid"].as_str().filter(|s| !s.is_empty()).expect("every statement has a Sid");
+        assert!(sids.insert(sid.to_owned()), "Sid {sid} twice");
+        assert_eq!(statement["Effect"], "Allow", "{sid}");
+        for key in ["NotAction", "NotResource", "Principal", "NotPrincipal"] {
+            assert!(statement.get(key).is_none(), "{sid}: {key} widens or misplaces the grant");
+        }
+        let resources = strings(&statement["Resource"]);
+        for action in strings(&statement["Action"]) {
+            assert!(!action.contains('*') && !action.contains('?'), "{sid}: wildcard action {action}");
+            let confined_to = match action.split_once(':').map(|(service, _)| service) {
+                Some("s3") => BUCKET_RESOURCE,
+                Some("iam") => USER_RESOURCE,
+                _ => panic!("{sid}: {action} is not an S3 or IAM action"),
+            };
+            assert!(resources.iter().all(|r| r == confined_to), "{sid}: {action} on {resources:?}");
+            granted.insert(action);
+        }
+    }
+    let granted: BTreeSet<&str> = granted.iter().map(String::as_str).collect();
+    let missing: Vec<_> = needed.difference(&granted).collect();
+    let extra: Vec<_> = granted.difference(&needed).collect();
+    assert!(missing.is_empty(), "the policy does not grant {missing:?}, which the code needs");
+    assert!(extra.is_empty(), "the policy grants {extra:?}, which the code never uses");
+}
+
+/// The policy's resources are the controller's defaults; a changed default must change the policy too.
+#[test]
+fn the_aws_policy_resources_follow_the_default_prefix_and_path() {
+    let parsed = Cli::try_parse_from(["bucket-broker", "run"]).expect("the defaults parse");
+    let Command::Run(args) = parsed.command else { panic!("not run") };
+    assert_eq!(BUCKET_RESOURCE, format!("arn:aws:s3:::{}*", args.bucket_prefix));
+    assert_eq!(USER_RESOURCE, format!("arn:aws:iam::*:user{}*", args.iam_path));
+}

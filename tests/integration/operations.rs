@@ -1,0 +1,129 @@
+//! Running in a cluster: the HTTP endpoints and leader election between two replicas.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bucket_broker::api::{Bucket, find_condition};
+use bucket_broker::controller::Context;
+use bucket_broker::http::{self, Endpoints};
+use bucket_broker::leader::LeaseSettings;
+use bucket_broker::run::{RunError, serve};
+use k8s_openapi::api::coordination::v1::Lease;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::harness::{TIMEOUT, TestEnv, aws_for, http_get};
+
+fn is_ready(b: &Bucket) -> bool {
+    b.status
+        .as_ref()
+        .is_some_and(|s| find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True"))
+}
+
+async fn create_bucket(env: &TestEnv, name: &str) {
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": name}, "spec": {}}))
+        .await;
+}
+
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_endpoints() {
+    let mut env = TestEnv::new().await;
+    // Not started yet: alive, not ready.
+    let idle = Context::new(env.client.clone(), env.admin.clone(), env.settings());
+    let endpoints = Endpoints { metrics: idle.metrics.clone(), aws: idle.aws.stats.clone() };
+    let (addr, server) = http::bind("127.0.0.1:0".parse().expect("addr"), endpoints).await.expect("bind");
+    let idle_server = tokio::spawn(server);
+    assert_eq!(http_get(&format!("http://{addr}/healthz")).await.0, 200);
+    assert_eq!(http_get(&format!("http://{addr}/readyz")).await.0, 503, "not ready before the caches sync");
+    assert_eq!(http_get(&format!("http://{addr}/nothing")).await.0, 404);
+    idle_server.abort();
+
+    let ctx = env.start_controller().await;
+    let endpoints = Endpoints { metrics: ctx.metrics.clone(), aws: ctx.aws.stats.clone() };
+    let (addr, server) = http::bind("127.0.0.1:0".parse().expect("addr"), endpoints).await.expect("bind");
+    tokio::spawn(server);
+    until("readiness", async || http_get(&format!("http://{addr}/readyz")).await.0 == 200).await;
+
+    create_bucket(&env, "measured").await;
+    env.wait_for::<Bucket>("measured", "ready", is_ready).await;
+    let (status, text) = http_get(&format!("http://{addr}/metrics")).await;
+    assert_eq!(status, 200);
+    for expected in [
+        "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"}",
+        "bucket_broker_reconcile_duration_seconds_count{kind=\"Bucket\"}",
+        "bucket_broker_aws_calls_total{service=\"s3\",operation=\"CreateBucket\",outcome=\"success\"} 1",
+        "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"true\"} 1",
+        "bucket_broker_managed_objects{kind=\"BucketBinding\",ready=\"true\"} 0",
+    ] {
+        assert!(text.contains(expected), "missing {expected} in:\n{text}");
+    }
+    assert!(!text.contains("measured"), "no object names in labels");
+}
+
+struct Replica {
+    ctx: Arc<Context>,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<Result<(), RunError>>,
+}
+
+async fn replica(env: &TestEnv, identity: &str) -> Replica {
+    let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
+    let ctx = Context::new(env.client.clone(), aws, env.settings());
+    let lease = LeaseSettings {
+        name: "bucket-broker".to_owned(),
+        namespace: env.namespace.clone(),
+        identity: identity.to_owned(),
+        duration: Duration::from_secs(4),
+        retry: Duration::from_millis(300),
+    };
+    let (stop, stopped) = watch::channel(false);
+    let handle = tokio::spawn(serve(ctx.clone(), Some(lease), stopped));
+    Replica { ctx, stop, handle }
+}
+
+async fn holder(env: &TestEnv) -> Option<String> {
+    let lease = env.api::<Lease>().get_opt("bucket-broker").await.expect("get lease")?;
+    lease.spec?.holder_identity
+}
+
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let env = TestEnv::new().await;
+    let a = replica(&env, "replica-a").await;
+    until("replica-a to lead", async || holder(&env).await.as_deref() == Some("replica-a")).await;
+    let b = replica(&env, "replica-b").await;
+
+    create_bucket(&env, "first").await;
+    env.wait_for::<Bucket>("first", "ready", is_ready).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(a.ctx.aws.stats.total() > 0, "the leader reconciles");
+    assert_eq!(b.ctx.aws.stats.total(), 0, "the standby does nothing");
+    assert!(b.ctx.metrics.is_ready(), "a standby is ready");
+
+    a.stop.send(true).expect("stop a");
+    a.handle.await.expect("a ends").expect("a released the Lease cleanly");
+    until("replica-b to lead", async || holder(&env).await.as_deref() == Some("replica-b")).await;
+    create_bucket(&env, "second").await;
+    env.wait_for::<Bucket>("second", "ready", is_ready).await;
+    assert!(b.ctx.aws.stats.writes() > 0, "the new leader reconciles");
+
+    // Someone else takes the Lease: the leader stops reconciling and exits with an error.
+    let mut lease = env.api::<Lease>().get("bucket-broker").await.expect("lease");
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some("intruder".to_owned());
+    }
+    env.api::<Lease>().replace("bucket-broker", &Default::default(), &lease).await.expect("taken over");
+    let ended = tokio::time::timeout(TIMEOUT, b.handle).await.expect("b stops").expect("b ends");
+    assert!(matches!(ended, Err(RunError::LostLease)), "{ended:?}");
+    drop(b.stop);
+}
