@@ -1,4 +1,5 @@
-//! The command line: `bucket-broker run` (the controller) and `bucket-broker crds` (print the CRDs).
+//! The command line: `bucket-broker run` (the controller), `bucket-broker quickstart` (everything locally)
+//! and `bucket-broker crds` (print the CRDs).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,16 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig or in-cluster config.
     Run(Box<RunArgs>),
+    /// Run everything locally, with no cluster and no AWS account: moto, an in-memory Kubernetes API
+    /// server and the controller; apply the examples and show what an app gets.
+    Quickstart {
+        /// The directory of example manifests to apply.
+        #[arg(long, default_value = "examples")]
+        examples: PathBuf,
+        /// Keep the local API server running until Ctrl-C at the end.
+        #[arg(long)]
+        keep_running: bool,
+    },
     /// Print the CustomResourceDefinitions as a multi-document YAML stream.
     Crds {
         /// Write one file per kind into this directory instead (how `crds/` is regenerated).

@@ -8,11 +8,14 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { out_dir: None } => crds_yaml().map(|yaml| print!("{yaml}")).map_err(report),
         Command::Crds { out_dir: Some(dir) } => write_crds(&dir).map_err(report),
-        Command::Run(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(report)
-            .and_then(|runtime| runtime.block_on(bucket_broker::run::run(*args)).map_err(report)),
+        Command::Run(args) => {
+            runtime().and_then(|rt| rt.block_on(bucket_broker::run::run(*args)).map_err(report))
+        }
+        Command::Quickstart { examples, keep_running } => runtime().and_then(|rt| {
+            let mut out = std::io::stdout();
+            rt.block_on(bucket_broker::local::quickstart::run(&examples, &mut out, keep_running))
+                .map_err(report)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -21,6 +24,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(report)
 }
 
 /// An error and its chain of causes on one line.

@@ -9,4 +9,5 @@ mod credentials;
 mod deploy;
 mod harness;
 mod operations;
+mod quickstart;
 mod smoke;

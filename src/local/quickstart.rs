@@ -1,0 +1,347 @@
+//! `bucket-broker quickstart`: the whole product on one machine with no cluster and no AWS account. It
+//! starts moto (enforcing IAM) and the in-memory Kubernetes API server, runs the real controller against
+//! them, applies `examples/`, and shows what a user gets: Buckets becoming Ready, the binding Secret's
+//! `VCAP_SERVICES`, an upload and download with the binding's credentials, and a read-only binding being
+//! refused a write.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use super::apiserver::ApiServer;
+use super::moto::{self, Moto, MotoOptions};
+use crate::api::{Bucket, BucketBinding, BucketServiceKey, CredentialStatus, find_condition};
+use crate::aws::Aws;
+use crate::controller::{self, Context, Settings};
+
+const NAMESPACE: &str = "demo";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A failed quickstart step.
+#[derive(Debug, thiserror::Error)]
+pub enum QuickstartError {
+    #[error("cannot start the local environment: {0}")]
+    Start(String),
+    #[error("cannot read {path}: {message}")]
+    Example { path: PathBuf, message: String },
+    #[error("kubernetes request failed")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Step(String),
+    #[error("cannot write the output")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs the quickstart, writing what it shows to `out`. With `keep_running`, waits for Ctrl-C at the end
+/// so the API server can be explored.
+pub async fn run(
+    examples: &Path,
+    out: &mut (dyn Write + Send),
+    keep_running: bool,
+) -> Result<(), QuickstartError> {
+    step(out, "Starting moto (AWS emulator, IAM enforced) and the in-memory Kubernetes API server")?;
+    let moto = Moto::start(MotoOptions { enforce_iam: true })
+        .await
+        .map_err(|e| QuickstartError::Start(e.to_string()))?;
+    let server = ApiServer::start().await.map_err(|e| QuickstartError::Start(e.to_string()))?;
+    let client = server.client();
+    writeln!(out, "  Kubernetes API: {}\n  AWS API: {}", server.url(), moto.endpoint_url())?;
+    install_crds(&client).await?;
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))
+        .map_err(|e| QuickstartError::Step(e.to_string()))?;
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+
+    step(out, "Starting the controller")?;
+    let aws = aws_for(&moto, moto.admin_credentials()).await;
+    let settings = Settings {
+        region: moto::REGION.to_owned(),
+        deploy_env: "quickstart".to_owned(),
+        bucket_prefix: "bucket-broker-".to_owned(),
+        user_prefix: "bucket-broker-".to_owned(),
+        iam_path: "/bucket-broker/".to_owned(),
+        network: Default::default(),
+        permissions_boundary_arn: None,
+        common_user_policy_arn: None,
+        // moto serves plain HTTP: a TLS-only bucket policy would deny every request.
+        require_tls: false,
+        resync_interval: Duration::from_secs(600),
+        concurrency: 4,
+        namespace: Some(NAMESPACE.to_owned()),
+    };
+    writeln!(out, "  (TLS-only bucket policies are off: moto serves plain HTTP)")?;
+    let ctx = Context::new(client.clone(), aws, settings);
+    let (stop, stopped) = watch::channel(false);
+    let controllers = tokio::spawn(controller::run_all(ctx, stopped));
+
+    step(out, &format!("Applying {}", examples.display()))?;
+    apply_examples(&client, examples, out).await?;
+
+    step(out, "Waiting for the Buckets to be Ready")?;
+    let buckets = Api::<Bucket>::namespaced(client.clone(), NAMESPACE);
+    for bucket in buckets.list(&Default::default()).await?.items {
+        let name = bucket.metadata.name.clone().unwrap_or_default();
+        let ready = wait(&format!("Bucket {name}"), || async {
+            let b = buckets.get(&name).await.ok()?;
+            let status = b.status.clone()?;
+            find_condition(&status.conditions, "Ready").filter(|c| c.status == "True")?;
+            Some(b)
+        })
+        .await?;
+        let status = ready.status.unwrap_or_default();
+        writeln!(
+            out,
+            "  {name:<16} bucket={} public={} ready=True{}",
+            status.bucket_name.unwrap_or_default(),
+            ready.spec.public,
+            status.public_url.map(|u| format!(" publicUrl={u}")).unwrap_or_default()
+        )?;
+    }
+
+    step(out, "Waiting for the bindings and service keys to be Ready")?;
+    let bindings = Api::<BucketBinding>::namespaced(client.clone(), NAMESPACE);
+    let keys = Api::<BucketServiceKey>::namespaced(client.clone(), NAMESPACE);
+    let mut secrets_of = Vec::new();
+    for binding in bindings.list(&Default::default()).await?.items {
+        let name = binding.metadata.name.clone().unwrap_or_default();
+        let status = wait(&format!("BucketBinding {name}"), || async {
+            ready_status(bindings.get(&name).await.ok()?.status)
+        })
+        .await?;
+        let secret = status.binding.map(|b| b.name).unwrap_or_default();
+        writeln!(
+            out,
+            "  BucketBinding/{name:<12} {:?} secret={secret} user={}",
+            binding.spec.permissions,
+            status.user_name.unwrap_or_default()
+        )?;
+        secrets_of.push((name, binding.spec.permissions, secret));
+    }
+    for key in keys.list(&Default::default()).await?.items {
+        let name = key.metadata.name.clone().unwrap_or_default();
+        let status = wait(&format!("BucketServiceKey {name}"), || async {
+            ready_status(keys.get(&name).await.ok()?.status)
+        })
+        .await?;
+        writeln!(
+            out,
+            "  BucketServiceKey/{name:<9} secret={} userArn={}",
+            status.binding.map(|b| b.name).unwrap_or_default(),
+            status.user_arn.unwrap_or_default()
+        )?;
+    }
+
+    let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
+    let read_write = secrets_of.iter().find(|(_, p, _)| *p == crate::api::Permissions::ReadWrite);
+    if let Some((name, _, secret)) = read_write {
+        let secret = secrets.get(secret).await?;
+        step(out, &format!("VCAP_SERVICES of BucketBinding {name} (the secret key masked here)"))?;
+        let vcap: Value = serde_json::from_str(&value(&secret, "VCAP_SERVICES")?)
+            .map_err(|e| QuickstartError::Step(e.to_string()))?;
+        let mut shown = vcap.clone();
+        shown["aws-s3-bucket"][0]["credentials"]["aws_secret_access_key"] = Value::from("****");
+        writeln!(out, "{}", serde_json::to_string_pretty(&shown).unwrap_or_default())?;
+
+        step(out, "Uploading and downloading with those credentials")?;
+        let credentials = &vcap["aws-s3-bucket"][0]["credentials"];
+        let app = client_for(
+            &moto,
+            credentials["aws_access_key_id"].as_str(),
+            credentials["aws_secret_access_key"].as_str(),
+        )
+        .await;
+        let bucket = credentials["bucket_name"].as_str().unwrap_or_default();
+        app.s3
+            .put_object()
+            .bucket(bucket)
+            .key("hello.txt")
+            .body(ByteStream::from_static(b"hello from bucket-broker"))
+            .send()
+            .await
+            .map_err(|e| {
+                QuickstartError::Step(format!("upload failed: {}", aws_sdk_s3::error::DisplayErrorContext(e)))
+            })?;
+        let body = app
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key("hello.txt")
+            .send()
+            .await
+            .map_err(|e| {
+                QuickstartError::Step(format!(
+                    "download failed: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(e)
+                ))
+            })?
+            .body
+            .collect()
+            .await
+            .map_err(|e| QuickstartError::Step(e.to_string()))?
+            .into_bytes();
+        writeln!(
+            out,
+            "  PUT s3://{bucket}/hello.txt: ok\n  GET s3://{bucket}/hello.txt: {:?}",
+            String::from_utf8_lossy(&body)
+        )?;
+    }
+
+    if let Some((name, _, secret)) =
+        secrets_of.iter().find(|(_, p, _)| *p == crate::api::Permissions::ReadOnly)
+    {
+        step(out, &format!("Writing with the read-only BucketBinding {name}"))?;
+        let secret = secrets.get(secret).await?;
+        let reader = client_for(
+            &moto,
+            Some(&value(&secret, "AWS_ACCESS_KEY_ID")?),
+            Some(&value(&secret, "AWS_SECRET_ACCESS_KEY")?),
+        )
+        .await;
+        let bucket = value(&secret, "BUCKET_NAME")?;
+        let write = reader
+            .s3
+            .put_object()
+            .bucket(&bucket)
+            .key("not-allowed.txt")
+            .body(ByteStream::from_static(b"x"))
+            .send()
+            .await;
+        match write {
+            Ok(_) => {
+                return Err(QuickstartError::Step("a read-only binding was allowed to write".to_owned()));
+            }
+            Err(err) => {
+                let code = aws_sdk_s3::error::ProvideErrorMetadata::code(&err).unwrap_or("denied").to_owned();
+                writeln!(out, "  PUT s3://{bucket}/not-allowed.txt: refused ({code}), as it should be")?;
+            }
+        }
+        let read = reader.s3.get_object().bucket(&bucket).key("hello.txt").send().await;
+        writeln!(out, "  GET s3://{bucket}/hello.txt: {}", if read.is_ok() { "ok" } else { "refused" })?;
+    }
+
+    step(out, "Done")?;
+    if keep_running {
+        writeln!(out, "  The local API server stays up at {} until Ctrl-C.", server.url())?;
+        out.flush()?;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
+    server.shutdown().await;
+    moto.stop().await;
+    Ok(())
+}
+
+fn step(out: &mut (dyn Write + Send), title: &str) -> std::io::Result<()> {
+    writeln!(out, "\n==> {title}")?;
+    out.flush()
+}
+
+fn ready_status(status: Option<CredentialStatus>) -> Option<CredentialStatus> {
+    status.filter(|s| find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True"))
+}
+
+fn value(secret: &Secret, key: &str) -> Result<String, QuickstartError> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .ok_or_else(|| QuickstartError::Step(format!("the Secret has no {key}")))
+}
+
+async fn wait<T, F, Fut>(what: &str, mut check: F) -> Result<T, QuickstartError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if let Some(done) = check().await {
+            return Ok(done);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(QuickstartError::Step(format!("{what} did not become Ready in {TIMEOUT:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn aws_for(moto: &Moto, credentials: aws_sdk_iam::config::Credentials) -> Aws {
+    let sdk = moto.sdk_config(credentials).await;
+    Aws::new(&sdk, moto::REGION.to_owned(), Some(moto.endpoint_url().to_owned()))
+}
+
+async fn client_for(moto: &Moto, id: Option<&str>, secret: Option<&str>) -> Aws {
+    let credentials = aws_sdk_iam::config::Credentials::new(
+        id.unwrap_or_default(),
+        secret.unwrap_or_default(),
+        None,
+        None,
+        "quickstart",
+    );
+    aws_for(moto, credentials).await
+}
+
+async fn install_crds(client: &Client) -> Result<(), QuickstartError> {
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    for crd in crate::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &PatchParams::apply("bucket-broker-quickstart").force(), &Patch::Apply(&crd))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates every bucketbroker.io object of `dir` (sorted by file name); other kinds are listed as skipped,
+/// since nothing runs workloads here.
+async fn apply_examples(
+    client: &Client,
+    dir: &Path,
+    out: &mut (dyn Write + Send),
+) -> Result<(), QuickstartError> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| QuickstartError::Example { path: dir.to_owned(), message: e.to_string() })?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for path in files {
+        let fail = |message: String| QuickstartError::Example { path: path.clone(), message };
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
+        let object: Value = serde_saphyr::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let params = PostParams::default();
+        match kind.as_str() {
+            "Bucket" => {
+                let typed: Bucket = serde_json::from_value(object).map_err(|e| fail(e.to_string()))?;
+                Api::<Bucket>::namespaced(client.clone(), NAMESPACE).create(&params, &typed).await?;
+            }
+            "BucketBinding" => {
+                let typed: BucketBinding = serde_json::from_value(object).map_err(|e| fail(e.to_string()))?;
+                Api::<BucketBinding>::namespaced(client.clone(), NAMESPACE).create(&params, &typed).await?;
+            }
+            "BucketServiceKey" => {
+                let typed: BucketServiceKey =
+                    serde_json::from_value(object).map_err(|e| fail(e.to_string()))?;
+                Api::<BucketServiceKey>::namespaced(client.clone(), NAMESPACE)
+                    .create(&params, &typed)
+                    .await?;
+            }
+            _ => {
+                writeln!(out, "  skipped {kind}/{name} ({}): no workloads run here", path.display())?;
+                continue;
+            }
+        }
+        writeln!(out, "  created {kind}/{name}")?;
+    }
+    Ok(())
+}
