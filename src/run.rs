@@ -19,7 +19,7 @@ use crate::leader::{Elector, LeaseSettings};
 pub enum RunError {
     #[error("cannot connect to Kubernetes (no kubeconfig and not in a cluster?)")]
     Kubeconfig(#[source] kube::Error),
-    #[error("the {0} CustomResourceDefinition is not installed: apply crds/ first (kubectl apply -f crds/)")]
+    #[error("the {0} CustomResourceDefinition is not installed: apply crds/ first (kubectl apply -k crds/)")]
     MissingCrd(&'static str),
     #[error("cannot reach the Kubernetes API")]
     Kube(#[source] kube::Error),
