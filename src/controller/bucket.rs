@@ -39,9 +39,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         Some(ns) => (ctx.api::<Bucket>(ns), ctx.api::<BucketBinding>(ns), ctx.api::<BucketServiceKey>(ns)),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
-    // A Bucket waiting for its bindings to go is re-checked as soon as one goes.
-    let by_bucket_ref = |namespace: Option<String>, bucket: &str| {
-        namespace.map(|ns| ObjectRef::<Bucket>::new(bucket).within(&ns))
+    // A Bucket waiting for its bindings to go is re-checked as soon as one goes. Only bindings being
+    // deleted matter: mapping every binding change would re-read the bucket's settings from AWS each time.
+    let on_deletion = |namespace: Option<String>, deleting: bool, bucket: &str| {
+        namespace.filter(|_| deleting).map(|ns| ObjectRef::<Bucket>::new(bucket).within(&ns))
     };
     let controller = Controller::new(buckets, watcher::Config::default());
     ctx.watch_cache(KIND, controller.store(), |b: &Bucket| {
@@ -49,10 +50,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     });
     controller
         .watches(bindings, watcher::Config::default(), move |b: BucketBinding| {
-            by_bucket_ref(b.namespace(), &b.spec.bucket_ref.name)
+            on_deletion(b.namespace(), b.metadata.deletion_timestamp.is_some(), &b.spec.bucket_ref.name)
         })
         .watches(keys, watcher::Config::default(), move |k: BucketServiceKey| {
-            by_bucket_ref(k.namespace(), &k.spec.bucket_ref.name)
+            on_deletion(k.namespace(), k.metadata.deletion_timestamp.is_some(), &k.spec.bucket_ref.name)
         })
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
