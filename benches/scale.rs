@@ -77,9 +77,10 @@ async fn bench() {
     let bindings = Api::<BucketBinding>::namespaced(client.clone(), NAMESPACE);
     let started = Instant::now();
     for i in 0..n {
-        let bucket: Bucket = serde_json::from_value(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        let bucket: Bucket =
+            serde_json::from_value(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
             "metadata": {"name": format!("b{i}")}, "spec": {"public": i % 2 == 0}}))
-        .expect("bucket");
+            .expect("bucket");
         buckets.create(&PostParams::default(), &bucket).await.expect("create bucket");
         let binding: BucketBinding = serde_json::from_value(json!({"apiVersion": "bucketbroker.io/v1alpha1",
             "kind": "BucketBinding", "metadata": {"name": format!("a{i}")},
@@ -88,14 +89,29 @@ async fn bench() {
         bindings.create(&PostParams::default(), &binding).await.expect("create binding");
     }
     loop {
-        let ready_buckets =
-            buckets.list(&Default::default()).await.expect("list").items.iter().filter(|b| ready(b.status.as_ref().map(|s| s.conditions.as_slice()), ())).count();
-        let ready_bindings =
-            bindings.list(&Default::default()).await.expect("list").items.iter().filter(|b| ready(b.status.as_ref().map(|s| s.conditions.as_slice()), ())).count();
+        let ready_buckets = buckets
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .filter(|b| ready(b.status.as_ref().map(|s| s.conditions.as_slice()), ()))
+            .count();
+        let ready_bindings = bindings
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .filter(|b| ready(b.status.as_ref().map(|s| s.conditions.as_slice()), ()))
+            .count();
         if ready_buckets == n && ready_bindings == n {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "not converged: {ready_buckets} buckets, {ready_bindings} bindings");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not converged: {ready_buckets} buckets, {ready_bindings} bindings"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converged = started.elapsed();
@@ -116,15 +132,34 @@ async fn bench() {
         metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
     };
 
-    println!("bucket-broker scale benchmark: {n} Buckets + {n} BucketBindings (moto with IAM enforced, in-memory API server)");
-    println!("  converged (all Ready)           {:>8.2} s  ({:.1} objects/s)", converged.as_secs_f64(), (2 * n) as f64 / converged.as_secs_f64());
-    println!("  AWS calls to converge           {calls_to_converge:>8}  ({writes_to_converge} writes, {:.1} calls per object)", calls_to_converge as f64 / (2 * n) as f64);
-    println!("  AWS calls over 2 resyncs        {resync_calls:>8}  ({:.1} per object per resync), writes: {resync_writes}", resync_calls as f64 / (4 * n) as f64);
+    println!(
+        "bucket-broker scale benchmark: {n} Buckets + {n} BucketBindings (moto with IAM enforced, in-memory API server)"
+    );
+    println!(
+        "  converged (all Ready)           {:>8.2} s  ({:.1} objects/s)",
+        converged.as_secs_f64(),
+        (2 * n) as f64 / converged.as_secs_f64()
+    );
+    println!(
+        "  AWS calls to converge           {calls_to_converge:>8}  ({writes_to_converge} writes, {:.1} calls per object)",
+        calls_to_converge as f64 / (2 * n) as f64
+    );
+    println!(
+        "  AWS calls over 2 resyncs        {resync_calls:>8}  ({:.1} per object per resync), writes: {resync_writes}",
+        resync_calls as f64 / (4 * n) as f64
+    );
     println!("  Kubernetes writes over 2 resyncs {kube_writes:>7}");
     for kind in ["Bucket", "BucketBinding"] {
         let (sum, count) = (duration(kind, "sum"), duration(kind, "count"));
-        println!("  {kind:<14} reconciles         {count:>8}  (mean {:.1} ms)", if count > 0.0 { sum / count * 1000.0 } else { 0.0 });
+        println!(
+            "  {kind:<14} reconciles         {count:>8}  (mean {:.1} ms)",
+            if count > 0.0 { sum / count * 1000.0 } else { 0.0 }
+        );
     }
     println!("  RSS before controllers          {:>8} KiB", rss_before);
-    println!("  RSS now / peak                  {:>8} KiB / {} KiB", memory_kib("VmRSS:"), memory_kib("VmHWM:"));
+    println!(
+        "  RSS now / peak                  {:>8} KiB / {} KiB",
+        memory_kib("VmRSS:"),
+        memory_kib("VmHWM:")
+    );
 }

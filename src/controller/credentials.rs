@@ -222,61 +222,27 @@ async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Erro
         return Ok(Action::requeue(CONFLICT_RECHECK));
     }
 
-    // 4. The IAM user, its policies, and one key.
-    let result = provision(obj, ctx, &user, &bucket_arn).await;
-    let (user_arn, changes) = match result {
-        Ok(done) => done,
+    // 4. The IAM user, its policies, exactly one key, and the Secret.
+    let target = Target { bucket_name: &bucket_name, region: &region, bucket_arn: &bucket_arn };
+    let delivered = match deliver(obj, ctx, &user, &target, &secrets, existing.as_ref()).await {
+        Ok(delivered) => delivered,
         Err(err) => return fail(obj, ctx, previous, err).await,
     };
-    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
-    let keys = ops.access_keys().await?;
-    let in_secret = existing
-        .as_ref()
-        .and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"))
-        .zip(existing.as_ref().and_then(|s| secret_value(s, "AWS_SECRET_ACCESS_KEY")));
-    let (key_id, key_secret, new_key) = match in_secret {
-        Some((id, secret)) if keys.contains(&id) => {
-            // Exactly one live key: any other is a leftover of an interrupted reconcile.
-            for stale in keys.iter().filter(|k| **k != id) {
-                ops.delete_access_key(stale).await?;
-            }
-            (id, secret, false)
-        }
-        _ => {
-            // The Secret is gone or holds a key AWS no longer has: every key of the user is unusable.
-            for key in &keys {
-                ops.delete_access_key(key).await?;
-            }
-            let key = ops.create_access_key().await?;
-            (key.id, key.secret, true)
-        }
-    };
-
-    // 5. The Secret, written before anything else can fail so that a new key's secret is never lost.
-    let credentials = Credentials {
-        access_key_id: &key_id,
-        secret_access_key: &key_secret,
-        region: &region,
-        bucket_name: &bucket_name,
-        deploy_env: &ctx.settings.deploy_env,
-        endpoint_url: ctx.aws.endpoint_url.as_deref(),
-    };
-    let data = K::secret_data(&spec.bucket_ref.name, &credentials);
-    let secret_written = ensure_secret::<K>(obj, &secrets, &secret_name, existing.as_ref(), data).await?;
-
     let mut status = CredentialStatus {
         binding: Some(SecretRef { name: secret_name.clone() }),
         user_name: Some(user.clone()),
-        user_arn: Some(user_arn),
-        access_key_id: Some(key_id.clone()),
+        user_arn: Some(delivered.user_arn),
+        access_key_id: Some(delivered.key_id.clone()),
         ..previous.clone()
     };
+    if !delivered.changes.is_empty() {
+        let note = format!("{} for IAM user {user}", delivered.changes.join(", "));
+        tracing::info!(namespace, name, user = %user, key = %delivered.key_id, changes = ?delivered.changes, "Provisioned credentials");
+        ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+    }
 
-    // 6. Ready once AWS accepts the key; checked once per key.
-    let verified = !new_key
-        && previous.access_key_id.as_deref() == Some(key_id.as_str())
-        && is_true(&previous.conditions, types::READY);
-    if !verified && !key_works(&ctx.aws.sts, &ctx.aws.stats, &key_id, &key_secret).await? {
+    // 5. Ready once AWS accepts the key.
+    if !delivered.works {
         let waiting = Observation::not_ready(
             reasons::CREDENTIALS_PROPAGATING,
             "waiting for AWS to accept the new access key",
@@ -285,23 +251,102 @@ async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Erro
         write_status(obj, ctx, &status).await?;
         return Ok(Action::requeue(PROPAGATION_RECHECK));
     }
-    if new_key || secret_written || !changes.is_empty() {
-        let mut what = changes;
-        if new_key {
-            what.push("issued a new access key");
-        }
-        if secret_written {
-            what.push("wrote the Secret");
-        }
-        let note = format!("{} for IAM user {user}", what.join(", "));
-        tracing::info!(namespace, name, user = %user, key = %key_id, "Provisioned credentials");
-        ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
-    }
     let ready =
         Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
     status = status_with(obj, status, &[ready, network_observation(spec, ctx)]);
     write_status(obj, ctx, &status).await?;
     Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+/// The bucket a credential is for, from its Bucket's status.
+struct Target<'a> {
+    bucket_name: &'a str,
+    region: &'a str,
+    bucket_arn: &'a str,
+}
+
+/// What [`deliver`] did.
+struct Delivered {
+    user_arn: String,
+    key_id: String,
+    /// AWS accepts the key.
+    works: bool,
+    changes: Vec<&'static str>,
+}
+
+/// Ensures the user and its policies, keeps exactly one live key (the one in our Secret while it is
+/// intact or still accepted by AWS, a new one otherwise), and writes the Secret.
+async fn deliver<K: CredentialKind>(
+    obj: &K,
+    ctx: &Context,
+    user: &str,
+    target: &Target<'_>,
+    secrets: &Api<Secret>,
+    existing: Option<&Secret>,
+) -> Result<Delivered, Error> {
+    let (user_arn, mut changes) = provision(obj, ctx, user, target.bucket_arn).await?;
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
+    let data_for = |id: &str, secret: &str| {
+        let credentials = Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            region: target.region,
+            bucket_name: target.bucket_name,
+            deploy_env: &ctx.settings.deploy_env,
+            endpoint_url: ctx.aws.endpoint_url.as_deref(),
+        };
+        as_bytes(K::secret_data(&obj.access().bucket_ref.name, &credentials))
+    };
+
+    let keys = ops.access_keys().await?;
+    let in_secret = existing
+        .and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"))
+        .zip(existing.and_then(|s| secret_value(s, "AWS_SECRET_ACCESS_KEY")))
+        .filter(|(id, _)| keys.contains(id));
+    let reusable = match in_secret {
+        Some((id, secret)) => {
+            let intact = existing.and_then(|s| s.data.as_ref()) == Some(&data_for(&id, &secret));
+            // A Secret edited by hand may carry a wrong secret key: reuse it only if AWS accepts it.
+            let usable = intact || key_works(&ctx.aws.sts, &ctx.aws.stats, &id, &secret).await?;
+            usable.then_some((id, secret))
+        }
+        None => None,
+    };
+    let (key_id, key_secret, new_key) = match reusable {
+        Some((id, secret)) => {
+            // Exactly one live key: any other is a leftover of an interrupted reconcile.
+            for stale in keys.iter().filter(|k| **k != id) {
+                ops.delete_access_key(stale).await?;
+            }
+            (id, secret, false)
+        }
+        None => {
+            // No usable key in the Secret: every key of the user is unusable.
+            for key in &keys {
+                ops.delete_access_key(key).await?;
+            }
+            let key = ops.create_access_key().await?;
+            changes.push("issued a new access key");
+            (key.id, key.secret, true)
+        }
+    };
+
+    // Written before anything else can fail, so that a new key's secret is never lost.
+    let data = data_for(&key_id, &key_secret);
+    if ensure_secret::<K>(obj, secrets, &secret_name(obj), existing, data).await? {
+        changes.push("wrote the Secret");
+    }
+
+    let status = obj.credential_status();
+    let verified = !new_key
+        && status.and_then(|s| s.access_key_id.as_deref()) == Some(key_id.as_str())
+        && status.is_some_and(|s| is_true(&s.conditions, types::READY));
+    let works = verified || key_works(&ctx.aws.sts, &ctx.aws.stats, &key_id, &key_secret).await?;
+    Ok(Delivered { user_arn, key_id, works, changes })
+}
+
+fn as_bytes(data: BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
+    data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()
 }
 
 /// Ensures the IAM user and its policies; returns the user's ARN and what changed.
@@ -386,10 +431,8 @@ async fn ensure_secret<K: CredentialKind>(
     secrets: &Api<Secret>,
     name: &str,
     existing: Option<&Secret>,
-    data: BTreeMap<String, String>,
+    data: BTreeMap<String, ByteString>,
 ) -> Result<bool, Error> {
-    let data: BTreeMap<String, ByteString> =
-        data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect();
     let owner = obj.controller_owner_ref(&()).ok_or(Error::Incomplete("name or uid"))?;
     let up_to_date = existing.is_some_and(|s| {
         s.data.as_ref() == Some(&data)

@@ -606,4 +606,21 @@ async fn the_common_policy_is_attached_and_an_edited_secret_is_restored() {
         env.wait_for::<Secret>("app", "restored", |s| value(s, "BUCKET_NAME") == bucket_of(&original)).await;
     assert_eq!(value(&restored, "AWS_ACCESS_KEY_ID"), value(&original, "AWS_ACCESS_KEY_ID"), "the same key");
     assert_eq!(keys_of(&env, &user).await.len(), 1);
+
+    // A secret key edited by hand cannot be trusted: AWS refuses it, so the key is replaced.
+    let tampered = json!({"data": {"AWS_SECRET_ACCESS_KEY": "d3Jvbmc="}});
+    env.api::<Secret>()
+        .patch("app", &PatchParams::default(), &Patch::Merge(tampered))
+        .await
+        .expect("edited by hand");
+    let old_key = value(&original, "AWS_ACCESS_KEY_ID");
+    let replaced =
+        env.wait_for::<Secret>("app", "given a new key", |s| value(s, "AWS_ACCESS_KEY_ID") != old_key).await;
+    assert_eq!(
+        keys_of(&env, &user).await,
+        [value(&replaced, "AWS_ACCESS_KEY_ID")],
+        "only the new key is live"
+    );
+    ready_binding(&env, "app").await;
+    assert!(can_put(&client_from(&env, &replaced).await, &bucket_of(&replaced), "after-rotation").await);
 }
