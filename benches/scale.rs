@@ -8,10 +8,9 @@
 use std::time::{Duration, Instant};
 
 use bucket_broker::api::{Bucket, BucketBinding, find_condition};
-use bucket_broker::aws::Aws;
 use bucket_broker::controller::{self, Context, Settings};
 use bucket_broker::local::apiserver::ApiServer;
-use bucket_broker::local::moto::{self, Moto, MotoOptions};
+use bucket_broker::local::moto::{Moto, MotoOptions};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
@@ -53,21 +52,13 @@ async fn bench() {
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
     let rss_before = memory_kib("VmRSS:");
 
-    let sdk = moto.sdk_config(moto.admin_credentials()).await;
-    let aws = Aws::new(&sdk, moto::REGION.to_owned(), Some(moto.endpoint_url().to_owned()));
+    let aws = moto.aws(moto.admin_credentials()).await;
     let settings = Settings {
-        region: moto::REGION.to_owned(),
         deploy_env: "bench".to_owned(),
         bucket_prefix: "bench-".to_owned(),
         user_prefix: "bench-".to_owned(),
-        iam_path: "/bucket-broker/".to_owned(),
-        network: Default::default(),
-        permissions_boundary_arn: None,
-        common_user_policy_arn: None,
-        require_tls: false,
         resync_interval: resync,
-        concurrency: 4,
-        namespace: Some(NAMESPACE.to_owned()),
+        ..bucket_broker::local::settings(NAMESPACE)
     };
     let ctx = Context::new(client.clone(), aws, settings);
     let (_stop, stopped) = tokio::sync::watch::channel(false);

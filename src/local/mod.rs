@@ -4,3 +4,23 @@
 pub mod apiserver;
 pub mod moto;
 pub mod quickstart;
+
+/// Controller settings for the local environment, watching `namespace`. moto serves plain HTTP and
+/// applies a conditional Deny as an unconditional one, so there is no TLS-only bucket policy and no
+/// platform network here; those documents are tested on their own.
+pub fn settings(namespace: &str) -> crate::controller::Settings {
+    crate::controller::Settings {
+        region: moto::REGION.to_owned(),
+        deploy_env: "local".to_owned(),
+        bucket_prefix: "bucket-broker-".to_owned(),
+        user_prefix: "bucket-broker-".to_owned(),
+        iam_path: "/bucket-broker/".to_owned(),
+        network: Default::default(),
+        permissions_boundary_arn: None,
+        common_user_policy_arn: None,
+        require_tls: false,
+        resync_interval: std::time::Duration::from_secs(600),
+        concurrency: 4,
+        namespace: Some(namespace.to_owned()),
+    }
+}

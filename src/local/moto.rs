@@ -102,6 +102,12 @@ impl Moto {
         self.admin.clone()
     }
 
+    /// The project's AWS clients for this server, signing with the given credentials.
+    pub async fn aws(&self, credentials: Credentials) -> crate::aws::Aws {
+        let sdk = self.sdk_config(credentials).await;
+        crate::aws::Aws::new(&sdk, REGION.to_owned(), Some(self.endpoint.clone()))
+    }
+
     /// An SDK config for this server with the given credentials.
     pub async fn sdk_config(&self, credentials: Credentials) -> aws_config::SdkConfig {
         sdk_config(&self.endpoint, credentials).await

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use super::apiserver::ApiServer;
-use super::moto::{self, Moto, MotoOptions};
+use super::moto::{Moto, MotoOptions};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, CredentialStatus, find_condition};
 use crate::aws::Aws;
 use crate::controller::{self, Context, Settings};
@@ -60,22 +60,8 @@ pub async fn run(
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
 
     step(out, "Starting the controller")?;
-    let aws = aws_for(&moto, moto.admin_credentials()).await;
-    let settings = Settings {
-        region: moto::REGION.to_owned(),
-        deploy_env: "quickstart".to_owned(),
-        bucket_prefix: "bucket-broker-".to_owned(),
-        user_prefix: "bucket-broker-".to_owned(),
-        iam_path: "/bucket-broker/".to_owned(),
-        network: Default::default(),
-        permissions_boundary_arn: None,
-        common_user_policy_arn: None,
-        // moto serves plain HTTP: a TLS-only bucket policy would deny every request.
-        require_tls: false,
-        resync_interval: Duration::from_secs(600),
-        concurrency: 4,
-        namespace: Some(NAMESPACE.to_owned()),
-    };
+    let aws = moto.aws(moto.admin_credentials()).await;
+    let settings = Settings { deploy_env: "quickstart".to_owned(), ..super::settings(NAMESPACE) };
     writeln!(out, "  (TLS-only bucket policies are off: moto serves plain HTTP)")?;
     let ctx = Context::new(client.clone(), aws, settings);
     let (stop, stopped) = watch::channel(false);
@@ -274,11 +260,6 @@ where
     }
 }
 
-async fn aws_for(moto: &Moto, credentials: aws_sdk_iam::config::Credentials) -> Aws {
-    let sdk = moto.sdk_config(credentials).await;
-    Aws::new(&sdk, moto::REGION.to_owned(), Some(moto.endpoint_url().to_owned()))
-}
-
 async fn client_for(moto: &Moto, id: Option<&str>, secret: Option<&str>) -> Aws {
     let credentials = aws_sdk_iam::config::Credentials::new(
         id.unwrap_or_default(),
@@ -287,7 +268,7 @@ async fn client_for(moto: &Moto, id: Option<&str>, secret: Option<&str>) -> Aws 
         None,
         "quickstart",
     );
-    aws_for(moto, credentials).await
+    moto.aws(credentials).await
 }
 
 async fn install_crds(client: &Client) -> Result<(), QuickstartError> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bucket_broker::aws::Aws;
 use bucket_broker::controller::{self, Context, Settings};
 use bucket_broker::local::apiserver::ApiServer;
-use bucket_broker::local::moto::{self, Moto, MotoOptions};
+use bucket_broker::local::moto::{Moto, MotoOptions};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
@@ -86,18 +86,11 @@ impl TestEnv {
     /// a conditional Deny as an unconditional one (DESIGN.md, Tests); those documents are unit-tested.
     pub fn settings(&self) -> Settings {
         Settings {
-            region: moto::REGION.to_owned(),
             deploy_env: "test".to_owned(),
             bucket_prefix: "bb-".to_owned(),
             user_prefix: "bb-".to_owned(),
-            iam_path: "/bucket-broker/".to_owned(),
-            network: Default::default(),
-            permissions_boundary_arn: None,
-            common_user_policy_arn: None,
-            require_tls: false,
-            resync_interval: Duration::from_secs(600),
             concurrency: 2,
-            namespace: Some(self.namespace.clone()),
+            ..bucket_broker::local::settings(&self.namespace)
         }
     }
 
@@ -218,8 +211,7 @@ impl Drop for TestEnv {
 
 /// AWS clients for moto with the given credentials.
 pub async fn aws_for(moto: &Moto, credentials: aws_sdk_iam::config::Credentials) -> Aws {
-    let sdk = moto.sdk_config(credentials).await;
-    Aws::new(&sdk, moto::REGION.to_owned(), Some(moto.endpoint_url().to_owned()))
+    moto.aws(credentials).await
 }
 
 async fn real_cluster_client(path: &str) -> Client {
