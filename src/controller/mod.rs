@@ -179,8 +179,10 @@ impl Context {
 pub enum Error {
     #[error(transparent)]
     Aws(#[from] AwsError),
+    // The cause is in the message (conditions show it) and therefore not also a `source`, so that a
+    // printed error chain does not repeat it.
     #[error("kubernetes request failed: {0}")]
-    Kube(#[from] kube::Error),
+    Kube(kube::Error),
     /// Deletion must wait; the message says for what.
     #[error("{0}")]
     DeletionBlocked(String),
@@ -210,6 +212,12 @@ impl Error {
             Error::Kube(_) => true,
             _ => false,
         }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(err: kube::Error) -> Self {
+        Error::Kube(err)
     }
 }
 
