@@ -32,7 +32,11 @@ pub async fn bind(
     let local = listener.local_addr()?;
     let serve = async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, typically: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            };
             let endpoints = endpoints.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |request| respond(request, endpoints.clone()));
