@@ -341,3 +341,36 @@ async fn a_bucket_created_before_a_crash_without_settings_is_adopted_and_secured
             .any(|(k, _)| k == "bucketbroker.io/uid")
     );
 }
+
+#[tokio::test]
+async fn access_denied_is_reported_in_the_condition_and_recovers_once_granted() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let iam = env.admin.iam.clone();
+    iam.create_user().user_name("weak").send().await.expect("user");
+    let key = iam.create_access_key().user_name("weak").send().await.expect("key").access_key.expect("key");
+    let credentials =
+        aws_sdk_iam::config::Credentials::new(key.access_key_id, key.secret_access_key, None, None, "weak");
+    let settings = env.settings();
+    env.start_controller_as(settings, credentials).await;
+    env.create::<Bucket>(bucket("denied", json!({}))).await;
+
+    let failing = env
+        .wait_for::<Bucket>("denied", "failing with AccessDenied", |b| {
+            ready_reason(b)
+                .is_some_and(|(reason, message)| reason == "AwsError" && message.contains("AccessDenied"))
+        })
+        .await;
+    let (_, message) = ready_reason(&failing).expect("condition");
+    assert!(message.starts_with("s3 "), "names the service and operation: {message}");
+
+    let everything =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    iam.put_user_policy()
+        .user_name("weak")
+        .policy_name("fixed")
+        .policy_document(everything)
+        .send()
+        .await
+        .expect("granted");
+    env.wait_for::<Bucket>("denied", "ready after the fix", is_ready).await;
+}

@@ -103,8 +103,18 @@ impl TestEnv {
     /// Starts the controller with the given settings, and administrator AWS credentials of its own (so
     /// that its AWS calls are counted apart from the test's).
     pub async fn start_controller_with(&mut self, settings: Settings) -> Arc<Context> {
+        let admin = self.moto.admin_credentials();
+        self.start_controller_as(settings, admin).await
+    }
+
+    /// Starts the controller signing its AWS calls with `credentials`.
+    pub async fn start_controller_as(
+        &mut self,
+        settings: Settings,
+        credentials: aws_sdk_iam::config::Credentials,
+    ) -> Arc<Context> {
         assert!(self.controller.is_none(), "the controller is already running");
-        let aws = aws_for(&self.moto, self.moto.admin_credentials()).await;
+        let aws = aws_for(&self.moto, credentials).await;
         let ctx = Context::new(self.client.clone(), aws.clone(), settings);
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::spawn(controller::run_all(ctx.clone(), stopped));
