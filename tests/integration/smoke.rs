@@ -67,6 +67,11 @@ async fn a_bucket_object_is_watched_patched_and_deleted_through_a_finalizer() {
     env.delete::<Bucket>("smoke").await;
     let deleting = api.get("smoke").await.expect("still there while the finalizer is");
     assert!(deleting.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        deleting.metadata.generation,
+        seen.metadata.generation.map(|g| g + 1),
+        "deletion bumps generation"
+    );
     finalizer(&api, FINALIZER, Arc::new(deleting), |event| async move {
         assert!(matches!(event, Event::Cleanup(_)), "deleting now");
         Ok::<_, kube::Error>(Action::await_change())

@@ -842,6 +842,12 @@ impl State {
         let now = apply::now();
         meta_mut(&mut obj).insert("deletionTimestamp".into(), json!(now));
         meta_mut(&mut obj).insert("deletionGracePeriodSeconds".into(), json!(0));
+        // As the real apiserver does: the start of a graceful deletion changes what controllers must do.
+        if let Some(generation) =
+            obj.pointer("/metadata/generation").and_then(Value::as_i64).filter(|g| *g > 0)
+        {
+            meta_mut(&mut obj).insert("generation".into(), json!(generation + 1));
+        }
         self.store_modified(&key, okey, old, &mut obj);
         Ok(obj)
     }
