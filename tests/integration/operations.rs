@@ -127,3 +127,20 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     assert!(matches!(ended, Err(RunError::LostLease)), "{ended:?}");
     drop(b.stop);
 }
+
+#[tokio::test]
+async fn start_up_fails_clearly_when_the_crds_are_missing() {
+    // Always the in-memory server: a real cluster under test has the CRDs installed.
+    let server = bucket_broker::local::apiserver::ApiServer::start().await.expect("api server");
+    let err = bucket_broker::run::check_crds(&server.client()).await.expect_err("no CRDs yet");
+    assert!(matches!(err, RunError::MissingCrd("buckets.bucketbroker.io")), "{err:?}");
+    assert!(err.to_string().contains("kubectl apply -k crds/"), "says how to fix it: {err}");
+
+    let crds = kube::Api::<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    >::all(server.client());
+    for crd in bucket_broker::api::crds() {
+        crds.create(&Default::default(), &crd).await.expect("crd installed");
+    }
+    bucket_broker::run::check_crds(&server.client()).await.expect("CRDs found");
+}
