@@ -24,8 +24,17 @@ fn main() {
     runtime.block_on(bench());
 }
 
-fn ready<S>(conditions: Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>, _: S) -> bool {
-    conditions.and_then(|c| find_condition(c, "Ready")).is_some_and(|c| c.status == "True")
+/// How many of `objects` have a True Ready condition.
+fn count_ready<K>(
+    objects: &[K],
+    conditions: impl Fn(&K) -> Option<&[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]>,
+) -> usize {
+    objects
+        .iter()
+        .filter(|o| {
+            conditions(o).and_then(|c| find_condition(c, "Ready")).is_some_and(|c| c.status == "True")
+        })
+        .count()
 }
 
 fn memory_kib(field: &str) -> u64 {
@@ -80,22 +89,12 @@ async fn bench() {
         bindings.create(&PostParams::default(), &binding).await.expect("create binding");
     }
     loop {
-        let ready_buckets = buckets
-            .list(&Default::default())
-            .await
-            .expect("list")
-            .items
-            .iter()
-            .filter(|b| ready(b.status.as_ref().map(|s| s.conditions.as_slice()), ()))
-            .count();
-        let ready_bindings = bindings
-            .list(&Default::default())
-            .await
-            .expect("list")
-            .items
-            .iter()
-            .filter(|b| ready(b.status.as_ref().map(|s| s.conditions.as_slice()), ()))
-            .count();
+        let listed_buckets = buckets.list(&Default::default()).await.expect("list").items;
+        let ready_buckets =
+            count_ready(&listed_buckets, |b| b.status.as_ref().map(|s| s.conditions.as_slice()));
+        let listed_bindings = bindings.list(&Default::default()).await.expect("list").items;
+        let ready_bindings =
+            count_ready(&listed_bindings, |b| b.status.as_ref().map(|s| s.conditions.as_slice()));
         if ready_buckets == n && ready_bindings == n {
             break;
         }
