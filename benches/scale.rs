@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use bucket_broker::api::{Bucket, BucketBinding, find_condition};
 use bucket_broker::controller::{self, Context, Settings};
-use bucket_broker::local::apiserver::ApiServer;
 use bucket_broker::local::moto::{Moto, MotoOptions};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube_memory_apiserver::ApiServer;
 use serde_json::json;
 
 const NAMESPACE: &str = "bench";

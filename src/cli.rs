@@ -1,5 +1,5 @@
-//! The command line: `bucket-broker run` (the controller), `bucket-broker quickstart` (everything locally)
-//! and `bucket-broker crds` (print the CRDs).
+//! The command line: `bucket-broker run` (the controller), `bucket-broker quickstart` (everything locally;
+//! only with the `local` feature) and `bucket-broker crds` (print the CRDs).
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,7 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Run everything locally, with no cluster and no AWS account: moto, an in-memory Kubernetes API
     /// server and the controller; apply the examples and show what an app gets.
+    #[cfg(feature = "local")]
     Quickstart {
         /// The directory of example manifests to apply.
         #[arg(long, default_value = "examples")]

@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             runtime().and_then(|rt| rt.block_on(bucket_broker::run::run(*args)).map_err(report))
         }
+        #[cfg(feature = "local")]
         Command::Quickstart { examples, keep_running } => runtime().and_then(|rt| {
             let mut out = std::io::stdout();
             rt.block_on(bucket_broker::local::quickstart::run(&examples, &mut out, keep_running))

@@ -1,7 +1,7 @@
-//! A local environment that needs no cluster and no AWS account: the project's in-memory Kubernetes API
-//! server and a moto (AWS emulator) process. Used by the integration tests and by the quickstart.
+//! A local environment that needs no cluster and no AWS account: the in-memory Kubernetes API server
+//! ([`kube_memory_apiserver`]) and a moto (AWS emulator) process. Used by the integration tests and by
+//! the quickstart; compiled only with the `local` feature, so the release image carries neither.
 
-pub mod apiserver;
 pub mod moto;
 pub mod quickstart;
 

@@ -13,10 +13,10 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use kube_memory_apiserver::ApiServer;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::apiserver::ApiServer;
 use super::moto::{Moto, MotoOptions};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, CredentialStatus, find_condition};
 use crate::aws::Aws;

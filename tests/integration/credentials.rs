@@ -5,11 +5,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey, CredentialStatus, find_condition};
 use bucket_broker::aws::Aws;
-use bucket_broker::local::apiserver::RequestMatcher;
 use bucket_broker::local::moto::MotoOptions;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube_memory_apiserver::RequestMatcher;
 use serde_json::{Value, json};
 
 use crate::harness::{TestEnv, aws_for};

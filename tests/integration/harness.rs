@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use bucket_broker::aws::Aws;
 use bucket_broker::controller::{self, Context, Settings};
-use bucket_broker::local::apiserver::ApiServer;
 use bucket_broker::local::moto::{Moto, MotoOptions};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource};
+use kube_memory_apiserver::ApiServer;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

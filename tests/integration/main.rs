@@ -8,6 +8,7 @@ mod bucket;
 mod credentials;
 mod deploy;
 mod harness;
+mod image;
 mod operations;
 mod quickstart;
 mod smoke;

@@ -131,7 +131,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
 #[tokio::test]
 async fn start_up_fails_clearly_when_the_crds_are_missing() {
     // Always the in-memory server: a real cluster under test has the CRDs installed.
-    let server = bucket_broker::local::apiserver::ApiServer::start().await.expect("api server");
+    let server = kube_memory_apiserver::ApiServer::start().await.expect("api server");
     let err = bucket_broker::run::check_crds(&server.client()).await.expect_err("no CRDs yet");
     assert!(matches!(err, RunError::MissingCrd("buckets.bucketbroker.io")), "{err:?}");
     assert!(err.to_string().contains("kubectl apply -k crds/"), "says how to fix it: {err}");
