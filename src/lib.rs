@@ -8,10 +8,10 @@
 
 pub mod api;
 pub mod aws;
-pub mod build;
 pub mod cli;
 pub mod config;
 pub mod controller;
+pub mod desired;
 pub mod http;
 pub mod leader;
 #[cfg(feature = "local")]

@@ -6,7 +6,7 @@ use aws_sdk_iam::types::Tag;
 use serde_json::Value;
 
 use super::{AwsError, CallStats, ErrorKind, call, optional};
-use crate::build::policy;
+use crate::desired::policy;
 
 const IAM: &str = "iam";
 

@@ -10,7 +10,7 @@ use aws_sdk_s3::types::{
 use serde_json::Value;
 
 use super::{AwsError, CallStats, ErrorKind, call, optional};
-use crate::build::policy;
+use crate::desired::policy;
 
 const S3: &str = "s3";
 

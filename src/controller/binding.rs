@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::credentials::CredentialKind;
 use crate::api::{AccessSpec, BucketBinding, CredentialStatus};
-use crate::build::secret::{self, Credentials};
+use crate::desired::secret::{self, Credentials};
 
 impl CredentialKind for BucketBinding {
     const KIND: &'static str = "BucketBinding";

@@ -21,9 +21,9 @@ use kube::{Api, Resource, ResourceExt};
 use super::{Context, Error, ReconcileError, apply_status, error_policy, identity, now, object_key};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
-use crate::build::conditions::{Observation, merge, reasons};
-use crate::build::names::{self, Owner, tag};
-use crate::build::policy;
+use crate::desired::conditions::{Observation, merge, reasons};
+use crate::desired::names::{self, Owner, tag};
+use crate::desired::policy;
 
 /// The finalizer that keeps a Bucket until its AWS bucket is dealt with.
 pub const FINALIZER: &str = "buckets.bucketbroker.io/finalizer";
@@ -46,7 +46,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     };
     let controller = Controller::new(buckets, watcher::Config::default());
     ctx.watch_cache(KIND, controller.store(), |b: &Bucket| {
-        b.status.as_ref().is_some_and(|s| crate::build::conditions::is_true(&s.conditions, "Ready"))
+        b.status.as_ref().is_some_and(|s| crate::desired::conditions::is_true(&s.conditions, "Ready"))
     });
     controller
         .watches(bindings, watcher::Config::default(), move |b: BucketBinding| {

@@ -31,10 +31,10 @@ use serde::de::DeserializeOwned;
 use super::{Context, Error, MANAGER, ReconcileError, apply_status, error_policy, identity, now, object_key};
 use crate::api::{AccessSpec, Bucket, CredentialStatus, SecretRef};
 use crate::aws::iam::{UserOps, key_works};
-use crate::build::conditions::{Observation, is_true, merge, reasons, types};
-use crate::build::names::{self, Owner, tag};
-use crate::build::policy;
-use crate::build::secret::Credentials;
+use crate::desired::conditions::{Observation, is_true, merge, reasons, types};
+use crate::desired::names::{self, Owner, tag};
+use crate::desired::policy;
+use crate::desired::secret::Credentials;
 
 /// The label on every generated Secret.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bucket-broker");

@@ -24,9 +24,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::aws::{Aws, AwsError, ErrorKind};
-use crate::build::conditions::reasons;
-use crate::build::policy::PlatformNetwork;
 use crate::config::RunArgs;
+use crate::desired::conditions::reasons;
+use crate::desired::policy::PlatformNetwork;
 use crate::metrics::Metrics;
 
 /// Runs every controller until `shutdown` turns true.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::credentials::CredentialKind;
 use crate::api::{AccessSpec, BucketServiceKey, CredentialStatus};
-use crate::build::secret::{self, Credentials};
+use crate::desired::secret::{self, Credentials};
 
 impl CredentialKind for BucketServiceKey {
     const KIND: &'static str = "BucketServiceKey";

@@ -125,9 +125,10 @@ async fn the_tls_only_policy_is_written_when_tls_is_required() {
     let stored =
         env.admin.s3.get_bucket_policy().bucket(&name).send().await.expect("policy").policy.expect("policy");
     let stored: serde_json::Value = serde_json::from_str(&stored).expect("json");
-    let expected = bucket_broker::build::policy::bucket_policy(&format!("arn:aws:s3:::{name}"), false, true)
-        .expect("policy");
-    assert!(bucket_broker::build::policy::equivalent(&stored, &expected), "{stored:#}");
+    let expected =
+        bucket_broker::desired::policy::bucket_policy(&format!("arn:aws:s3:::{name}"), false, true)
+            .expect("policy");
+    assert!(bucket_broker::desired::policy::equivalent(&stored, &expected), "{stored:#}");
 }
 
 #[tokio::test]

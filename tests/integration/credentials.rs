@@ -473,7 +473,7 @@ async fn a_failure_between_key_creation_and_the_secret_write_leaves_one_key() {
 #[tokio::test]
 async fn the_network_deny_is_written_exactly_when_the_binding_is_restricted() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
-    let network = bucket_broker::build::policy::PlatformNetwork {
+    let network = bucket_broker::desired::policy::PlatformNetwork {
         cidrs: vec!["10.0.0.0/16".parse().expect("cidr")],
         vpc_endpoints: vec!["vpce-0a1b2c3d".to_owned()],
     };

@@ -1,0 +1,10 @@
+//! The desired state, computed without I/O: what the controllers want AWS and Kubernetes to hold. AWS
+//! names, tags, ARNs and URLs ([`names`]), IAM and bucket policy documents ([`policy`]: the read-only and
+//! read-write user policies are there), status conditions ([`conditions`]), credential Secret data
+//! ([`secret`]). The controllers compare it with what they read and write only the difference; all of it
+//! is tested without any server.
+
+pub mod conditions;
+pub mod names;
+pub mod policy;
+pub mod secret;
