@@ -116,7 +116,7 @@ async fn bench() {
     let resync_writes = ctx.aws.stats.writes() - writes;
     let kube_writes = server.stats().writes();
 
-    let metrics = ctx.metrics.render(&ctx.aws.stats);
+    let metrics = ctx.metrics.render();
     let duration = |kind: &str, what: &str| -> f64 {
         let prefix = format!("bucket_broker_reconcile_duration_seconds_{what}{{kind=\"{kind}\"}} ");
         metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)

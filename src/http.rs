@@ -13,20 +13,12 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::aws::CallStats;
-use crate::metrics::Metrics;
-
-/// What the endpoints read.
-#[derive(Clone)]
-pub struct Endpoints {
-    pub metrics: Arc<Metrics>,
-    pub aws: CallStats,
-}
+use crate::metrics::{self, Metrics};
 
 /// Binds `addr`; returns the bound address (useful with port 0) and the serving future.
 pub async fn bind(
     addr: SocketAddr,
-    endpoints: Endpoints,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -37,9 +29,9 @@ pub async fn bind(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
-            let endpoints = endpoints.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request| respond(request, endpoints.clone()));
+                let service = service_fn(move |request| respond(request, metrics.clone()));
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
             });
         }
@@ -49,13 +41,13 @@ pub async fn bind(
 
 async fn respond(
     request: Request<Incoming>,
-    endpoints: Endpoints,
+    metrics: Arc<Metrics>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if endpoints.metrics.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+        "/readyz" if metrics.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "caches not synced yet\n".to_owned()),
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", endpoints.metrics.render(&endpoints.aws)),
+        "/metrics" => (StatusCode::OK, metrics::CONTENT_TYPE, metrics.render()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -1,85 +1,130 @@
-//! Prometheus metrics and readiness, rendered in the text exposition format without a metrics crate.
+//! Prometheus metrics and readiness, through `prometheus-client`.
 //!
 //! Every label value is static (kinds, outcomes, reasons, AWS operation names) or a bounded readiness flag:
-//! no object names, so cardinality stays bounded however many objects there are.
+//! no object names, so cardinality stays bounded however many objects there are. Two families are read at
+//! scrape time rather than counted twice: AWS calls (from the AWS layer's [`CallStats`]) and managed objects
+//! (from the controllers' caches).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
 use crate::aws::CallStats;
 
+/// The `Content-Type` of [`Metrics::render`]: the Prometheus text format every scraper reads.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 /// Upper bounds of the reconcile duration histogram, in seconds.
-const BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const BUCKETS: [f64; 10] = [0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-/// Counts of managed objects by readiness, read from a controller's cache at scrape time.
-type ObjectCounter = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+/// The number of controllers whose caches must sync before the process is ready.
+pub const CONTROLLERS: usize = 3;
 
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    kind: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsCallLabels {
+    service: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadinessLabels {
+    kind: &'static str,
+    ready: &'static str,
+}
+
+type DurationFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
+
 /// The controller's metrics and health.
-#[derive(Default)]
 pub struct Metrics {
-    reconciles: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    failures: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    durations: Mutex<BTreeMap<&'static str, Histogram>>,
-    objects: Mutex<Vec<(&'static str, ObjectCounter)>>,
+    registry: Registry,
+    reconciles: Family<OutcomeLabels, Counter>,
+    failures: Family<FailureLabels, Counter>,
+    durations: DurationFamily,
+    objects: Arc<ManagedObjects>,
     /// How many controllers have synced their caches.
     synced: AtomicUsize,
     /// Waiting for the leader Lease: nothing to sync, yet healthy.
     standby: AtomicBool,
 }
 
-/// The number of controllers whose caches must sync before the process is ready.
-pub const CONTROLLERS: usize = 3;
-
 impl Metrics {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Metrics::default())
+    /// The metrics of a process whose AWS calls are counted in `aws`.
+    pub fn new(aws: CallStats) -> Arc<Self> {
+        let mut registry = Registry::default();
+        let reconciles = Family::<OutcomeLabels, Counter>::default();
+        registry.register("bucket_broker_reconciles", "Reconciles by kind and outcome", reconciles.clone());
+        let failures = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "bucket_broker_reconcile_failures",
+            "Failed reconciles by kind and reason",
+            failures.clone(),
+        );
+        let durations: DurationFamily = Family::new_with_constructor(|| Histogram::new(BUCKETS));
+        registry.register(
+            "bucket_broker_reconcile_duration_seconds",
+            "Reconcile duration by kind",
+            durations.clone(),
+        );
+        registry.register_collector(Box::new(AwsCalls(aws)));
+        let objects = Arc::new(ManagedObjects::default());
+        registry.register_collector(Box::new(objects.clone()));
+        Arc::new(Metrics {
+            registry,
+            reconciles,
+            failures,
+            durations,
+            objects,
+            synced: AtomicUsize::new(0),
+            standby: AtomicBool::new(false),
+        })
     }
 
     /// Records one reconcile of `kind`: `outcome` is `success` or `error`.
     pub fn reconciled(&self, kind: &'static str, outcome: &'static str, took: Duration) {
-        if let Ok(mut counts) = self.reconciles.lock() {
-            *counts.entry((kind, outcome)).or_default() += 1;
-        }
-        if let Ok(mut durations) = self.durations.lock() {
-            let histogram = durations
-                .entry(kind)
-                .or_insert_with(|| Histogram { counts: vec![0; BUCKETS.len()], ..Default::default() });
-            let seconds = took.as_secs_f64();
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                if seconds <= *bound {
-                    histogram.counts[i] += 1;
-                }
-            }
-            histogram.sum += seconds;
-            histogram.count += 1;
-        }
+        self.reconciles.get_or_create(&OutcomeLabels { kind, outcome }).inc();
+        self.durations.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
     }
 
     /// Records a failed reconcile with its static reason.
     pub fn failed(&self, kind: &'static str, reason: &'static str) {
-        if let Ok(mut failures) = self.failures.lock() {
-            *failures.entry((kind, reason)).or_default() += 1;
-        }
+        self.failures.get_or_create(&FailureLabels { kind, reason }).inc();
     }
 
-    /// Registers a source of object counts (ready, not ready) for `kind`.
+    /// Registers a source of object counts (ready, not ready) for `kind`, read at each scrape.
     pub fn count_objects(
         &self,
         kind: &'static str,
         counter: impl Fn() -> (u64, u64) + Send + Sync + 'static,
     ) {
-        if let Ok(mut objects) = self.objects.lock() {
-            objects.push((kind, Box::new(counter)));
+        if let Ok(mut sources) = self.objects.0.lock() {
+            sources.push((kind, Box::new(counter)));
         }
     }
 
@@ -97,88 +142,68 @@ impl Metrics {
         self.standby.load(Ordering::SeqCst) || self.synced.load(Ordering::SeqCst) >= CONTROLLERS
     }
 
-    /// The metrics in the Prometheus text format.
-    pub fn render(&self, aws: &CallStats) -> String {
+    /// The metrics in the Prometheus text format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
         let mut out = String::new();
-        header(&mut out, "bucket_broker_reconciles_total", "counter", "Reconciles by kind and outcome.");
-        for ((kind, outcome), n) in self.reconciles.lock().map(|m| m.clone()).unwrap_or_default() {
-            let _ =
-                writeln!(out, "bucket_broker_reconciles_total{{kind=\"{kind}\",outcome=\"{outcome}\"}} {n}");
-        }
-        header(
-            &mut out,
-            "bucket_broker_reconcile_failures_total",
-            "counter",
-            "Failed reconciles by kind and reason.",
-        );
-        for ((kind, reason), n) in self.failures.lock().map(|m| m.clone()).unwrap_or_default() {
-            let _ = writeln!(
-                out,
-                "bucket_broker_reconcile_failures_total{{kind=\"{kind}\",reason=\"{reason}\"}} {n}"
-            );
-        }
-        header(
-            &mut out,
-            "bucket_broker_reconcile_duration_seconds",
-            "histogram",
-            "Reconcile duration by kind.",
-        );
-        if let Ok(durations) = self.durations.lock() {
-            for (kind, h) in durations.iter() {
-                for (bound, n) in BUCKETS.iter().zip(&h.counts) {
-                    let _ = writeln!(
-                        out,
-                        "bucket_broker_reconcile_duration_seconds_bucket{{kind=\"{kind}\",le=\"{bound}\"}} {n}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "bucket_broker_reconcile_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
-                    h.count
-                );
-                let _ = writeln!(
-                    out,
-                    "bucket_broker_reconcile_duration_seconds_sum{{kind=\"{kind}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "bucket_broker_reconcile_duration_seconds_count{{kind=\"{kind}\"}} {}",
-                    h.count
-                );
-            }
-        }
-        header(
-            &mut out,
-            "bucket_broker_aws_calls_total",
-            "counter",
-            "AWS API calls by service, operation and outcome.",
-        );
-        for ((service, operation, outcome), n) in aws.snapshot() {
-            let _ = writeln!(
-                out,
-                "bucket_broker_aws_calls_total{{service=\"{service}\",operation=\"{operation}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        header(&mut out, "bucket_broker_managed_objects", "gauge", "Objects managed, by kind and readiness.");
-        if let Ok(objects) = self.objects.lock() {
-            for (kind, counter) in objects.iter() {
-                let (ready, not_ready) = counter();
-                let _ =
-                    writeln!(out, "bucket_broker_managed_objects{{kind=\"{kind}\",ready=\"true\"}} {ready}");
-                let _ = writeln!(
-                    out,
-                    "bucket_broker_managed_objects{{kind=\"{kind}\",ready=\"false\"}} {not_ready}"
-                );
-            }
+        // Writing into a String cannot fail; a collector's error would only truncate the page.
+        if let Err(err) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %err, "Failed to encode the metrics");
         }
         out
     }
 }
 
-fn header(out: &mut String, name: &str, type_: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {type_}");
+/// `bucket_broker_aws_calls_total`, read from the AWS layer's own counts.
+#[derive(Debug)]
+struct AwsCalls(CallStats);
+
+impl Collector for AwsCalls {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "bucket_broker_aws_calls",
+            "AWS API calls by service, operation and outcome",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((service, operation, outcome), n) in self.0.snapshot() {
+            let labels = AwsCallLabels { service, operation, outcome };
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts of managed objects by readiness, read from a controller's cache at scrape time.
+type ObjectCounter = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+
+/// `bucket_broker_managed_objects`, counted from the controllers' caches at each scrape.
+#[derive(Default)]
+struct ManagedObjects(Mutex<Vec<(&'static str, ObjectCounter)>>);
+
+impl std::fmt::Debug for ManagedObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ManagedObjects")
+    }
+}
+
+impl Collector for ManagedObjects {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "bucket_broker_managed_objects",
+            "Objects managed, by kind and readiness",
+            None,
+            MetricType::Gauge,
+        )?;
+        let Ok(sources) = self.0.lock() else { return Ok(()) };
+        for (kind, counter) in sources.iter() {
+            let (ready, not_ready) = counter();
+            for (flag, n) in [("true", ready), ("false", not_ready)] {
+                let labels = ReadinessLabels { kind, ready: flag };
+                ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -187,37 +212,39 @@ mod tests {
 
     #[test]
     fn renders_counters_histograms_and_gauges() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(CallStats::default());
         metrics.reconciled("Bucket", "success", Duration::from_millis(70));
         metrics.reconciled("Bucket", "error", Duration::from_secs(3));
         metrics.failed("Bucket", "AwsError");
         metrics.count_objects("Bucket", || (2, 1));
-        let text = metrics.render(&CallStats::default());
-        assert!(
-            text.contains("bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"} 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("bucket_broker_reconcile_failures_total{kind=\"Bucket\",reason=\"AwsError\"} 1")
-        );
-        assert!(
-            text.contains("bucket_broker_reconcile_duration_seconds_bucket{kind=\"Bucket\",le=\"0.1\"} 1")
-        );
-        assert!(text.contains("bucket_broker_reconcile_duration_seconds_bucket{kind=\"Bucket\",le=\"5\"} 2"));
-        assert!(text.contains("bucket_broker_reconcile_duration_seconds_count{kind=\"Bucket\"} 2"));
-        assert!(text.contains("bucket_broker_managed_objects{kind=\"Bucket\",ready=\"false\"} 1"));
-        assert!(text.contains("# TYPE bucket_broker_aws_calls_total counter"));
+        let text = metrics.render();
+        for expected in [
+            "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"} 1\n",
+            "bucket_broker_reconcile_failures_total{kind=\"Bucket\",reason=\"AwsError\"} 1\n",
+            "bucket_broker_reconcile_duration_seconds_bucket{kind=\"Bucket\",le=\"0.1\"} 1\n",
+            "bucket_broker_reconcile_duration_seconds_bucket{kind=\"Bucket\",le=\"5\"} 2\n",
+            "bucket_broker_reconcile_duration_seconds_bucket{kind=\"Bucket\",le=\"+Inf\"} 2\n",
+            "bucket_broker_reconcile_duration_seconds_count{kind=\"Bucket\"} 2\n",
+            "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"true\"} 2\n",
+            "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"false\"} 1\n",
+            "# HELP bucket_broker_reconciles_total Reconciles by kind and outcome.\n",
+            "# TYPE bucket_broker_aws_calls_total counter\n",
+            "# TYPE bucket_broker_reconcile_duration_seconds histogram\n",
+            "# TYPE bucket_broker_managed_objects gauge\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
     }
 
     #[test]
     fn ready_once_every_controller_synced_or_standing_by() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(CallStats::default());
         assert!(!metrics.is_ready());
         for _ in 0..CONTROLLERS {
             metrics.synced();
         }
         assert!(metrics.is_ready());
-        let standby = Metrics::new();
+        let standby = Metrics::new(CallStats::default());
         standby.set_standby(true);
         assert!(standby.is_ready());
     }

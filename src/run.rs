@@ -11,7 +11,7 @@ use crate::api::{Bucket, BucketBinding, BucketServiceKey};
 use crate::aws::Aws;
 use crate::config::{LogFormat, RunArgs};
 use crate::controller::{self, Context, Settings};
-use crate::http::{self, Endpoints};
+use crate::http;
 use crate::leader::{Elector, LeaseSettings};
 
 /// A failure to start.
@@ -53,8 +53,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let aws = Aws::new(&sdk, region.clone(), args.aws_endpoint_url.clone());
     let ctx = Context::new(client, aws, Settings::new(&args, region.clone()));
 
-    let endpoints = Endpoints { metrics: ctx.metrics.clone(), aws: ctx.aws.stats.clone() };
-    let (addr, http) = http::bind(args.metrics_addr, endpoints)
+    let (addr, http) = http::bind(args.metrics_addr, ctx.metrics.clone())
         .await
         .map_err(|source| RunError::Http { addr: args.metrics_addr, source })?;
     tokio::spawn(http);

@@ -192,7 +192,7 @@ impl AwsError {
 }
 
 /// Counts of AWS calls by (service, operation, outcome), shared by clones.
-#[derive(Clone, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct CallStats(Arc<Mutex<BTreeMap<CallKey, u64>>>);
 
 /// (service, operation, outcome): the outcome is `success` or an error's static reason.

@@ -97,7 +97,7 @@ impl Context {
     pub fn new(client: Client, aws: Aws, settings: Settings) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(aws.stats.clone());
         Arc::new(Context { client, aws, settings, metrics, recorder, backoff: Backoff::default() })
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bucket_broker::api::{Bucket, find_condition};
 use bucket_broker::controller::Context;
-use bucket_broker::http::{self, Endpoints};
+use bucket_broker::http;
 use bucket_broker::leader::LeaseSettings;
 use bucket_broker::run::{RunError, serve};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -40,8 +40,8 @@ async fn health_readiness_and_metrics_endpoints() {
     let mut env = TestEnv::new().await;
     // Not started yet: alive, not ready.
     let idle = Context::new(env.client.clone(), env.admin.clone(), env.settings());
-    let endpoints = Endpoints { metrics: idle.metrics.clone(), aws: idle.aws.stats.clone() };
-    let (addr, server) = http::bind("127.0.0.1:0".parse().expect("addr"), endpoints).await.expect("bind");
+    let (addr, server) =
+        http::bind("127.0.0.1:0".parse().expect("addr"), idle.metrics.clone()).await.expect("bind");
     let idle_server = tokio::spawn(server);
     assert_eq!(http_get(&format!("http://{addr}/healthz")).await.0, 200);
     assert_eq!(http_get(&format!("http://{addr}/readyz")).await.0, 503, "not ready before the caches sync");
@@ -49,8 +49,8 @@ async fn health_readiness_and_metrics_endpoints() {
     idle_server.abort();
 
     let ctx = env.start_controller().await;
-    let endpoints = Endpoints { metrics: ctx.metrics.clone(), aws: ctx.aws.stats.clone() };
-    let (addr, server) = http::bind("127.0.0.1:0".parse().expect("addr"), endpoints).await.expect("bind");
+    let (addr, server) =
+        http::bind("127.0.0.1:0".parse().expect("addr"), ctx.metrics.clone()).await.expect("bind");
     tokio::spawn(server);
     until("readiness", async || http_get(&format!("http://{addr}/readyz")).await.0 == 200).await;
 
