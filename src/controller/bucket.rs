@@ -18,10 +18,13 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, Error, ReconcileError, apply_status, error_policy, identity, now, object_key};
+use super::context::object_key;
+use super::error::error_policy;
+use super::status::{apply_status, conditions_after};
+use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
-use crate::desired::conditions::{Observation, merge, reasons};
+use crate::desired::conditions::{Observation, reasons};
 use crate::desired::names::{self, Owner, tag};
 use crate::desired::policy;
 
@@ -87,7 +90,7 @@ struct Location {
 }
 
 fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
-    let (uid, _, _) = identity(bucket)?;
+    let uid = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?.uid;
     let status = bucket.status.as_ref();
     let name = status
         .and_then(|s| s.bucket_name.clone())
@@ -111,7 +114,7 @@ fn status_for(bucket: &Bucket, location: &Location, observation: Observation) ->
         endpoint: Some(location.endpoint.clone()),
         public_url: bucket.spec.public.then(|| location.endpoint.clone()),
         observed_generation: generation,
-        conditions: merge(&current.conditions, &[observation], generation, &now()),
+        conditions: conditions_after(&current.conditions, &[observation], generation),
     }
 }
 
@@ -165,7 +168,7 @@ fn ready_message(bucket: &Bucket, ctx: &Context) -> String {
 
 /// Ensures the bucket and each of its settings; returns what had to change.
 async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Result<Vec<&'static str>, Error> {
-    let (uid, namespace, name) = identity(bucket)?;
+    let owner = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?;
     let ops = BucketOps {
         client: ctx.aws.s3_in(&location.region),
         stats: &ctx.aws.stats,
@@ -179,13 +182,13 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
         changes.push("created");
     }
     let current_tags = current_tags.unwrap_or_default();
-    if let Some((_, owner)) = current_tags.iter().find(|(k, _)| k == tag::UID).filter(|(_, v)| v != uid) {
+    if let Some((_, owner)) = current_tags.iter().find(|(k, _)| k == tag::UID).filter(|(_, v)| v != owner.uid)
+    {
         return Err(Error::Conflict(format!(
             "the AWS bucket {} is tagged as belonging to another object (uid {owner}); it is left untouched",
             location.bucket
         )));
     }
-    let owner = Owner { kind: "Bucket", namespace, name, uid };
     let desired_tags = merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env));
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
         changes.push("tagged");
@@ -219,7 +222,7 @@ fn merged_tags(current: &[(String, String)], ours: Vec<(String, String)>) -> Vec
 }
 
 async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
-    let (uid, namespace, name) = identity(bucket)?;
+    let Owner { uid, namespace, name, .. } = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?;
     let reference = bucket.object_ref(&());
     let dependents = dependents(ctx, namespace, name).await?;
     if !dependents.is_empty() {

@@ -28,10 +28,13 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Context, Error, MANAGER, ReconcileError, apply_status, error_policy, identity, now, object_key};
+use super::context::object_key;
+use super::error::error_policy;
+use super::status::{apply_status, conditions_after};
+use super::{Context, Error, MANAGER, ReconcileError};
 use crate::api::{AccessSpec, Bucket, CredentialStatus, SecretRef};
 use crate::aws::iam::{UserOps, key_works};
-use crate::desired::conditions::{Observation, is_true, merge, reasons, types};
+use crate::desired::conditions::{Observation, is_true, reasons, types};
 use crate::desired::names::{self, Owner, tag};
 use crate::desired::policy;
 use crate::desired::secret::Credentials;
@@ -120,7 +123,7 @@ fn secret_name<K: CredentialKind>(obj: &K) -> String {
 }
 
 fn user_name<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<String, Error> {
-    let (uid, _, _) = identity(obj)?;
+    let uid = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?.uid;
     Ok(obj
         .credential_status()
         .and_then(|s| s.user_name.clone())
@@ -136,7 +139,7 @@ fn status_with<K: CredentialKind>(
     let current = obj.credential_status().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = obj.meta().generation;
     status.observed_generation = generation;
-    status.conditions = merge(current, observations, generation, &now());
+    status.conditions = conditions_after(current, observations, generation);
     status
 }
 
@@ -162,7 +165,7 @@ fn network_observation(spec: &AccessSpec, ctx: &Context) -> Observation {
 }
 
 async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    let (uid, namespace, name) = identity(obj)?;
+    let Owner { uid, namespace, name, .. } = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     let spec = obj.access();
     let reference = obj.object_ref(&());
     let previous = obj.credential_status().cloned().unwrap_or_default();
@@ -356,16 +359,14 @@ async fn provision<K: CredentialKind>(
     user: &str,
     bucket_arn: &str,
 ) -> Result<(String, Vec<&'static str>), Error> {
-    let (uid, namespace, name) = identity(obj)?;
+    let owner = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     let spec = obj.access();
     let settings = &ctx.settings;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let mut changes = Vec::new();
-    let kind = K::kind(&());
-    let owner = Owner { kind: kind.as_ref(), namespace, name, uid };
     let arn = match ops.get().await? {
         Some(existing) => {
-            if let Some((_, other)) = existing.tags.iter().find(|(k, v)| k == tag::UID && v != uid) {
+            if let Some((_, other)) = existing.tags.iter().find(|(k, v)| k == tag::UID && v != owner.uid) {
                 return Err(Error::Conflict(format!(
                     "the IAM user {user} is tagged as belonging to another object (uid {other}); it is left untouched"
                 )));
@@ -469,7 +470,7 @@ fn desired_secret(
 }
 
 async fn cleanup<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    let (uid, namespace, name) = identity(obj)?;
+    let Owner { uid, namespace, name, .. } = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     if let Some(user) = obj.credential_status().and_then(|s| s.user_name.clone()) {
         let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
         match ops.get().await? {

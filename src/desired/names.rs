@@ -1,6 +1,8 @@
 //! AWS names, ARNs, URLs and tags. Names come from the Kubernetes uid, never from user-chosen names, so a
 //! re-created object can never take over someone else's bucket or IAM user.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 /// Tag keys written on every AWS object; the uid tag is checked before any delete or adoption.
 pub mod tag {
     pub const NAMESPACE: &str = "bucketbroker.io/namespace";
@@ -58,6 +60,19 @@ pub struct Owner<'a> {
     pub namespace: &'a str,
     pub name: &'a str,
     pub uid: &'a str,
+}
+
+impl<'a> Owner<'a> {
+    /// The owner described by a stored object's metadata; the error names the field it lacks (an object
+    /// that never went through an API server).
+    pub fn of(kind: &'a str, meta: &'a ObjectMeta) -> Result<Self, &'static str> {
+        Ok(Owner {
+            kind,
+            namespace: meta.namespace.as_deref().ok_or("namespace")?,
+            name: meta.name.as_deref().ok_or("name")?,
+            uid: meta.uid.as_deref().ok_or("uid")?,
+        })
+    }
 }
 
 /// The tags of every AWS object the controller creates, sorted by key.

@@ -5,21 +5,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::Shared;
 use super::error::ApiError;
 use super::faults::RequestInfo;
 use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::store::{PatchKind, Scope};
 use super::watch::{self, WatchParams};
-
-pub(super) type Body = BoxBody<Bytes, std::io::Error>;
+use super::{Body, Shared};
 
 fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes)).map_err(|never: Infallible| match never {}).boxed()

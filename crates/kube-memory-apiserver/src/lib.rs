@@ -64,6 +64,9 @@ impl Default for Options {
     }
 }
 
+/// A response body: a whole JSON document ([`http`]) or a chunked watch stream ([`watch`]).
+type Body = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::io::Error>;
+
 /// State shared by the server task, its connections and the `ApiServer` handle.
 struct Shared {
     state: Mutex<State>,

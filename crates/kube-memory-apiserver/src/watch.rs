@@ -13,9 +13,9 @@ use hyper::body::{Bytes, Frame};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use super::Body;
 use super::Shared;
 use super::error::ApiError;
-use super::http::Body;
 use super::selector::Selectors;
 use super::store::{Scope, State, WatchEvent};
 use super::types::ResourceType;

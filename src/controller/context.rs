@@ -1,0 +1,207 @@
+//! What every reconcile shares: the settings, the clients, metrics, the event recorder, and the per-object
+//! backoff of failed reconciles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource};
+
+use super::MANAGER;
+use super::error::ReconcileError;
+use crate::aws::Aws;
+use crate::config::RunArgs;
+use crate::desired::policy::PlatformNetwork;
+use crate::metrics::Metrics;
+
+/// The controller's settings, after validation and with the AWS region resolved.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub region: String,
+    pub deploy_env: String,
+    pub bucket_prefix: String,
+    pub user_prefix: String,
+    pub iam_path: String,
+    pub network: PlatformNetwork,
+    pub permissions_boundary_arn: Option<String>,
+    pub common_user_policy_arn: Option<String>,
+    pub require_tls: bool,
+    pub resync_interval: Duration,
+    pub concurrency: u16,
+    pub namespace: Option<String>,
+}
+
+impl Settings {
+    pub fn new(args: &RunArgs, region: String) -> Self {
+        Settings {
+            region,
+            deploy_env: args.deploy_env.clone(),
+            bucket_prefix: args.bucket_prefix.clone(),
+            user_prefix: args.user_prefix.clone(),
+            iam_path: args.iam_path.clone(),
+            network: PlatformNetwork {
+                cidrs: args.platform_cidrs.clone(),
+                vpc_endpoints: args.platform_vpc_endpoints.clone(),
+            },
+            permissions_boundary_arn: args.permissions_boundary_arn.clone(),
+            common_user_policy_arn: args.common_user_policy_arn.clone(),
+            require_tls: args.require_tls,
+            resync_interval: args.resync_interval.0,
+            concurrency: args.concurrency,
+            namespace: args.namespace.clone(),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub aws: Aws,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    recorder: Recorder,
+    pub(super) backoff: Backoff,
+}
+
+impl Context {
+    pub fn new(client: Client, aws: Aws, settings: Settings) -> Arc<Self> {
+        let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let metrics = Metrics::new(aws.stats.clone());
+        Arc::new(Context { client, aws, settings, metrics, recorder, backoff: Backoff::default() })
+    }
+
+    /// Records a reconcile's outcome and duration, and resets the object's backoff after a success.
+    pub fn record<T>(
+        &self,
+        kind: &'static str,
+        key: &str,
+        started: Instant,
+        result: &Result<T, ReconcileError>,
+    ) {
+        let outcome = if result.is_ok() { "success" } else { "error" };
+        self.metrics.reconciled(kind, outcome, started.elapsed());
+        if result.is_ok() {
+            self.backoff.reset(key);
+        }
+    }
+
+    /// Registers a controller's cache with the metrics (object counts) and readiness (synced).
+    pub fn watch_cache<K>(&self, kind: &'static str, store: Store<K>, ready: fn(&K) -> bool)
+    where
+        K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    {
+        let counted = store.clone();
+        self.metrics.count_objects(kind, move || {
+            let objects = counted.state();
+            let ready = objects.iter().filter(|o| ready(o)).count() as u64;
+            (ready, objects.len() as u64 - ready)
+        });
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            // A bare `wait_until_ready().await` was seen never to wake up (kube 5.0, one writer shared by
+            // the controller): polling it again after a timeout finds it ready.
+            loop {
+                if let Ok(result) =
+                    tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await
+                {
+                    if result.is_ok() {
+                        metrics.synced();
+                    }
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Publishes an event; a failure to publish is logged, never fatal.
+    pub async fn event(
+        &self,
+        reference: &ObjectReference,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&event, reference).await {
+            tracing::warn!(error = %err, reason, "Failed to publish event");
+        }
+    }
+
+    /// An `Api` for a namespaced kind in `namespace`.
+    pub fn api<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+}
+
+/// Per-object exponential backoff for failed reconciles (kube's controller has none built in).
+#[derive(Default)]
+pub struct Backoff(Mutex<HashMap<String, u32>>);
+
+impl Backoff {
+    const BASE: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(300);
+
+    /// The delay before the next attempt after one more failure of `key`.
+    pub fn next(&self, key: &str) -> Duration {
+        let attempts = self
+            .0
+            .lock()
+            .map(|mut failures| {
+                let n = failures.entry(key.to_owned()).or_default();
+                *n = n.saturating_add(1);
+                *n
+            })
+            .unwrap_or(1);
+        Self::BASE.saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16))).min(Self::MAX)
+    }
+
+    /// Forgets the failures of `key` after a success.
+    pub fn reset(&self, key: &str) {
+        if let Ok(mut failures) = self.0.lock() {
+            failures.remove(key);
+        }
+    }
+}
+
+/// The key of an object in the backoff table.
+pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_object_and_resets() {
+        let backoff = Backoff::default();
+        let delays: Vec<u64> = (0..4).map(|_| backoff.next("a").as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8]);
+        assert_eq!(backoff.next("b").as_secs(), 1, "objects back off independently");
+        for _ in 0..30 {
+            backoff.next("a");
+        }
+        assert_eq!(backoff.next("a"), Backoff::MAX);
+        backoff.reset("a");
+        assert_eq!(backoff.next("a").as_secs(), 1);
+    }
+}

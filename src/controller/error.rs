@@ -1,0 +1,89 @@
+//! Reconcile failures: one error type for every controller, its static reason for conditions, events and
+//! metrics, and the requeue after a failure.
+
+use kube::Resource;
+use kube::runtime::controller::Action;
+
+use super::context::{Context, object_key};
+use crate::aws::{AwsError, ErrorKind};
+use crate::desired::conditions::reasons;
+
+/// A reconcile failure. Messages are lowercase, never repeat their source, and never hold a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    // The cause is in the message (conditions show it) and therefore not also a `source`, so that a
+    // printed error chain does not repeat it.
+    #[error("kubernetes request failed: {0}")]
+    Kube(kube::Error),
+    /// Deletion must wait; the message says for what.
+    #[error("{0}")]
+    DeletionBlocked(String),
+    /// An AWS object with our name belongs to another Kubernetes object.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the object has no {0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// A static PascalCase reason, for conditions, events and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Aws(_) => reasons::AWS_ERROR,
+            Error::Kube(_) => "KubernetesError",
+            Error::DeletionBlocked(_) => reasons::DELETION_BLOCKED,
+            Error::Conflict(_) => "NameConflict",
+            Error::Incomplete(_) => reasons::INVALID_SPEC,
+        }
+    }
+
+    /// Whether retrying soon is likely to help (throttling, network) rather than waiting for a person.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Aws(err) => err.is(ErrorKind::Transient),
+            Error::Kube(_) => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<kube::Error> for Error {
+    fn from(err: kube::Error) -> Self {
+        Error::Kube(err)
+    }
+}
+
+/// The reconcile result of every controller: the finalizer helper wraps our error.
+pub type ReconcileError = kube::runtime::finalizer::Error<Error>;
+
+/// The static reason of a reconcile failure, for metrics.
+pub fn failure_reason(error: &ReconcileError) -> &'static str {
+    use kube::runtime::finalizer::Error as F;
+    match error {
+        F::ApplyFailed(err) | F::CleanupFailed(err) => err.reason(),
+        F::AddFinalizer(_) | F::RemoveFinalizer(_) => "KubernetesError",
+        _ => reasons::INVALID_SPEC,
+    }
+}
+
+/// The requeue after a failed reconcile: exponential per object, logged with its static reason.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    kind: &'static str,
+    obj: &K,
+    error: &ReconcileError,
+    ctx: &Context,
+) -> Action {
+    ctx.metrics.failed(kind, failure_reason(error));
+    let delay = ctx.backoff.next(&object_key(obj));
+    tracing::warn!(
+        kind,
+        namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
+        name = obj.meta().name.as_deref().unwrap_or_default(),
+        error = %error,
+        retry_in = ?delay,
+        "Reconcile failed"
+    );
+    Action::requeue(delay)
+}
