@@ -1,7 +1,10 @@
 //! bucket-broker: AWS S3 buckets and app-ready, least-privilege credentials from Kubernetes resources.
 //!
 //! - [`api`]: the custom resources users write (`Bucket`, `BucketBinding`, `BucketServiceKey`).
-//! - [`config`]: the controller's flags, parsed and validated in one place.
+//! - [`desired`]: the desired state, computed without I/O (names, policies, conditions, Secret data).
+//! - [`aws`]: the AWS layer (S3, IAM, STS), idempotent operations and errors classified by code.
+//! - [`controller`]: one controller per kind, and the credentials logic bindings and service keys share.
+//! - [`config`], [`cli`], [`run`], [`http`], [`metrics`], [`leader`]: the binary's flags and wiring.
 //! - `local` (cargo feature `local`, on by default, off in the release image): a local environment with no
 //!   cluster and no AWS account (the in-memory Kubernetes API server and a moto process), for the tests and
 //!   the quickstart.
