@@ -21,6 +21,14 @@ pub struct User {
     pub permissions_boundary: Option<String>,
 }
 
+/// An access key of a user, as IAM lists it (never with its secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessKey {
+    pub id: String,
+    /// When AWS created it, in seconds since the Unix epoch.
+    pub created: Option<i64>,
+}
+
 /// A new access key. The secret is only ever in memory and in the Secret.
 pub struct NewKey {
     pub id: String,
@@ -100,14 +108,16 @@ impl UserOps<'_> {
         }
     }
 
-    /// Writes the inline policy when it differs in meaning from the stored one.
-    pub async fn ensure_policy(&self, desired: &Value) -> Result<bool, AwsError> {
+    /// Whether the stored inline policy means the same as `desired`.
+    pub async fn has_policy(&self, desired: &Value) -> Result<bool, AwsError> {
         let get = self.client.get_user_policy().user_name(self.user).policy_name(POLICY_NAME).send();
         let current = optional(call(self.stats, IAM, "GetUserPolicy", get).await)?
             .and_then(|p| parse_document(&p.policy_document));
-        if current.is_some_and(|c| policy::equivalent(&c, desired)) {
-            return Ok(false);
-        }
+        Ok(current.is_some_and(|c| policy::equivalent(&c, desired)))
+    }
+
+    /// Writes the inline policy.
+    pub async fn put_policy(&self, desired: &Value) -> Result<(), AwsError> {
         let put = self
             .client
             .put_user_policy()
@@ -116,7 +126,7 @@ impl UserOps<'_> {
             .policy_document(desired.to_string())
             .send();
         call(self.stats, IAM, "PutUserPolicy", put).await?;
-        Ok(true)
+        Ok(())
     }
 
     /// The ARNs of the managed policies attached to the user.
@@ -132,11 +142,25 @@ impl UserOps<'_> {
         Ok(())
     }
 
-    /// The ids of the user's access keys.
-    pub async fn access_keys(&self) -> Result<Vec<String>, AwsError> {
+    /// The user's access keys.
+    pub async fn access_keys(&self) -> Result<Vec<AccessKey>, AwsError> {
         let list = self.client.list_access_keys().user_name(self.user).send();
         let output = call(self.stats, IAM, "ListAccessKeys", list).await?;
-        Ok(output.access_key_metadata.into_iter().filter_map(|k| k.access_key_id).collect())
+        Ok(output
+            .access_key_metadata
+            .into_iter()
+            .filter_map(|k| {
+                Some(AccessKey { id: k.access_key_id?, created: k.create_date.map(|d| d.secs()) })
+            })
+            .collect())
+    }
+
+    /// Deletes every access key of the user; a user that does not exist has none.
+    pub async fn delete_access_keys(&self) -> Result<(), AwsError> {
+        for key in optional(self.access_keys().await)?.unwrap_or_default() {
+            self.delete_access_key(&key.id).await?;
+        }
+        Ok(())
     }
 
     pub async fn create_access_key(&self) -> Result<NewKey, AwsError> {
@@ -154,18 +178,27 @@ impl UserOps<'_> {
         Ok(())
     }
 
-    /// Deletes everything the user holds, then the user; whatever is already gone counts as deleted.
+    /// Deletes everything the controller may have given the user (access keys, every inline policy,
+    /// every attached policy), then the user; whatever is already gone counts as deleted. Anything else
+    /// that blocks the deletion (a console password, MFA, a signing certificate someone added) fails
+    /// `DeleteUser` with a `DeleteConflict` that names it.
     pub async fn delete_all(&self) -> Result<(), AwsError> {
         let keys = match self.access_keys().await {
             Err(err) if err.is(ErrorKind::NotFound) => return Ok(()),
             other => other?,
         };
         for key in keys {
-            self.delete_access_key(&key).await?;
+            self.delete_access_key(&key.id).await?;
         }
-        let delete_policy =
-            self.client.delete_user_policy().user_name(self.user).policy_name(POLICY_NAME).send();
-        optional(call(self.stats, IAM, "DeleteUserPolicy", delete_policy).await)?;
+        let list = self.client.list_user_policies().user_name(self.user).send();
+        let inline = optional(call(self.stats, IAM, "ListUserPolicies", list).await)?
+            .map(|o| o.policy_names)
+            .unwrap_or_default();
+        for name in inline {
+            let delete_policy =
+                self.client.delete_user_policy().user_name(self.user).policy_name(name).send();
+            optional(call(self.stats, IAM, "DeleteUserPolicy", delete_policy).await)?;
+        }
         for arn in optional(self.attached_policies().await)?.unwrap_or_default() {
             let detach = self.client.detach_user_policy().user_name(self.user).policy_arn(arn).send();
             optional(call(self.stats, IAM, "DetachUserPolicy", detach).await)?;
@@ -176,20 +209,35 @@ impl UserOps<'_> {
     }
 }
 
-/// Whether a new access key is accepted by AWS yet (IAM is eventually consistent): STS GetCallerIdentity
-/// signed with it. `Ok(false)` while it is not recognised.
-pub async fn key_works(
+/// What STS says of an access key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyCheck {
+    Accepted,
+    /// STS does not know the key (`InvalidClientTokenId`): what IAM's propagation delay looks like for a
+    /// new key, and the only answer worth waiting on.
+    NotYetKnown,
+    /// The key is known but the secret is wrong (`SignatureDoesNotMatch`): a hand-edited Secret.
+    WrongSecret,
+}
+
+/// Checks an access key with STS GetCallerIdentity, which every valid key may call. Any answer other than
+/// the three of [`KeyCheck`] (a disabled regional STS endpoint, say) is an error, never a reason to wait.
+pub async fn check_key(
     sts: &aws_sdk_sts::Client,
     stats: &CallStats,
     id: &str,
     secret: &str,
-) -> Result<bool, AwsError> {
+) -> Result<KeyCheck, AwsError> {
     let credentials = aws_sdk_sts::config::Credentials::new(id, secret, None, None, "bucket-broker-check");
     let config = sts.config().to_builder().credentials_provider(credentials).build();
     let probe = aws_sdk_sts::Client::from_conf(config);
     match call(stats, "sts", "GetCallerIdentity", probe.get_caller_identity().send()).await {
-        Ok(_) => Ok(true),
-        Err(err) if err.is(ErrorKind::AccessDenied) || err.has_code("InvalidClientTokenId") => Ok(false),
+        Ok(_) => Ok(KeyCheck::Accepted),
+        Err(err) if err.has_code("InvalidClientTokenId") => Ok(KeyCheck::NotYetKnown),
+        // A 403 whose body names no code (some emulators) cannot be told apart from an unknown key: it
+        // gets the same bounded wait, never an endless one.
+        Err(err) if err.code.is_none() && err.status == Some(403) => Ok(KeyCheck::NotYetKnown),
+        Err(err) if err.has_code("SignatureDoesNotMatch") => Ok(KeyCheck::WrongSecret),
         Err(err) => Err(err),
     }
 }
@@ -217,7 +265,14 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn invalid(operation: &'static str, err: impl std::fmt::Display) -> AwsError {
-    AwsError { service: IAM, operation, kind: ErrorKind::Invalid, code: None, message: err.to_string() }
+    AwsError {
+        service: IAM,
+        operation,
+        kind: ErrorKind::Invalid,
+        code: None,
+        status: None,
+        message: err.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ pub struct AwsError {
     pub operation: &'static str,
     pub kind: ErrorKind,
     pub code: Option<String>,
+    /// The HTTP status, when AWS answered.
+    pub status: Option<u16>,
     pub message: String,
 }
 
@@ -187,7 +189,7 @@ impl AwsError {
             }
             other => DisplayErrorContext(other).to_string(),
         };
-        AwsError { service, operation, kind, code, message }
+        AwsError { service, operation, kind, code, status, message }
     }
 }
 

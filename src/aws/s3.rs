@@ -272,5 +272,12 @@ impl std::fmt::Display for ObjectCount {
 }
 
 fn invalid(operation: &'static str, err: impl std::fmt::Display) -> AwsError {
-    AwsError { service: S3, operation, kind: ErrorKind::Invalid, code: None, message: err.to_string() }
+    AwsError {
+        service: S3,
+        operation,
+        kind: ErrorKind::Invalid,
+        code: None,
+        status: None,
+        message: err.to_string(),
+    }
 }

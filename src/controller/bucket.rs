@@ -25,7 +25,7 @@ use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
 use crate::desired::conditions::{Observation, reasons};
-use crate::desired::names::{self, Owner, tag};
+use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
 
 /// The finalizer that keeps a Bucket until its AWS bucket is dealt with.
@@ -89,31 +89,57 @@ struct Location {
     endpoint: String,
 }
 
-fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
+/// The bucket's name derives from the uid. A different name in status (tenant-writable) is used only when
+/// AWS shows that bucket carries this Bucket's uid tag (made under an earlier `--bucket-prefix`); any other
+/// is ignored, reported, and overwritten by the next status write.
+async fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
     let uid = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?.uid;
     let status = bucket.status.as_ref();
-    let name = status
-        .and_then(|s| s.bucket_name.clone())
-        .unwrap_or_else(|| names::bucket_name(&ctx.settings.bucket_prefix, uid));
+    let derived = names::bucket_name(&ctx.settings.bucket_prefix, uid);
+    // The region decides no access: a wrong one in status only makes this Bucket's own calls fail.
     let region = status
         .and_then(|s| s.region.clone())
         .or_else(|| bucket.spec.region.clone())
         .unwrap_or_else(|| ctx.settings.region.clone());
+    let mut name = derived.clone();
+    if let Some(hint) = status.and_then(|s| s.bucket_name.as_deref()).filter(|h| *h != derived) {
+        let ops = BucketOps { client: ctx.aws.s3_in(&region), stats: &ctx.aws.stats, bucket: hint };
+        match ops.tags().await? {
+            Some(tags) if names::ownership(&tags, uid) == Ownership::Ours => name = hint.to_owned(),
+            _ => {
+                let message = format!(
+                    "status.bucketName names {hint}, which AWS does not show as this Bucket's; it is ignored (the bucket is {derived})"
+                );
+                tracing::warn!(namespace = ?bucket.namespace(), name = %bucket.name_any(), hint, "Ignored a bucket name in status");
+                ctx.event(
+                    &bucket.object_ref(&()),
+                    EventType::Warning,
+                    reasons::STATUS_IGNORED,
+                    "Provision",
+                    message,
+                )
+                .await;
+            }
+        }
+    }
     let arn = names::bucket_arn(names::partition(&region), &name);
     let endpoint = names::bucket_endpoint(&name, &region, ctx.aws.endpoint_url.as_deref());
     Ok(Location { bucket: name, region, arn, endpoint })
 }
 
-fn status_for(bucket: &Bucket, location: &Location, observation: Observation) -> BucketStatus {
+/// The status after `observation`. `observedGeneration` moves only when this generation's spec was fully
+/// applied.
+fn status_for(bucket: &Bucket, location: &Location, observation: Observation, applied: bool) -> BucketStatus {
     let current = bucket.status.clone().unwrap_or_default();
     let generation = bucket.metadata.generation;
+    let observed_generation = if applied { generation } else { current.observed_generation };
     BucketStatus {
         bucket_name: Some(location.bucket.clone()),
         region: Some(location.region.clone()),
         arn: Some(location.arn.clone()),
         endpoint: Some(location.endpoint.clone()),
         public_url: bucket.spec.public.then(|| location.endpoint.clone()),
-        observed_generation: generation,
+        observed_generation,
         conditions: conditions_after(&current.conditions, &[observation], generation),
     }
 }
@@ -125,19 +151,10 @@ async fn write_status(bucket: &Bucket, ctx: &Context, status: &BucketStatus) -> 
 }
 
 async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
-    let location = location(bucket, ctx)?;
+    // The name derives from the uid, so an interrupted reconcile finds the same bucket again: status only
+    // displays it, and is written once the pass is done.
+    let location = location(bucket, ctx).await?;
     let reference = bucket.object_ref(&());
-
-    // The name goes to status before the bucket exists, so that an interrupted reconcile finds it again.
-    if bucket.status.as_ref().and_then(|s| s.bucket_name.as_ref()).is_none() {
-        let status = status_for(
-            bucket,
-            &location,
-            Observation::not_ready(reasons::PROVISIONING, "creating the bucket"),
-        );
-        write_status(bucket, ctx, &status).await?;
-        return Ok(Action::requeue(std::time::Duration::ZERO));
-    }
 
     match provision(bucket, ctx, &location).await {
         Ok(changes) => {
@@ -147,13 +164,13 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                 ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
             }
             let ready = Observation::ready(reasons::PROVISIONED, ready_message(bucket, ctx));
-            write_status(bucket, ctx, &status_for(bucket, &location, ready)).await?;
+            write_status(bucket, ctx, &status_for(bucket, &location, ready, true)).await?;
             Ok(Action::requeue(ctx.settings.resync_interval))
         }
         Err(err) => {
             let message = err.to_string();
             ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
-            let status = status_for(bucket, &location, Observation::not_ready(err.reason(), message));
+            let status = status_for(bucket, &location, Observation::not_ready(err.reason(), message), false);
             write_status(bucket, ctx, &status).await?;
             Err(err)
         }
@@ -182,10 +199,10 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
         changes.push("created");
     }
     let current_tags = current_tags.unwrap_or_default();
-    if let Some((_, owner)) = current_tags.iter().find(|(k, _)| k == tag::UID).filter(|(_, v)| v != owner.uid)
-    {
+    let derived = names::bucket_name(&ctx.settings.bucket_prefix, owner.uid);
+    if !names::may_manage(&current_tags, owner.uid, &location.bucket, &derived) {
         return Err(Error::Conflict(format!(
-            "the AWS bucket {} is tagged as belonging to another object (uid {owner}); it is left untouched",
+            "the AWS bucket {} is not tagged as belonging to this Bucket; it is left untouched",
             location.bucket
         )));
     }
@@ -237,18 +254,16 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         tracing::info!(namespace, name, "Released bucket (deletionPolicy Retain)");
         return Ok(Action::await_change());
     }
-    // No name in status means no bucket was ever created.
-    let Some(bucket_name) = bucket.status.as_ref().and_then(|s| s.bucket_name.clone()) else {
-        return Ok(Action::await_change());
-    };
-    let location = location(bucket, ctx)?;
+    let location = location(bucket, ctx).await?;
+    let bucket_name = location.bucket.clone();
     let ops =
         BucketOps { client: ctx.aws.s3_in(&location.region), stats: &ctx.aws.stats, bucket: &bucket_name };
     let Some(tags) = ops.tags().await? else {
         return Ok(Action::await_change());
     };
-    if tags.iter().any(|(k, v)| k == tag::UID && v != uid) {
-        tracing::warn!(namespace, name, bucket = %bucket_name, "Released bucket tagged for another object without deleting it");
+    let derived = names::bucket_name(&ctx.settings.bucket_prefix, uid);
+    if !names::may_manage(&tags, uid, &bucket_name, &derived) {
+        tracing::warn!(namespace, name, bucket = %bucket_name, "Released a bucket not tagged for this Bucket without deleting it");
         return Ok(Action::await_change());
     }
     let objects = ops.count_objects(COUNT_LIMIT).await?;
@@ -283,7 +298,7 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
 
 /// Keeps the Bucket with Ready=False, reason DeletionBlocked, and retries with backoff.
 async fn blocked(bucket: &Bucket, ctx: &Context, message: String) -> Result<Action, Error> {
-    let location = location(bucket, ctx)?;
+    let location = location(bucket, ctx).await?;
     let already = bucket
         .status
         .as_ref()
@@ -293,8 +308,12 @@ async fn blocked(bucket: &Bucket, ctx: &Context, message: String) -> Result<Acti
         let reference = bucket.object_ref(&());
         ctx.event(&reference, EventType::Warning, reasons::DELETION_BLOCKED, "Delete", message.clone()).await;
     }
-    let status =
-        status_for(bucket, &location, Observation::not_ready(reasons::DELETION_BLOCKED, message.clone()));
+    let status = status_for(
+        bucket,
+        &location,
+        Observation::not_ready(reasons::DELETION_BLOCKED, message.clone()),
+        false,
+    );
     write_status(bucket, ctx, &status).await?;
     Err(Error::DeletionBlocked(message))
 }
@@ -322,6 +341,7 @@ async fn dependents(ctx: &Context, namespace: &str, bucket: &str) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::names::tag;
 
     #[test]
     fn foreign_tags_are_kept_and_ours_win() {

@@ -1,13 +1,19 @@
 //! The credentials logic shared by BucketBinding and BucketServiceKey (they differ only in their Secret).
 //!
-//! `apply`: wait for a ready Bucket -> record the IAM user name (from the uid) in status -> refuse a Secret
-//! name taken by a foreign Secret -> ensure the user, its inline policy, boundary and common policy -> keep
-//! exactly one access key, the one in the Secret -> write the Secret -> check the key works -> Ready.
+//! `apply`: wait for a ready Bucket -> refuse a Secret name taken by a Secret not provably ours, holding no
+//! key meanwhile -> ensure the IAM user, its inline policy (written only once AWS shows the bucket carries
+//! the Bucket's uid tag), boundary and common policy -> keep exactly one access key, the one in the Secret
+//! -> create the Secret, or update it with its resourceVersion as precondition -> check the key works
+//! (bounded) -> Ready.
+//!
+//! Trust: the user's name derives from this object's uid, the bucket's from the Bucket's uid. A name found
+//! in a status (tenant-writable) is used only when AWS shows the object carries the right uid tag (a
+//! user or bucket made under an earlier prefix); status is otherwise a display.
 //!
 //! A new key's secret exists only in the response to CreateAccessKey, so it is written to the Secret
 //! before anything that could fail or requeue: a reconcile interrupted after that finds it there; one
-//! interrupted before finds an unknown key, deletes it and makes a new one. Ready waits until STS accepts
-//! the key.
+//! interrupted before finds an unknown key, deletes it and makes a new one. A key that cannot be stored
+//! (the Secret name was taken in between) is deleted at once.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -18,7 +24,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::{ByteString, NamespaceResourceScope};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -33,9 +39,11 @@ use super::error::error_policy;
 use super::status::{apply_status, conditions_after};
 use super::{Context, Error, MANAGER, ReconcileError};
 use crate::api::{AccessSpec, Bucket, CredentialStatus, SecretRef};
-use crate::aws::iam::{UserOps, key_works};
+use crate::aws::ErrorKind;
+use crate::aws::iam::{AccessKey, KeyCheck, User, UserOps, check_key};
+use crate::aws::s3::BucketOps;
 use crate::desired::conditions::{Observation, is_true, reasons, types};
-use crate::desired::names::{self, Owner, tag};
+use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
 use crate::desired::secret::Credentials;
 
@@ -44,6 +52,12 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bucket-br
 
 /// How often a key that AWS does not accept yet is checked again.
 const PROPAGATION_RECHECK: Duration = Duration::from_secs(2);
+
+/// How long a new key may stay unknown to STS before that is an error: IAM propagates in seconds.
+const PROPAGATION_WINDOW: Duration = Duration::from_secs(60);
+
+/// How long a binding waits for its Bucket before checking again (the Bucket watch usually wakes it first).
+const BUCKET_RECHECK: Duration = Duration::from_secs(60);
 
 /// How long a foreign Secret in the way is waited on before checking again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
@@ -122,23 +136,32 @@ fn secret_name<K: CredentialKind>(obj: &K) -> String {
     obj.access().secret_name.clone().unwrap_or_else(|| obj.name_any())
 }
 
-fn user_name<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<String, Error> {
-    let uid = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?.uid;
-    Ok(obj
-        .credential_status()
-        .and_then(|s| s.user_name.clone())
-        .unwrap_or_else(|| names::user_name(&ctx.settings.user_prefix, uid)))
+/// The IAM user: named from the uid; a different name in status is used only when AWS shows that user
+/// carries this object's uid tag (made under an earlier `--user-prefix`).
+async fn user_name<K: CredentialKind>(obj: &K, ctx: &Context, uid: &str) -> Result<String, Error> {
+    let derived = names::user_name(&ctx.settings.user_prefix, uid);
+    let hint = obj.credential_status().and_then(|s| s.user_name.clone()).filter(|h| *h != derived);
+    let Some(hint) = hint else { return Ok(derived) };
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &hint };
+    match ops.get().await? {
+        Some(user) if names::ownership(&user.tags, uid) == Ownership::Ours => Ok(hint),
+        _ => Ok(derived),
+    }
 }
 
-/// The status after `observations`, with the other fields as given.
+/// The status after `observations`, with the other fields as given. `observedGeneration` moves only when
+/// the spec of this generation was fully applied.
 fn status_with<K: CredentialKind>(
     obj: &K,
     mut status: CredentialStatus,
     observations: &[Observation],
+    applied: bool,
 ) -> CredentialStatus {
     let current = obj.credential_status().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = obj.meta().generation;
-    status.observed_generation = generation;
+    if applied {
+        status.observed_generation = generation;
+    }
     status.conditions = conditions_after(current, observations, generation);
     status
 }
@@ -164,71 +187,52 @@ fn network_observation(spec: &AccessSpec, ctx: &Context) -> Observation {
     Observation { type_: types::NETWORK_RESTRICTED, status, reason, message: message.to_owned() }
 }
 
+/// Why a binding cannot be provisioned for its Bucket yet, if it cannot.
+fn bucket_wait(bucket: Option<&Bucket>, name: &str) -> Option<(&'static str, String)> {
+    match bucket {
+        None => Some((reasons::BUCKET_NOT_READY, format!("waiting for Bucket {name} to exist"))),
+        Some(b) if b.meta().deletion_timestamp.is_some() => Some((
+            reasons::BUCKET_DELETING,
+            format!("Bucket {name} is being deleted; no credentials are issued for it"),
+        )),
+        Some(b) if !b.status.as_ref().is_some_and(|s| is_true(&s.conditions, types::READY)) => {
+            Some((reasons::BUCKET_NOT_READY, format!("waiting for Bucket {name} to be ready")))
+        }
+        Some(_) => None,
+    }
+}
+
 async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    let Owner { uid, namespace, name, .. } = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
+    let owner = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     let spec = obj.access();
     let reference = obj.object_ref(&());
     let previous = obj.credential_status().cloned().unwrap_or_default();
-    let user = user_name(obj, ctx)?;
 
-    // 1. The Bucket must exist and be ready.
-    let bucket = ctx.api::<Bucket>(namespace).get_opt(&spec.bucket_ref.name).await?;
-    let ready_bucket = bucket.as_ref().and_then(|b| {
-        let status = b.status.as_ref()?;
-        let ready = is_true(&status.conditions, types::READY) && b.meta().deletion_timestamp.is_none();
-        Some((status.bucket_name.clone()?, status.region.clone()?, status.arn.clone()?)).filter(|_| ready)
-    });
-    let Some((bucket_name, region, bucket_arn)) = ready_bucket else {
-        let message = format!("waiting for Bucket {} to exist and be ready", spec.bucket_ref.name);
-        let status =
-            status_with(obj, previous.clone(), &[Observation::not_ready(reasons::BUCKET_NOT_READY, message)]);
+    // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
+    let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
+    if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
+        let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
         write_status(obj, ctx, &status).await?;
-        // The Bucket watch wakes this object up; the requeue is a safety net.
-        return Ok(Action::requeue(Duration::from_secs(60)));
-    };
-
-    // 2. The user name goes to status before the user exists.
-    if previous.user_name.is_none() {
-        let status = CredentialStatus { user_name: Some(user.clone()), ..previous.clone() };
-        let status = status_with(
-            obj,
-            status,
-            &[Observation::not_ready(reasons::PROVISIONING, "creating the IAM user")],
-        );
-        write_status(obj, ctx, &status).await?;
-        return Ok(Action::requeue(Duration::ZERO));
+        return Ok(Action::requeue(BUCKET_RECHECK));
     }
+    let Some(bucket) = bucket else { return Ok(Action::requeue(BUCKET_RECHECK)) };
+    let target = Target::of(&bucket, ctx)?;
+    let user = user_name(obj, ctx, owner.uid).await?;
 
-    // 3. Never take over a Secret that is not ours.
+    // 2. Never take over a Secret that is not provably ours, and hold no key while it is in the way.
     let secret_name = secret_name(obj);
-    let secrets = ctx.api::<Secret>(namespace);
+    let secrets = ctx.api::<Secret>(owner.namespace);
     let existing = secrets.get_opt(&secret_name).await?;
     if let Some(secret) = &existing
-        && !owned_by(secret, uid)
+        && !is_ours(secret, owner.uid)
     {
-        let message = format!(
-            "a Secret named {secret_name} already exists and was not created for this object; it is left untouched"
-        );
-        let status = status_with(
-            obj,
-            previous.clone(),
-            &[Observation::not_ready(reasons::SECRET_CONFLICT, message.clone())],
-        );
-        if obj
-            .credential_status()
-            .and_then(|s| crate::api::find_condition(&s.conditions, types::READY))
-            .is_none_or(|c| c.reason != reasons::SECRET_CONFLICT)
-        {
-            ctx.event(&reference, EventType::Warning, reasons::SECRET_CONFLICT, "WriteSecret", message).await;
-        }
-        write_status(obj, ctx, &status).await?;
-        return Ok(Action::requeue(CONFLICT_RECHECK));
+        return conflict(obj, ctx, &user, previous, taken_message(&secret_name)).await;
     }
 
-    // 4. The IAM user, its policies, exactly one key, and the Secret.
-    let target = Target { bucket_name: &bucket_name, region: &region, bucket_arn: &bucket_arn };
-    let delivered = match deliver(obj, ctx, &user, &target, &secrets, existing.as_ref()).await {
+    // 3. The IAM user, its policies, exactly one key, and the Secret.
+    let delivered = match deliver(obj, ctx, &owner, &user, &target, &secrets, existing.as_ref()).await {
         Ok(delivered) => delivered,
+        Err(Error::SecretConflict(message)) => return conflict(obj, ctx, &user, previous, message).await,
         Err(err) => return fail(obj, ctx, previous, err).await,
     };
     let mut status = CredentialStatus {
@@ -240,32 +244,73 @@ async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Erro
     };
     if !delivered.changes.is_empty() {
         let note = format!("{} for IAM user {user}", delivered.changes.join(", "));
-        tracing::info!(namespace, name, user = %user, key = %delivered.key_id, changes = ?delivered.changes, "Provisioned credentials");
+        tracing::info!(namespace = owner.namespace, name = owner.name, user = %user, key = %delivered.key_id, changes = ?delivered.changes, "Provisioned credentials");
         ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
     }
 
-    // 5. Ready once AWS accepts the key.
+    // 4. Ready once AWS accepts the key.
     if !delivered.works {
         let waiting = Observation::not_ready(
             reasons::CREDENTIALS_PROPAGATING,
             "waiting for AWS to accept the new access key",
         );
-        status = status_with(obj, status, &[waiting, network_observation(spec, ctx)]);
+        status = status_with(obj, status, &[waiting, network_observation(spec, ctx)], false);
         write_status(obj, ctx, &status).await?;
         return Ok(Action::requeue(PROPAGATION_RECHECK));
     }
     let ready =
         Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
-    status = status_with(obj, status, &[ready, network_observation(spec, ctx)]);
+    status = status_with(obj, status, &[ready, network_observation(spec, ctx)], true);
     write_status(obj, ctx, &status).await?;
     Ok(Action::requeue(ctx.settings.resync_interval))
 }
 
-/// The bucket a credential is for, from its Bucket's status.
-struct Target<'a> {
-    bucket_name: &'a str,
-    region: &'a str,
-    bucket_arn: &'a str,
+/// The AWS bucket a credential is for. Its name comes from the Bucket's uid, or from the Bucket's status
+/// (a bucket made under an earlier prefix); either way, no access is granted until AWS shows the bucket
+/// carries the Bucket's uid tag ([`verify_bucket`]). ARNs are built from the name, never read.
+struct Target {
+    bucket_uid: String,
+    bucket_name: String,
+    region: String,
+    bucket_arn: String,
+}
+
+impl Target {
+    fn of(bucket: &Bucket, ctx: &Context) -> Result<Self, Error> {
+        let uid = Owner::of("Bucket", &bucket.metadata).map_err(Error::Incomplete)?.uid;
+        let status = bucket.status.as_ref();
+        let bucket_name = status
+            .and_then(|s| s.bucket_name.clone())
+            .unwrap_or_else(|| names::bucket_name(&ctx.settings.bucket_prefix, uid));
+        // The region decides no access: a wrong one only makes this credential's own calls fail.
+        let region = status
+            .and_then(|s| s.region.clone())
+            .or_else(|| bucket.spec.region.clone())
+            .unwrap_or_else(|| ctx.settings.region.clone());
+        let bucket_arn = names::bucket_arn(names::partition(&region), &bucket_name);
+        Ok(Target { bucket_uid: uid.to_owned(), bucket_name, region, bucket_arn })
+    }
+}
+
+/// Checks with AWS that the target bucket is the Bucket's, before any policy grants access to it.
+async fn verify_bucket(ctx: &Context, target: &Target, bucket_ref: &str) -> Result<(), Error> {
+    let ops = BucketOps {
+        client: ctx.aws.s3_in(&target.region),
+        stats: &ctx.aws.stats,
+        bucket: &target.bucket_name,
+    };
+    let derived = names::bucket_name(&ctx.settings.bucket_prefix, &target.bucket_uid);
+    match ops.tags().await? {
+        None => Err(Error::BucketUnverified(format!(
+            "the AWS bucket {} of Bucket {bucket_ref} does not exist yet; no access is granted",
+            target.bucket_name
+        ))),
+        Some(tags) if names::may_manage(&tags, &target.bucket_uid, &target.bucket_name, &derived) => Ok(()),
+        Some(_) => Err(Error::BucketUnverified(format!(
+            "the AWS bucket {} named in Bucket {bucket_ref}'s status does not belong to that Bucket; no access is granted",
+            target.bucket_name
+        ))),
+    }
 }
 
 /// What [`deliver`] did.
@@ -282,19 +327,20 @@ struct Delivered {
 async fn deliver<K: CredentialKind>(
     obj: &K,
     ctx: &Context,
+    owner: &Owner<'_>,
     user: &str,
-    target: &Target<'_>,
+    target: &Target,
     secrets: &Api<Secret>,
     existing: Option<&Secret>,
 ) -> Result<Delivered, Error> {
-    let (user_arn, mut changes) = provision(obj, ctx, user, target.bucket_arn).await?;
+    let (user_arn, mut changes) = provision(obj, ctx, owner, user, target).await?;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let data_for = |id: &str, secret: &str| {
         let credentials = Credentials {
             access_key_id: id,
             secret_access_key: secret,
-            region: target.region,
-            bucket_name: target.bucket_name,
+            region: &target.region,
+            bucket_name: &target.bucket_name,
             deploy_env: &ctx.settings.deploy_env,
             endpoint_url: ctx.aws.endpoint_url.as_deref(),
         };
@@ -305,47 +351,82 @@ async fn deliver<K: CredentialKind>(
     let in_secret = existing
         .and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"))
         .zip(existing.and_then(|s| secret_value(s, "AWS_SECRET_ACCESS_KEY")))
-        .filter(|(id, _)| keys.contains(id));
+        .and_then(|(id, secret)| keys.iter().find(|k| k.id == id).map(|k| (k.clone(), secret)));
     let reusable = match in_secret {
-        Some((id, secret)) => {
-            let intact = existing.and_then(|s| s.data.as_ref()) == Some(&data_for(&id, &secret));
+        Some((key, secret)) => {
+            let intact = existing.and_then(|s| s.data.as_ref()) == Some(&data_for(&key.id, &secret));
             // A Secret edited by hand may carry a wrong secret key: reuse it only if AWS accepts it.
-            let usable = intact || key_works(&ctx.aws.sts, &ctx.aws.stats, &id, &secret).await?;
-            usable.then_some((id, secret))
+            let usable = intact
+                || check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, &secret).await? == KeyCheck::Accepted;
+            usable.then_some((key, secret))
         }
         None => None,
     };
-    let (key_id, key_secret, new_key) = match reusable {
-        Some((id, secret)) => {
+    let (key, key_secret, new_key) = match reusable {
+        Some((key, secret)) => {
             // Exactly one live key: any other is a leftover of an interrupted reconcile.
-            for stale in keys.iter().filter(|k| **k != id) {
-                ops.delete_access_key(stale).await?;
+            for stale in keys.iter().filter(|k| k.id != key.id) {
+                ops.delete_access_key(&stale.id).await?;
             }
-            (id, secret, false)
+            (key, secret, false)
         }
         None => {
             // No usable key in the Secret: every key of the user is unusable.
             for key in &keys {
-                ops.delete_access_key(key).await?;
+                ops.delete_access_key(&key.id).await?;
             }
-            let key = ops.create_access_key().await?;
+            let created = ops.create_access_key().await?;
             changes.push("issued a new access key");
-            (key.id, key.secret, true)
+            let key =
+                AccessKey { id: created.id, created: Some(k8s_openapi::jiff::Timestamp::now().as_second()) };
+            (key, created.secret, true)
         }
     };
 
-    // Written before anything else can fail, so that a new key's secret is never lost.
-    let data = data_for(&key_id, &key_secret);
-    if ensure_secret::<K>(obj, secrets, &secret_name(obj), existing, data).await? {
-        changes.push("wrote the Secret");
+    // Written before anything else can fail, so that a new key's secret is never lost; a new key that
+    // cannot be stored is deleted, so that no live key is held outside the Secret.
+    let data = data_for(&key.id, &key_secret);
+    match write_secret::<K>(obj, secrets, &secret_name(obj), existing, data).await {
+        Ok(true) => changes.push("wrote the Secret"),
+        Ok(false) => {}
+        Err(err) => {
+            if new_key {
+                ops.delete_access_key(&key.id).await?;
+            }
+            return Err(err);
+        }
     }
 
     let status = obj.credential_status();
     let verified = !new_key
-        && status.and_then(|s| s.access_key_id.as_deref()) == Some(key_id.as_str())
+        && status.and_then(|s| s.access_key_id.as_deref()) == Some(key.id.as_str())
         && status.is_some_and(|s| is_true(&s.conditions, types::READY));
-    let works = verified || key_works(&ctx.aws.sts, &ctx.aws.stats, &key_id, &key_secret).await?;
-    Ok(Delivered { user_arn, key_id, works, changes })
+    let works = verified || accepted(ctx, &key, &key_secret).await?;
+    Ok(Delivered { user_arn, key_id: key.id, works, changes })
+}
+
+/// Whether AWS accepts `key` now: `Ok(false)` while STS does not know it yet, within the propagation
+/// window counted from the key's creation as AWS reports it; an error after that, or for any other refusal.
+async fn accepted(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, Error> {
+    match check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, secret).await? {
+        KeyCheck::Accepted => Ok(true),
+        KeyCheck::NotYetKnown => {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            let age = key.created.map(|created| now.saturating_sub(created)).unwrap_or(i64::MAX);
+            if age <= PROPAGATION_WINDOW.as_secs() as i64 {
+                return Ok(false);
+            }
+            Err(Error::CredentialsRejected(format!(
+                "AWS STS still does not recognise access key {} (InvalidClientTokenId) more than {} s after it was created",
+                key.id,
+                PROPAGATION_WINDOW.as_secs()
+            )))
+        }
+        KeyCheck::WrongSecret => Err(Error::CredentialsRejected(format!(
+            "AWS refuses the secret of access key {} (SignatureDoesNotMatch)",
+            key.id
+        ))),
+    }
 }
 
 fn as_bytes(data: BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
@@ -356,43 +437,56 @@ fn as_bytes(data: BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
 async fn provision<K: CredentialKind>(
     obj: &K,
     ctx: &Context,
+    owner: &Owner<'_>,
     user: &str,
-    bucket_arn: &str,
+    target: &Target,
 ) -> Result<(String, Vec<&'static str>), Error> {
-    let owner = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     let spec = obj.access();
     let settings = &ctx.settings;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let mut changes = Vec::new();
-    let arn = match ops.get().await? {
-        Some(existing) => {
-            if let Some((_, other)) = existing.tags.iter().find(|(k, v)| k == tag::UID && v != owner.uid) {
-                return Err(Error::Conflict(format!(
-                    "the IAM user {user} is tagged as belonging to another object (uid {other}); it is left untouched"
-                )));
-            }
-            if ops
-                .ensure_boundary(
-                    existing.permissions_boundary.as_deref(),
-                    settings.permissions_boundary_arn.as_deref(),
-                )
-                .await?
-            {
-                changes.push("set the permissions boundary");
-            }
-            existing.arn
-        }
+    let derived = names::user_name(&settings.user_prefix, owner.uid);
+    let existing = match ops.get().await? {
+        Some(existing) => Some(existing),
         None => {
-            let tags = names::tags(&owner, &settings.deploy_env);
-            let arn =
-                ops.create(&settings.iam_path, &tags, settings.permissions_boundary_arn.as_deref()).await?;
-            changes.push("created the IAM user");
-            arn
+            let tags = names::tags(owner, &settings.deploy_env);
+            match ops.create(&settings.iam_path, &tags, settings.permissions_boundary_arn.as_deref()).await {
+                Ok(arn) => {
+                    changes.push("created the IAM user");
+                    Some(User { arn, tags, permissions_boundary: settings.permissions_boundary_arn.clone() })
+                }
+                // Created meanwhile (another reconcile, or a replica that just lost its Lease): read it.
+                Err(err) if err.is(ErrorKind::AlreadyExists) => ops.get().await?,
+                Err(err) => return Err(err.into()),
+            }
         }
     };
-    let desired =
-        policy::user_policy(bucket_arn, spec.permissions, spec.allow_external_access, &settings.network);
-    if ops.ensure_policy(&desired).await? {
+    let Some(existing) = existing else {
+        return Err(Error::Conflict(format!("the IAM user {user} vanished while being created; retrying")));
+    };
+    if !names::may_manage(&existing.tags, owner.uid, user, &derived) {
+        return Err(Error::Conflict(format!(
+            "the IAM user {user} is not tagged as belonging to this object; it is left untouched"
+        )));
+    }
+    if ops
+        .ensure_boundary(
+            existing.permissions_boundary.as_deref(),
+            settings.permissions_boundary_arn.as_deref(),
+        )
+        .await?
+    {
+        changes.push("set the permissions boundary");
+    }
+    let desired = policy::user_policy(
+        &target.bucket_arn,
+        spec.permissions,
+        spec.allow_external_access,
+        &settings.network,
+    );
+    if !ops.has_policy(&desired).await? {
+        verify_bucket(ctx, target, &spec.bucket_ref.name).await?;
+        ops.put_policy(&desired).await?;
         changes.push("wrote the access policy");
     }
     if let Some(common) = &settings.common_user_policy_arn
@@ -401,7 +495,40 @@ async fn provision<K: CredentialKind>(
         ops.attach_policy(common).await?;
         changes.push("attached the common policy");
     }
-    Ok((arn, changes))
+    Ok((existing.arn, changes))
+}
+
+/// Reports a Secret name this object cannot have, after deleting any key its user holds: a key stored in
+/// no Secret is a live credential nobody can see or revoke.
+async fn conflict<K: CredentialKind>(
+    obj: &K,
+    ctx: &Context,
+    user: &str,
+    previous: CredentialStatus,
+    message: String,
+) -> Result<Action, Error> {
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
+    ops.delete_access_keys().await?;
+    let already = obj
+        .credential_status()
+        .and_then(|s| crate::api::find_condition(&s.conditions, types::READY))
+        .is_some_and(|c| c.reason == reasons::SECRET_CONFLICT);
+    if !already {
+        let reference = obj.object_ref(&());
+        ctx.event(&reference, EventType::Warning, reasons::SECRET_CONFLICT, "WriteSecret", message.clone())
+            .await;
+    }
+    let status = CredentialStatus { binding: None, access_key_id: None, ..previous };
+    let status =
+        status_with(obj, status, &[Observation::not_ready(reasons::SECRET_CONFLICT, message)], false);
+    write_status(obj, ctx, &status).await?;
+    Ok(Action::requeue(CONFLICT_RECHECK))
+}
+
+fn taken_message(secret_name: &str) -> String {
+    format!(
+        "a Secret named {secret_name} already exists and was not created for this object; it is left untouched and no access key is issued"
+    )
 }
 
 async fn fail<K: CredentialKind>(
@@ -412,22 +539,28 @@ async fn fail<K: CredentialKind>(
 ) -> Result<Action, Error> {
     let message = err.to_string();
     ctx.event(&obj.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
-    let status = status_with(obj, previous, &[Observation::not_ready(err.reason(), message)]);
+    let status = status_with(obj, previous, &[Observation::not_ready(err.reason(), message)], false);
     write_status(obj, ctx, &status).await?;
     Err(err)
 }
 
-fn owned_by(secret: &Secret, uid: &str) -> bool {
-    secret.metadata.owner_references.iter().flatten().any(|r| r.uid == uid && r.controller == Some(true))
+/// A Secret is provably ours when it carries our label and a controller ownerReference with our uid.
+fn is_ours(secret: &Secret, uid: &str) -> bool {
+    let labelled = secret.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str)
+        == Some(MANAGED_BY.1);
+    let owned =
+        secret.metadata.owner_references.iter().flatten().any(|r| r.uid == uid && r.controller == Some(true));
+    labelled && owned
 }
 
 fn secret_value(secret: &Secret, key: &str) -> Option<String> {
     secret.data.as_ref()?.get(key).and_then(|v| String::from_utf8(v.0.clone()).ok())
 }
 
-/// Writes the Secret unless it already holds exactly this data, type, label and owner. Returns whether
-/// it wrote.
-async fn ensure_secret<K: CredentialKind>(
+/// Creates the Secret when absent (a name taken meanwhile is a conflict), or updates one proven ours with
+/// its resourceVersion as precondition, unless it already holds exactly this data, type, label and
+/// owner. Returns whether it wrote.
+async fn write_secret<K: CredentialKind>(
     obj: &K,
     secrets: &Api<Secret>,
     name: &str,
@@ -435,18 +568,50 @@ async fn ensure_secret<K: CredentialKind>(
     data: BTreeMap<String, ByteString>,
 ) -> Result<bool, Error> {
     let owner = obj.controller_owner_ref(&()).ok_or(Error::Incomplete("name or uid"))?;
-    let up_to_date = existing.is_some_and(|s| {
-        s.data.as_ref() == Some(&data)
-            && s.type_.as_deref() == Some(K::SECRET_TYPE)
-            && s.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str)
-                == Some(MANAGED_BY.1)
-            && s.metadata.owner_references.as_ref().is_some_and(|refs| refs.contains(&owner))
-    });
+    let params = PostParams { dry_run: false, field_manager: Some(MANAGER.to_owned()) };
+    let Some(current) = existing else {
+        return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Err(Error::SecretConflict(taken_message(name)))
+            }
+            Err(err) => Err(err.into()),
+        };
+    };
+    let up_to_date = current.data.as_ref() == Some(&data)
+        && current.type_.as_deref() == Some(K::SECRET_TYPE)
+        && current.metadata.owner_references.as_ref().is_some_and(|refs| refs.contains(&owner));
     if up_to_date {
         return Ok(false);
     }
-    let secret = desired_secret(name, owner, K::SECRET_TYPE, data);
-    secrets.patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&secret)).await?;
+    if current.type_.as_deref() != Some(K::SECRET_TYPE) {
+        // The type is immutable: replace the Secret, deleting exactly the version proven ours.
+        let preconditions = Preconditions {
+            uid: current.metadata.uid.clone(),
+            resource_version: current.metadata.resource_version.clone(),
+        };
+        secrets
+            .delete(name, &DeleteParams { preconditions: Some(preconditions), ..Default::default() })
+            .await?;
+        return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data)).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Err(Error::SecretConflict(taken_message(name)))
+            }
+            Err(err) => Err(err.into()),
+        };
+    }
+    // The resourceVersion read with the ownership proof stays set: the update fails if the Secret
+    // changed since. Annotations and other labels people added are kept.
+    let mut secret = current.clone();
+    secret.metadata.managed_fields = None;
+    secret.metadata.labels.get_or_insert_default().insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+    let refs = secret.metadata.owner_references.get_or_insert_default();
+    refs.retain(|r| r.uid != owner.uid);
+    refs.push(owner);
+    secret.data = Some(data);
+    secret.string_data = None;
+    secrets.replace(name, &params, &secret).await?;
     Ok(true)
 }
 
@@ -469,29 +634,57 @@ fn desired_secret(
     }
 }
 
+/// Revokes the credentials: deletes the IAM user (only one AWS shows is ours) with everything it holds,
+/// then the Secret (only one provably ours, exactly as read). A failure is shown in the Ready condition,
+/// so that a deletion never hangs on a finalizer silently.
 async fn cleanup<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    let Owner { uid, namespace, name, .. } = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
-    if let Some(user) = obj.credential_status().and_then(|s| s.user_name.clone()) {
-        let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
-        match ops.get().await? {
-            Some(existing) if existing.tags.iter().any(|(k, v)| k == tag::UID && v != uid) => {
-                tracing::warn!(namespace, name, user = %user, "Left an IAM user tagged for another object");
-            }
-            Some(_) => {
-                ops.delete_all().await?;
-                tracing::info!(namespace, name, user = %user, "Deleted IAM user and its keys");
-                let note = format!("revoked the credentials: deleted IAM user {user} and its keys");
-                ctx.event(&obj.object_ref(&()), EventType::Normal, "Revoked", "Delete", note).await;
-            }
-            None => {}
+    match revoke(obj, ctx).await {
+        Ok(action) => Ok(action),
+        Err(err) => {
+            let message = format!("cannot revoke the credentials: {err}");
+            let previous = obj.credential_status().cloned().unwrap_or_default();
+            let status = status_with(
+                obj,
+                previous,
+                &[Observation::not_ready(reasons::DELETION_BLOCKED, message)],
+                false,
+            );
+            write_status(obj, ctx, &status).await?;
+            Err(err)
         }
+    }
+}
+
+async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let Owner { uid, namespace, name, .. } = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
+    let user = user_name(obj, ctx, uid).await?;
+    let derived = names::user_name(&ctx.settings.user_prefix, uid);
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
+    match ops.get().await? {
+        Some(existing) if !names::may_manage(&existing.tags, uid, &user, &derived) => {
+            tracing::warn!(namespace, name, user = %user, "Left an IAM user not tagged for this object");
+        }
+        Some(_) => {
+            ops.delete_all().await?;
+            tracing::info!(namespace, name, user = %user, "Deleted IAM user and its keys");
+            let note = format!("revoked the credentials: deleted IAM user {user} and its keys");
+            ctx.event(&obj.object_ref(&()), EventType::Normal, "Revoked", "Delete", note).await;
+        }
+        None => {}
     }
     let secrets = ctx.api::<Secret>(namespace);
     let secret_name = secret_name(obj);
     if let Some(secret) = secrets.get_opt(&secret_name).await?
-        && owned_by(&secret, uid)
+        && is_ours(&secret, uid)
     {
-        match secrets.delete(&secret_name, &DeleteParams::default()).await {
+        let preconditions = Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: secret.metadata.resource_version.clone(),
+        };
+        match secrets
+            .delete(&secret_name, &DeleteParams { preconditions: Some(preconditions), ..Default::default() })
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(err) => return Err(err.into()),

@@ -25,6 +25,20 @@ pub enum Error {
     Conflict(String),
     #[error("the object has no {0}")]
     Incomplete(&'static str),
+    /// The installed CRD is older than the controller: it drops status fields the controller writes.
+    #[error(
+        "the {kind} CustomResourceDefinition on the cluster is outdated: it dropped {fields}; apply the CRDs of this controller version (kubectl apply -k crds/)"
+    )]
+    CrdOutdated { kind: String, fields: String },
+    /// The Secret name is taken by a Secret this object cannot prove is its own.
+    #[error("{0}")]
+    SecretConflict(String),
+    /// The AWS bucket a credential would be for is not (yet) shown by AWS to be its Bucket's.
+    #[error("{0}")]
+    BucketUnverified(String),
+    /// A new access key that AWS still refuses after the propagation window.
+    #[error("{0}")]
+    CredentialsRejected(String),
 }
 
 impl Error {
@@ -36,6 +50,10 @@ impl Error {
             Error::DeletionBlocked(_) => reasons::DELETION_BLOCKED,
             Error::Conflict(_) => "NameConflict",
             Error::Incomplete(_) => reasons::INVALID_SPEC,
+            Error::CrdOutdated { .. } => reasons::CRD_OUTDATED,
+            Error::SecretConflict(_) => reasons::SECRET_CONFLICT,
+            Error::BucketUnverified(_) => reasons::BUCKET_NOT_READY,
+            Error::CredentialsRejected(_) => reasons::CREDENTIALS_REJECTED,
         }
     }
 

@@ -6,8 +6,9 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
-use super::MANAGER;
+use super::{Error, MANAGER};
 use crate::desired::conditions::{Observation, merge};
 
 /// The conditions after `observations` at `generation`, stamped now.
@@ -20,25 +21,51 @@ pub fn conditions_after(
 }
 
 /// Writes `status` with server-side apply, unless it equals `current`.
-pub async fn apply_status<K, S>(
-    api: &Api<K>,
-    obj: &K,
-    current: Option<&S>,
-    status: &S,
-) -> Result<bool, kube::Error>
+///
+/// A field the API server drops (a CRD older than this controller prunes it) is an error, not a success:
+/// otherwise the next reconcile would find the same difference and write again, forever.
+pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<bool, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
         return Ok(false);
     }
     let name = obj.meta().name.as_deref().unwrap_or_default();
+    let sent = serde_json::to_value(status).map_err(|_| Error::Incomplete("serializable status"))?;
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
-        "status": status,
+        "status": sent,
     });
-    api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let stored = api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let dropped = dropped_fields(&sent, &serde_json::to_value(&stored).unwrap_or_default()["status"]);
+    if !dropped.is_empty() {
+        return Err(Error::CrdOutdated { kind: K::kind(&()).into_owned(), fields: dropped.join(", ") });
+    }
     Ok(true)
+}
+
+/// The top-level status fields that were sent but not stored.
+fn dropped_fields(sent: &Value, stored: &Value) -> Vec<String> {
+    let Some(sent) = sent.as_object() else { return Vec::new() };
+    sent.iter()
+        .filter(|(key, value)| !value.is_null() && stored.get(key.as_str()).is_none_or(Value::is_null))
+        .map(|(key, _)| format!("status.{key}"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pruned_status_field_is_reported() {
+        let sent = serde_json::json!({"bucketName": "b", "conditions": [], "publicUrl": null});
+        assert!(dropped_fields(&sent, &sent).is_empty());
+        let stored = serde_json::json!({"conditions": []});
+        assert_eq!(dropped_fields(&sent, &stored), ["status.bucketName"]);
+        assert_eq!(dropped_fields(&sent, &Value::Null), ["status.bucketName", "status.conditions"]);
+    }
 }

@@ -17,6 +17,14 @@ pub mod reasons {
     pub const PROVISIONED: &str = "Provisioned";
     pub const PROVISIONING: &str = "Provisioning";
     pub const BUCKET_NOT_READY: &str = "BucketNotReady";
+    /// The Bucket a credential is for is being deleted.
+    pub const BUCKET_DELETING: &str = "BucketDeleting";
+    /// The installed CRD drops status fields this controller writes.
+    pub const CRD_OUTDATED: &str = "CRDOutdated";
+    /// A name in status that AWS does not show as the object's own was ignored.
+    pub const STATUS_IGNORED: &str = "StatusIgnored";
+    /// AWS still refuses a new access key after the propagation window.
+    pub const CREDENTIALS_REJECTED: &str = "CredentialsRejected";
     pub const CREDENTIALS_PROPAGATING: &str = "CredentialsPropagating";
     pub const SECRET_CONFLICT: &str = "SecretConflict";
     pub const AWS_ERROR: &str = "AwsError";

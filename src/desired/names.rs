@@ -75,6 +75,35 @@ impl<'a> Owner<'a> {
     }
 }
 
+/// Who an AWS object belongs to, by its `bucketbroker.io/uid` tag: the only authority the controller takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    Ours,
+    /// No uid tag: made by someone else, or by a create of ours interrupted before its tags were written.
+    Untagged,
+    /// Tagged with another object's uid.
+    Foreign(String),
+}
+
+/// The ownership of an AWS object with `tags`, for the object with `uid`.
+pub fn ownership(tags: &[(String, String)], uid: &str) -> Ownership {
+    match tags.iter().find(|(k, _)| k == tag::UID) {
+        Some((_, v)) if v == uid => Ownership::Ours,
+        Some((_, v)) => Ownership::Foreign(v.clone()),
+        None => Ownership::Untagged,
+    }
+}
+
+/// Whether the controller may adopt, change or delete the AWS object `name` for the object with `uid`:
+/// its uid tag says so, or it has no uid tag and `name` is exactly the name derived from that uid.
+pub fn may_manage(tags: &[(String, String)], uid: &str, name: &str, derived: &str) -> bool {
+    match ownership(tags, uid) {
+        Ownership::Ours => true,
+        Ownership::Untagged => name == derived,
+        Ownership::Foreign(_) => false,
+    }
+}
+
 /// The tags of every AWS object the controller creates, sorted by key.
 pub fn tags(owner: &Owner<'_>, deploy_env: &str) -> Vec<(String, String)> {
     let mut tags = vec![
@@ -116,6 +145,21 @@ mod tests {
             bucket_endpoint("b", "eu-west-2", Some("http://127.0.0.1:5000/")),
             "http://127.0.0.1:5000/b"
         );
+    }
+
+    #[test]
+    fn only_the_uid_tag_or_the_derived_name_proves_ownership() {
+        let derived = bucket_name("bucket-broker-", UID);
+        let ours = vec![(tag::UID.to_owned(), UID.to_owned())];
+        let theirs = vec![(tag::UID.to_owned(), "other".to_owned()), (tag::NAME.to_owned(), "x".to_owned())];
+        let untagged = vec![("cost-centre".to_owned(), "42".to_owned())];
+        assert_eq!(ownership(&ours, UID), Ownership::Ours);
+        assert_eq!(ownership(&theirs, UID), Ownership::Foreign("other".to_owned()));
+        assert_eq!(ownership(&untagged, UID), Ownership::Untagged);
+        assert!(may_manage(&ours, UID, "renamed-under-an-old-prefix", &derived));
+        assert!(may_manage(&untagged, UID, &derived, &derived), "a create interrupted before tagging");
+        assert!(!may_manage(&untagged, UID, "someone-elses-bucket", &derived));
+        assert!(!may_manage(&theirs, UID, &derived, &derived));
     }
 
     #[test]

@@ -455,13 +455,13 @@ async fn a_failure_between_key_creation_and_the_secret_write_leaves_one_key() {
         return; // Fault injection needs the in-memory API server.
     };
     // The first Secret writes fail: the new key's secret is lost with them.
-    server.faults().fail_next(2, RequestMatcher::verb("patch").resource("secrets"), 500);
+    server.faults().fail_next(2, RequestMatcher::verb("create").resource("secrets"), 500);
     env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
         .await;
     let binding = ready_binding(&env, "app").await;
     let user = binding.status.as_ref().and_then(|s| s.user_name.clone()).expect("user");
     let secret = secret(&env, "app").await;
-    assert!(server.stats().count("patch", "secrets") >= 3, "the injected failures happened");
+    assert!(server.stats().count("create", "secrets") >= 3, "the injected failures happened");
     assert_eq!(
         keys_of(&env, &user).await,
         [value(&secret, "AWS_ACCESS_KEY_ID")],

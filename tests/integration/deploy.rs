@@ -396,6 +396,7 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("iam", "PutUserPolicy", &["iam:PutUserPolicy"]),
     ("iam", "DeleteUserPolicy", &["iam:DeleteUserPolicy"]),
     ("iam", "ListAttachedUserPolicies", &["iam:ListAttachedUserPolicies"]),
+    ("iam", "ListUserPolicies", &["iam:ListUserPolicies"]),
     ("iam", "AttachUserPolicy", &["iam:AttachUserPolicy"]),
     ("iam", "DetachUserPolicy", &["iam:DetachUserPolicy"]),
     ("iam", "ListAccessKeys", &["iam:ListAccessKeys"]),
