@@ -20,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::context::object_key;
 use super::error::error_policy;
-use super::status::{apply_status, conditions_after};
+use super::status::{HELD_RECHECK, apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
@@ -156,25 +156,32 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     let location = location(bucket, ctx).await?;
     let reference = bucket.object_ref(&());
 
-    match provision(bucket, ctx, &location).await {
+    let provisioned = match provision(bucket, ctx, &location).await {
         Ok(changes) => {
             if !changes.is_empty() {
                 let note = format!("{} bucket {}", changes.join(", "), location.bucket);
                 tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, changes = ?changes, "Provisioned bucket");
                 ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
             }
+            let current = bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
             let ready = Observation::ready(reasons::PROVISIONED, ready_message(bucket, ctx));
-            write_status(bucket, ctx, &status_for(bucket, &location, ready, true)).await?;
-            Ok(Action::requeue(ctx.settings.resync_interval))
+            let (observation, held) = ready_or_held(current, ready);
+            let status = status_for(bucket, &location, observation, !held);
+            write_status(bucket, ctx, &status)
+                .await
+                .map(|()| Action::requeue(if held { HELD_RECHECK } else { ctx.settings.resync_interval }))
         }
-        Err(err) => {
-            let message = err.to_string();
-            ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
-            let status = status_for(bucket, &location, Observation::not_ready(err.reason(), message), false);
-            write_status(bucket, ctx, &status).await?;
-            Err(err)
-        }
+        Err(err) => Err(err),
+    };
+    let Err(err) = provisioned else { return provisioned };
+    let message = err.to_string();
+    ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
+    let status = status_for(bucket, &location, Observation::not_ready(err.reason(), message), false);
+    // The failure that led here is what the backoff and the log report, whatever this write does.
+    if let Err(write) = write_status(bucket, ctx, &status).await {
+        tracing::debug!(error = %write, "Failed to report a failure in status");
     }
+    Err(err)
 }
 
 fn ready_message(bucket: &Bucket, ctx: &Context) -> String {

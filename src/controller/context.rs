@@ -30,6 +30,9 @@ pub struct Settings {
     pub common_user_policy_arn: Option<String>,
     pub require_tls: bool,
     pub resync_interval: Duration,
+    /// How long a new access key may stay unknown to STS before that is an error (IAM propagates in
+    /// seconds; not a flag, tests shorten it).
+    pub key_propagation_timeout: Duration,
     pub concurrency: u16,
     pub namespace: Option<String>,
 }
@@ -50,11 +53,15 @@ impl Settings {
             common_user_policy_arn: args.common_user_policy_arn.clone(),
             require_tls: args.require_tls,
             resync_interval: args.resync_interval.0,
+            key_propagation_timeout: KEY_PROPAGATION_TIMEOUT,
             concurrency: args.concurrency,
             namespace: args.namespace.clone(),
         }
     }
 }
+
+/// The default of [`Settings::key_propagation_timeout`].
+pub const KEY_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What every reconcile shares.
 pub struct Context {

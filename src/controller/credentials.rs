@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::object_key;
 use super::error::error_policy;
-use super::status::{apply_status, conditions_after};
+use super::status::{HELD_RECHECK, apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, MANAGER, ReconcileError};
 use crate::api::{AccessSpec, Bucket, CredentialStatus, SecretRef};
 use crate::aws::ErrorKind;
@@ -52,9 +52,6 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bucket-br
 
 /// How often a key that AWS does not accept yet is checked again.
 const PROPAGATION_RECHECK: Duration = Duration::from_secs(2);
-
-/// How long a new key may stay unknown to STS before that is an error: IAM propagates in seconds.
-const PROPAGATION_WINDOW: Duration = Duration::from_secs(60);
 
 /// How long a binding waits for its Bucket before checking again (the Bucket watch usually wakes it first).
 const BUCKET_RECHECK: Duration = Duration::from_secs(60);
@@ -202,7 +199,15 @@ fn bucket_wait(bucket: Option<&Bucket>, name: &str) -> Option<(&'static str, Str
     }
 }
 
+/// One pass; any failure, including a status write the CRD drops, ends in the Ready condition.
 async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    match pass(obj, ctx).await {
+        Ok(action) => Ok(action),
+        Err(err) => fail(obj, ctx, err).await,
+    }
+}
+
+async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let owner = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     let spec = obj.access();
     let reference = obj.object_ref(&());
@@ -233,7 +238,7 @@ async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Erro
     let delivered = match deliver(obj, ctx, &owner, &user, &target, &secrets, existing.as_ref()).await {
         Ok(delivered) => delivered,
         Err(Error::SecretConflict(message)) => return conflict(obj, ctx, &user, previous, message).await,
-        Err(err) => return fail(obj, ctx, previous, err).await,
+        Err(err) => return Err(err),
     };
     let mut status = CredentialStatus {
         binding: Some(SecretRef { name: secret_name.clone() }),
@@ -260,9 +265,10 @@ async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Erro
     }
     let ready =
         Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
-    status = status_with(obj, status, &[ready, network_observation(spec, ctx)], true);
+    let (ready, held) = ready_or_held(&previous.conditions, ready);
+    status = status_with(obj, status, &[ready, network_observation(spec, ctx)], !held);
     write_status(obj, ctx, &status).await?;
-    Ok(Action::requeue(ctx.settings.resync_interval))
+    Ok(Action::requeue(if held { HELD_RECHECK } else { ctx.settings.resync_interval }))
 }
 
 /// The AWS bucket a credential is for. Its name comes from the Bucket's uid, or from the Bucket's status
@@ -413,13 +419,13 @@ async fn accepted(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, 
         KeyCheck::NotYetKnown => {
             let now = k8s_openapi::jiff::Timestamp::now().as_second();
             let age = key.created.map(|created| now.saturating_sub(created)).unwrap_or(i64::MAX);
-            if age <= PROPAGATION_WINDOW.as_secs() as i64 {
+            let window = ctx.settings.key_propagation_timeout.as_secs();
+            if age <= window as i64 {
                 return Ok(false);
             }
             Err(Error::CredentialsRejected(format!(
                 "AWS STS still does not recognise access key {} (InvalidClientTokenId) more than {} s after it was created",
-                key.id,
-                PROPAGATION_WINDOW.as_secs()
+                key.id, window
             )))
         }
         KeyCheck::WrongSecret => Err(Error::CredentialsRejected(format!(
@@ -531,16 +537,16 @@ fn taken_message(secret_name: &str) -> String {
     )
 }
 
-async fn fail<K: CredentialKind>(
-    obj: &K,
-    ctx: &Context,
-    previous: CredentialStatus,
-    err: Error,
-) -> Result<Action, Error> {
+/// Reports a failed pass in the Ready condition and an event, and returns the failure for the backoff.
+async fn fail<K: CredentialKind>(obj: &K, ctx: &Context, err: Error) -> Result<Action, Error> {
     let message = err.to_string();
     ctx.event(&obj.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
+    let previous = obj.credential_status().cloned().unwrap_or_default();
     let status = status_with(obj, previous, &[Observation::not_ready(err.reason(), message)], false);
-    write_status(obj, ctx, &status).await?;
+    // The failure that led here is what the backoff and the log report, whatever this write does.
+    if let Err(write) = write_status(obj, ctx, &status).await {
+        tracing::debug!(error = %write, "Failed to report a failure in status");
+    }
     Err(err)
 }
 

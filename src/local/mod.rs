@@ -20,6 +20,7 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
         common_user_policy_arn: None,
         require_tls: false,
         resync_interval: std::time::Duration::from_secs(600),
+        key_propagation_timeout: crate::controller::KEY_PROPAGATION_TIMEOUT,
         concurrency: 4,
         namespace: Some(namespace.to_owned()),
     }
