@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::faults::RequestInfo;
 use super::selector::{FieldSelector, LabelSelector, Selectors};
-use super::store::{PatchKind, Scope};
+use super::store::{PatchKind, Scope, WriteOptions};
 use super::watch::{self, WatchParams};
 use super::{Body, Shared};
 
@@ -224,6 +224,18 @@ fn resource(
         serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
     };
+    let write = WriteOptions {
+        dry_run: match q.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+                )));
+            }
+        },
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
+    };
     let name = name.unwrap_or_default();
     match verb {
         "get" => Ok(json_response(200, &shared.lock().get(&rt, ns, name)?)),
@@ -266,18 +278,17 @@ fn resource(
         }
         "create" => {
             let body = body_json()?;
-            let obj = {
-                let mut st = shared.lock();
+            let obj = shared.lock().write(write, |st| {
                 let obj = st.create(&rt, ns, body, super::store::Mgr::Update(&manager))?;
                 // A dependent whose owners are all gone is collected, as upstream.
                 st.collect_garbage();
-                obj
-            };
+                Ok(obj)
+            })?;
             Ok(json_response(201, &obj))
         }
         "update" => {
             let body = body_json()?;
-            let obj = shared.lock().update(&rt, ns, name, sub, body, &manager)?;
+            let obj = shared.lock().write(write, |st| st.update(&rt, ns, name, sub, body, &manager))?;
             Ok(json_response(200, &obj))
         }
         "patch" => {
@@ -302,8 +313,10 @@ fn resource(
             } else {
                 Some(manager.as_str())
             };
-            let (obj, created) =
-                shared.lock().patch(&rt, ns, name, sub, kind, &req.body, manager_opt, truthy(q, "force"))?;
+            let force = truthy(q, "force");
+            let (obj, created) = shared
+                .lock()
+                .write(write, |st| st.patch(&rt, ns, name, sub, kind, &req.body, manager_opt, force))?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))
         }
         "delete" | "deletecollection" => {
@@ -312,12 +325,27 @@ fn resource(
             if let Some(p) = q.get("propagationPolicy") {
                 options["propagationPolicy"] = json!(p);
             }
+            // DeleteOptions may carry the dry run in the body instead of the query.
+            let mut write = write;
+            match options.get("dryRun").and_then(Value::as_array).map(Vec::as_slice) {
+                None | Some([]) => {}
+                Some([v]) if v == "All" => write.dry_run = true,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "dryRun: Unsupported value: {}: supported values: \"All\"",
+                        Value::Array(other.to_vec())
+                    )));
+                }
+            }
             if verb == "delete" {
-                Ok(json_response(200, &shared.lock().delete(&rt, ns, name, &options)?))
+                Ok(json_response(200, &shared.lock().write(write, |st| st.delete(&rt, ns, name, &options))?))
             } else {
                 let sel = selectors()?;
                 let scope = Scope { rt: &rt, namespace: ns, selectors: &sel };
-                Ok(json_response(200, &shared.lock().delete_collection(&scope, &options)?))
+                Ok(json_response(
+                    200,
+                    &shared.lock().write(write, |st| st.delete_collection(&scope, &options))?,
+                ))
             }
         }
         _ => Err(ApiError::method_not_allowed()),

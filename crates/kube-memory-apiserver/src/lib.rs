@@ -24,6 +24,7 @@ mod error;
 mod faults;
 mod gc;
 mod http;
+mod rules;
 mod schema;
 mod selector;
 mod store;

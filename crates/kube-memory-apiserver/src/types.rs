@@ -54,6 +54,10 @@ impl ResourceType {
         self.group.is_empty() && self.plural == "secrets"
     }
 
+    pub fn is_configmap(&self) -> bool {
+        self.group.is_empty() && self.plural == "configmaps"
+    }
+
     fn discovery_entries(&self) -> Vec<Value> {
         let mut main = json!({
             "name": self.plural,
@@ -104,7 +108,7 @@ fn builtin(
 }
 
 /// Served resource types keyed by `(group, version, plural)`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Registry {
     types: BTreeMap<(String, String, String), Arc<ResourceType>>,
 }
