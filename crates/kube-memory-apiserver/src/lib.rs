@@ -24,10 +24,12 @@ mod error;
 mod faults;
 mod gc;
 mod http;
+mod openapi;
 mod rules;
 mod schema;
 mod selector;
 mod store;
+mod table;
 mod types;
 mod watch;
 

@@ -32,9 +32,16 @@ fn widget_crd() -> Value {
         "spec": {
             "group": "test.example.io",
             "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList",
+                "shortNames": ["wd"], "categories": ["toys"]},
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
+                "additionalPrinterColumns": [
+                    {"name": "Size", "type": "string", "jsonPath": ".spec.size"},
+                    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                    {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+                ],
                 "subresources": {"status": {}},
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
@@ -1250,5 +1257,104 @@ async fn strict_field_validation_refuses_unknown_fields() -> TestResult {
         )
         .await?;
     assert!(w["spec"].get("extra").is_none());
+    Ok(())
+}
+
+async fn get_json(server: &ApiServer, path: &str, accept: &str) -> Result<Value, kube::Error> {
+    server
+        .client()
+        .request::<Value>(
+            hyper::Request::get(path)
+                .header("accept", accept)
+                .body(Vec::new())
+                .map_err(kube::Error::HttpError)?,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn discovery_lists_categories_and_short_names() -> TestResult {
+    let (server, _api) = with_widgets().await?;
+    let list = get_json(&server, "/apis/test.example.io/v1", "application/json").await?;
+    let widgets = &list["resources"][0];
+    assert_eq!((widgets["name"].as_str(), &widgets["categories"]), (Some("widgets"), &json!(["toys"])));
+    assert_eq!(widgets["shortNames"], json!(["wd"]));
+    let apps = get_json(&server, "/apis/apps/v1", "application/json").await?;
+    assert_eq!(apps["resources"][0]["name"], json!("deployments"), "examples' Deployments can be applied");
+    Ok(())
+}
+
+#[tokio::test]
+async fn tables_print_the_crd_columns() -> TestResult {
+    let (server, api) = with_widgets().await?;
+    api.create(&PostParams::default(), &widget("a", json!({"size": "small"}))?).await?;
+    api.create(&PostParams::default(), &widget("b", json!({"size": "large", "replicas": 3}))?).await?;
+    api.patch_status(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await?;
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let table = get_json(&server, "/apis/test.example.io/v1/namespaces/default/widgets", accept).await?;
+    assert_eq!(
+        (table["kind"].as_str(), table["apiVersion"].as_str()),
+        (Some("Table"), Some("meta.k8s.io/v1"))
+    );
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Name", "Size", "Replicas", "Ready", "Age"]);
+    let rows: Vec<&Value> = table["rows"].as_array().into_iter().flatten().map(|r| &r["cells"]).collect();
+    assert_eq!(
+        rows[0].as_array().map(|c| &c[..4]),
+        Some(&[json!("a"), json!("small"), json!(1), Value::Null][..])
+    );
+    assert_eq!(
+        rows[1].as_array().map(|c| &c[..4]),
+        Some(&[json!("b"), json!("large"), json!(3), json!("True")][..])
+    );
+    assert!(rows[1][4].as_str().is_some_and(|age| age.ends_with('s')), "a date is printed as an age");
+    assert_eq!(table["rows"][0]["object"]["kind"], json!("PartialObjectMetadata"));
+
+    let one = get_json(&server, "/apis/test.example.io/v1/namespaces/default/widgets/b", accept).await?;
+    assert_eq!(one["rows"].as_array().map(Vec::len), Some(1));
+    let plain = get_json(&server, "/api/v1/namespaces/default", accept).await?;
+    assert_eq!(plain["columnDefinitions"][1]["name"], json!("Created At"), "built-in kinds: name and age");
+    let json = get_json(&server, "/apis/test.example.io/v1/namespaces/default/widgets/b", "application/json")
+        .await?;
+    assert_eq!(json["kind"], json!("Widget"), "only a Table request gets a Table");
+    Ok(())
+}
+
+#[tokio::test]
+async fn openapi_v3_describes_custom_resources_and_field_validation() -> TestResult {
+    let (server, _api) = with_widgets().await?;
+    let index = get_json(&server, "/openapi/v3", "application/json").await?;
+    let url = index["paths"]["apis/test.example.io/v1"]["serverRelativeURL"].as_str().unwrap_or_default();
+    assert!(url.starts_with("/openapi/v3/apis/test.example.io/v1?hash="), "{index}");
+    let doc = get_json(&server, url, "application/json").await?;
+    let schema = &doc["components"]["schemas"]["io.example.test.v1.Widget"];
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"],
+        json!([{"group": "test.example.io", "version": "v1", "kind": "Widget"}])
+    );
+    assert_eq!(schema["properties"]["spec"]["properties"]["size"]["enum"], json!(["small", "large"]));
+    assert!(
+        schema["properties"]["metadata"]["allOf"][0]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("ObjectMeta"))
+    );
+    // kubectl sends fieldValidation=Strict only when a kind's PATCH operation lists the parameter.
+    let patch = &doc["paths"]["/apis/test.example.io/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], json!("Widget"));
+    let params: Vec<&str> =
+        patch["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+    assert!(params.contains(&"fieldValidation"), "{params:?}");
+    let e = api_err(get_json(&server, "/openapi/v3/apis/nothing.example.io/v1", "application/json").await);
+    assert_eq!(e.code, 404);
     Ok(())
 }
