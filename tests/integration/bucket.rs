@@ -48,7 +48,7 @@ fn ops<'a>(env: &'a TestEnv, bucket: &'a str) -> BucketOps<'a> {
     BucketOps { client: env.admin.s3.clone(), stats: &env.admin.stats, bucket }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_private_bucket_is_provisioned_with_every_setting() {
     let mut env = TestEnv::new().await;
     env.start_controller().await;
@@ -114,7 +114,7 @@ async fn a_private_bucket_is_provisioned_with_every_setting() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_tls_only_policy_is_written_when_tls_is_required() {
     let mut env = TestEnv::new().await;
     let settings = bucket_broker::controller::Settings { require_tls: true, ..env.settings() };
@@ -131,7 +131,7 @@ async fn the_tls_only_policy_is_written_when_tls_is_required() {
     assert!(bucket_broker::desired::policy::equivalent(&stored, &expected), "{stored:#}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_public_bucket_serves_objects_anonymously_until_made_private() {
     let mut env = TestEnv::new().await;
     env.start_controller().await;
@@ -169,7 +169,7 @@ async fn a_public_bucket_serves_objects_anonymously_until_made_private() {
     assert_eq!(anonymous_get(&format!("{public_url}/404.html")).await, 403, "anonymous access is removed");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn deletion_waits_for_bindings_and_objects_and_never_deletes_data() {
     let mut env = TestEnv::new().await;
     env.start_controller().await;
@@ -204,7 +204,7 @@ async fn deletion_waits_for_bindings_and_objects_and_never_deletes_data() {
     assert!(!ops(&env, &name).exists().await.expect("head"), "an empty bucket is deleted");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn retain_leaves_the_bucket_and_deleting_twice_or_after_an_outside_delete_is_fine() {
     let mut env = TestEnv::new().await;
     env.start_controller().await;
@@ -224,7 +224,7 @@ async fn retain_leaves_the_bucket_and_deleting_twice_or_after_an_outside_delete_
     env.wait_gone::<Bucket>("gone").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn drift_is_repaired_at_the_next_resync() {
     let mut env = TestEnv::new().await;
     let settings =
@@ -271,7 +271,7 @@ async fn drift_is_repaired_at_the_next_resync() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_ready_bucket_costs_no_writes_on_resync() {
     let mut env = TestEnv::new().await;
     let settings =
@@ -284,7 +284,7 @@ async fn a_ready_bucket_costs_no_writes_on_resync() {
 
     let aws = env.controller_aws().stats.clone();
     let (aws_writes, aws_calls) = (aws.writes(), aws.total());
-    let kube_writes = env.server.as_ref().map(|s| s.stats().writes());
+    let kube_writes = env.in_memory("the request counters").map(|s| s.stats().writes());
     tokio::time::sleep(Duration::from_millis(4500)).await;
 
     let resync_calls = aws.total() - aws_calls;
@@ -301,7 +301,7 @@ async fn a_ready_bucket_costs_no_writes_on_resync() {
     println!("steady state: {resync_calls} AWS reads over ~4 resyncs, {} per resync", resync_calls / 4);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_controller_killed_mid_provisioning_converges_to_one_bucket() {
     let mut env = TestEnv::new().await;
     env.start_controller().await;
@@ -322,7 +322,7 @@ async fn a_controller_killed_mid_provisioning_converges_to_one_bucket() {
     env.stop_controller().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bucket_created_before_a_crash_without_settings_is_adopted_and_secured() {
     let mut env = TestEnv::new().await;
     // As if a controller had created the bucket and died before tagging or securing it.
@@ -343,7 +343,7 @@ async fn a_bucket_created_before_a_crash_without_settings_is_adopted_and_secured
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn access_denied_is_reported_in_the_condition_and_recovers_once_granted() {
     let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
     let iam = env.admin.iam.clone();

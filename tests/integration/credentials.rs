@@ -86,7 +86,7 @@ async fn keys_of(env: &TestEnv, user: &str) -> Vec<String> {
     keys.access_key_metadata.into_iter().filter_map(|k| k.access_key_id).collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn read_only_reads_and_lists_but_cannot_write_or_delete() {
     let env = env_with_bucket(&["data"]).await;
     env.create::<BucketBinding>(credential(
@@ -130,7 +130,7 @@ async fn read_only_reads_and_lists_but_cannot_write_or_delete() {
     assert_eq!((network.status.as_str(), network.reason.as_str()), ("False", "PlatformNetworkNotConfigured"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn read_write_works_fully_on_its_bucket_and_nowhere_else() {
     let env = env_with_bucket(&["mine", "theirs"]).await;
     env.create::<BucketBinding>(credential(
@@ -198,7 +198,7 @@ async fn read_write_works_fully_on_its_bucket_and_nowhere_else() {
     assert!(!can_put(&writer, &theirs, "x").await, "another bucket cannot be written");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn vcap_services_and_service_key_json_match_the_seed_and_work() {
     let env = env_with_bucket(&["my-bucket"]).await;
     env.create::<BucketBinding>(credential(
@@ -319,7 +319,7 @@ async fn vcap_services_and_service_key_json_match_the_seed_and_work() {
     assert_eq!(network.reason, "ExternalAccessAllowed");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn unbinding_revokes_the_key_and_keeps_the_data() {
     let env = env_with_bucket(&["data"]).await;
     env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
@@ -339,7 +339,7 @@ async fn unbinding_revokes_the_key_and_keeps_the_data() {
     assert!(can_get(&env.admin, &bucket, "kept").await, "the bucket and its objects stay");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_secret_is_restored_with_a_new_key_and_the_old_key_is_gone() {
     let env = env_with_bucket(&["data"]).await;
     env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
@@ -374,7 +374,7 @@ async fn a_deleted_secret_is_restored_with_a_new_key_and_the_old_key_is_gone() {
     assert!(!can_put(&client_from(&env, &old).await, &bucket_of(&old), "x").await, "the old key is revoked");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_foreign_secret_is_never_overwritten() {
     let env = env_with_bucket(&["data"]).await;
     let foreign: Secret =
@@ -402,7 +402,7 @@ async fn a_foreign_secret_is_never_overwritten() {
     assert_eq!(after.data, foreign.data);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_binding_created_before_its_bucket_becomes_ready_with_it() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     env.start_controller().await;
@@ -423,7 +423,7 @@ async fn a_binding_created_before_its_bucket_becomes_ready_with_it() {
     ready_binding(&env, "early").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn changing_permissions_updates_the_policy_in_place() {
     let env = env_with_bucket(&["data"]).await;
     env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
@@ -448,11 +448,11 @@ async fn changing_permissions_updates_the_policy_in_place() {
     assert!(can_get(&app, &bucket, "one").await, "but still reads");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_failure_between_key_creation_and_the_secret_write_leaves_one_key() {
     let env = env_with_bucket(&["data"]).await;
-    let Some(server) = env.server.as_ref() else {
-        return; // Fault injection needs the in-memory API server.
+    let Some(server) = env.in_memory("fault injection") else {
+        return;
     };
     // The first Secret writes fail: the new key's secret is lost with them.
     server.faults().fail_next(2, RequestMatcher::verb("create").resource("secrets"), 500);
@@ -470,7 +470,7 @@ async fn a_failure_between_key_creation_and_the_secret_write_leaves_one_key() {
     assert!(can_put(&client_from(&env, &secret).await, &bucket_of(&secret), "x").await);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_network_deny_is_written_exactly_when_the_binding_is_restricted() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     let network = bucket_broker::desired::policy::PlatformNetwork {
@@ -523,7 +523,7 @@ async fn the_network_deny_is_written_exactly_when_the_binding_is_restricted() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_ready_binding_costs_no_writes_on_resync() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     let settings = bucket_broker::controller::Settings {
@@ -539,7 +539,7 @@ async fn a_ready_binding_costs_no_writes_on_resync() {
 
     let aws = env.controller_aws().stats.clone();
     let (writes, calls) = (aws.writes(), aws.total());
-    let kube_writes = env.server.as_ref().map(|s| s.stats().writes());
+    let kube_writes = env.in_memory("the request counters").map(|s| s.stats().writes());
     let secret_before = secret(&env, "app").await;
     tokio::time::sleep(std::time::Duration::from_millis(4500)).await;
 
@@ -555,7 +555,7 @@ async fn a_ready_binding_costs_no_writes_on_resync() {
     println!("steady state: {resync_calls} AWS reads over ~4 resyncs of a Bucket and a BucketBinding");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn the_common_policy_is_attached_and_an_edited_secret_is_restored() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     let document =

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey};
 use bucket_broker::aws::Aws;
 use bucket_broker::controller::{self, Context, Settings};
 use bucket_broker::local::moto::{Moto, MotoOptions};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Resource};
 use kube_memory_apiserver::ApiServer;
@@ -21,6 +22,32 @@ pub const KUBECONFIG_ENV: &str = "BUCKET_BROKER_TEST_KUBECONFIG";
 
 /// How long a test waits for the controller to converge.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long the teardown waits for the controller to finish deleting what a test made.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the teardown waits for the test namespace to be gone.
+const NAMESPACE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the Kubernetes API is, so that the teardown can connect again from a thread of its own.
+#[derive(Clone)]
+enum Cluster {
+    /// The in-memory API server at this URL.
+    InMemory(String),
+    /// The real cluster named by this kubeconfig file.
+    Real(String),
+}
+
+impl Cluster {
+    async fn client(&self) -> Client {
+        match self {
+            Cluster::InMemory(url) => {
+                let url = url.parse().expect("the in-memory server's URL");
+                Client::try_from(kube::Config::new(url)).expect("client")
+            }
+            Cluster::Real(path) => real_cluster_client(path).await,
+        }
+    }
+}
 
 /// A namespaced kind the harness can create, read and wait for.
 pub trait Namespaced:
@@ -49,7 +76,7 @@ pub struct TestEnv {
     /// AWS clients with administrator credentials, for the test's own checks.
     pub admin: Aws,
     controller: Option<(watch::Sender<bool>, JoinHandle<()>, Aws)>,
-    real_cluster: bool,
+    cluster: Cluster,
 }
 
 impl TestEnv {
@@ -59,16 +86,19 @@ impl TestEnv {
     }
 
     pub async fn with(options: MotoOptions) -> TestEnv {
-        let (client, server) = match std::env::var(KUBECONFIG_ENV) {
-            Ok(path) if !path.is_empty() => (real_cluster_client(&path).await, None),
+        let (client, server, cluster) = match std::env::var(KUBECONFIG_ENV) {
+            Ok(path) if !path.is_empty() => (real_cluster_client(&path).await, None, Cluster::Real(path)),
             _ => {
                 let server = ApiServer::start().await.expect("in-memory API server starts");
-                (server.client(), Some(server))
+                let url = server.url();
+                (server.client(), Some(server), Cluster::InMemory(url))
             }
         };
         install_crds(&client).await;
-        let real_cluster = server.is_none();
-        let namespace = if real_cluster { unique_name("bb-test") } else { "test".to_owned() };
+        let namespace = match cluster {
+            Cluster::Real(_) => unique_name("bb-test"),
+            Cluster::InMemory(_) => "test".to_owned(),
+        };
         let ns: Namespace = serde_json::from_value(serde_json::json!({
             "metadata": {"name": namespace, "labels": {"bucketbroker.io/test": "true"}}
         }))
@@ -79,7 +109,34 @@ impl TestEnv {
             .expect("namespace created");
         let moto = Moto::start(options).await.expect("moto starts");
         let admin = aws_for(&moto, moto.admin_credentials()).await;
-        TestEnv { client, namespace, server, moto, admin, controller: None, real_cluster }
+        TestEnv { client, namespace, server, moto, admin, controller: None, cluster }
+    }
+
+    /// A kubeconfig for tools such as kubectl, written into `dir` for the in-memory server (its URL,
+    /// no credentials); the given file for a real cluster.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        match &self.cluster {
+            Cluster::Real(path) => path.into(),
+            Cluster::InMemory(url) => {
+                let file = dir.join("kubeconfig");
+                let text = format!(
+                    "apiVersion: v1\nkind: Config\nclusters:\n- name: memory\n  cluster:\n    server: {url}\n\
+                     contexts:\n- name: memory\n  context:\n    cluster: memory\n    user: anonymous\n\
+                     users:\n- name: anonymous\n  user: {{}}\ncurrent-context: memory\n"
+                );
+                std::fs::write(&file, text).expect("kubeconfig written");
+                file
+            }
+        }
+    }
+
+    /// The in-memory API server, for what only it offers (fault injection, request counters). On a
+    /// real cluster, says in the test output that this part is skipped, and returns `None`.
+    pub fn in_memory(&self, needs: &str) -> Option<&ApiServer> {
+        if self.server.is_none() {
+            eprintln!("skipped on a real cluster: needs {needs}");
+        }
+        self.server.as_ref()
     }
 
     /// Settings for functional tests: no TLS-only policy and no platform network, because moto applies
@@ -197,24 +254,126 @@ impl TestEnv {
 }
 
 impl Drop for TestEnv {
+    /// Leaves nothing behind, also after a failed test: what the test made is deleted while the
+    /// controller still runs (or, with no controller running, our finalizers are stripped), then the
+    /// namespace is deleted and waited for. Every wait is bounded.
+    ///
+    /// Drop cannot await, so the teardown runs on a thread and runtime of its own, with a client
+    /// built there: a client made on the test's runtime has its connection tasks on this blocked
+    /// thread and would never answer. `block_in_place` lets the test's runtime keep running the
+    /// controller (and the in-memory server) meanwhile.
     fn drop(&mut self) {
+        let on_multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let controller_runs =
+            on_multi_thread && self.controller.as_ref().is_some_and(|(_, handle, _)| !handle.is_finished());
+        let (cluster, namespace) = (self.cluster.clone(), self.namespace.clone());
+        let teardown = move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(async {
+                    let client = cluster.client().await;
+                    teardown(&client, &namespace, controller_runs).await;
+                }),
+                Err(e) => eprintln!("teardown: no runtime: {e}"),
+            }
+        };
+        let join = || {
+            if std::thread::spawn(teardown).join().is_err() {
+                eprintln!("teardown of namespace {} panicked", self.namespace);
+            }
+        };
+        if on_multi_thread {
+            tokio::task::block_in_place(join);
+        } else if self.server.is_none() {
+            // Nothing else needs this runtime: the real cluster does not run on it.
+            join();
+        }
         if let Some((_, handle, _)) = self.controller.take() {
             handle.abort();
         }
-        if self.real_cluster {
-            // Drop cannot await: delete the namespace from a thread of its own, also after a failed test.
-            let client = self.client.clone();
-            let namespace = self.namespace.clone();
-            let _ = std::thread::spawn(move || {
-                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    runtime.block_on(async {
-                        let _ = Api::<Namespace>::all(client)
-                            .delete(&namespace, &DeleteParams::background())
-                            .await;
-                    });
-                }
-            })
-            .join();
+    }
+}
+
+/// True for the finalizers the controller puts on our kinds.
+fn is_ours(finalizer: &str) -> bool {
+    finalizer.ends_with("bucketbroker.io/finalizer")
+}
+
+/// See [`TestEnv`]'s `Drop`. Reports instead of panicking: a panic here would hide the test's own.
+async fn teardown(client: &Client, namespace: &str, controller_runs: bool) {
+    if controller_runs {
+        // Credentials first: a Bucket waits for its bindings. `Retain` leaves the test's AWS data in
+        // moto, which ends with the test.
+        delete_all::<BucketBinding>(client, namespace).await;
+        delete_all::<BucketServiceKey>(client, namespace).await;
+        wait_none::<BucketBinding>(client, namespace).await;
+        wait_none::<BucketServiceKey>(client, namespace).await;
+        let buckets = Api::<Bucket>::namespaced(client.clone(), namespace);
+        for bucket in buckets.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+            let name = bucket.metadata.name.unwrap_or_default();
+            let retain = serde_json::json!({"spec": {"deletionPolicy": "Retain"}});
+            let _ = buckets.patch(&name, &PatchParams::default(), &Patch::Merge(retain)).await;
+        }
+        delete_all::<Bucket>(client, namespace).await;
+        wait_none::<Bucket>(client, namespace).await;
+    }
+    strip_finalizers::<BucketBinding>(client, namespace).await;
+    strip_finalizers::<BucketServiceKey>(client, namespace).await;
+    strip_finalizers::<Bucket>(client, namespace).await;
+
+    let namespaces = Api::<Namespace>::all(client.clone());
+    if let Err(e) = namespaces.delete(namespace, &DeleteParams::background()).await {
+        eprintln!("teardown: deleting namespace {namespace}: {e}");
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + NAMESPACE_TIMEOUT;
+    while let Ok(Some(_)) = namespaces.get_opt(namespace).await {
+        if tokio::time::Instant::now() > deadline {
+            eprintln!("teardown: namespace {namespace} still exists after {NAMESPACE_TIMEOUT:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn delete_all<K: Namespaced>(client: &Client, namespace: &str) {
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    if let Err(e) = api.delete_collection(&DeleteParams::background(), &ListParams::default()).await {
+        eprintln!("teardown: deleting {}: {e}", K::plural(&()));
+    }
+}
+
+async fn wait_none<K: Namespaced>(client: &Client, namespace: &str) {
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    let deadline = tokio::time::Instant::now() + CLEANUP_TIMEOUT;
+    while api.list(&ListParams::default()).await.is_ok_and(|l| !l.items.is_empty()) {
+        if tokio::time::Instant::now() > deadline {
+            eprintln!("teardown: {} still present after {CLEANUP_TIMEOUT:?}", K::plural(&()));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// With no controller to remove them, our finalizers would keep the objects, and so the namespace,
+/// forever.
+async fn strip_finalizers<K: Namespaced>(client: &Client, namespace: &str) {
+    let api = Api::<K>::namespaced(client.clone(), namespace);
+    for object in api.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+        let meta = object.meta();
+        let finalizers = meta.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|f| is_ours(f)) {
+            continue;
+        }
+        let name = meta.name.clone().unwrap_or_default();
+        let kept: Vec<&String> = finalizers.iter().filter(|f| !is_ours(f)).collect();
+        let patch = serde_json::json!({"metadata": {
+            "finalizers": kept, "resourceVersion": meta.resource_version,
+        }});
+        match api.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => eprintln!("teardown: stripped our finalizer from {} {name}", K::kind(&())),
+            Err(e) => eprintln!("teardown: stripping the finalizer of {} {name}: {e}", K::kind(&())),
         }
     }
 }

@@ -9,6 +9,7 @@ mod credentials;
 mod deploy;
 mod harness;
 mod image;
+mod kubectl;
 mod operations;
 mod quickstart;
 mod smoke;

@@ -35,7 +35,7 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn health_readiness_and_metrics_endpoints() {
     let mut env = TestEnv::new().await;
     // Not started yet: alive, not ready.
@@ -96,7 +96,7 @@ async fn holder(env: &TestEnv) -> Option<String> {
     lease.spec?.holder_identity
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     let env = TestEnv::new().await;
     let a = replica(&env, "replica-a").await;
@@ -128,7 +128,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     drop(b.stop);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn start_up_fails_clearly_when_the_crds_are_missing() {
     // Always the in-memory server: a real cluster under test has the CRDs installed.
     let server = kube_memory_apiserver::ApiServer::start().await.expect("api server");

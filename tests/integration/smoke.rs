@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 
 use crate::harness::{TestEnv, aws_for};
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn a_bucket_object_is_watched_patched_and_deleted_through_a_finalizer() {
     let env = TestEnv::new().await;
     let api = env.api::<Bucket>();
@@ -81,7 +81,7 @@ async fn a_bucket_object_is_watched_patched_and_deleted_through_a_finalizer() {
     env.wait_gone::<Bucket>("smoke").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread")]
 async fn moto_enforces_iam_for_a_user_without_a_policy() {
     let env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     let s3 = &env.admin.s3;

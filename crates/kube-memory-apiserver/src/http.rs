@@ -14,9 +14,10 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::faults::RequestInfo;
 use super::selector::{FieldSelector, LabelSelector, Selectors};
-use super::store::{PatchKind, Scope};
+use super::store::{PatchKind, Scope, WriteOptions};
 use super::watch::{self, WatchParams};
 use super::{Body, Shared};
+use super::{openapi, table};
 
 fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes)).map_err(|never: Infallible| match never {}).boxed()
@@ -77,6 +78,11 @@ fn parse_query(q: Option<&str>) -> HashMap<String, String> {
         .collect()
 }
 
+/// `includeObject` of a Table request: `None`, `Object` or (the default) `Metadata`.
+fn include_object(q: &HashMap<String, String>) -> &str {
+    q.get("includeObject").map(String::as_str).unwrap_or("Metadata")
+}
+
 fn truthy(q: &HashMap<String, String>, k: &str) -> bool {
     matches!(q.get(k).map(String::as_str), Some("true" | "1"))
 }
@@ -93,6 +99,24 @@ fn version_json() -> Value {
         "compiler": "gc",
         "platform": "linux/amd64",
     })
+}
+
+/// `/openapi/v2`: an empty document. kubectl up to 1.29 loads it before validating anything and
+/// reads only protobuf there; what it then checks comes from `/openapi/v3` (see [`openapi`]).
+fn openapi_v2(accept: &str) -> Response<Body> {
+    if !accept.contains("protobuf") {
+        return json_response(
+            200,
+            &json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": "v1.28.0"}, "paths": {}}),
+        );
+    }
+    // gnostic `openapi_v2.Document` with field 1 (`swagger`) = "2.0".
+    let mut r = Response::new(full(b"\x0a\x032.0".to_vec()));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+    );
+    r
 }
 
 pub(super) async fn handle(
@@ -114,6 +138,7 @@ pub(super) async fn handle(
         path: parts.uri.path().to_string(),
         query,
         content_type: header("content-type"),
+        accept: header("accept"),
         user_agent: header("user-agent"),
         body: body.to_vec(),
     };
@@ -129,6 +154,7 @@ struct Req {
     path: String,
     query: HashMap<String, String>,
     content_type: String,
+    accept: String,
     user_agent: String,
     body: Vec<u8>,
 }
@@ -154,6 +180,10 @@ fn route(shared: &Arc<Shared>, req: &Req) -> Result<Response<Body>, ApiError> {
         ["apis", g, v] => discovery(shared.lock().registry.resource_list(g, v)),
         ["api", "v1", rest @ ..] => resource(shared, req, "", "v1", rest),
         ["apis", g, v, rest @ ..] => resource(shared, req, g, v, rest),
+        ["openapi", "v2"] => Ok(openapi_v2(&req.accept)),
+        ["openapi", "v3"] => Ok(json_response(200, &openapi::index(&shared.lock().registry))),
+        ["openapi", "v3", "api", "v1"] => discovery(openapi::document(&shared.lock().registry, "", "v1")),
+        ["openapi", "v3", "apis", g, v] => discovery(openapi::document(&shared.lock().registry, g, v)),
         _ => Err(ApiError::no_route()),
     }
 }
@@ -224,9 +254,28 @@ fn resource(
         serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
     };
+    let write = WriteOptions {
+        dry_run: match q.get("dryRun").map(String::as_str) {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+                )));
+            }
+        },
+        strict: q.get("fieldValidation").is_some_and(|v| v == "Strict"),
+    };
     let name = name.unwrap_or_default();
     match verb {
-        "get" => Ok(json_response(200, &shared.lock().get(&rt, ns, name)?)),
+        "get" => {
+            let obj = shared.lock().get(&rt, ns, name)?;
+            if table::wanted(&req.accept) {
+                let meta = json!({ "resourceVersion": obj.pointer("/metadata/resourceVersion") });
+                return Ok(json_response(200, &table::table(&rt, &[obj], meta, include_object(q))));
+            }
+            Ok(json_response(200, &obj))
+        }
         "list" => {
             let sel = selectors()?;
             let limit = match q.get("limit").filter(|l| !l.is_empty()) {
@@ -235,9 +284,17 @@ fn resource(
                 }
                 None => None,
             };
-            let st = shared.lock();
-            let scope = Scope { rt: &rt, namespace: ns, selectors: &sel };
-            Ok(json_response(200, &st.list(&scope, limit, q.get("continue").map(String::as_str))?))
+            let list = {
+                let st = shared.lock();
+                let scope = Scope { rt: &rt, namespace: ns, selectors: &sel };
+                st.list(&scope, limit, q.get("continue").map(String::as_str))?
+            };
+            if table::wanted(&req.accept) {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let meta = list["metadata"].clone();
+                return Ok(json_response(200, &table::table(&rt, &items, meta, include_object(q))));
+            }
+            Ok(json_response(200, &list))
         }
         "watch" => {
             let sel = selectors()?;
@@ -266,18 +323,17 @@ fn resource(
         }
         "create" => {
             let body = body_json()?;
-            let obj = {
-                let mut st = shared.lock();
+            let obj = shared.lock().write(write, |st| {
                 let obj = st.create(&rt, ns, body, super::store::Mgr::Update(&manager))?;
                 // A dependent whose owners are all gone is collected, as upstream.
                 st.collect_garbage();
-                obj
-            };
+                Ok(obj)
+            })?;
             Ok(json_response(201, &obj))
         }
         "update" => {
             let body = body_json()?;
-            let obj = shared.lock().update(&rt, ns, name, sub, body, &manager)?;
+            let obj = shared.lock().write(write, |st| st.update(&rt, ns, name, sub, body, &manager))?;
             Ok(json_response(200, &obj))
         }
         "patch" => {
@@ -302,8 +358,10 @@ fn resource(
             } else {
                 Some(manager.as_str())
             };
-            let (obj, created) =
-                shared.lock().patch(&rt, ns, name, sub, kind, &req.body, manager_opt, truthy(q, "force"))?;
+            let force = truthy(q, "force");
+            let (obj, created) = shared
+                .lock()
+                .write(write, |st| st.patch(&rt, ns, name, sub, kind, &req.body, manager_opt, force))?;
             Ok(json_response(if created { 201 } else { 200 }, &obj))
         }
         "delete" | "deletecollection" => {
@@ -312,12 +370,27 @@ fn resource(
             if let Some(p) = q.get("propagationPolicy") {
                 options["propagationPolicy"] = json!(p);
             }
+            // DeleteOptions may carry the dry run in the body instead of the query.
+            let mut write = write;
+            match options.get("dryRun").and_then(Value::as_array).map(Vec::as_slice) {
+                None | Some([]) => {}
+                Some([v]) if v == "All" => write.dry_run = true,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "dryRun: Unsupported value: {}: supported values: \"All\"",
+                        Value::Array(other.to_vec())
+                    )));
+                }
+            }
             if verb == "delete" {
-                Ok(json_response(200, &shared.lock().delete(&rt, ns, name, &options)?))
+                Ok(json_response(200, &shared.lock().write(write, |st| st.delete(&rt, ns, name, &options))?))
             } else {
                 let sel = selectors()?;
                 let scope = Scope { rt: &rt, namespace: ns, selectors: &sel };
-                Ok(json_response(200, &shared.lock().delete_collection(&scope, &options)?))
+                Ok(json_response(
+                    200,
+                    &shared.lock().write(write, |st| st.delete_collection(&scope, &options))?,
+                ))
             }
         }
         _ => Err(ApiError::method_not_allowed()),

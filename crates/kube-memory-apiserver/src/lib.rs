@@ -11,22 +11,29 @@
 //! `resourceVersion` counter, a bounded event history and a broadcast channel feeding
 //! watches.
 //!
+//! It also enforces what the registry strategies refuse (a Secret's `type`, immutable
+//! Secrets and ConfigMaps) and the CRDs' CEL rules ([`rules`]), honours `dryRun` and
+//! `fieldValidation=Strict`, and serves what kubectl reads: OpenAPI v3 ([`openapi`]),
+//! Tables ([`table`]) and discovery with categories.
+//!
 //! Simplifications versus a real apiserver (each also noted where it is implemented):
-//! no authn/authz, admission, CEL validation rules (`x-kubernetes-validations`), `pattern`
-//! or `format`, CRD version conversion, dry-run, protobuf/CBOR, aggregated discovery, or
-//! list snapshots at an old `resourceVersion` (lists always return current state);
-//! strategic merge patch behaves as a JSON merge patch; the garbage collector runs
-//! synchronously; built-in kinds have no schema (no validation beyond metadata); field
-//! selectors accept any dotted path.
+//! no authn/authz or admission webhooks, `pattern` or `format`, CRD version conversion,
+//! protobuf/CBOR, aggregated discovery, or list snapshots at an old `resourceVersion`
+//! (lists always return current state); strategic merge patch replaces lists whole; the
+//! garbage collector runs synchronously; built-in kinds have no schema (no validation
+//! beyond metadata and the immutability rules); field selectors accept any dotted path.
 
 mod apply;
 mod error;
 mod faults;
 mod gc;
 mod http;
+mod openapi;
+mod rules;
 mod schema;
 mod selector;
 mod store;
+mod table;
 mod types;
 mod watch;
 

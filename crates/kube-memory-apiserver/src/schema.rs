@@ -7,7 +7,8 @@
 //! `minItems`/`maxItems`, `x-kubernetes-preserve-unknown-fields`,
 //! `x-kubernetes-int-or-string`, `x-kubernetes-embedded-resource`,
 //! `x-kubernetes-list-type`/`x-kubernetes-list-map-keys`. Not supported: `pattern`,
-//! `format`, `oneOf`/`anyOf`/`allOf`/`not`, and `x-kubernetes-validations` (CEL).
+//! `format`, `oneOf`/`anyOf`/`allOf`/`not`. CEL rules (`x-kubernetes-validations`) are in
+//! [`super::rules`].
 
 use std::sync::OnceLock;
 
@@ -124,12 +125,19 @@ fn is_true(schema: &Value, key: &str) -> bool {
     schema.get(key).and_then(Value::as_bool) == Some(true)
 }
 
-/// Prunes, defaults and validates a whole custom resource in place; returns the causes of
-/// a 422 (empty when valid).
-pub(super) fn process(schema: &Value, obj: &mut Value) -> Vec<Cause> {
-    let mut causes = Vec::new();
+/// What [`process`] found: the causes of a 422 (empty when valid) and the paths of the unknown
+/// fields it pruned (an error under `fieldValidation=Strict`).
+#[derive(Debug, Default)]
+pub(super) struct Processed {
+    pub causes: Vec<Cause>,
+    pub pruned: Vec<String>,
+}
+
+/// Prunes, defaults and validates a whole custom resource in place.
+pub(super) fn process(schema: &Value, obj: &mut Value) -> Processed {
+    let mut out = Processed::default();
     let Value::Object(map) = obj else {
-        return causes;
+        return out;
     };
     // apiVersion/kind/metadata belong to the apiserver, not to the CRD schema.
     let keep: Vec<(String, Value)> = ["apiVersion", "kind", "metadata"]
@@ -137,17 +145,18 @@ pub(super) fn process(schema: &Value, obj: &mut Value) -> Vec<Cause> {
         .filter_map(|k| map.remove(*k).map(|v| (k.to_string(), v)))
         .collect();
     let mut rest = Value::Object(std::mem::take(map));
-    walk(schema, &mut rest, "", &mut causes);
+    walk(schema, &mut rest, "", &mut out);
     if let (Value::Object(m), Value::Object(r)) = (obj, rest) {
         *m = r;
         for (k, v) in keep {
             m.insert(k, v);
         }
     }
-    causes
+    out
 }
 
-fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
+fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Processed) {
+    let causes = &mut out.causes;
     let int_or_string = is_true(schema, "x-kubernetes-int-or-string");
     if int_or_string {
         if !matches!(v, Value::String(_)) && !type_ok("integer", v) {
@@ -202,7 +211,13 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
                 s.is_some_and(|s| is_true(s, "nullable"))
             });
             if !preserve && additional.is_none_or(|a| !a.is_object() && a != &Value::Bool(true)) {
-                map.retain(|k, _| props.is_some_and(|p| p.contains_key(k)));
+                map.retain(|k, _| {
+                    let known = props.is_some_and(|p| p.contains_key(k));
+                    if !known {
+                        out.pruned.push(child_path(path, k));
+                    }
+                    known
+                });
             }
             if let Some(props) = props {
                 for (k, ps) in props {
@@ -216,13 +231,17 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
             for (k, val) in map.iter_mut() {
                 let s = props.and_then(|p| p.get(k)).or(additional.filter(|a| a.is_object()));
                 if let Some(s) = s {
-                    walk(s, val, &child_path(path, k), causes);
+                    walk(s, val, &child_path(path, k), out);
                 }
             }
             if let Some(req) = schema.get("required").and_then(Value::as_array) {
                 for r in req.iter().filter_map(Value::as_str) {
                     if !map.contains_key(r) {
-                        causes.push(Cause::new("FieldValueRequired", child_path(path, r), "Required value"));
+                        out.causes.push(Cause::new(
+                            "FieldValueRequired",
+                            child_path(path, r),
+                            "Required value",
+                        ));
                     }
                 }
             }
@@ -230,7 +249,7 @@ fn walk(schema: &Value, v: &mut Value, path: &str, causes: &mut Vec<Cause>) {
         Value::Array(items) => {
             if let Some(s) = schema.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
-                    walk(s, item, &format!("{path}[{i}]"), causes);
+                    walk(s, item, &format!("{path}[{i}]"), out);
                 }
             }
         }
@@ -309,19 +328,21 @@ mod tests {
         });
         let mut o = json!({"apiVersion": "x/v1", "kind": "W", "metadata": {"name": "a"},
             "spec": {"size": "small", "junk": 1, "free": {"x": 1}}, "junk": 2});
-        assert!(process(&schema, &mut o).is_empty());
+        let processed = process(&schema, &mut o);
+        assert!(processed.causes.is_empty());
+        assert_eq!(processed.pruned, vec!["junk", "spec.junk"]);
         assert_eq!(o["spec"]["replicas"], json!(1));
         assert!(o["spec"].get("junk").is_none() && o.get("junk").is_none());
         assert_eq!(o["spec"]["free"]["x"], json!(1));
         assert_eq!(o["metadata"]["name"], json!("a"));
 
         let mut bad = json!({"spec": {"size": "huge", "replicas": "x"}});
-        let causes = process(&schema, &mut bad);
+        let causes = process(&schema, &mut bad).causes;
         let mut fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
         fields.sort();
         assert_eq!(fields, vec!["spec.replicas", "spec.size"]);
         let mut missing = json!({"spec": {}});
-        let causes = process(&schema, &mut missing);
+        let causes = process(&schema, &mut missing).causes;
         assert_eq!(causes[0].field, "spec.size");
         assert_eq!(causes[0].reason, "FieldValueRequired");
     }

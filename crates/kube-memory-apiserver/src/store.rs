@@ -17,6 +17,7 @@ use tokio::sync::broadcast;
 
 use super::apply;
 use super::error::{ApiError, Cause};
+use super::rules;
 use super::schema;
 use super::selector::Selectors;
 use super::types::{Registry, ResourceType, StorageKey, crd_status, parse_crd};
@@ -71,6 +72,15 @@ pub(super) struct Scope<'a> {
     pub selectors: &'a Selectors,
 }
 
+/// Per-request write options from the query string.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct WriteOptions {
+    /// `dryRun=All`: validate and answer as usual, keep and announce nothing.
+    pub dry_run: bool,
+    /// `fieldValidation=Strict`: unknown fields of a custom resource are an error, not pruned.
+    pub strict: bool,
+}
+
 pub(super) struct State {
     pub registry: Registry,
     pub(super) objects: BTreeMap<StorageKey, BTreeMap<ObjKey, Value>>,
@@ -82,6 +92,8 @@ pub(super) struct State {
     pub tx: broadcast::Sender<Arc<WatchEvent>>,
     seed: RandomState,
     counter: u64,
+    /// The options of the write in progress (see [`State::write`]).
+    write: WriteOptions,
 }
 
 fn meta_str<'a>(o: &'a Value, field: &str) -> Option<&'a str> {
@@ -165,6 +177,7 @@ impl State {
             tx,
             seed: RandomState::new(),
             counter: 0,
+            write: WriteOptions::default(),
         };
         for ns in ["default", "kube-system", "kube-public"] {
             if let Some(rt) = st.registry.lookup("", "v1", "namespaces") {
@@ -210,7 +223,31 @@ impl State {
             .collect()
     }
 
+    /// Runs one write with its request options. A dry run goes through the whole pipeline
+    /// (defaulting, validation, admission, garbage collection) on the real store, then puts the
+    /// store back as it was; nothing reaches the history or a watch.
+    pub fn write<T>(
+        &mut self,
+        options: WriteOptions,
+        f: impl FnOnce(&mut State) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.write = options;
+        let out = if options.dry_run {
+            let (objects, rv, registry) = (self.objects.clone(), self.rv, self.registry.clone());
+            let out = f(self);
+            (self.objects, self.rv, self.registry) = (objects, rv, registry);
+            out
+        } else {
+            f(self)
+        };
+        self.write = WriteOptions::default();
+        out
+    }
+
     fn emit(&mut self, key: &StorageKey, kind: &'static str, old: Option<Value>, obj: &Value) {
+        if self.write.dry_run {
+            return;
+        }
         let ev = Arc::new(WatchEvent {
             rv: self.rv,
             key: key.clone(),
@@ -357,9 +394,37 @@ impl State {
         }
     }
 
-    fn validate_custom(rt: &ResourceType, obj: &mut Value, name: &str) -> Result<(), ApiError> {
+    /// Schema, CEL rules and the kind's own checks; `old` is the stored object on an update.
+    fn validate(
+        &self,
+        rt: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        name: &str,
+    ) -> Result<(), ApiError> {
         if let Some(schema) = &rt.schema {
-            let causes = schema::process(schema, obj);
+            let processed = schema::process(schema, obj);
+            if self.write.strict && !processed.pruned.is_empty() {
+                let fields: Vec<String> =
+                    processed.pruned.iter().map(|p| format!("unknown field \"{p}\"")).collect();
+                return Err(ApiError::bad_request(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    fields.join(", "),
+                    kind = rt.kind,
+                    version = rt.version,
+                )));
+            }
+            if !processed.causes.is_empty() {
+                return Err(ApiError::invalid(&rt.group, &rt.kind, name, processed.causes));
+            }
+            // As upstream, CEL rules run on a structurally valid object only.
+            let causes = rules::cel(schema, obj, old);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(&rt.group, &rt.kind, name, causes));
+            }
+        }
+        if let Some(old) = old {
+            let causes = rules::builtin_update(rt, old, obj);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(&rt.group, &rt.kind, name, causes));
             }
@@ -465,7 +530,7 @@ impl State {
         }
         body = Self::present(rt, body);
         Self::normalize(rt, &mut body);
-        Self::validate_custom(rt, &mut body, &name)?;
+        self.validate(rt, &mut body, None, &name)?;
         if rt.is_crd() {
             body["status"] = crd_status(&body, &now);
         }
@@ -587,7 +652,7 @@ impl State {
         }
         new = Self::present(rt, new);
         Self::normalize(rt, &mut new);
-        Self::validate_custom(rt, &mut new, name)?;
+        self.validate(rt, &mut new, Some(&old), name)?;
         if let Mgr::Update(m) = mgr {
             apply::record_update(rt, Some(&old), &mut new, m, sub);
         }
@@ -706,9 +771,10 @@ impl State {
                 }
                 let old = current.ok_or_else(not_found)?;
                 let mut doc = old.clone();
-                json_patch::merge(&mut doc, &p);
                 if kind == PatchKind::Strategic {
-                    strip_directives(&mut doc);
+                    strategic_merge(&mut doc, &p);
+                } else {
+                    json_patch::merge(&mut doc, &p);
                 }
                 self.commit(rt, &okey, old, doc, sub, Mgr::Update(manager.unwrap_or("unknown")))
                     .map(|o| (o, false))
@@ -927,11 +993,50 @@ fn json_patch_apply(doc: &mut Value, ops: &json_patch::Patch) -> Result<(), Stri
     Ok(())
 }
 
+/// A strategic merge patch, for what a map holds: maps merge key by key and `null` deletes a key;
+/// the directives `$patch: replace` (the map becomes the patch's), `$patch: delete` (the map goes)
+/// and `$retainKeys` (only the listed keys stay) apply. Lists are replaced whole, as in a merge
+/// patch: built-in kinds carry no patch-merge keys here.
+fn strategic_merge(doc: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *doc = patch.clone();
+        return;
+    };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut replaced = Value::Object(p.clone());
+        strip_directives(&mut replaced);
+        *doc = replaced;
+        return;
+    }
+    if !doc.is_object() {
+        *doc = json!({});
+    }
+    let Value::Object(d) = doc else { unreachable!("made an object above") };
+    if let Some(keep) = p.get("$retainKeys").and_then(Value::as_array) {
+        d.retain(|k, _| keep.iter().any(|x| x.as_str() == Some(k.as_str())));
+    }
+    for (k, v) in p {
+        if k.starts_with('$') {
+            continue;
+        }
+        let deleted = v.is_null() || v.get("$patch").and_then(Value::as_str) == Some("delete");
+        if deleted {
+            d.remove(k);
+        } else if v.is_object() {
+            strategic_merge(d.entry(k.clone()).or_insert(Value::Null), v);
+        } else {
+            let mut v = v.clone();
+            strip_directives(&mut v);
+            d.insert(k.clone(), v);
+        }
+    }
+}
+
 /// Strategic-merge directives would otherwise end up stored as fields.
 fn strip_directives(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            m.retain(|k, _| !k.starts_with("$setElementOrder/") && k != "$patch" && k != "$retainKeys");
+            m.retain(|k, _| !k.starts_with('$'));
             for c in m.values_mut() {
                 strip_directives(c);
             }

@@ -32,9 +32,16 @@ fn widget_crd() -> Value {
         "spec": {
             "group": "test.example.io",
             "scope": "Namespaced",
-            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList",
+                "shortNames": ["wd"], "categories": ["toys"]},
             "versions": [{
                 "name": "v1", "served": true, "storage": true,
+                "additionalPrinterColumns": [
+                    {"name": "Size", "type": "string", "jsonPath": ".spec.size"},
+                    {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                    {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+                ],
                 "subresources": {"status": {}},
                 "schema": {"openAPIV3Schema": {
                     "type": "object",
@@ -46,8 +53,17 @@ fn widget_crd() -> Value {
                                 "size": {"type": "string", "enum": ["small", "large"]},
                                 "replicas": {"type": "integer", "default": 1},
                                 "color": {"type": "string"},
-                                "tags": {"type": "array", "items": {"type": "string"}}
-                            }
+                                "tags": {"type": "array", "items": {"type": "string"}},
+                                "owner": {
+                                    "type": "string",
+                                    "x-kubernetes-validations": [
+                                        {"rule": "self == oldSelf", "message": "owner is immutable"}
+                                    ]
+                                }
+                            },
+                            "x-kubernetes-validations": [
+                                {"rule": "!has(self.tags) || size(self.tags) <= 3", "message": "at most three tags"}
+                            ]
                         },
                         "status": {
                             "type": "object",
@@ -765,20 +781,19 @@ async fn server_side_apply_ownership_conflicts_and_list_maps() -> TestResult {
     assert_eq!(again.metadata.resource_version, before);
 
     // fieldManager is required for apply.
-    let req = hyper::http::Request::patch("/apis/test.example.io/v1/namespaces/default/widgets/w")
+    let req = hyper::Request::patch("/apis/test.example.io/v1/namespaces/default/widgets/w")
         .header("content-type", "application/apply-patch+yaml")
         .body(b"apiVersion: test.example.io/v1\nkind: Widget\nmetadata:\n  name: w\n".to_vec())?;
     let e = api_err(server.client().request::<DynamicObject>(req).await);
     assert_eq!(e.code, 400);
     // A YAML body works.
-    let req = hyper::http::Request::patch(
-        "/apis/test.example.io/v1/namespaces/default/widgets/w?fieldManager=yaml",
-    )
-    .header("content-type", "application/apply-patch+yaml")
-    .body(
-        b"apiVersion: test.example.io/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  replicas: 3\n"
-            .to_vec(),
-    )?;
+    let req =
+        hyper::Request::patch("/apis/test.example.io/v1/namespaces/default/widgets/w?fieldManager=yaml")
+            .header("content-type", "application/apply-patch+yaml")
+            .body(
+                b"apiVersion: test.example.io/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  replicas: 3\n"
+                    .to_vec(),
+            )?;
     let w: DynamicObject = server.client().request(req).await?;
     assert_eq!(w.data["spec"]["replicas"], json!(3));
     Ok(())
@@ -954,5 +969,392 @@ async fn delete_collection_and_dangling_owner_collection() -> TestResult {
     let secrets: Api<Secret> = Api::default_namespaced(server.client());
     secrets.create(&PostParams::default(), &owned_secret("orphaned", &ghost, false)?).await?;
     assert_eq!(api_err(secrets.get("orphaned").await).code, 404);
+    Ok(())
+}
+
+fn causes(e: &kube::core::Status) -> Vec<(String, String)> {
+    e.details.iter().flat_map(|d| d.causes.iter()).map(|c| (c.field.clone(), c.message.clone())).collect()
+}
+
+#[tokio::test]
+async fn secret_type_is_immutable() -> TestResult {
+    let server = ApiServer::start().await?;
+    let secrets: Api<Secret> = Api::default_namespaced(server.client());
+    let s: Secret = serde_json::from_value(json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}}))?;
+    let created = secrets.create(&PostParams::default(), &s).await?;
+    assert_eq!(created.type_.as_deref(), Some("Opaque"), "the type defaults to Opaque");
+
+    let e = api_err(
+        secrets
+            .patch("s", &PatchParams::default(), &Patch::Merge(json!({"type": "servicebinding.io/s3"})))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        r#"Secret "s" is invalid: type: Invalid value: "servicebinding.io/s3": field is immutable"#
+    );
+    let mut replaced = created.clone();
+    replaced.type_ = Some("kubernetes.io/tls".into());
+    assert_eq!(api_err(secrets.replace("s", &PostParams::default(), &replaced).await).code, 422);
+
+    // Everything else stays writable, and the type did not move.
+    secrets.patch("s", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"k": "w"}}))).await?;
+    assert_eq!(secrets.get("s").await?.type_.as_deref(), Some("Opaque"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_immutable_secret_keeps_its_data_and_flag_but_not_its_metadata() -> TestResult {
+    let server = ApiServer::start().await?;
+    let secrets: Api<Secret> = Api::default_namespaced(server.client());
+    let s: Secret =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "immutable": true, "data": {"k": "dg=="}}))?;
+    secrets.create(&PostParams::default(), &s).await?;
+
+    let e = api_err(
+        secrets.patch("s", &PatchParams::default(), &Patch::Merge(json!({"data": {"k": "dw=="}}))).await,
+    );
+    assert_eq!(e.code, 422);
+    assert_eq!(causes(&e), [("data".into(), "Forbidden: field is immutable when `immutable` is set".into())]);
+    let e = api_err(
+        secrets.patch("s", &PatchParams::default(), &Patch::Merge(json!({"immutable": false}))).await,
+    );
+    assert_eq!(causes(&e)[0].0, "immutable");
+    let e = api_err(
+        secrets.patch("s", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"new": "x"}}))).await,
+    );
+    assert_eq!(causes(&e)[0].0, "data", "stringData is data");
+
+    secrets
+        .patch("s", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})))
+        .await?;
+    assert_eq!(secrets.get("s").await?.data.map(|d| d.len()), Some(1));
+    secrets.delete("s", &DeleteParams::default()).await?;
+    assert!(secrets.get_opt("s").await?.is_none(), "an immutable Secret can be deleted");
+
+    // Setting the flag is an ordinary update; the data is frozen from then on.
+    let plain: Secret = serde_json::from_value(json!({"metadata": {"name": "p"}, "data": {"k": "dg=="}}))?;
+    secrets.create(&PostParams::default(), &plain).await?;
+    secrets
+        .patch("p", &PatchParams::default(), &Patch::Merge(json!({"immutable": true, "data": {"j": "dg=="}})))
+        .await?;
+    let e = api_err(
+        secrets.patch("p", &PatchParams::default(), &Patch::Merge(json!({"data": {"j": null}}))).await,
+    );
+    assert_eq!(e.code, 422);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_immutable_configmap_keeps_its_data_and_binary_data() -> TestResult {
+    let server = ApiServer::start().await?;
+    let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "c"}, "immutable": true, "data": {"k": "v"}, "binaryData": {"b": "AA=="}}),
+    )?;
+    cms.create(&PostParams::default(), &cm).await?;
+    for (patch, field) in [
+        (json!({"data": {"k": "w"}}), "data"),
+        (json!({"binaryData": {"b": null}}), "binaryData"),
+        (json!({"immutable": null}), "immutable"),
+    ] {
+        let e = api_err(cms.patch("c", &PatchParams::default(), &Patch::Merge(patch)).await);
+        assert_eq!((e.code, causes(&e)[0].0.as_str()), (422, field));
+        assert!(e.message.starts_with(r#"ConfigMap "c" is invalid: "#), "{}", e.message);
+    }
+    cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"a": "b"}}})))
+        .await?;
+    assert_eq!(cms.get("c").await?.data.and_then(|d| d.get("k").cloned()).as_deref(), Some("v"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn cel_rules_are_enforced_on_create_and_update() -> TestResult {
+    let (_server, api) = with_widgets().await?;
+    let e = api_err(
+        api.create(
+            &PostParams::default(),
+            &widget("many", json!({"size": "small", "tags": ["a", "b", "c", "d"]}))?,
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        r#"Widget.test.example.io "many" is invalid: spec: Invalid value: "object": at most three tags"#
+    );
+    assert!(api.get_opt("many").await?.is_none());
+
+    api.create(&PostParams::default(), &widget("w", json!({"size": "small", "tags": ["a"]}))?).await?;
+    let e = api_err(
+        api.patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"tags": ["a", "b", "c", "d"]}})),
+        )
+        .await,
+    );
+    assert_eq!(causes(&e), [("spec".into(), r#"Invalid value: "object": at most three tags"#.into())]);
+    api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"tags": ["a", "b", "c"]}})))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn cel_transition_rules_compare_with_the_stored_object() -> TestResult {
+    let (_server, api) = with_widgets().await?;
+    // On create there is no oldSelf: the transition rule does not run.
+    api.create(&PostParams::default(), &widget("w", json!({"size": "small", "owner": "ann"}))?).await?;
+
+    for patch in [
+        Patch::Merge(json!({"spec": {"owner": "bob"}})),
+        Patch::Apply(
+            json!({"apiVersion": "test.example.io/v1", "kind": "Widget", "spec": {"size": "small", "owner": "bob"}}),
+        ),
+    ] {
+        let pp = if matches!(patch, Patch::Apply(_)) {
+            PatchParams::apply("t").force()
+        } else {
+            PatchParams::default()
+        };
+        let e = api_err(api.patch("w", &pp, &patch).await);
+        assert_eq!(e.code, 422);
+        assert_eq!(
+            causes(&e),
+            [("spec.owner".into(), r#"Invalid value: "string": owner is immutable"#.into())]
+        );
+    }
+    let mut w = api.get("w").await?;
+    w.data["spec"]["owner"] = json!("bob");
+    assert_eq!(api_err(api.replace("w", &PostParams::default(), &w).await).code, 422);
+
+    // Other fields, and the status subresource, stay writable.
+    api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": "large"}}))).await?;
+    api.patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Up"}}))).await?;
+    assert_eq!(api.get("w").await?.data["spec"]["owner"], json!("ann"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn dry_run_validates_but_stores_and_announces_nothing() -> TestResult {
+    let (server, api) = with_widgets().await?;
+    api.create(&PostParams::default(), &widget("w", json!({"size": "small"}))?).await?;
+    let before = api.list(&ListParams::default()).await?.metadata.resource_version;
+    let mut events = api
+        .watch(&WatchParams::default().disable_bookmarks(), before.as_deref().unwrap_or("0"))
+        .await?
+        .boxed();
+
+    let dry = PostParams { dry_run: true, ..PostParams::default() };
+    let made = api.create(&dry, &widget("new", json!({"size": "large"}))?).await?;
+    assert_eq!(made.data["spec"]["replicas"], json!(1), "defaulted as a real create");
+    assert!(api.get_opt("new").await?.is_none());
+    let e = api_err(api.create(&dry, &widget("bad", json!({"size": "huge"}))?).await);
+    assert_eq!(e.code, 422, "a dry run still validates");
+
+    let pp = PatchParams { dry_run: true, ..PatchParams::default() };
+    let patched = api.patch("w", &pp, &Patch::Merge(json!({"spec": {"size": "large"}}))).await?;
+    assert_eq!(patched.data["spec"]["size"], json!("large"));
+    let e =
+        api_err(api.patch("w", &pp, &Patch::Merge(json!({"spec": {"tags": ["a", "b", "c", "d"]}}))).await);
+    assert_eq!(e.code, 422, "CEL rules run on a dry run too");
+    let dp = DeleteParams { dry_run: true, ..DeleteParams::default() };
+    api.delete("w", &dp).await?;
+
+    let stored = api.get("w").await?;
+    assert_eq!(stored.data["spec"]["size"], json!("small"));
+    assert_eq!(
+        api.list(&ListParams::default()).await?.metadata.resource_version,
+        before,
+        "no version was used"
+    );
+    // Events are sent while the request holds the store lock: any would be queued already.
+    let event = tokio::time::timeout(Duration::from_millis(300), events.next()).await;
+    assert!(event.is_err(), "a dry run reaches no watch: {event:?}");
+
+    let e = api_err(
+        server
+            .client()
+            .request::<Value>(
+                hyper::Request::delete("/apis/test.example.io/v1/namespaces/default/widgets/w?dryRun=Some")
+                    .body(Vec::new())?,
+            )
+            .await,
+    );
+    assert_eq!(
+        (e.code, e.message.as_str()),
+        (400, r#"dryRun: Unsupported value: "Some": supported values: "All""#)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn strategic_merge_patch_of_secret_data() -> TestResult {
+    let server = ApiServer::start().await?;
+    let secrets: Api<Secret> = Api::default_namespaced(server.client());
+    let s: Secret = serde_json::from_value(
+        json!({"metadata": {"name": "s", "labels": {"keep": "1"}}, "data": {"a": "YQ==", "b": "Yg=="}}),
+    )?;
+    secrets.create(&PostParams::default(), &s).await?;
+    let keys = |s: &Secret| s.data.iter().flat_map(|d| d.keys().cloned()).collect::<Vec<_>>();
+
+    // Keys merge one by one and null removes one; what the patch does not name stays.
+    let s = secrets
+        .patch("s", &PatchParams::default(), &Patch::Strategic(json!({"data": {"b": null, "c": "Yw=="}})))
+        .await?;
+    assert_eq!(keys(&s), ["a", "c"]);
+    assert_eq!(s.metadata.labels.and_then(|l| l.get("keep").cloned()).as_deref(), Some("1"));
+
+    // `$patch: replace` makes the map exactly the patch's, and no directive is stored.
+    let s = secrets
+        .patch(
+            "s",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"data": {"$patch": "replace", "z": "eg=="}})),
+        )
+        .await?;
+    assert_eq!(keys(&s), ["z"]);
+    // `$patch: delete` removes the map.
+    let s = secrets
+        .patch("s", &PatchParams::default(), &Patch::Strategic(json!({"data": {"$patch": "delete"}})))
+        .await?;
+    assert!(s.data.is_none_or(|d| d.is_empty()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn strict_field_validation_refuses_unknown_fields() -> TestResult {
+    let (server, api) = with_widgets().await?;
+    // kube's PostParams sets no field validation; kubectl sends `fieldValidation=Strict`, so do as it does.
+    let client = server.client();
+    let body = serde_json::to_vec(&widget("w", json!({"size": "small", "extra": 1}))?)?;
+    let e = api_err(
+        client
+            .request::<Value>(
+                hyper::Request::post(
+                    "/apis/test.example.io/v1/namespaces/default/widgets?fieldValidation=Strict",
+                )
+                .header("content-type", "application/json")
+                .body(body.clone())?,
+            )
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (400, "BadRequest"));
+    assert_eq!(
+        e.message,
+        r#"Widget in version "v1" cannot be handled as a Widget: strict decoding error: unknown field "spec.extra""#
+    );
+    assert!(api.get_opt("w").await?.is_none());
+    // Without it, the unknown field is pruned as before.
+    let w = client
+        .request::<Value>(
+            hyper::Request::post(
+                "/apis/test.example.io/v1/namespaces/default/widgets?fieldValidation=Ignore",
+            )
+            .header("content-type", "application/json")
+            .body(body)?,
+        )
+        .await?;
+    assert!(w["spec"].get("extra").is_none());
+    Ok(())
+}
+
+async fn get_json(server: &ApiServer, path: &str, accept: &str) -> Result<Value, kube::Error> {
+    server
+        .client()
+        .request::<Value>(
+            hyper::Request::get(path)
+                .header("accept", accept)
+                .body(Vec::new())
+                .map_err(kube::Error::HttpError)?,
+        )
+        .await
+}
+
+#[tokio::test]
+async fn discovery_lists_categories_and_short_names() -> TestResult {
+    let (server, _api) = with_widgets().await?;
+    let list = get_json(&server, "/apis/test.example.io/v1", "application/json").await?;
+    let widgets = &list["resources"][0];
+    assert_eq!((widgets["name"].as_str(), &widgets["categories"]), (Some("widgets"), &json!(["toys"])));
+    assert_eq!(widgets["shortNames"], json!(["wd"]));
+    let apps = get_json(&server, "/apis/apps/v1", "application/json").await?;
+    assert_eq!(apps["resources"][0]["name"], json!("deployments"), "examples' Deployments can be applied");
+    Ok(())
+}
+
+#[tokio::test]
+async fn tables_print_the_crd_columns() -> TestResult {
+    let (server, api) = with_widgets().await?;
+    api.create(&PostParams::default(), &widget("a", json!({"size": "small"}))?).await?;
+    api.create(&PostParams::default(), &widget("b", json!({"size": "large", "replicas": 3}))?).await?;
+    api.patch_status(
+        "b",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await?;
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+    let table = get_json(&server, "/apis/test.example.io/v1/namespaces/default/widgets", accept).await?;
+    assert_eq!(
+        (table["kind"].as_str(), table["apiVersion"].as_str()),
+        (Some("Table"), Some("meta.k8s.io/v1"))
+    );
+    let names: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["Name", "Size", "Replicas", "Ready", "Age"]);
+    let rows: Vec<&Value> = table["rows"].as_array().into_iter().flatten().map(|r| &r["cells"]).collect();
+    assert_eq!(
+        rows[0].as_array().map(|c| &c[..4]),
+        Some(&[json!("a"), json!("small"), json!(1), Value::Null][..])
+    );
+    assert_eq!(
+        rows[1].as_array().map(|c| &c[..4]),
+        Some(&[json!("b"), json!("large"), json!(3), json!("True")][..])
+    );
+    assert!(rows[1][4].as_str().is_some_and(|age| age.ends_with('s')), "a date is printed as an age");
+    assert_eq!(table["rows"][0]["object"]["kind"], json!("PartialObjectMetadata"));
+
+    let one = get_json(&server, "/apis/test.example.io/v1/namespaces/default/widgets/b", accept).await?;
+    assert_eq!(one["rows"].as_array().map(Vec::len), Some(1));
+    let plain = get_json(&server, "/api/v1/namespaces/default", accept).await?;
+    assert_eq!(plain["columnDefinitions"][1]["name"], json!("Created At"), "built-in kinds: name and age");
+    let json = get_json(&server, "/apis/test.example.io/v1/namespaces/default/widgets/b", "application/json")
+        .await?;
+    assert_eq!(json["kind"], json!("Widget"), "only a Table request gets a Table");
+    Ok(())
+}
+
+#[tokio::test]
+async fn openapi_v3_describes_custom_resources_and_field_validation() -> TestResult {
+    let (server, _api) = with_widgets().await?;
+    let index = get_json(&server, "/openapi/v3", "application/json").await?;
+    let url = index["paths"]["apis/test.example.io/v1"]["serverRelativeURL"].as_str().unwrap_or_default();
+    assert!(url.starts_with("/openapi/v3/apis/test.example.io/v1?hash="), "{index}");
+    let doc = get_json(&server, url, "application/json").await?;
+    let schema = &doc["components"]["schemas"]["io.example.test.v1.Widget"];
+    assert_eq!(
+        schema["x-kubernetes-group-version-kind"],
+        json!([{"group": "test.example.io", "version": "v1", "kind": "Widget"}])
+    );
+    assert_eq!(schema["properties"]["spec"]["properties"]["size"]["enum"], json!(["small", "large"]));
+    assert!(
+        schema["properties"]["metadata"]["allOf"][0]["$ref"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("ObjectMeta"))
+    );
+    // kubectl sends fieldValidation=Strict only when a kind's PATCH operation lists the parameter.
+    let patch = &doc["paths"]["/apis/test.example.io/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], json!("Widget"));
+    let params: Vec<&str> =
+        patch["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+    assert!(params.contains(&"fieldValidation"), "{params:?}");
+    let e = api_err(get_json(&server, "/openapi/v3/apis/nothing.example.io/v1", "application/json").await);
+    assert_eq!(e.code, 404);
     Ok(())
 }

@@ -18,6 +18,8 @@ pub(super) struct ResourceType {
     pub kind: String,
     pub list_kind: String,
     pub short_names: Vec<String>,
+    /// Groups of resources `kubectl get <category>` lists together (custom resources only).
+    pub categories: Vec<String>,
     pub namespaced: bool,
     pub status_subresource: bool,
     /// Real Kubernetes only keeps `metadata.generation` for some kinds (custom resources,
@@ -28,6 +30,9 @@ pub(super) struct ResourceType {
     pub unconditional_update: bool,
     /// `openAPIV3Schema` of this version, for custom resources only.
     pub schema: Option<Value>,
+    /// `additionalPrinterColumns` of this version, for custom resources only: the columns of
+    /// the `Table` that `kubectl get` asks for.
+    pub printer_columns: Vec<Value>,
 }
 
 /// Where all versions of one resource are stored: `(group, plural)`.
@@ -54,6 +59,10 @@ impl ResourceType {
         self.group.is_empty() && self.plural == "secrets"
     }
 
+    pub fn is_configmap(&self) -> bool {
+        self.group.is_empty() && self.plural == "configmaps"
+    }
+
     fn discovery_entries(&self) -> Vec<Value> {
         let mut main = json!({
             "name": self.plural,
@@ -64,6 +73,9 @@ impl ResourceType {
         });
         if !self.short_names.is_empty() {
             main["shortNames"] = json!(self.short_names);
+        }
+        if !self.categories.is_empty() {
+            main["categories"] = json!(self.categories);
         }
         let mut out = vec![main];
         if self.status_subresource {
@@ -95,16 +107,18 @@ fn builtin(
         kind: kind.into(),
         list_kind: format!("{kind}List"),
         short_names: Vec::new(),
+        categories: Vec::new(),
         namespaced,
         status_subresource: status,
         generation: false,
         unconditional_update: true,
         schema: None,
+        printer_columns: Vec::new(),
     }
 }
 
 /// Served resource types keyed by `(group, version, plural)`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Registry {
     types: BTreeMap<(String, String, String), Arc<ResourceType>>,
 }
@@ -128,6 +142,10 @@ impl Registry {
         cm.short_names = vec!["cm".into()];
         let mut ev = builtin("", "v1", "events", "Event", true, false);
         ev.short_names = vec!["ev".into()];
+        // Workloads are stored, never run: there is no scheduler or kubelet.
+        let mut deploy = builtin("apps", "v1", "deployments", "Deployment", true, true);
+        deploy.short_names = vec!["deploy".into()];
+        deploy.generation = true;
         let all = vec![
             ns,
             builtin("", "v1", "secrets", "Secret", true, false),
@@ -135,6 +153,7 @@ impl Registry {
             ev,
             builtin("events.k8s.io", "v1", "events", "Event", true, false),
             builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
+            deploy,
             crd,
         ];
         let mut r = Registry { types: BTreeMap::new() };
@@ -146,6 +165,11 @@ impl Registry {
 
     fn insert(&mut self, t: ResourceType) {
         self.types.insert((t.group.clone(), t.version.clone(), t.plural.clone()), Arc::new(t));
+    }
+
+    /// Every served resource type, in `(group, version, plural)` order.
+    pub fn all(&self) -> impl Iterator<Item = &Arc<ResourceType>> {
+        self.types.values()
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
@@ -292,11 +316,14 @@ pub(super) fn parse_crd(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause>> {
         s(crd, &["spec", "names", "singular"]).map(str::to_string).unwrap_or_else(|| kind.to_lowercase());
     let list_kind =
         s(crd, &["spec", "names", "listKind"]).map(str::to_string).unwrap_or_else(|| format!("{kind}List"));
-    let short_names: Vec<String> = crd
-        .pointer("/spec/names/shortNames")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-        .unwrap_or_default();
+    let strings = |pointer: &str| -> Vec<String> {
+        crd.pointer(pointer)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let short_names = strings("/spec/names/shortNames");
+    let categories = strings("/spec/names/categories");
     let mut out = Vec::new();
     for v in versions {
         if v.get("served").and_then(Value::as_bool) == Some(false) {
@@ -313,11 +340,17 @@ pub(super) fn parse_crd(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause>> {
             kind: kind.clone(),
             list_kind: list_kind.clone(),
             short_names: short_names.clone(),
+            categories: categories.clone(),
             namespaced: scope == "Namespaced",
             status_subresource: v.pointer("/subresources/status").is_some(),
             generation: true,
             unconditional_update: false,
             schema: v.pointer("/schema/openAPIV3Schema").cloned(),
+            printer_columns: v
+                .get("additionalPrinterColumns")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
         });
     }
     Ok(out)

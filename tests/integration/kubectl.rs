@@ -1,0 +1,207 @@
+//! Users drive bucket-broker with kubectl, so these tests do too: the commands of the README and the
+//! examples, run by the real `kubectl` binary against the test's Kubernetes API (the in-memory server,
+//! or the cluster named by `BUCKET_BROKER_TEST_KUBECONFIG`). Client-side validation stays on: kubectl
+//! reads the server's OpenAPI documents before it sends anything.
+
+use std::path::{Path, PathBuf};
+
+use bucket_broker::api::{Bucket, BucketBinding};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::harness::{TestEnv, unique_name};
+
+/// kubectl with a kubeconfig, a discovery cache of its own and the test namespace.
+struct Kubectl {
+    dir: PathBuf,
+    kubeconfig: PathBuf,
+    namespace: String,
+}
+
+/// What one kubectl run printed.
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl {
+    fn new(env: &TestEnv) -> Kubectl {
+        let dir = std::env::temp_dir().join(unique_name("bb-kubectl"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let kubeconfig = env.kubeconfig(&dir);
+        Kubectl { dir, kubeconfig, namespace: env.namespace.clone() }
+    }
+
+    /// Runs kubectl from the repository root (so `crds/` and `examples/` resolve) without blocking the
+    /// runtime the controller runs on.
+    async fn run(&self, args: &[&str]) -> Output {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let output = tokio::process::Command::new("kubectl")
+            .current_dir(root)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.dir.join("cache"))
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .output()
+            .await
+            .expect("kubectl runs (scripts/test installs Debian's kubernetes-client when it is missing)");
+        let out = Output {
+            success: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        };
+        println!("$ kubectl {}\n{}{}", args.join(" "), out.stdout, out.stderr);
+        out
+    }
+
+    /// Runs kubectl and fails the test unless it succeeds; returns what it printed.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert!(out.success, "kubectl {} failed: {}", args.join(" "), out.stderr);
+        out.stdout
+    }
+}
+
+impl Drop for Kubectl {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The cells of the line of `table` (kubectl's columns) that starts with `name`.
+fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
+    table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.first() == Some(&name))
+        .unwrap_or_else(|| panic!("no row {name} in:\n{table}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
+    let mut env = TestEnv::new().await;
+    env.start_controller().await;
+    let kubectl = Kubectl::new(&env);
+
+    let crds = kubectl.ok(&["apply", "-k", "crds/"]).await;
+    for kind in ["buckets", "bucketbindings", "bucketservicekeys"] {
+        assert!(
+            crds.contains(&format!("customresourcedefinition.apiextensions.k8s.io/{kind}.bucketbroker.io"))
+        );
+    }
+    let applied = kubectl.ok(&["apply", "-f", "examples/"]).await;
+    for object in
+        ["bucket.bucketbroker.io/assets", "bucketbinding.bucketbroker.io/web-app", "deployment.apps/web-app"]
+    {
+        assert!(applied.contains(&format!("{object} created")), "{applied}");
+    }
+
+    let objects = [
+        "bucket/assets",
+        "bucket/public-assets",
+        "bucketbinding/web-app",
+        "bucketbinding/reporting",
+        "bucketservicekey/migration",
+    ];
+    let waited =
+        kubectl.ok(&[&["wait", "--for=condition=Ready", "--timeout=60s"][..], &objects].concat()).await;
+    assert_eq!(waited.matches("condition met").count(), objects.len(), "{waited}");
+
+    // The printer columns, for one kind and for the whole category.
+    let buckets = kubectl.ok(&["get", "bkt"]).await;
+    let header: Vec<&str> = buckets.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "BUCKET", "PUBLIC", "READY", "AGE"]);
+    let assets = env.api::<Bucket>().get("assets").await.expect("assets");
+    let bucket_name = assets.status.and_then(|s| s.bucket_name).expect("bucket name");
+    assert_eq!(row(&buckets, "assets")[..4], ["assets", bucket_name.as_str(), "false", "True"]);
+    assert_eq!(row(&buckets, "public-assets")[2..4], ["true", "True"]);
+    let all = kubectl.ok(&["get", "bucketbroker"]).await;
+    assert_eq!(
+        row(&all, "bucketbinding.bucketbroker.io/reporting")[1..5],
+        ["assets", "ReadOnly", "reporting-s3", "True"]
+    );
+    assert_eq!(
+        row(&all, "bucketservicekey.bucketbroker.io/migration")[1..5],
+        ["assets", "ReadWrite", "migration", "True"]
+    );
+    assert_eq!(row(&all, "bucket.bucketbroker.io/assets")[3], "True");
+
+    // Unbinding: kubectl returns once the controller has revoked the credentials and the Secret is gone.
+    kubectl.ok(&["delete", "--wait", "--timeout=60s", "bucketbinding/reporting"]).await;
+    assert!(env.api::<BucketBinding>().get_opt("reporting").await.expect("get").is_none());
+    env.wait_gone::<Secret>("reporting-s3").await;
+    let left = kubectl.ok(&["get", "bkb", "-o", "name"]).await;
+    assert_eq!(left.trim(), "bucketbinding.bucketbroker.io/web-app");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_explains_every_kind_from_the_served_schema() {
+    let env = TestEnv::new().await;
+    let kubectl = Kubectl::new(&env);
+    for (resource, kind, field) in [
+        ("bucket.spec", "Bucket", "deletionPolicy"),
+        ("bucketbinding.spec.bucketRef", "BucketBinding", "name"),
+        ("bucketservicekey.spec", "BucketServiceKey", "allowExternalAccess"),
+        ("bkt.status", "Bucket", "publicUrl"),
+    ] {
+        let explained = kubectl.ok(&["explain", resource]).await;
+        assert!(explained.contains(&format!("KIND:       {kind}")), "{explained}");
+        assert!(explained.contains("GROUP:      bucketbroker.io"), "{explained}");
+        assert!(explained.contains(field), "{resource} documents {field}: {explained}");
+    }
+    let top = kubectl.ok(&["explain", "bucketbindings"]).await;
+    assert!(top.contains("VCAP_SERVICES"), "the kind's own description: {top}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
+    let env = TestEnv::new().await;
+    let kubectl = Kubectl::new(&env);
+    kubectl
+        .ok(&["apply", "-f", "examples/bucket-private.yaml", "-f", "examples/binding-readonly.yaml"])
+        .await;
+
+    // Through kubectl, as a user would try it.
+    let out = kubectl
+        .run(&[
+            "patch",
+            "bkb",
+            "reporting",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"bucketRef":{"name":"other"}}}"#,
+        ])
+        .await;
+    assert!(!out.success);
+    assert!(out.stderr.contains("bucketRef is immutable"), "{}", out.stderr);
+    let out = kubectl
+        .run(&["patch", "bkb", "reporting", "--type=merge", "-p", r#"{"spec":{"secretName":"elsewhere"}}"#])
+        .await;
+    assert!(out.stderr.contains("secretName is immutable"), "{}", out.stderr);
+
+    // Through the kube client: a 422 with the CEL message on the field.
+    let change = Patch::Merge(json!({"spec": {"bucketRef": {"name": "other"}}}));
+    let err = env.api::<BucketBinding>().patch("reporting", &PatchParams::default(), &change).await;
+    let Err(kube::Error::Api(status)) = err else { panic!("the change is refused: {err:?}") };
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert!(
+        status.message.contains("spec: Invalid value: \"object\": bucketRef is immutable"),
+        "{}",
+        status.message
+    );
+
+    // A mutable field still changes, and the rule left bucketRef as it was.
+    kubectl
+        .ok(&["patch", "bkb", "reporting", "--type=merge", "-p", r#"{"spec":{"permissions":"ReadWrite"}}"#])
+        .await;
+    let binding = env.api::<BucketBinding>().get("reporting").await.expect("binding");
+    assert_eq!(binding.spec.bucket_ref.name, "assets");
+    let region = kubectl
+        .run(&["patch", "bkt", "assets", "--type=merge", "-p", r#"{"spec":{"region":"eu-west-2"}}"#])
+        .await;
+    assert!(region.stderr.contains("region is immutable"), "{}", region.stderr);
+}
