@@ -20,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 
 use super::context::object_key;
 use super::error::error_policy;
-use super::status::{HELD_RECHECK, apply_status, conditions_after, ready_or_held};
+use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
@@ -165,11 +165,14 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
             }
             let current = bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
             let ready = Observation::ready(reasons::PROVISIONED, ready_message(bucket, ctx));
-            let (observation, held) = ready_or_held(current, ready);
-            let status = status_for(bucket, &location, observation, !held);
-            write_status(bucket, ctx, &status)
-                .await
-                .map(|()| Action::requeue(if held { HELD_RECHECK } else { ctx.settings.resync_interval }))
+            let (observation, held) = ready_or_held(current, ready.clone());
+            let mut written =
+                write_status(bucket, ctx, &status_for(bucket, &location, observation, !held)).await;
+            if held && written.is_ok() {
+                // That write kept every field: the CRD was fixed, so success can be reported now.
+                written = write_status(bucket, ctx, &status_for(bucket, &location, ready, true)).await;
+            }
+            written.map(|()| Action::requeue(ctx.settings.resync_interval))
         }
         Err(err) => Err(err),
     };

@@ -36,7 +36,7 @@ use serde::de::DeserializeOwned;
 
 use super::context::object_key;
 use super::error::error_policy;
-use super::status::{HELD_RECHECK, apply_status, conditions_after, ready_or_held};
+use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, MANAGER, ReconcileError};
 use crate::api::{AccessSpec, Bucket, CredentialStatus, SecretRef};
 use crate::aws::ErrorKind;
@@ -265,10 +265,14 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
     }
     let ready =
         Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
-    let (ready, held) = ready_or_held(&previous.conditions, ready);
-    status = status_with(obj, status, &[ready, network_observation(spec, ctx)], !held);
-    write_status(obj, ctx, &status).await?;
-    Ok(Action::requeue(if held { HELD_RECHECK } else { ctx.settings.resync_interval }))
+    let network = network_observation(spec, ctx);
+    let (observation, held) = ready_or_held(&previous.conditions, ready.clone());
+    write_status(obj, ctx, &status_with(obj, status.clone(), &[observation, network.clone()], !held)).await?;
+    if held {
+        // That write kept every field: the CRD was fixed, so success can be reported now.
+        write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
+    }
+    Ok(Action::requeue(ctx.settings.resync_interval))
 }
 
 /// The AWS bucket a credential is for. Its name comes from the Bucket's uid, or from the Bucket's status

@@ -1,8 +1,6 @@
 //! Status writes: conditions stamped with the current time, and one server-side apply of the whole status,
 //! skipped when nothing changed.
 
-use std::time::Duration;
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource};
@@ -23,13 +21,10 @@ pub fn conditions_after(
     merge(current, observations, generation, &Time(k8s_openapi::jiff::Timestamp::now()))
 }
 
-/// How soon a pass whose success was held back ([`ready_or_held`]) runs again.
-pub const HELD_RECHECK: Duration = Duration::from_secs(5);
-
-/// The Ready observation to report after a successful pass. While Ready says the CRD is outdated, success
-/// is held back for one write: only a write that stores every field shows the CRD was fixed, and
-/// reporting Ready sooner would flip it on every pass (each flip a write, each write a new pass). The
-/// second value says whether it was held.
+/// The Ready observation to write first after a successful pass. While Ready says the CRD is outdated,
+/// success is held back for one write: only a write that stores every field shows the CRD was fixed
+/// (then the caller reports success with a second write), and reporting Ready sooner would flip it on
+/// every pass (each flip a write, each write a new pass). The second value says whether it was held.
 pub fn ready_or_held(current: &[Condition], ready: Observation) -> (Observation, bool) {
     match find_condition(current, types::READY) {
         Some(c) if c.reason == reasons::CRD_OUTDATED && c.status == "False" => {

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use crate::harness::{TestEnv, aws_for};
 
-async fn env_with_bucket(buckets: &[&str]) -> TestEnv {
+pub(crate) async fn env_with_bucket(buckets: &[&str]) -> TestEnv {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     env.start_controller().await;
     for name in buckets {
@@ -33,7 +33,7 @@ async fn env_with_bucket(buckets: &[&str]) -> TestEnv {
     env
 }
 
-fn credential(kind: &str, name: &str, spec: Value) -> Value {
+pub(crate) fn credential(kind: &str, name: &str, spec: Value) -> Value {
     json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": kind, "metadata": {"name": name}, "spec": spec})
 }
 
@@ -44,21 +44,21 @@ fn ready(status: Option<&CredentialStatus>, generation: Option<i64>) -> bool {
     })
 }
 
-async fn ready_binding(env: &TestEnv, name: &str) -> BucketBinding {
+pub(crate) async fn ready_binding(env: &TestEnv, name: &str) -> BucketBinding {
     env.wait_for::<BucketBinding>(name, "ready", |b| ready(b.status.as_ref(), b.metadata.generation)).await
 }
 
-fn value(secret: &Secret, key: &str) -> String {
+pub(crate) fn value(secret: &Secret, key: &str) -> String {
     let bytes =
         &secret.data.as_ref().and_then(|d| d.get(key)).unwrap_or_else(|| panic!("Secret key {key}")).0;
     String::from_utf8(bytes.clone()).expect("utf-8")
 }
 
-async fn secret(env: &TestEnv, name: &str) -> Secret {
+pub(crate) async fn secret(env: &TestEnv, name: &str) -> Secret {
     env.api::<Secret>().get(name).await.expect("Secret")
 }
 
-async fn client_from(env: &TestEnv, secret: &Secret) -> Aws {
+pub(crate) async fn client_from(env: &TestEnv, secret: &Secret) -> Aws {
     let credentials = aws_sdk_iam::config::Credentials::new(
         value(secret, "AWS_ACCESS_KEY_ID"),
         value(secret, "AWS_SECRET_ACCESS_KEY"),
@@ -69,19 +69,19 @@ async fn client_from(env: &TestEnv, secret: &Secret) -> Aws {
     aws_for(&env.moto, credentials).await
 }
 
-fn bucket_of(secret: &Secret) -> String {
+pub(crate) fn bucket_of(secret: &Secret) -> String {
     value(secret, "BUCKET_NAME")
 }
 
-async fn can_put(aws: &Aws, bucket: &str, key: &str) -> bool {
+pub(crate) async fn can_put(aws: &Aws, bucket: &str, key: &str) -> bool {
     aws.s3.put_object().bucket(bucket).key(key).body(ByteStream::from_static(b"data")).send().await.is_ok()
 }
 
-async fn can_get(aws: &Aws, bucket: &str, key: &str) -> bool {
+pub(crate) async fn can_get(aws: &Aws, bucket: &str, key: &str) -> bool {
     aws.s3.get_object().bucket(bucket).key(key).send().await.is_ok()
 }
 
-async fn keys_of(env: &TestEnv, user: &str) -> Vec<String> {
+pub(crate) async fn keys_of(env: &TestEnv, user: &str) -> Vec<String> {
     let keys = env.admin.iam.list_access_keys().user_name(user).send().await.expect("keys");
     keys.access_key_metadata.into_iter().filter_map(|k| k.access_key_id).collect()
 }

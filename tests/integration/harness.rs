@@ -170,8 +170,13 @@ impl TestEnv {
         settings: Settings,
         credentials: aws_sdk_iam::config::Credentials,
     ) -> Arc<Context> {
-        assert!(self.controller.is_none(), "the controller is already running");
         let aws = aws_for(&self.moto, credentials).await;
+        self.start_controller_on(settings, aws)
+    }
+
+    /// Starts the controller with AWS clients of the test's choosing (an STS stand-in, say).
+    pub fn start_controller_on(&mut self, settings: Settings, aws: Aws) -> Arc<Context> {
+        assert!(self.controller.is_none(), "the controller is already running");
         let ctx = Context::new(self.client.clone(), aws.clone(), settings);
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::spawn(controller::run_all(ctx.clone(), stopped));

@@ -13,3 +13,4 @@ mod kubectl;
 mod operations;
 mod quickstart;
 mod smoke;
+mod trust;

@@ -1,0 +1,301 @@
+//! Trust boundaries (DESIGN.md, "Trust"), tried as a tenant would: a forged status, several objects racing
+//! for one Secret name, a CRD that drops status fields, and a key that STS never accepts. Access is always
+//! asserted with moto enforcing IAM.
+
+use std::time::Duration;
+
+use aws_sdk_s3::primitives::ByteStream;
+use bucket_broker::api::{Bucket, BucketBinding, CredentialStatus, find_condition};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Resource};
+use kube_memory_apiserver::RequestMatcher;
+use serde_json::json;
+
+use crate::credentials::{
+    bucket_of, can_get, can_put, client_from, credential, env_with_bucket, ready_binding, secret,
+};
+use crate::harness::{TIMEOUT, TestEnv};
+
+fn ready_reason(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]) -> Option<String> {
+    find_condition(conditions, "Ready").map(|c| format!("{}/{}", c.status, c.reason))
+}
+
+fn credential_reason(status: Option<&CredentialStatus>) -> Option<String> {
+    status.and_then(|s| ready_reason(&s.conditions))
+}
+
+/// The IAM user names of a credential, whatever its status says: derived from its uid.
+fn derived_user(env: &TestEnv, object: &impl Resource) -> String {
+    format!("{}{}", env.settings().user_prefix, object.meta().uid.as_deref().expect("uid"))
+}
+
+/// The live access keys of an IAM user; none when the user does not exist.
+async fn live_keys(env: &TestEnv, user: &str) -> Vec<String> {
+    match env.admin.iam.list_access_keys().user_name(user).send().await {
+        Ok(keys) => keys.access_key_metadata.into_iter().filter_map(|k| k.access_key_id).collect(),
+        Err(err) if err.as_service_error().is_some_and(|e| e.is_no_such_entity_exception()) => Vec::new(),
+        Err(err) => panic!("list access keys of {user}: {err:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_bucket_status_grants_nothing_on_another_bucket() {
+    let env = env_with_bucket(&["victim", "mine"]).await;
+    let victim = env.api::<Bucket>().get("victim").await.expect("victim");
+    let victim_bucket = victim.status.as_ref().and_then(|s| s.bucket_name.clone()).expect("bucket name");
+    env.admin
+        .s3
+        .put_object()
+        .bucket(&victim_bucket)
+        .key("payroll.csv")
+        .body(ByteStream::from_static(b"secret"))
+        .send()
+        .await
+        .expect("victim's data");
+
+    // The tenant owning "mine" may write its status: it points it at the victim's bucket, and at every
+    // bucket in the account. On the in-memory server, the Bucket controller is kept from repairing it,
+    // so that the binding meets the forgery for as long as the test needs.
+    let server = env.in_memory("fault injection (keeping a forged status in place)");
+    if let Some(server) = server {
+        let repair = RequestMatcher::verb("patch").resource("buckets").subresource("status").name("mine");
+        server.faults().fail_next(100_000, repair, 500);
+    }
+    let mut mine = env.api::<Bucket>().get_status("mine").await.expect("mine");
+    let status = mine.status.as_mut().expect("status");
+    status.bucket_name = Some(victim_bucket.clone());
+    status.arn = Some("arn:aws:s3:::*".to_owned());
+    env.api::<Bucket>()
+        .replace_status("mine", &PostParams::default(), &mine)
+        .await
+        .expect("the tenant forges the status");
+
+    env.create::<BucketBinding>(credential("BucketBinding", "thief", json!({"bucketRef": {"name": "mine"}})))
+        .await;
+    if let Some(server) = server {
+        let refused = env
+            .wait_for::<BucketBinding>("thief", "refused", |b| {
+                credential_reason(b.status.as_ref()).as_deref() == Some("False/BucketNotReady")
+            })
+            .await;
+        let condition = find_condition(&refused.status.as_ref().expect("status").conditions, "Ready")
+            .expect("Ready")
+            .clone();
+        assert!(condition.message.contains("does not belong"), "{}", condition.message);
+        assert!(env.api::<Secret>().get_opt("thief").await.expect("get").is_none(), "no Secret, no key");
+        let user = derived_user(&env, &refused);
+        let policy =
+            env.admin.iam.get_user_policy().user_name(&user).policy_name("bucket-access").send().await;
+        assert!(policy.is_err(), "no policy was written for the forged bucket: {policy:?}");
+        server.faults().clear();
+    }
+
+    // Once the status is repaired, the binding gets its own bucket, and only that.
+    let repaired = env
+        .wait_for::<Bucket>("mine", "repaired", |b| {
+            b.status.as_ref().and_then(|s| s.bucket_name.as_deref()) != Some(victim_bucket.as_str())
+        })
+        .await;
+    let own_bucket = repaired.status.as_ref().and_then(|s| s.bucket_name.clone()).expect("bucket");
+    assert_eq!(
+        own_bucket,
+        format!("{}{}", env.settings().bucket_prefix, repaired.meta().uid.clone().expect("uid"))
+    );
+    ready_binding(&env, "thief").await;
+    let secret = secret(&env, "thief").await;
+    assert_eq!(bucket_of(&secret), own_bucket);
+    let thief = client_from(&env, &secret).await;
+    assert!(can_put(&thief, &own_bucket, "mine.txt").await, "the binding works on its own bucket");
+    assert!(!can_get(&thief, &victim_bucket, "payroll.csv").await, "the victim's data cannot be read");
+    let deleted = thief.s3.delete_object().bucket(&victim_bucket).key("payroll.csv").send().await;
+    assert!(deleted.is_err(), "the victim's data cannot be deleted");
+    assert!(can_get(&env.admin, &victim_bucket, "payroll.csv").await, "the victim's data is intact");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bindings_racing_for_one_secret_name_leave_one_owner_and_no_stray_key() {
+    let env = env_with_bucket(&["data"]).await;
+    let names = ["racer-0", "racer-1", "racer-2", "racer-3"];
+    let creates = names.iter().map(|name| {
+        env.create::<BucketBinding>(credential(
+            "BucketBinding",
+            name,
+            json!({"bucketRef": {"name": "data"}, "secretName": "shared"}),
+        ))
+    });
+    futures::future::join_all(creates).await;
+
+    let mut outcomes = Vec::new();
+    for name in names {
+        let settled = env
+            .wait_for::<BucketBinding>(name, "settled", |b| {
+                matches!(
+                    credential_reason(b.status.as_ref()).as_deref(),
+                    Some("True/Provisioned" | "False/SecretConflict")
+                )
+            })
+            .await;
+        outcomes.push(settled);
+    }
+    // Let any in-flight pass finish, then look again: the outcome must be stable, not a snapshot.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let shared = secret(&env, "shared").await;
+    let owner =
+        shared.metadata.owner_references.as_ref().and_then(|r| r.iter().find(|r| r.controller == Some(true)));
+    let owner_uid = owner.map(|r| r.uid.clone()).expect("the Secret has one controller");
+    let mut winners = 0;
+    for binding in &outcomes {
+        let current = env
+            .api::<BucketBinding>()
+            .get(binding.meta().name.as_deref().expect("name"))
+            .await
+            .expect("binding");
+        let user = derived_user(&env, &current);
+        let keys = live_keys(&env, &user).await;
+        if current.meta().uid.as_deref() == Some(owner_uid.as_str()) {
+            winners += 1;
+            assert_eq!(credential_reason(current.status.as_ref()).as_deref(), Some("True/Provisioned"));
+            assert_eq!(keys.len(), 1, "the owner holds exactly the key in the Secret");
+            assert_eq!(
+                keys[0],
+                String::from_utf8(shared.data.as_ref().expect("data")["AWS_ACCESS_KEY_ID"].0.clone())
+                    .expect("id")
+            );
+        } else {
+            assert_eq!(
+                credential_reason(current.status.as_ref()).as_deref(),
+                Some("False/SecretConflict"),
+                "{:?}",
+                current.status
+            );
+            assert!(keys.is_empty(), "a binding without the Secret holds no live key: {keys:?}");
+        }
+    }
+    assert_eq!(winners, 1, "exactly one binding owns the Secret");
+    let works = client_from(&env, &shared).await;
+    assert!(can_put(&works, &bucket_of(&shared), "race.txt").await);
+}
+
+/// The Bucket CRD as an older release might have it: its status schema has no `bucketName`.
+fn bucket_crd_without_bucket_name() -> CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut crd = serde_json::to_value(Bucket::crd()).expect("crd json");
+    let status =
+        &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    status.as_object_mut().expect("status properties").remove("bucketName");
+    serde_json::from_value(crd).expect("crd")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_crd_is_reported_and_costs_few_writes() {
+    let mut env = TestEnv::new().await;
+    if env.in_memory("an outdated CRD (it would break every other test on a shared cluster)").is_none() {
+        return;
+    }
+    let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
+    let stale = bucket_crd_without_bucket_name();
+    crds.patch("buckets.bucketbroker.io", &PatchParams::apply("test").force(), &Patch::Apply(&stale))
+        .await
+        .expect("the old CRD is installed");
+    env.start_controller().await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "stale"}, "spec": {}}))
+        .await;
+    let reported = env
+        .wait_for::<Bucket>("stale", "reported", |b| {
+            b.status.as_ref().and_then(|s| ready_reason(&s.conditions)).as_deref()
+                == Some("False/CRDOutdated")
+        })
+        .await;
+    let message = &find_condition(&reported.status.as_ref().expect("status").conditions, "Ready")
+        .expect("Ready")
+        .message;
+    assert!(message.contains("status.bucketName") && message.contains("kubectl apply -k crds/"), "{message}");
+
+    let server = env.server.as_ref().expect("in memory");
+    server.reset_stats();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let writes = server.stats().count_sub("patch", "buckets", "status");
+    println!("status writes in 10 s with a stale CRD: {writes}");
+    assert!(writes <= 6, "a stale CRD must cost a few writes, not a loop: {writes} in 10 s");
+
+    // With the current CRD back, the Bucket recovers by itself.
+    let current = <Bucket as kube::CustomResourceExt>::crd();
+    crds.patch("buckets.bucketbroker.io", &PatchParams::apply("test").force(), &Patch::Apply(&current))
+        .await
+        .expect("the current CRD is installed");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let bucket = env.api::<Bucket>().get("stale").await.expect("bucket");
+        let status = bucket.status.as_ref();
+        if status.and_then(|s| ready_reason(&s.conditions)).as_deref() == Some("True/Provisioned")
+            && status.and_then(|s| s.bucket_name.as_ref()).is_some()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the Bucket did not recover: {status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An STS stand-in that refuses every request with a bare 403, as a disabled regional endpoint does.
+async fn refusing_sts() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut buffer).await;
+                let response = "HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_sts_never_accepts_ends_in_an_error_not_an_endless_wait() {
+    let mut env = TestEnv::new().await;
+    let mut aws = crate::harness::aws_for(&env.moto, env.moto.admin_credentials()).await;
+    let sts = aws.sts.config().to_builder().endpoint_url(refusing_sts().await).build();
+    aws.sts = aws_sdk_sts::Client::from_conf(sts);
+    let settings = bucket_broker::controller::Settings {
+        key_propagation_timeout: Duration::from_secs(2),
+        ..env.settings()
+    };
+    let ctx = env.start_controller_on(settings, aws);
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "data"}, "spec": {}}))
+        .await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let rejected = env
+        .wait_for::<BucketBinding>("app", "rejected", |b| {
+            credential_reason(b.status.as_ref()).as_deref() == Some("False/CredentialsRejected")
+        })
+        .await;
+    let status = rejected.status.as_ref().expect("status");
+    let message = &find_condition(&status.conditions, "Ready").expect("Ready").message;
+    let key = status.access_key_id.as_deref().expect("the key is shown");
+    assert!(message.contains(key) && message.contains("STS"), "the message says what failed: {message}");
+
+    // From here on it backs off: a few checks in 5 s, not one every 2 s forever.
+    let checks = || {
+        ctx.aws
+            .stats
+            .snapshot()
+            .iter()
+            .filter(|((_, op, _), _)| *op == "GetCallerIdentity")
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    let before = checks();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let during = checks() - before;
+    assert!(during <= 4, "{during} STS checks in 5 s after the error");
+}
