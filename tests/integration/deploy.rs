@@ -144,7 +144,14 @@ fn the_kustomizations_list_exactly_the_files_present() {
     assert_eq!(listed.len(), deploy.resources.len(), "deploy/kustomization.yaml lists a file twice");
     let mut present = yaml_files("deploy");
     present.insert("../crds".to_owned());
-    assert_eq!(listed, present, "deploy/kustomization.yaml must list every manifest in deploy/ and ../crds");
+    present.insert("tenant-roles".to_owned());
+    assert_eq!(
+        listed, present,
+        "deploy/kustomization.yaml must list every manifest in deploy/, ../crds and tenant-roles"
+    );
+    let tenant: Kustomization = parse("deploy/tenant-roles/kustomization.yaml");
+    let listed: BTreeSet<String> = tenant.resources.iter().cloned().collect();
+    assert_eq!(listed, yaml_files("deploy/tenant-roles"));
 
     let crds: Kustomization = parse("crds/kustomization.yaml");
     assert_eq!(crds.kind, "Kustomization");
@@ -352,7 +359,7 @@ fn rbac_grants_exactly_what_the_controller_uses() {
         rule("bucketbroker.io", &kinds, &["get", "list", "watch", "patch"], &[]),
         rule("bucketbroker.io", &statuses, &["patch"], &[]),
         rule("bucketbroker.io", &owners, &["update"], &[]),
-        rule("", &["secrets"], &["get", "list", "watch", "create", "patch", "delete"], &[]),
+        rule("", &["secrets"], &["get", "list", "watch", "create", "update", "delete"], &[]),
         rule("events.k8s.io", &["events"], &["create", "patch"], &[]),
     ]);
     let missing: Vec<_> = wanted.difference(&granted).collect();
@@ -581,4 +588,36 @@ fn the_aws_policy_resources_follow_the_default_prefix_and_path() {
     let Command::Run(args) = parsed.command else { panic!("not run") };
     assert_eq!(BUCKET_RESOURCE, format!("arn:aws:s3:::{}*", args.bucket_prefix));
     assert_eq!(USER_RESOURCE, format!("arn:aws:iam::*:user{}*", args.iam_path));
+}
+
+#[test]
+fn tenant_roles_aggregate_into_edit_and_view_and_never_grant_status() {
+    let kinds = ["buckets", "bucketbindings", "bucketservicekeys"];
+    let cases = [
+        ("deploy/tenant-roles/edit.yaml", &["aggregate-to-edit", "aggregate-to-admin"][..], true),
+        ("deploy/tenant-roles/view.yaml", &["aggregate-to-view"][..], false),
+    ];
+    for (path, aggregates, writes) in cases {
+        let role: ClusterRole = parse(path);
+        let labels = role.metadata.labels.clone().unwrap_or_default();
+        for aggregate in aggregates {
+            let key = format!("rbac.authorization.k8s.io/{aggregate}");
+            assert_eq!(labels.get(&key).map(String::as_str), Some("true"), "{path}: {key}");
+        }
+        let rules = role.rules.unwrap_or_default();
+        assert!(!rules.is_empty(), "{path} grants something");
+        for rule in &rules {
+            assert_eq!(rule.api_groups.as_deref(), Some(&["bucketbroker.io".to_owned()][..]), "{path}");
+            let resources = rule.resources.clone().unwrap_or_default();
+            assert_eq!(resources, kinds, "{path}: exactly the three kinds, no subresource, no wildcard");
+            let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+            let read: BTreeSet<&str> = ["get", "list", "watch"].into();
+            if writes {
+                assert!(verbs.is_superset(&read) && verbs.contains("create") && verbs.contains("delete"));
+            } else {
+                assert_eq!(verbs, read, "{path}: read only");
+            }
+            assert!(!verbs.contains("*"), "{path}: no wildcard verb");
+        }
+    }
 }
