@@ -48,9 +48,15 @@ pub struct RunArgs {
     pub platform_cidrs: Vec<Cidr>,
 
     /// Comma-separated VPC endpoint ids (`vpce-...`) of the platform network; requests through them count
-    /// as coming from the platform network.
+    /// as coming from the platform network. Needed when pods reach S3 through an S3 VPC endpoint: such
+    /// requests carry no source IP, so --platform-cidrs alone would deny them.
     #[arg(long, env = "BUCKET_BROKER_PLATFORM_VPC_ENDPOINTS", value_delimiter = ',', value_parser = parse_vpc_endpoint)]
     pub platform_vpc_endpoints: Vec<String>,
+
+    /// Comma-separated VPC ids (`vpc-...`) of the platform network; requests from them through any VPC
+    /// endpoint count as coming from the platform network.
+    #[arg(long, env = "BUCKET_BROKER_PLATFORM_VPCS", value_delimiter = ',', value_parser = parse_vpc)]
+    pub platform_vpcs: Vec<String>,
 
     /// ARN of an IAM policy set as the permissions boundary of every user the controller creates.
     #[arg(long, env = "BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN", value_parser = parse_policy_arn)]
@@ -206,15 +212,19 @@ fn parse_iam_path(s: &str) -> Result<String, String> {
 }
 
 fn parse_vpc_endpoint(s: &str) -> Result<String, String> {
+    parse_aws_id(s, "vpce-", "a VPC endpoint id such as vpce-0123abcd")
+}
+
+fn parse_vpc(s: &str) -> Result<String, String> {
+    parse_aws_id(s, "vpc-", "a VPC id such as vpc-0123abcd")
+}
+
+fn parse_aws_id(s: &str, prefix: &str, what: &str) -> Result<String, String> {
     let id = s.trim();
     let valid = id
-        .strip_prefix("vpce-")
+        .strip_prefix(prefix)
         .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_alphanumeric()));
-    if valid {
-        Ok(id.to_owned())
-    } else {
-        Err(format!("{s:?} is not a VPC endpoint id such as vpce-0123abcd"))
-    }
+    if valid { Ok(id.to_owned()) } else { Err(format!("{s:?} is not {what}")) }
 }
 
 fn parse_policy_arn(s: &str) -> Result<String, String> {
@@ -290,6 +300,7 @@ mod tests {
             "--iam-path=/paas/s3/",
             "--platform-cidrs=10.0.0.0/16,2001:db8::/32",
             "--platform-vpc-endpoints=vpce-0123abcd",
+            "--platform-vpcs=vpc-0a1b2c3d,vpc-99",
             "--permissions-boundary-arn=arn:aws:iam::123456789012:policy/boundary",
             "--common-user-policy-arn=arn:aws-us-gov:iam::123456789012:policy/common",
             "--require-tls=false",
@@ -307,6 +318,7 @@ mod tests {
             run.platform_cidrs.iter().map(Cidr::to_string).collect::<Vec<_>>(),
             ["10.0.0.0/16", "2001:db8::/32"]
         );
+        assert_eq!(run.platform_vpcs, ["vpc-0a1b2c3d", "vpc-99"]);
         assert!(!run.require_tls);
         assert!(run.leader_election);
         assert_eq!(run.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
@@ -327,6 +339,7 @@ mod tests {
             ("--platform-cidrs=10.0.0.0/33", "at most 32"),
             ("--platform-cidrs=10.0.0.300/8", "not a CIDR"),
             ("--platform-vpc-endpoints=vpc-123", "not a VPC endpoint id"),
+            ("--platform-vpcs=vpce-123", "not a VPC id"),
             ("--permissions-boundary-arn=boundary", "not an IAM policy ARN"),
             ("--aws-endpoint-url=localhost:5000", "not an http:// or https:// URL"),
             ("--resync-interval=10", "not a duration"),

@@ -48,6 +48,7 @@ impl Settings {
             network: PlatformNetwork {
                 cidrs: args.platform_cidrs.clone(),
                 vpc_endpoints: args.platform_vpc_endpoints.clone(),
+                vpcs: args.platform_vpcs.clone(),
             },
             permissions_boundary_arn: args.permissions_boundary_arn.clone(),
             common_user_policy_arn: args.common_user_policy_arn.clone(),

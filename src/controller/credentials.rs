@@ -174,14 +174,24 @@ async fn write_status<K: CredentialKind>(
 }
 
 fn network_observation(spec: &AccessSpec, ctx: &Context) -> Observation {
+    let network = &ctx.settings.network;
     let (status, reason, message) = if spec.allow_external_access {
-        (false, reasons::EXTERNAL_ACCESS_ALLOWED, "the credentials work from anywhere (allowExternalAccess)")
-    } else if !ctx.settings.network.is_configured() {
-        (false, reasons::PLATFORM_NETWORK_NOT_CONFIGURED, "the controller has no platform network configured")
+        (
+            false,
+            reasons::EXTERNAL_ACCESS_ALLOWED,
+            "the credentials work from anywhere (allowExternalAccess)".to_owned(),
+        )
+    } else if !network.is_configured() {
+        (
+            false,
+            reasons::PLATFORM_NETWORK_NOT_CONFIGURED,
+            "the controller has no platform network configured".to_owned(),
+        )
     } else {
-        (true, reasons::PLATFORM_NETWORK, "the credentials work only from the platform network")
+        let message = format!("the credentials work only from the platform network: {}", network.describe());
+        (true, reasons::PLATFORM_NETWORK, message)
     };
-    Observation { type_: types::NETWORK_RESTRICTED, status, reason, message: message.to_owned() }
+    Observation { type_: types::NETWORK_RESTRICTED, status, reason, message }
 }
 
 /// Why a binding cannot be provisioned for its Bucket yet, if it cannot.

@@ -32,12 +32,29 @@ pub const READ_WRITE_EXTRA_ACTIONS: &[&str] = &[
 pub struct PlatformNetwork {
     pub cidrs: Vec<Cidr>,
     pub vpc_endpoints: Vec<String>,
+    pub vpcs: Vec<String>,
 }
 
 impl PlatformNetwork {
     /// No CIDR and no VPC endpoint: there is nothing to restrict credentials to.
     pub fn is_configured(&self) -> bool {
-        !self.cidrs.is_empty() || !self.vpc_endpoints.is_empty()
+        !self.cidrs.is_empty() || !self.vpc_endpoints.is_empty() || !self.vpcs.is_empty()
+    }
+
+    /// What counts as the platform network, in words (for the `NetworkRestricted` condition).
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.cidrs.is_empty() {
+            let cidrs: Vec<String> = self.cidrs.iter().map(Cidr::to_string).collect();
+            parts.push(format!("addresses {}", cidrs.join(", ")));
+        }
+        if !self.vpc_endpoints.is_empty() {
+            parts.push(format!("VPC endpoints {}", self.vpc_endpoints.join(", ")));
+        }
+        if !self.vpcs.is_empty() {
+            parts.push(format!("VPCs {}", self.vpcs.join(", ")));
+        }
+        parts.join("; ")
     }
 }
 
@@ -85,16 +102,27 @@ pub fn user_policy(
         "Resource": [bucket_arn, format!("{bucket_arn}/*")],
     })];
     if !allow_external_access && network.is_configured() {
-        // Conditions in one statement are ANDed: a request is denied only when it comes neither from a
-        // platform address nor through a platform VPC endpoint.
+        // Conditions in one statement are ANDed, and a negated condition on a key the request lacks is
+        // true: a request is denied only when it comes from no platform address, through no platform VPC
+        // endpoint and from no platform VPC. Requests through a VPC endpoint carry no `aws:SourceIp`,
+        // which is why endpoints and VPCs are listed apart. Calls an AWS service makes for the user
+        // (`aws:ViaAWSService`) come from AWS's own network and are never denied.
         let mut condition = serde_json::Map::new();
         if !network.cidrs.is_empty() {
             let cidrs: Vec<String> = network.cidrs.iter().map(Cidr::to_string).collect();
             condition.insert("NotIpAddress".into(), json!({"aws:SourceIp": cidrs}));
         }
+        let mut not_equals = serde_json::Map::new();
         if !network.vpc_endpoints.is_empty() {
-            condition.insert("StringNotEquals".into(), json!({"aws:SourceVpce": network.vpc_endpoints}));
+            not_equals.insert("aws:SourceVpce".into(), json!(network.vpc_endpoints));
         }
+        if !network.vpcs.is_empty() {
+            not_equals.insert("aws:SourceVpc".into(), json!(network.vpcs));
+        }
+        if !not_equals.is_empty() {
+            condition.insert("StringNotEquals".into(), Value::Object(not_equals));
+        }
+        condition.insert("Bool".into(), json!({"aws:ViaAWSService": "false"}));
         statements.push(json!({
             "Sid": "DenyOutsidePlatformNetwork",
             "Effect": "Deny",
@@ -135,6 +163,7 @@ mod tests {
         PlatformNetwork {
             cidrs: vec!["10.0.0.0/16".parse().expect("cidr"), "2001:db8::/32".parse().expect("cidr")],
             vpc_endpoints: vec!["vpce-0123abcd".to_owned()],
+            vpcs: vec!["vpc-0a1b2c3d".to_owned()],
         }
     }
 
@@ -201,6 +230,11 @@ mod tests {
             json!(["10.0.0.0/16", "2001:db8::/32"])
         );
         assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"], json!(["vpce-0123abcd"]));
+        assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpc"], json!(["vpc-0a1b2c3d"]));
+        assert_eq!(
+            deny["Condition"]["Bool"]["aws:ViaAWSService"], "false",
+            "calls AWS services make for the user are not denied"
+        );
 
         let external = user_policy(ARN, Permissions::ReadWrite, true, &network());
         assert_eq!(external["Statement"].as_array().map(Vec::len), Some(1));
@@ -208,9 +242,20 @@ mod tests {
         let unconfigured = user_policy(ARN, Permissions::ReadWrite, false, &PlatformNetwork::default());
         assert_eq!(unconfigured["Statement"].as_array().map(Vec::len), Some(1));
 
-        let cidrs_only = PlatformNetwork { vpc_endpoints: vec![], ..network() };
+        let cidrs_only = PlatformNetwork { vpc_endpoints: vec![], vpcs: vec![], ..network() };
         let deny = &user_policy(ARN, Permissions::ReadOnly, false, &cidrs_only)["Statement"][1];
         assert!(deny["Condition"].get("StringNotEquals").is_none());
+
+        // Pods behind a gateway VPC endpoint send no aws:SourceIp: a VPC alone restricts them.
+        let vpc_only = PlatformNetwork { vpcs: vec!["vpc-1".to_owned()], ..PlatformNetwork::default() };
+        let deny = &user_policy(ARN, Permissions::ReadOnly, false, &vpc_only)["Statement"][1];
+        assert!(deny["Condition"].get("NotIpAddress").is_none());
+        assert_eq!(deny["Condition"]["StringNotEquals"], json!({"aws:SourceVpc": ["vpc-1"]}));
+        assert_eq!(vpc_only.describe(), "VPCs vpc-1");
+        assert_eq!(
+            network().describe(),
+            "addresses 10.0.0.0/16, 2001:db8::/32; VPC endpoints vpce-0123abcd; VPCs vpc-0a1b2c3d"
+        );
     }
 
     #[test]

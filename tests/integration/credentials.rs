@@ -476,6 +476,7 @@ async fn the_network_deny_is_written_exactly_when_the_binding_is_restricted() {
     let network = bucket_broker::desired::policy::PlatformNetwork {
         cidrs: vec!["10.0.0.0/16".parse().expect("cidr")],
         vpc_endpoints: vec!["vpce-0a1b2c3d".to_owned()],
+        vpcs: vec!["vpc-0a1b2c3d".to_owned()],
     };
     let settings = bucket_broker::controller::Settings { network, ..env.settings() };
     env.start_controller_with(settings).await;
@@ -517,9 +518,16 @@ async fn the_network_deny_is_written_exactly_when_the_binding_is_restricted() {
         if let Some(deny) = deny {
             assert_eq!(deny["Condition"]["NotIpAddress"]["aws:SourceIp"], json!(["10.0.0.0/16"]));
             assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpce"], json!(["vpce-0a1b2c3d"]));
+            assert_eq!(deny["Condition"]["StringNotEquals"]["aws:SourceVpc"], json!(["vpc-0a1b2c3d"]));
+            assert_eq!(deny["Condition"]["Bool"]["aws:ViaAWSService"], "false");
         }
         let condition = find_condition(&status.conditions, "NetworkRestricted").expect("NetworkRestricted");
         assert_eq!(condition.status == "True", restricted, "{name}: {condition:?}");
+        if restricted {
+            assert!(
+                condition.message.contains("vpce-0a1b2c3d") && condition.message.contains("vpc-0a1b2c3d")
+            );
+        }
     }
 }
 
