@@ -81,31 +81,33 @@ impl UserOps<'_> {
         output.user.map(|u| u.arn).ok_or_else(|| invalid("CreateUser", "no user in the response"))
     }
 
-    /// Sets or removes the permissions boundary when it differs.
-    pub async fn ensure_boundary(
-        &self,
-        current: Option<&str>,
-        desired: Option<&str>,
-    ) -> Result<bool, AwsError> {
-        match (current, desired) {
-            (current, desired) if current == desired => Ok(false),
-            (_, Some(arn)) => {
-                let put = self
-                    .client
-                    .put_user_permissions_boundary()
-                    .user_name(self.user)
-                    .permissions_boundary(arn)
-                    .send();
-                call(self.stats, IAM, "PutUserPermissionsBoundary", put).await?;
-                Ok(true)
+    pub async fn set_boundary(&self, arn: &str) -> Result<(), AwsError> {
+        let put =
+            self.client.put_user_permissions_boundary().user_name(self.user).permissions_boundary(arn).send();
+        call(self.stats, IAM, "PutUserPermissionsBoundary", put).await?;
+        Ok(())
+    }
+
+    pub async fn clear_boundary(&self) -> Result<(), AwsError> {
+        let delete = self.client.delete_user_permissions_boundary().user_name(self.user).send();
+        optional(call(self.stats, IAM, "DeleteUserPermissionsBoundary", delete).await)?;
+        Ok(())
+    }
+
+    /// Sets one tag on the user, or removes it (`None`).
+    pub async fn set_tag(&self, key: &str, value: Option<&str>) -> Result<(), AwsError> {
+        match value {
+            Some(value) => {
+                let tag = Tag::builder().key(key).value(value).build().map_err(|e| invalid("TagUser", e))?;
+                let put = self.client.tag_user().user_name(self.user).tags(tag).send();
+                call(self.stats, IAM, "TagUser", put).await?;
             }
-            (Some(_), None) => {
-                let delete = self.client.delete_user_permissions_boundary().user_name(self.user).send();
-                optional(call(self.stats, IAM, "DeleteUserPermissionsBoundary", delete).await)?;
-                Ok(true)
+            None => {
+                let delete = self.client.untag_user().user_name(self.user).tag_keys(key).send();
+                call(self.stats, IAM, "UntagUser", delete).await?;
             }
-            (None, None) => Ok(false),
         }
+        Ok(())
     }
 
     /// Whether the stored inline policy means the same as `desired`.
@@ -139,6 +141,12 @@ impl UserOps<'_> {
     pub async fn attach_policy(&self, arn: &str) -> Result<(), AwsError> {
         let attach = self.client.attach_user_policy().user_name(self.user).policy_arn(arn).send();
         call(self.stats, IAM, "AttachUserPolicy", attach).await?;
+        Ok(())
+    }
+
+    pub async fn detach_policy(&self, arn: &str) -> Result<(), AwsError> {
+        let detach = self.client.detach_user_policy().user_name(self.user).policy_arn(arn).send();
+        optional(call(self.stats, IAM, "DetachUserPolicy", detach).await)?;
         Ok(())
     }
 
@@ -200,8 +208,7 @@ impl UserOps<'_> {
             optional(call(self.stats, IAM, "DeleteUserPolicy", delete_policy).await)?;
         }
         for arn in optional(self.attached_policies().await)?.unwrap_or_default() {
-            let detach = self.client.detach_user_policy().user_name(self.user).policy_arn(arn).send();
-            optional(call(self.stats, IAM, "DetachUserPolicy", detach).await)?;
+            self.detach_policy(&arn).await?;
         }
         let delete = self.client.delete_user().user_name(self.user).send();
         optional(call(self.stats, IAM, "DeleteUser", delete).await)?;

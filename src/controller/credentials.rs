@@ -42,6 +42,7 @@ use crate::api::{AccessSpec, Bucket, CredentialStatus, SecretRef};
 use crate::aws::ErrorKind;
 use crate::aws::iam::{AccessKey, KeyCheck, User, UserOps, check_key};
 use crate::aws::s3::BucketOps;
+use crate::desired::attachments;
 use crate::desired::conditions::{Observation, is_true, reasons, types};
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
@@ -469,7 +470,16 @@ async fn provision<K: CredentialKind>(
     let existing = match ops.get().await? {
         Some(existing) => Some(existing),
         None => {
-            let tags = names::tags(owner, &settings.deploy_env);
+            let mut tags = names::tags(owner, &settings.deploy_env);
+            // Recorded at creation: the boundary is set by CreateUser itself, and a common policy recorded
+            // before it is attached is attached by the next step or pass (a record of something absent
+            // removes nothing).
+            if let Some(boundary) = &settings.permissions_boundary_arn {
+                tags.push((attachments::tag::PERMISSIONS_BOUNDARY.to_owned(), boundary.clone()));
+            }
+            if let Some(common) = &settings.common_user_policy_arn {
+                tags.push((attachments::tag::COMMON_POLICY.to_owned(), common.clone()));
+            }
             match ops.create(&settings.iam_path, &tags, settings.permissions_boundary_arn.as_deref()).await {
                 Ok(arn) => {
                     changes.push("created the IAM user");
@@ -489,14 +499,22 @@ async fn provision<K: CredentialKind>(
             "the IAM user {user} is not tagged as belonging to this object; it is left untouched"
         )));
     }
-    if ops
-        .ensure_boundary(
-            existing.permissions_boundary.as_deref(),
-            settings.permissions_boundary_arn.as_deref(),
-        )
-        .await?
-    {
+    let recorded = |key: &str| existing.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let current_boundary = existing.permissions_boundary.as_deref();
+    let boundary = attachments::change(
+        recorded(attachments::tag::PERMISSIONS_BOUNDARY),
+        settings.permissions_boundary_arn.as_deref(),
+        |arn| current_boundary == Some(arn),
+    );
+    if let Some(arn) = &boundary.apply {
+        ops.set_boundary(arn).await?;
         changes.push("set the permissions boundary");
+    } else if boundary.remove.is_some() {
+        ops.clear_boundary().await?;
+        changes.push("removed the permissions boundary it had set");
+    }
+    if let Some(record) = &boundary.record {
+        ops.set_tag(attachments::tag::PERMISSIONS_BOUNDARY, record.as_deref()).await?;
     }
     let desired = policy::user_policy(
         &target.bucket_arn,
@@ -509,11 +527,23 @@ async fn provision<K: CredentialKind>(
         ops.put_policy(&desired).await?;
         changes.push("wrote the access policy");
     }
-    if let Some(common) = &settings.common_user_policy_arn
-        && !ops.attached_policies().await?.contains(common)
-    {
-        ops.attach_policy(common).await?;
-        changes.push("attached the common policy");
+    let recorded_common = recorded(attachments::tag::COMMON_POLICY);
+    let desired_common = settings.common_user_policy_arn.as_deref();
+    if recorded_common.is_some() || desired_common.is_some() {
+        let attached = ops.attached_policies().await?;
+        let common =
+            attachments::change(recorded_common, desired_common, |arn| attached.iter().any(|a| a == arn));
+        if let Some(arn) = &common.apply {
+            ops.attach_policy(arn).await?;
+            changes.push("attached the common policy");
+        }
+        if let Some(arn) = &common.remove {
+            ops.detach_policy(arn).await?;
+            changes.push("detached the common policy it had attached");
+        }
+        if let Some(record) = &common.record {
+            ops.set_tag(attachments::tag::COMMON_POLICY, record.as_deref()).await?;
+        }
     }
     Ok((existing.arn, changes))
 }

@@ -396,6 +396,8 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     // Users are created with their tags in the same request, which IAM also authorizes as TagUser.
     ("iam", "CreateUser", &["iam:CreateUser", "iam:TagUser"]),
     ("iam", "GetUser", &["iam:GetUser"]),
+    ("iam", "TagUser", &["iam:TagUser"]),
+    ("iam", "UntagUser", &["iam:UntagUser"]),
     ("iam", "DeleteUser", &["iam:DeleteUser"]),
     ("iam", "PutUserPermissionsBoundary", &["iam:PutUserPermissionsBoundary"]),
     ("iam", "DeleteUserPermissionsBoundary", &["iam:DeleteUserPermissionsBoundary"]),

@@ -299,3 +299,72 @@ async fn a_key_sts_never_accepts_ends_in_an_error_not_an_endless_wait() {
     let during = checks() - before;
     assert!(during <= 4, "{during} STS checks in 5 s after the error");
 }
+
+/// The managed policies attached to a user, sorted.
+async fn attached(env: &TestEnv, user: &str) -> Vec<String> {
+    let listed = env.admin.iam.list_attached_user_policies().user_name(user).send().await.expect("attached");
+    let mut arns: Vec<String> =
+        listed.attached_policies.unwrap_or_default().into_iter().filter_map(|p| p.policy_arn).collect();
+    arns.sort();
+    arns
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_follow_a_changed_or_removed_common_policy_and_keep_foreign_ones() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let document = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:ListAllMyBuckets","Resource":"*"}]}"#;
+    let mut arns = Vec::new();
+    for name in ["common-a", "common-b", "someone-elses"] {
+        let created = env
+            .admin
+            .iam
+            .create_policy()
+            .policy_name(name)
+            .policy_document(document)
+            .send()
+            .await
+            .expect("policy");
+        arns.push(created.policy.and_then(|p| p.arn).expect("arn"));
+    }
+    let (a, b, foreign) = (arns[0].clone(), arns[1].clone(), arns[2].clone());
+    let base = env.settings();
+    let with_common = |arn: Option<&String>| bucket_broker::controller::Settings {
+        common_user_policy_arn: arn.cloned(),
+        ..base.clone()
+    };
+
+    let settings = with_common(Some(&a));
+    env.start_controller_with(settings).await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "data"}, "spec": {}}))
+        .await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = derived_user(&env, &binding);
+    assert_eq!(attached(&env, &user).await, std::slice::from_ref(&a));
+    env.admin.iam.attach_user_policy().user_name(&user).policy_arn(&foreign).send().await.expect("attach");
+
+    for (setting, expected) in [(Some(&b), vec![b.clone(), foreign.clone()]), (None, vec![foreign.clone()])] {
+        env.stop_controller().await;
+        let settings = with_common(setting);
+        env.start_controller_with(settings).await;
+        let mut expected = expected;
+        expected.sort();
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while attached(&env, &user).await != expected {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?} never became {expected:?}",
+                attached(&env, &user).await
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let tags = env.admin.iam.get_user().user_name(&user).send().await.expect("user").user.expect("user");
+    assert!(
+        !tags.tags().iter().any(|t| t.key() == "bucketbroker.io/common-policy"),
+        "nothing is recorded once nothing is attached"
+    );
+    ready_binding(&env, "app").await;
+}
