@@ -368,3 +368,65 @@ async fn users_follow_a_changed_or_removed_common_policy_and_keep_foreign_ones()
     );
     ready_binding(&env, "app").await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_revocation_aws_refuses_is_shown_in_the_condition_not_hidden_in_a_finalizer() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    // The controller's identity may do everything except delete users.
+    let iam = env.admin.iam.clone();
+    iam.create_user().user_name("controller").send().await.expect("user");
+    let everything_but = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"iam:DeleteUser","Resource":"*"}]}"#;
+    iam.put_user_policy()
+        .user_name("controller")
+        .policy_name("almost-all")
+        .policy_document(everything_but)
+        .send()
+        .await
+        .expect("policy");
+    let key =
+        iam.create_access_key().user_name("controller").send().await.expect("key").access_key.expect("key");
+    let credentials = aws_sdk_iam::config::Credentials::new(
+        key.access_key_id,
+        key.secret_access_key,
+        None,
+        None,
+        "controller",
+    );
+    let settings = env.settings();
+    env.start_controller_as(settings, credentials).await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "data"}, "spec": {}}))
+        .await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = derived_user(&env, &binding);
+
+    env.delete::<BucketBinding>("app").await;
+    let blocked = env
+        .wait_for::<BucketBinding>("app", "blocked", |b| {
+            credential_reason(b.status.as_ref()).as_deref() == Some("False/DeletionBlocked")
+        })
+        .await;
+    let message = &find_condition(&blocked.status.as_ref().expect("status").conditions, "Ready")
+        .expect("Ready")
+        .message;
+    assert!(
+        message.contains("DeleteUser") && message.contains("AccessDenied"),
+        "names what failed: {message}"
+    );
+    assert!(live_keys(&env, &user).await.is_empty(), "the keys are revoked already");
+
+    iam.delete_user_policy().user_name("controller").policy_name("almost-all").send().await.expect("revoke");
+    let everything =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    iam.put_user_policy()
+        .user_name("controller")
+        .policy_name("all")
+        .policy_document(everything)
+        .send()
+        .await
+        .expect("granted");
+    env.wait_gone::<BucketBinding>("app").await;
+    assert!(iam.get_user().user_name(&user).send().await.is_err(), "the user is gone");
+}
