@@ -207,6 +207,11 @@ impl TestEnv {
         &self.controller.as_ref().expect("controller running").2
     }
 
+    /// Whether the controller started by this environment is still running (it never panicked or quit).
+    pub fn controller_alive(&self) -> bool {
+        self.controller.as_ref().is_some_and(|(_, handle, _)| !handle.is_finished())
+    }
+
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,

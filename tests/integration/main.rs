@@ -8,6 +8,7 @@ mod bucket;
 mod credentials;
 mod deploy;
 mod harness;
+mod hostile;
 mod image;
 mod kubectl;
 mod operations;

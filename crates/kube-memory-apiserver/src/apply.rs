@@ -274,6 +274,19 @@ fn matches_value(item: &Value, v: &str) -> bool {
     serde_json::from_str::<Value>(v).is_ok_and(|x| &x == item)
 }
 
+fn value_at<'v>(v: &'v Value, path: &[Pe]) -> Option<&'v Value> {
+    let mut cur = v;
+    for e in path {
+        cur = match (e, cur) {
+            (Pe::F(n), Value::Object(m)) => m.get(n)?,
+            (Pe::K(k), Value::Array(a)) => a.iter().find(|i| matches_key(i, k))?,
+            (Pe::V(x), Value::Array(a)) => a.iter().find(|i| matches_value(i, x))?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
 fn remove_at(v: &mut Value, path: &[Pe]) {
     let Some((last, parent)) = path.split_last() else {
         return;
@@ -472,6 +485,18 @@ pub(super) fn apply(
     dropped.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in dropped {
         remove_at(&mut result, p);
+        // Only leaves are tracked: a map the applier no longer sends, emptied by the removal, goes
+        // too (upstream owns it as `f:parent` and removes it with its last field).
+        for depth in (1..p.len()).rev() {
+            let ancestor = &p[..depth];
+            let emptied = matches!(ancestor.last(), Some(Pe::F(_)))
+                && value_at(&result, ancestor).is_some_and(|v| v.as_object().is_some_and(|m| m.is_empty()))
+                && value_at(&applied_own, ancestor).is_none();
+            if !emptied {
+                break;
+            }
+            remove_at(&mut result, ancestor);
+        }
     }
     merge(&mut result, &applied_own, sch);
 

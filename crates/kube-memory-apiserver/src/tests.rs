@@ -1358,3 +1358,18 @@ async fn openapi_v3_describes_custom_resources_and_field_validation() -> TestRes
     assert_eq!(e.code, 404);
     Ok(())
 }
+
+#[tokio::test]
+async fn server_side_apply_removes_a_map_whose_last_field_is_dropped() -> TestResult {
+    let server = ApiServer::start().await?;
+    let api: Api<ConfigMap> = Api::namespaced(server.client(), "default");
+    let apply = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "m"}, "data": data});
+    api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(apply(json!({"k": "v"})))).await?;
+    let dropped = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "m"}});
+    let m = api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(dropped)).await?;
+    assert_eq!(m.data, None, "the emptied map goes with its last field, as upstream");
+    // A map the applier still sends, even empty, stays.
+    let m = api.patch("m", &PatchParams::apply("alice"), &Patch::Apply(apply(json!({})))).await?;
+    assert!(m.data.is_none_or(|d| d.is_empty()));
+    Ok(())
+}

@@ -1,0 +1,595 @@
+//! Hostile input, case by case (issue 10's table). Every case ends in a schema rejection or in a condition
+//! with a reason, with the controller still running, no write loop (writes counted on the in-memory
+//! server), and nothing lost: no foreign object changed, no orphaned IAM user or key. The four attacks of
+//! `trust.rs` (forged Bucket status, racing Secret names, a stale CRD, a key STS refuses) belong to the
+//! same table.
+
+use std::time::Duration;
+
+use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey, find_condition};
+use bucket_broker::controller::Context;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Resource};
+use serde_json::{Value, json};
+
+use crate::credentials::{
+    bucket_of, can_get, can_put, client_from, credential, ready_binding, secret, value,
+};
+use crate::harness::{TestEnv, unique_name};
+
+fn bucket(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "metadata": {"name": name}, "spec": spec})
+}
+
+fn dynamic<K: Resource<DynamicType = ()>>(env: &TestEnv) -> Api<DynamicObject> {
+    Api::namespaced_with(env.client.clone(), &env.namespace, &ApiResource::erase::<K>(&()))
+}
+
+/// Creates `object` and expects the API server to refuse it as invalid; returns the message.
+async fn refused_create<K: Resource<DynamicType = ()>>(env: &TestEnv, object: Value) -> String {
+    let object: DynamicObject = serde_json::from_value(object).expect("object");
+    match dynamic::<K>(env).create(&PostParams::default(), &object).await {
+        Err(kube::Error::Api(status)) if status.code == 422 => status.message,
+        other => panic!("expected 422 Invalid, got {other:?}"),
+    }
+}
+
+/// Merge-patches `name` and expects the API server to refuse it as invalid; returns the message.
+async fn refused_patch<K: Resource<DynamicType = ()>>(env: &TestEnv, name: &str, patch: Value) -> String {
+    match dynamic::<K>(env).patch(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+        Err(kube::Error::Api(status)) if status.code == 422 => status.message,
+        other => panic!("expected 422 Invalid, got {other:?}"),
+    }
+}
+
+fn reason_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String)> {
+    find_condition(conditions, "Ready").map(|c| (format!("{}/{}", c.status, c.reason), c.message.clone()))
+}
+
+async fn binding_settles(env: &TestEnv, name: &str, expected: &str) -> (String, String) {
+    let settled = env
+        .wait_for::<BucketBinding>(name, expected, |b| {
+            b.status.as_ref().and_then(|s| reason_of(&s.conditions)).is_some_and(|(r, _)| r == expected)
+        })
+        .await;
+    reason_of(&settled.status.expect("status").conditions).expect("Ready")
+}
+
+async fn ready_bucket(env: &TestEnv, name: &str) -> Bucket {
+    env.wait_for::<Bucket>(name, "ready", |b| {
+        b.status.as_ref().and_then(|s| reason_of(&s.conditions)).is_some_and(|(r, _)| r == "True/Provisioned")
+    })
+    .await
+}
+
+fn derived_user(env: &TestEnv, uid: &str) -> String {
+    format!("{}{uid}", env.settings().user_prefix)
+}
+
+async fn user_exists(env: &TestEnv, user: &str) -> bool {
+    env.admin.iam.get_user().user_name(user).send().await.is_ok()
+}
+
+async fn live_keys(env: &TestEnv, user: &str) -> Vec<String> {
+    match env.admin.iam.list_access_keys().user_name(user).send().await {
+        Ok(keys) => keys.access_key_metadata.into_iter().filter_map(|k| k.access_key_id).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// After the cases: the controller still runs, and, left alone, makes only a few writes (conflicts and
+/// failures are re-checked with backoff, never in a loop).
+async fn assert_quiet(env: &TestEnv, ctx: &Context) {
+    assert!(env.controller_alive(), "the controller is still running");
+    let Some(server) = env.in_memory("request counters") else { return };
+    server.reset_stats();
+    let aws_before = ctx.aws.stats.total();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let writes = server.stats().writes();
+    let aws = ctx.aws.stats.total() - aws_before;
+    println!("left alone for 5 s: {writes} Kubernetes writes, {aws} AWS calls");
+    assert!(writes <= 20, "{writes} Kubernetes writes in 5 s: a loop");
+    assert!(aws <= 60, "{aws} AWS calls in 5 s: a loop");
+    assert!(env.controller_alive(), "the controller is still running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_specs_are_refused_by_the_schema() {
+    let env = TestEnv::new().await;
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "public is not a boolean",
+            refused_create::<Bucket>(&env, bucket("b1", json!({"public": "yes"}))).await,
+        ),
+        (
+            "an unknown deletionPolicy",
+            refused_create::<Bucket>(&env, bucket("b2", json!({"deletionPolicy": "Destroy"}))).await,
+        ),
+        (
+            "a region longer than any",
+            refused_create::<Bucket>(&env, bucket("b3", json!({"region": "r".repeat(40)}))).await,
+        ),
+        (
+            "a name over 253 characters",
+            refused_create::<Bucket>(&env, bucket(&"n".repeat(254), json!({}))).await,
+        ),
+        ("a name with unicode", refused_create::<Bucket>(&env, bucket("données", json!({}))).await),
+        (
+            "a binding without bucketRef",
+            refused_create::<BucketBinding>(&env, credential("BucketBinding", "k1", json!({}))).await,
+        ),
+        (
+            "an empty bucketRef name",
+            refused_create::<BucketBinding>(
+                &env,
+                credential("BucketBinding", "k2", json!({"bucketRef": {"name": ""}})),
+            )
+            .await,
+        ),
+        (
+            "permissions Admin",
+            refused_create::<BucketBinding>(
+                &env,
+                credential(
+                    "BucketBinding",
+                    "k3",
+                    json!({"bucketRef": {"name": "x"}, "permissions": "Admin"}),
+                ),
+            )
+            .await,
+        ),
+        (
+            "the seed's spelling read-only",
+            refused_create::<BucketServiceKey>(
+                &env,
+                credential(
+                    "BucketServiceKey",
+                    "k4",
+                    json!({"bucketRef": {"name": "x"}, "permissions": "read-only"}),
+                ),
+            )
+            .await,
+        ),
+        (
+            "allowExternalAccess as a string",
+            refused_create::<BucketBinding>(
+                &env,
+                credential(
+                    "BucketBinding",
+                    "k5",
+                    json!({"bucketRef": {"name": "x"}, "allowExternalAccess": "true"}),
+                ),
+            )
+            .await,
+        ),
+        (
+            "a secretName over 253 characters",
+            refused_create::<BucketBinding>(
+                &env,
+                credential(
+                    "BucketBinding",
+                    "k6",
+                    json!({"bucketRef": {"name": "x"}, "secretName": "s".repeat(254)}),
+                ),
+            )
+            .await,
+        ),
+    ];
+    for (case, message) in &cases {
+        assert!(!message.is_empty(), "{case}: the refusal says why");
+    }
+
+    // Immutable fields, by the CRDs' CEL rules: the change is refused, whoever asks.
+    env.create::<Bucket>(bucket("fixed", json!({"region": "eu-west-2"}))).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "pinned",
+        json!({"bucketRef": {"name": "fixed"}}),
+    ))
+    .await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "named",
+        json!({"bucketRef": {"name": "fixed"}, "secretName": "named-secret"}),
+    ))
+    .await;
+    let immutable = [
+        (
+            "moving a binding to another Bucket",
+            refused_patch::<BucketBinding>(&env, "pinned", json!({"spec": {"bucketRef": {"name": "other"}}}))
+                .await,
+            "bucketRef is immutable",
+        ),
+        (
+            "setting a secretName later",
+            refused_patch::<BucketBinding>(&env, "pinned", json!({"spec": {"secretName": "elsewhere"}}))
+                .await,
+            "secretName is immutable",
+        ),
+        (
+            "unsetting a secretName",
+            refused_patch::<BucketBinding>(&env, "named", json!({"spec": {"secretName": null}})).await,
+            "secretName is immutable",
+        ),
+        (
+            "moving a Bucket to another region",
+            refused_patch::<Bucket>(&env, "fixed", json!({"spec": {"region": "us-east-1"}})).await,
+            "region is immutable",
+        ),
+    ];
+    for (case, message, expected) in &immutable {
+        assert!(message.contains(expected), "{case}: {message}");
+    }
+    println!("schema cases refused: {}", cases.len() + immutable.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_status_annotations_and_secrets_grant_nothing() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let ctx = env.start_controller().await;
+    env.create::<Bucket>(bucket("data", json!({}))).await;
+    ready_bucket(&env, "data").await;
+
+    // An IAM user and a bucket that are not the controller's, and a binding whose status points at them.
+    let iam = env.admin.iam.clone();
+    let victim_user = unique_name("victim-admin");
+    iam.create_user().user_name(&victim_user).send().await.expect("victim user");
+    iam.create_access_key().user_name(&victim_user).send().await.expect("victim key");
+    let foreign_bucket = unique_name("foreign");
+    let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
+        .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(
+            bucket_broker::local::moto::REGION,
+        ))
+        .build();
+    env.admin
+        .s3
+        .create_bucket()
+        .bucket(&foreign_bucket)
+        .create_bucket_configuration(location)
+        .send()
+        .await
+        .expect("foreign bucket");
+
+    // 1. A forged status.userName is ignored: the victim user keeps its key, even through deletion.
+    let forged = env
+        .create::<BucketBinding>(credential(
+            "BucketBinding",
+            "forged-user",
+            json!({"bucketRef": {"name": "data"}}),
+        ))
+        .await;
+    let own_user = derived_user(&env, forged.meta().uid.as_deref().expect("uid"));
+    ready_binding(&env, "forged-user").await;
+    let mut tampered = env.api::<BucketBinding>().get_status("forged-user").await.expect("get");
+    if let Some(status) = tampered.status.as_mut() {
+        status.user_name = Some(victim_user.clone());
+        status.access_key_id = Some("AKIAFORGEDFORGEDFORG".to_owned());
+    }
+    env.api::<BucketBinding>()
+        .replace_status("forged-user", &PostParams::default(), &tampered)
+        .await
+        .expect("the tenant forges the status");
+    env.wait_for::<BucketBinding>("forged-user", "repaired", |b| {
+        b.status.as_ref().is_some_and(|s| {
+            s.user_name.as_deref() == Some(own_user.as_str())
+                && s.access_key_id.as_deref() != Some("AKIAFORGEDFORGEDFORG")
+        })
+    })
+    .await;
+    env.delete::<BucketBinding>("forged-user").await;
+    env.wait_gone::<BucketBinding>("forged-user").await;
+    assert_eq!(live_keys(&env, &victim_user).await.len(), 1, "the victim user keeps its key");
+    assert!(!user_exists(&env, &own_user).await, "the binding's own user is deleted");
+
+    // 2. An annotation claiming another object's uid changes nothing.
+    let claimer = env
+        .create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
+            "metadata": {"name": "claimer", "annotations": {"bucketbroker.io/uid": "00000000-0000-0000-0000-000000000000"}},
+            "spec": {"bucketRef": {"name": "data"}}}))
+        .await;
+    let claimed = ready_binding(&env, "claimer").await;
+    let claimer_user = derived_user(&env, claimer.meta().uid.as_deref().expect("uid"));
+    assert_eq!(claimed.status.and_then(|s| s.user_name).as_deref(), Some(claimer_user.as_str()));
+
+    // 3. A Secret that only carries our label is not ours.
+    let labelled: Secret = serde_json::from_value(json!({"metadata": {"name": "labelled",
+        "labels": {"app.kubernetes.io/managed-by": "bucket-broker"}}, "stringData": {"owner": "a person"}}))
+    .expect("secret");
+    env.api::<Secret>().create(&PostParams::default(), &labelled).await.expect("labelled secret");
+    // 4. Another binding's Secret.
+    env.create::<BucketBinding>(credential("BucketBinding", "first", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    ready_binding(&env, "first").await;
+    // 5. A ServiceAccount token Secret.
+    let token: Secret = serde_json::from_value(json!({"metadata": {"name": "sa-token",
+        "annotations": {"kubernetes.io/service-account.name": "default"}},
+        "type": "kubernetes.io/service-account-token"}))
+    .expect("secret");
+    env.api::<Secret>().create(&PostParams::default(), &token).await.expect("token secret");
+    let mut before = Vec::new();
+    for name in ["labelled", "first", "sa-token"] {
+        before.push(secret(&env, name).await);
+    }
+    for (binding, secret_name) in
+        [("wants-labelled", "labelled"), ("wants-first", "first"), ("wants-token", "sa-token")]
+    {
+        env.create::<BucketBinding>(credential(
+            "BucketBinding",
+            binding,
+            json!({"bucketRef": {"name": "data"}, "secretName": secret_name}),
+        ))
+        .await;
+    }
+    for binding in ["wants-labelled", "wants-first", "wants-token"] {
+        let (_, message) = binding_settles(&env, binding, "False/SecretConflict").await;
+        assert!(message.contains("left untouched"), "{binding}: {message}");
+        let current = env.api::<BucketBinding>().get(binding).await.expect("binding");
+        let user = derived_user(&env, current.meta().uid.as_deref().expect("uid"));
+        assert!(live_keys(&env, &user).await.is_empty(), "{binding} holds no live key");
+    }
+    for old in before {
+        let name = old.metadata.name.clone().expect("name");
+        let now = secret(&env, &name).await;
+        assert_eq!(now.data, old.data, "{name}: data untouched");
+        assert_eq!(now.type_, old.type_, "{name}: type untouched");
+        assert_eq!(now.metadata.owner_references, old.metadata.owner_references, "{name}: owners untouched");
+    }
+    ready_binding(&env, "first").await;
+
+    // 6. A Secret of ours that a person takes over (drops our owner and label): no key stays live in it.
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "disowned",
+        json!({"bucketRef": {"name": "data"}}),
+    ))
+    .await;
+    let disowned = ready_binding(&env, "disowned").await;
+    let disowned_user = derived_user(&env, disowned.meta().uid.as_deref().expect("uid"));
+    let taken_key = value(&secret(&env, "disowned").await, "AWS_ACCESS_KEY_ID");
+    env.api::<Secret>()
+        .patch(
+            "disowned",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": null, "labels": null}})),
+        )
+        .await
+        .expect("taken over");
+    // The Secret left the controller's watch (our label is gone): it notices at the next pass of the
+    // binding, the periodic resync, which a change to the binding brings forward here.
+    env.api::<BucketBinding>()
+        .patch(
+            "disowned",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})),
+        )
+        .await
+        .expect("touched");
+    binding_settles(&env, "disowned", "False/SecretConflict").await;
+    assert!(live_keys(&env, &disowned_user).await.is_empty(), "the key in the taken Secret is revoked");
+    assert_eq!(
+        value(&secret(&env, "disowned").await, "AWS_ACCESS_KEY_ID"),
+        taken_key,
+        "the Secret is left as is"
+    );
+
+    // 7. A Bucket status naming an untagged bucket of someone else: ignored, that bucket untouched.
+    let mut forged_bucket = env.api::<Bucket>().get_status("data").await.expect("bucket");
+    let own_bucket = forged_bucket.status.as_ref().and_then(|s| s.bucket_name.clone()).expect("name");
+    if let Some(status) = forged_bucket.status.as_mut() {
+        status.bucket_name = Some(foreign_bucket.clone());
+    }
+    env.api::<Bucket>()
+        .replace_status("data", &PostParams::default(), &forged_bucket)
+        .await
+        .expect("the tenant forges the status");
+    env.wait_for::<Bucket>("data", "repaired", |b| {
+        b.status.as_ref().and_then(|s| s.bucket_name.as_deref()) == Some(own_bucket.as_str())
+    })
+    .await;
+    let tags = env.admin.s3.get_bucket_tagging().bucket(&foreign_bucket).send().await;
+    assert!(tags.map(|t| t.tag_set.is_empty()).unwrap_or(true), "the foreign bucket was not tagged");
+    let policy = env.admin.s3.get_bucket_policy().bucket(&foreign_bucket).send().await;
+    assert!(policy.is_err(), "the foreign bucket got no policy");
+
+    assert_quiet(&env, &ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_lifecycles_converge_without_orphans() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let ctx = env.start_controller().await;
+    env.create::<Bucket>(bucket("data", json!({}))).await;
+    ready_bucket(&env, "data").await;
+
+    // 1. Rapid create, delete, recreate: only the last object has a user, with one key.
+    let mut uids = Vec::new();
+    for _ in 0..4 {
+        let made = env
+            .create::<BucketBinding>(credential(
+                "BucketBinding",
+                "flicker",
+                json!({"bucketRef": {"name": "data"}}),
+            ))
+            .await;
+        uids.push(made.meta().uid.clone().expect("uid"));
+        env.delete::<BucketBinding>("flicker").await;
+        env.wait_gone::<BucketBinding>("flicker").await;
+    }
+    let last = env
+        .create::<BucketBinding>(credential(
+            "BucketBinding",
+            "flicker",
+            json!({"bucketRef": {"name": "data"}}),
+        ))
+        .await;
+    ready_binding(&env, "flicker").await;
+    for uid in &uids {
+        assert!(!user_exists(&env, &derived_user(&env, uid)).await, "no user left for the deleted {uid}");
+    }
+    let last_user = derived_user(&env, last.meta().uid.as_deref().expect("uid"));
+    assert_eq!(
+        live_keys(&env, &last_user).await,
+        [value(&secret(&env, "flicker").await, "AWS_ACCESS_KEY_ID")]
+    );
+
+    // 2. Permissions flipped twenty times as fast as the API takes it: the last one wins.
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "flipper",
+        json!({"bucketRef": {"name": "data"}}),
+    ))
+    .await;
+    ready_binding(&env, "flipper").await;
+    for i in 0..20 {
+        let permissions = if i % 2 == 0 { "ReadOnly" } else { "ReadWrite" };
+        env.api::<BucketBinding>()
+            .patch(
+                "flipper",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"permissions": permissions}})),
+            )
+            .await
+            .expect("flip");
+    }
+    env.api::<BucketBinding>()
+        .patch(
+            "flipper",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"permissions": "ReadOnly"}})),
+        )
+        .await
+        .expect("final flip");
+    ready_binding(&env, "flipper").await;
+    let flipped = secret(&env, "flipper").await;
+    let reader = client_from(&env, &flipped).await;
+    assert!(can_put(&env.admin, &bucket_of(&flipped), "seen.txt").await);
+    assert!(can_get(&reader, &bucket_of(&flipped), "seen.txt").await, "ReadOnly reads");
+    assert!(!can_put(&reader, &bucket_of(&flipped), "not-written.txt").await, "ReadOnly cannot write");
+
+    // 3. A Bucket deleted while its binding is being provisioned.
+    env.create::<Bucket>(bucket("doomed", json!({}))).await;
+    let doomed_app = env
+        .create::<BucketBinding>(credential(
+            "BucketBinding",
+            "doomed-app",
+            json!({"bucketRef": {"name": "doomed"}}),
+        ))
+        .await;
+    env.delete::<Bucket>("doomed").await;
+    env.wait_for::<BucketBinding>("doomed-app", "not ready", |b| {
+        b.status
+            .as_ref()
+            .and_then(|s| reason_of(&s.conditions))
+            .is_some_and(|(r, _)| r == "False/BucketDeleting" || r == "False/BucketNotReady")
+    })
+    .await;
+    env.delete::<BucketBinding>("doomed-app").await;
+    env.wait_gone::<BucketBinding>("doomed-app").await;
+    env.wait_gone::<Bucket>("doomed").await;
+    assert!(!user_exists(&env, &derived_user(&env, doomed_app.meta().uid.as_deref().expect("uid"))).await);
+
+    // 4. A Bucket deleted (its data retained) and recreated under the same name: the new one never
+    //    reaches the old bucket.
+    env.create::<Bucket>(bucket("phoenix", json!({"deletionPolicy": "Retain"}))).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "phoenix-app",
+        json!({"bucketRef": {"name": "phoenix"}}),
+    ))
+    .await;
+    ready_binding(&env, "phoenix-app").await;
+    let old_secret = secret(&env, "phoenix-app").await;
+    let old_bucket = bucket_of(&old_secret);
+    assert!(can_put(&client_from(&env, &old_secret).await, &old_bucket, "old.txt").await);
+    env.delete::<BucketBinding>("phoenix-app").await;
+    env.wait_gone::<BucketBinding>("phoenix-app").await;
+    env.delete::<Bucket>("phoenix").await;
+    env.wait_gone::<Bucket>("phoenix").await;
+    env.create::<Bucket>(bucket("phoenix", json!({}))).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "phoenix-app",
+        json!({"bucketRef": {"name": "phoenix"}}),
+    ))
+    .await;
+    ready_binding(&env, "phoenix-app").await;
+    let new_secret = secret(&env, "phoenix-app").await;
+    assert_ne!(bucket_of(&new_secret), old_bucket, "a new uid, a new bucket");
+    let reborn = client_from(&env, &new_secret).await;
+    assert!(!can_get(&reborn, &old_bucket, "old.txt").await, "the old bucket is out of reach");
+    assert!(can_get(&env.admin, &old_bucket, "old.txt").await, "and its data is kept");
+
+    // 5. A new binding for a Bucket being deleted gets no credentials.
+    env.create::<Bucket>(bucket("closing", json!({}))).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "holder",
+        json!({"bucketRef": {"name": "closing"}}),
+    ))
+    .await;
+    ready_binding(&env, "holder").await;
+    env.delete::<Bucket>("closing").await;
+    let late = env
+        .create::<BucketBinding>(credential(
+            "BucketBinding",
+            "late",
+            json!({"bucketRef": {"name": "closing"}}),
+        ))
+        .await;
+    binding_settles(&env, "late", "False/BucketDeleting").await;
+    assert!(live_keys(&env, &derived_user(&env, late.meta().uid.as_deref().expect("uid"))).await.is_empty());
+    assert!(env.api::<Secret>().get_opt("late").await.expect("get").is_none());
+
+    // 6. A Bucket that exists only in another namespace cannot be referenced.
+    let elsewhere = format!("{}-elsewhere", env.namespace);
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": elsewhere}})).expect("namespace");
+    Api::<Namespace>::all(env.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    let far: Bucket = serde_json::from_value(bucket("far", json!({}))).expect("bucket");
+    Api::<Bucket>::namespaced(env.client.clone(), &elsewhere)
+        .create(&PostParams::default(), &far)
+        .await
+        .expect("bucket elsewhere");
+    env.create::<BucketBinding>(credential("BucketBinding", "near", json!({"bucketRef": {"name": "far"}})))
+        .await;
+    let (_, message) = binding_settles(&env, "near", "False/BucketNotReady").await;
+    assert!(message.contains("far"), "{message}");
+    Api::<Namespace>::all(env.client.clone())
+        .delete(&elsewhere, &Default::default())
+        .await
+        .expect("the other namespace is deleted");
+
+    assert_quiet(&env, &ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_inputs_at_the_limits_work() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let ctx = env.start_controller().await;
+    let long_bucket = "b".repeat(253);
+    let long_binding = "k".repeat(253);
+    let huge = "x".repeat(100 * 1024);
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": long_bucket, "annotations": {"note": "données 🚀 データ", "huge": huge}}, "spec": {}}))
+        .await;
+    let ready = ready_bucket(&env, &long_bucket).await;
+    let aws_bucket = ready.status.and_then(|s| s.bucket_name).expect("bucket name");
+    let tags = env.admin.s3.get_bucket_tagging().bucket(&aws_bucket).send().await.expect("tags");
+    assert!(
+        tags.tag_set.iter().any(|t| t.key == "bucketbroker.io/name" && t.value == long_bucket),
+        "a 253-character name fits in a tag"
+    );
+    env.create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
+        "metadata": {"name": long_binding, "annotations": {"note": "données 🚀", "huge": "y".repeat(100 * 1024)}},
+        "spec": {"bucketRef": {"name": long_bucket}}}))
+        .await;
+    ready_binding(&env, &long_binding).await;
+    let long_secret = secret(&env, &long_binding).await;
+    assert!(can_put(&client_from(&env, &long_secret).await, &aws_bucket, "long.txt").await);
+    let vcap: Value = serde_json::from_str(&value(&long_secret, "VCAP_SERVICES")).expect("json");
+    assert_eq!(vcap["aws-s3-bucket"][0]["instance_name"], long_bucket.as_str());
+
+    assert_quiet(&env, &ctx).await;
+}
