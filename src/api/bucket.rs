@@ -60,7 +60,8 @@ pub enum DeletionPolicy {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BucketStatus {
-    /// The AWS bucket name, derived from this object's uid. Set before the bucket is created.
+    /// The AWS bucket name, derived from this object's uid. For information: the controller takes names
+    /// from the uid and from the bucket's ownership tag in AWS, never from this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_name: Option<String>,
 

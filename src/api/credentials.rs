@@ -127,7 +127,8 @@ pub struct CredentialStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding: Option<SecretRef>,
 
-    /// The IAM user holding the credentials, derived from this object's uid. Set before the user is created.
+    /// The IAM user holding the credentials, derived from this object's uid. For information: the
+    /// controller takes names from the uid and from the user's ownership tag in AWS, never from this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
 

@@ -540,6 +540,8 @@ async fn hostile_lifecycles_converge_without_orphans() {
         ))
         .await;
     binding_settles(&env, "late", "False/BucketDeleting").await;
+    let late_status = env.api::<BucketBinding>().get("late").await.expect("late").status.expect("status");
+    assert_eq!(late_status.observed_generation, None, "observedGeneration moves only when a spec is applied");
     assert!(live_keys(&env, &derived_user(&env, late.meta().uid.as_deref().expect("uid"))).await.is_empty());
     assert!(env.api::<Secret>().get_opt("late").await.expect("get").is_none());
 
