@@ -75,11 +75,21 @@ pub enum Permissions {
     printcolumn = r#"{"name":"Bucket","type":"string","description":"The Bucket these credentials are for","jsonPath":".spec.bucketRef.name"}"#,
     printcolumn = r#"{"name":"Permissions","type":"string","jsonPath":".spec.permissions"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","description":"The Secret holding the credentials","jsonPath":".status.binding.name"}"#,
+    printcolumn = r#"{"name":"App","type":"string","description":"The app whose shared <app>-vcap-services Secret lists this binding","jsonPath":".spec.app"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
-#[serde(transparent)]
-pub struct BucketBindingSpec(pub AccessSpec);
+pub struct BucketBindingSpec {
+    #[serde(flatten)]
+    pub access: AccessSpec,
+    /// The app this binding is for, when the app uses several buckets (as a Cloud Foundry app bound to
+    /// several services did). Bindings in this namespace with the same app also share the Secret
+    /// `<app>-vcap-services`, whose one key `VCAP_SERVICES` lists every one of them, as `VCAP_SERVICES` did
+    /// on Cloud Foundry. The binding's own Secret is written as well. Can be changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 240), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub app: Option<String>,
+}
 
 /// Credentials for use outside the cluster: what `cf create-service-key` gave.
 #[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
@@ -107,7 +117,7 @@ pub struct BucketServiceKeySpec(pub AccessSpec);
 impl std::ops::Deref for BucketBindingSpec {
     type Target = AccessSpec;
     fn deref(&self) -> &AccessSpec {
-        &self.0
+        &self.access
     }
 }
 
@@ -137,6 +147,10 @@ pub struct CredentialStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_arn: Option<String>,
 
+    /// The shared Secret `<app>-vcap-services` listing this binding with the other bindings of its app
+    /// (BucketBinding with spec.app only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_secret_name: Option<String>,
     /// The id of the live access key (not a secret; the secret key is only in the Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,

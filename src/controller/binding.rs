@@ -13,7 +13,7 @@ impl CredentialKind for BucketBinding {
     const SECRET_TYPE: &'static str = secret::BINDING_SECRET_TYPE;
 
     fn access(&self) -> &AccessSpec {
-        &self.spec.0
+        &self.spec.access
     }
 
     fn credential_status(&self) -> Option<&CredentialStatus> {
@@ -22,5 +22,9 @@ impl CredentialKind for BucketBinding {
 
     fn secret_data(instance_name: &str, credentials: &Credentials<'_>) -> BTreeMap<String, String> {
         secret::binding_data(instance_name, credentials)
+    }
+
+    fn app(&self) -> Option<&str> {
+        self.spec.app.as_deref()
     }
 }

@@ -34,6 +34,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::app_secret;
 use super::context::object_key;
 use super::error::error_policy;
 use super::status::{apply_status, conditions_after, ready_or_held};
@@ -78,6 +79,10 @@ pub trait CredentialKind:
     fn credential_status(&self) -> Option<&CredentialStatus>;
     /// The Secret's data. `instance_name` is the Bucket's name.
     fn secret_data(instance_name: &str, credentials: &Credentials<'_>) -> BTreeMap<String, String>;
+    /// The app whose shared Secret also lists these credentials (BucketBinding's `spec.app`).
+    fn app(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Runs the controller of one credential kind until shutdown.
@@ -96,8 +101,19 @@ pub async fn run<K: CredentialKind>(
     });
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     controller
-        // A Secret deleted or edited by hand is restored.
-        .owns(secrets, managed)
+        // A Secret deleted or edited by hand is restored: its own Secret wakes the object, an app Secret
+        // every binding it lists.
+        .watches(secrets, managed, |secret: Secret| {
+            let namespace = secret.namespace();
+            secret
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.kind == K::KIND)
+                .filter_map(|r| namespace.as_deref().map(|ns| ObjectRef::<K>::new(&r.name).within(ns)))
+                .collect::<Vec<_>>()
+        })
         // A binding waiting for its Bucket goes on as soon as the Bucket changes.
         .watches(buckets, watcher::Config::default(), move |bucket: Bucket| {
             let namespace = bucket.namespace();
@@ -264,7 +280,31 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
         ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
     }
 
-    // 4. Ready once AWS accepts the key.
+    // 4. The app Secret lists this binding, and a previous app's no longer does.
+    match sync_apps(obj, ctx, owner.namespace, &previous).await {
+        Ok(app_secret_name) => status.app_secret_name = app_secret_name,
+        // The binding's own credentials stay: they are in its own Secret.
+        Err(Error::SecretConflict(message)) => {
+            let already = previous.conditions.iter().any(|c| c.reason == reasons::SECRET_CONFLICT);
+            if !already {
+                ctx.event(
+                    &reference,
+                    EventType::Warning,
+                    reasons::SECRET_CONFLICT,
+                    "WriteSecret",
+                    message.clone(),
+                )
+                .await;
+            }
+            let conflict = Observation::not_ready(reasons::SECRET_CONFLICT, message);
+            status = status_with(obj, status, &[conflict, network_observation(spec, ctx)], false);
+            write_status(obj, ctx, &status).await?;
+            return Ok(Action::requeue(CONFLICT_RECHECK));
+        }
+        Err(err) => return Err(err),
+    }
+
+    // 5. Ready once AWS accepts the key.
     if !delivered.works {
         let waiting = Observation::not_ready(
             reasons::CREDENTIALS_PROPAGATING,
@@ -284,6 +324,29 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
         write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
     }
     Ok(Action::requeue(ctx.settings.resync_interval))
+}
+
+/// Keeps app Secrets in step with this object: its app's lists it; the app it was in before (named in
+/// status: a hint, harmless since every sync recomputes from the truth) no longer does. Returns the app
+/// Secret's name.
+async fn sync_apps<K: CredentialKind>(
+    obj: &K,
+    ctx: &Context,
+    namespace: &str,
+    previous: &CredentialStatus,
+) -> Result<Option<String>, Error> {
+    let current = obj.app();
+    let earlier =
+        previous.app_secret_name.as_deref().and_then(app_secret::app_of).filter(|a| Some(*a) != current);
+    if let Some(earlier) = earlier {
+        match app_secret::sync(ctx, namespace, earlier, None).await {
+            Ok(()) | Err(Error::SecretConflict(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    let Some(app) = current else { return Ok(None) };
+    app_secret::sync(ctx, namespace, app, None).await?;
+    Ok(Some(app_secret::name(app)))
 }
 
 /// The AWS bucket a credential is for. Its name comes from the Bucket's uid, or from the Bucket's status
@@ -595,7 +658,7 @@ async fn fail<K: CredentialKind>(obj: &K, ctx: &Context, err: Error) -> Result<A
 }
 
 /// A Secret is provably ours when it carries our label and a controller ownerReference with our uid.
-fn is_ours(secret: &Secret, uid: &str) -> bool {
+pub(super) fn is_ours(secret: &Secret, uid: &str) -> bool {
     let labelled = secret.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str)
         == Some(MANAGED_BY.1);
     let owned =
@@ -721,6 +784,15 @@ async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Err
             ctx.event(&obj.object_ref(&()), EventType::Normal, "Revoked", "Delete", note).await;
         }
         None => {}
+    }
+    // The app Secret stops listing this object (and goes with the app's last binding).
+    let previous_app =
+        obj.credential_status().and_then(|s| s.app_secret_name.as_deref()).and_then(app_secret::app_of);
+    for app in obj.app().into_iter().chain(previous_app.filter(|a| Some(*a) != obj.app())) {
+        match app_secret::sync(ctx, namespace, app, Some(uid)).await {
+            Ok(()) | Err(Error::SecretConflict(_)) => {}
+            Err(err) => return Err(err),
+        }
     }
     let secrets = ctx.api::<Secret>(namespace);
     let secret_name = secret_name(obj);

@@ -6,11 +6,13 @@
 //! server-side apply, skipped when nothing changed. Any reconcile can stop at any line and run again.
 //!
 //! - [`bucket`]: the Bucket controller.
+//! - `app_secret`: the `<app>-vcap-services` Secret shared by the bindings of one app.
 //! - [`credentials`]: the logic BucketBinding ([`binding`]) and BucketServiceKey ([`service_key`]) share.
 //! - `context`: what every reconcile shares (settings, clients, metrics, events, backoff).
 //! - `error`: the reconcile error, its static reasons, and the requeue after a failure.
 //! - `status`: conditions and the status write.
 
+mod app_secret;
 pub mod binding;
 pub mod bucket;
 mod context;

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The Cloud Foundry service label, and the `VCAP_SERVICES` key.
 pub const LABEL: &str = "aws-s3-bucket";
+
+/// The Secret key holding `VCAP_SERVICES`.
+pub const VCAP_SERVICES: &str = "VCAP_SERVICES";
 /// The servicebinding.io Secret type of a BucketBinding's Secret.
 pub const BINDING_SECRET_TYPE: &str = "servicebinding.io/s3";
 
@@ -77,7 +80,7 @@ pub fn binding_data(instance_name: &str, c: &Credentials<'_>) -> BTreeMap<String
         "volume_mounts": [],
     });
     let mut data = flat_keys(c);
-    data.insert("VCAP_SERVICES".to_owned(), json!({ LABEL: [entry] }).to_string());
+    data.insert(VCAP_SERVICES.to_owned(), vcap_services(&[entry]));
     data
 }
 
@@ -86,6 +89,18 @@ pub fn service_key_data(c: &Credentials<'_>) -> BTreeMap<String, String> {
     let mut data = flat_keys(c);
     data.insert("credentials.json".to_owned(), credentials_json(c).to_string());
     data
+}
+
+/// `VCAP_SERVICES` listing `entries`, in the given order: one for a binding Secret, one per binding for an
+/// app Secret.
+pub fn vcap_services(entries: &[Value]) -> String {
+    json!({ LABEL: entries }).to_string()
+}
+
+/// The one entry of a binding Secret's `VCAP_SERVICES`.
+pub fn binding_entry(vcap_services: &[u8]) -> Option<Value> {
+    let vcap: Value = serde_json::from_slice(vcap_services).ok()?;
+    vcap.get(LABEL)?.get(0).cloned()
 }
 
 #[cfg(test)]

@@ -106,6 +106,9 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
         "bucketbinding/web-app",
         "bucketbinding/reporting",
         "bucketservicekey/migration",
+        "bucket/reports",
+        "bucketbinding/shop-assets",
+        "bucketbinding/shop-reports",
     ];
     let waited =
         kubectl.ok(&[&["wait", "--for=condition=Ready", "--timeout=60s"][..], &objects].concat()).await;
@@ -120,6 +123,19 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     assert_eq!(row(&buckets, "assets")[..4], ["assets", bucket_name.as_str(), "false", "True"]);
     assert_eq!(row(&buckets, "public-assets")[2..4], ["true", "True"]);
     let all = kubectl.ok(&["get", "bucketbroker"]).await;
+    // The APP column of a binding without an app is an empty cell (the API server sends null).
+    assert!(
+        all.lines().any(|l| l.split_whitespace().eq([
+            "NAME",
+            "BUCKET",
+            "PERMISSIONS",
+            "SECRET",
+            "APP",
+            "READY",
+            "AGE"
+        ])),
+        "{all}"
+    );
     assert_eq!(
         row(&all, "bucketbinding.bucketbroker.io/reporting")[1..5],
         ["assets", "ReadOnly", "reporting-s3", "True"]
@@ -129,13 +145,28 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
         ["assets", "ReadWrite", "migration", "True"]
     );
     assert_eq!(row(&all, "bucket.bucketbroker.io/assets")[3], "True");
+    let shop = kubectl.ok(&["get", "bkb", "shop-assets"]).await;
+    assert_eq!(
+        row(&shop, "shop-assets")[..6],
+        ["shop-assets", "assets", "ReadWrite", "shop-assets", "shop", "True"]
+    );
+    let app_secret =
+        kubectl.ok(&["get", "secret", "shop-vcap-services", "-o", "jsonpath={.data.VCAP_SERVICES}"]).await;
+    assert!(!app_secret.trim().is_empty(), "the app Secret of the two-bucket example exists");
 
     // Unbinding: kubectl returns once the controller has revoked the credentials and the Secret is gone.
     kubectl.ok(&["delete", "--wait", "--timeout=60s", "bucketbinding/reporting"]).await;
     assert!(env.api::<BucketBinding>().get_opt("reporting").await.expect("get").is_none());
     env.wait_gone::<Secret>("reporting-s3").await;
     let left = kubectl.ok(&["get", "bkb", "-o", "name"]).await;
-    assert_eq!(left.trim(), "bucketbinding.bucketbroker.io/web-app");
+    assert_eq!(
+        left.trim().lines().collect::<Vec<_>>(),
+        [
+            "bucketbinding.bucketbroker.io/shop-assets",
+            "bucketbinding.bucketbroker.io/shop-reports",
+            "bucketbinding.bucketbroker.io/web-app"
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

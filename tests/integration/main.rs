@@ -4,6 +4,7 @@
 //! `crds/`, one namespace per test), otherwise the project's in-memory API server. AWS is a moto server
 //! per test, started by the harness.
 
+mod apps;
 mod bucket;
 mod credentials;
 mod deploy;

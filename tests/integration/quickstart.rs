@@ -26,6 +26,19 @@ fn every_example_is_a_valid_object_of_its_kind() {
     assert_eq!(read_only.spec.permissions, Permissions::ReadOnly);
     let key: BucketServiceKey = example("servicekey-external.yaml");
     assert!(key.spec.allow_external_access);
+    for file in ["app-binding-shop-assets.yaml", "app-binding-shop-reports.yaml"] {
+        let member: BucketBinding = example(file);
+        assert_eq!(member.spec.app.as_deref(), Some("shop"), "{file}");
+    }
+    let shop: Deployment = example("app-deployment.yaml");
+    let shop_env = shop.spec.template.spec.map(|p| p.containers[0].env.clone().unwrap_or_default());
+    let vcap_from = shop_env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "VCAP_SERVICES")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.as_ref())
+        .map(|r| r.name.clone());
+    assert_eq!(vcap_from.as_deref(), Some("shop-vcap-services"), "the app reads its app Secret");
     for binding in [&read_write, &read_only] {
         assert_eq!(binding.spec.bucket_ref.name, "assets", "bindings refer to the example bucket");
     }
@@ -65,6 +78,10 @@ async fn the_quickstart_shows_every_step() {
         "created BucketBinding/reporting",
         "created BucketServiceKey/migration",
         "skipped Deployment/web-app",
+        "created Bucket/reports",
+        "created BucketBinding/shop-assets",
+        "created BucketBinding/shop-reports",
+        "skipped Deployment/shop",
         "ready=True publicUrl=",
         "\"aws-s3-bucket\": [",
         "\"instance_name\": \"assets\"",
