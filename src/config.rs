@@ -58,6 +58,12 @@ pub struct RunArgs {
     #[arg(long, env = "BUCKET_BROKER_PLATFORM_VPCS", value_delimiter = ',', value_parser = parse_vpc)]
     pub platform_vpcs: Vec<String>,
 
+    /// The oldest an access key may get: keys are rotated (with the overlap of their keyRotation, default
+    /// 1h) when older. Also the default rotation interval. Units s, m, h, d (for example 90d). Default: no
+    /// limit.
+    #[arg(long, env = "BUCKET_BROKER_MAX_KEY_AGE", value_parser = parse_key_age)]
+    pub max_key_age: Option<HumanDuration>,
+
     /// ARN of an IAM policy set as the permissions boundary of every user the controller creates.
     #[arg(long, env = "BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN", value_parser = parse_policy_arn)]
     pub permissions_boundary_arn: Option<String>,
@@ -161,6 +167,10 @@ fn parse_duration(s: &str) -> Result<HumanDuration, String> {
         return Err(format!("{s:?}: the interval must be longer than zero"));
     }
     Ok(HumanDuration(Duration::from_secs(seconds)))
+}
+
+fn parse_key_age(s: &str) -> Result<HumanDuration, String> {
+    crate::desired::rotation::parse_duration(s).map(HumanDuration)
 }
 
 fn parse_region(s: &str) -> Result<String, String> {
@@ -301,6 +311,7 @@ mod tests {
             "--platform-cidrs=10.0.0.0/16,2001:db8::/32",
             "--platform-vpc-endpoints=vpce-0123abcd",
             "--platform-vpcs=vpc-0a1b2c3d,vpc-99",
+            "--max-key-age=90d",
             "--permissions-boundary-arn=arn:aws:iam::123456789012:policy/boundary",
             "--common-user-policy-arn=arn:aws-us-gov:iam::123456789012:policy/common",
             "--require-tls=false",
@@ -319,6 +330,7 @@ mod tests {
             ["10.0.0.0/16", "2001:db8::/32"]
         );
         assert_eq!(run.platform_vpcs, ["vpc-0a1b2c3d", "vpc-99"]);
+        assert_eq!(run.max_key_age, Some(HumanDuration(Duration::from_secs(90 * 86_400))));
         assert!(!run.require_tls);
         assert!(run.leader_election);
         assert_eq!(run.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
@@ -340,6 +352,7 @@ mod tests {
             ("--platform-cidrs=10.0.0.300/8", "not a CIDR"),
             ("--platform-vpc-endpoints=vpc-123", "not a VPC endpoint id"),
             ("--platform-vpcs=vpce-123", "not a VPC id"),
+            ("--max-key-age=3w", "not a duration"),
             ("--permissions-boundary-arn=boundary", "not an IAM policy ARN"),
             ("--aws-endpoint-url=localhost:5000", "not an http:// or https:// URL"),
             ("--resync-interval=10", "not a duration"),

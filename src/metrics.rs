@@ -68,6 +68,8 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     durations: DurationFamily,
     objects: Arc<ManagedObjects>,
+    rotations: Family<OutcomeLabels, Counter>,
+    key_ages: Arc<OldestKeys>,
     /// How many controllers have synced their caches.
     synced: AtomicUsize,
     /// Waiting for the leader Lease: nothing to sync, yet healthy.
@@ -95,12 +97,22 @@ impl Metrics {
         registry.register_collector(Box::new(AwsCalls(aws)));
         let objects = Arc::new(ManagedObjects::default());
         registry.register_collector(Box::new(objects.clone()));
+        let rotations = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "bucket_broker_key_rotations",
+            "Access key rotations by kind and outcome",
+            rotations.clone(),
+        );
+        let key_ages = Arc::new(OldestKeys::default());
+        registry.register_collector(Box::new(key_ages.clone()));
         Arc::new(Metrics {
             registry,
             reconciles,
             failures,
             durations,
             objects,
+            rotations,
+            key_ages,
             synced: AtomicUsize::new(0),
             standby: AtomicBool::new(false),
         })
@@ -125,6 +137,22 @@ impl Metrics {
     ) {
         if let Ok(mut sources) = self.objects.0.lock() {
             sources.push((kind, Box::new(counter)));
+        }
+    }
+
+    /// Records one key rotation of `kind`: `outcome` is `success` or `failed`.
+    pub fn rotated(&self, kind: &'static str, outcome: &'static str) {
+        self.rotations.get_or_create(&OutcomeLabels { kind, outcome }).inc();
+    }
+
+    /// Registers a source of the oldest access key's creation (unix seconds) for `kind`, read at each scrape.
+    pub fn track_key_ages(
+        &self,
+        kind: &'static str,
+        oldest: impl Fn() -> Option<i64> + Send + Sync + 'static,
+    ) {
+        if let Ok(mut sources) = self.key_ages.0.lock() {
+            sources.push((kind, Box::new(oldest)));
         }
     }
 
@@ -206,6 +234,39 @@ impl Collector for ManagedObjects {
     }
 }
 
+/// The creation time (unix seconds) of the oldest access key of a kind, read from a controller's cache.
+type OldestKey = Box<dyn Fn() -> Option<i64> + Send + Sync>;
+
+/// `bucket_broker_oldest_key_age_seconds`: how old the oldest live access key of each kind is.
+#[derive(Default)]
+struct OldestKeys(Mutex<Vec<(&'static str, OldestKey)>>);
+
+impl std::fmt::Debug for OldestKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OldestKeys")
+    }
+}
+
+impl Collector for OldestKeys {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "bucket_broker_oldest_key_age_seconds",
+            "Age of the oldest live access key, by kind",
+            None,
+            MetricType::Gauge,
+        )?;
+        let Ok(sources) = self.0.lock() else { return Ok(()) };
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        for (kind, oldest) in sources.iter() {
+            if let Some(created) = oldest() {
+                ConstGauge::new(now.saturating_sub(created))
+                    .encode(family.encode_family(&KindLabels { kind })?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +278,9 @@ mod tests {
         metrics.reconciled("Bucket", "error", Duration::from_secs(3));
         metrics.failed("Bucket", "AwsError");
         metrics.count_objects("Bucket", || (2, 1));
+        metrics.rotated("BucketBinding", "success");
+        let an_hour_ago = k8s_openapi::jiff::Timestamp::now().as_second() - 3600;
+        metrics.track_key_ages("BucketBinding", move || Some(an_hour_ago));
         let text = metrics.render();
         for expected in [
             "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"} 1\n",
@@ -227,6 +291,8 @@ mod tests {
             "bucket_broker_reconcile_duration_seconds_count{kind=\"Bucket\"} 2\n",
             "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"true\"} 2\n",
             "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"false\"} 1\n",
+            "bucket_broker_key_rotations_total{kind=\"BucketBinding\",outcome=\"success\"} 1\n",
+            "bucket_broker_oldest_key_age_seconds{kind=\"BucketBinding\"} 3600\n",
             "# HELP bucket_broker_reconciles_total Reconciles by kind and outcome.\n",
             "# TYPE bucket_broker_aws_calls_total counter\n",
             "# TYPE bucket_broker_reconcile_duration_seconds histogram\n",

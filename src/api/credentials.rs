@@ -1,4 +1,4 @@
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,28 @@ pub struct AccessSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
     )]
     pub secret_name: Option<String>,
+
+    /// Rotates the access key on a schedule, with an overlap during which the old key keeps working. The
+    /// annotation `bucketbroker.io/rotate` set to a new value rotates once, now. The platform's maximum key
+    /// age applies even without this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<KeyRotation>,
+}
+
+/// When access keys are replaced.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotation {
+    /// Rotate keys older than this, for example `90d`, `12h` or `30m` (units s, m, h, d). The platform's
+    /// maximum key age is the ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d)$"))]
+    pub interval: Option<String>,
+    /// How long the old key keeps working after the Secret holds the new one, so that pods can pick it up
+    /// (default `1h`). Then it is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(s|m|h|d)$"))]
+    pub overlap: Option<String>,
 }
 
 /// A reference to a Bucket in the same namespace.
@@ -151,6 +173,13 @@ pub struct CredentialStatus {
     /// (BucketBinding with spec.app only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_secret_name: Option<String>,
+    /// The user's access keys (never a secret): the Active one is in the Secret; a Retiring one still works
+    /// until its overlap ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_keys: Vec<AccessKeyStatus>,
+    /// When the key was last rotated and when it will be next.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_rotation: Option<KeyRotationStatus>,
     /// The id of the live access key (not a secret; the secret key is only in the Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_key_id: Option<String>,
@@ -164,6 +193,37 @@ pub struct CredentialStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// One access key of the user.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct AccessKeyStatus {
+    /// The access key id.
+    pub id: String,
+    /// When AWS created it.
+    pub created: Time,
+    /// `Active` (in the Secret) or `Retiring` (replaced, still working until its overlap ends).
+    pub state: KeyState,
+}
+
+/// Whether a key is the one in the Secret.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyState {
+    /// The key in the Secret.
+    Active,
+    /// A replaced key, working until its overlap ends.
+    Retiring,
+}
+
+/// The rotation schedule.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyRotationStatus {
+    /// When the key in the Secret was issued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<Time>,
+    /// When it is next rotated by age (none without an interval).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Time>,
 }
 
 /// A reference to a Secret in the same namespace.

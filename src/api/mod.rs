@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 pub use bucket::{Bucket, BucketSpec, BucketStatus, DeletionPolicy};
 pub use credentials::{
-    AccessSpec, BucketBinding, BucketBindingSpec, BucketRef, BucketServiceKey, BucketServiceKeySpec,
-    CredentialStatus, Permissions, SecretRef,
+    AccessKeyStatus, AccessSpec, BucketBinding, BucketBindingSpec, BucketRef, BucketServiceKey,
+    BucketServiceKeySpec, CredentialStatus, KeyRotation, KeyRotationStatus, KeyState, Permissions, SecretRef,
 };
 
 /// The API group of every bucket-broker kind.

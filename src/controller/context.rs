@@ -33,6 +33,8 @@ pub struct Settings {
     /// How long a new access key may stay unknown to STS before that is an error (IAM propagates in
     /// seconds; not a flag, tests shorten it).
     pub key_propagation_timeout: Duration,
+    /// The oldest an access key may get (`--max-key-age`): the default and ceiling of rotation intervals.
+    pub max_key_age: Option<Duration>,
     pub concurrency: u16,
     pub namespace: Option<String>,
 }
@@ -55,6 +57,7 @@ impl Settings {
             require_tls: args.require_tls,
             resync_interval: args.resync_interval.0,
             key_propagation_timeout: KEY_PROPAGATION_TIMEOUT,
+            max_key_age: args.max_key_age.map(|age| age.0),
             concurrency: args.concurrency,
             namespace: args.namespace.clone(),
         }

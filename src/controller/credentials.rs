@@ -39,15 +39,17 @@ use super::context::object_key;
 use super::error::error_policy;
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, MANAGER, ReconcileError};
-use crate::api::{AccessSpec, Bucket, CredentialStatus, SecretRef};
+use crate::api::{
+    AccessKeyStatus, AccessSpec, Bucket, CredentialStatus, KeyRotationStatus, KeyState, SecretRef,
+};
 use crate::aws::ErrorKind;
 use crate::aws::iam::{AccessKey, KeyCheck, User, UserOps, check_key};
 use crate::aws::s3::BucketOps;
 use crate::desired::attachments;
 use crate::desired::conditions::{Observation, is_true, reasons, types};
 use crate::desired::names::{self, Owner, Ownership};
-use crate::desired::policy;
 use crate::desired::secret::Credentials;
+use crate::desired::{policy, rotation};
 
 /// The label on every generated Secret.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "bucket-broker");
@@ -98,6 +100,14 @@ pub async fn run<K: CredentialKind>(
     let store = controller.store();
     ctx.watch_cache(K::KIND, store.clone(), |o: &K| {
         o.credential_status().is_some_and(|s| is_true(&s.conditions, types::READY))
+    });
+    let aged = store.clone();
+    ctx.metrics.track_key_ages(K::KIND, move || {
+        aged.state()
+            .iter()
+            .filter_map(|o| o.credential_status())
+            .flat_map(|s| s.access_keys.iter().map(|k| k.created.0.as_second()))
+            .min()
     });
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     controller
@@ -267,11 +277,18 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
         Err(Error::SecretConflict(message)) => return conflict(obj, ctx, &user, previous, message).await,
         Err(err) => return Err(err),
     };
+    // A retiring key's deadline or the next rotation may come before the resync.
+    let next_pass = delivered
+        .wake_at
+        .map(|at| Duration::from_secs(at.saturating_sub(unix_now()).max(1) as u64))
+        .map_or(ctx.settings.resync_interval, |wake| wake.min(ctx.settings.resync_interval));
     let mut status = CredentialStatus {
         binding: Some(SecretRef { name: secret_name.clone() }),
         user_name: Some(user.clone()),
         user_arn: Some(delivered.user_arn),
         access_key_id: Some(delivered.key_id.clone()),
+        access_keys: delivered.keys,
+        key_rotation: Some(delivered.rotation),
         ..previous.clone()
     };
     if !delivered.changes.is_empty() {
@@ -323,7 +340,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
         // That write kept every field: the CRD was fixed, so success can be reported now.
         write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
     }
-    Ok(Action::requeue(ctx.settings.resync_interval))
+    Ok(Action::requeue(next_pass))
 }
 
 /// Keeps app Secrets in step with this object: its app's lists it; the app it was in before (named in
@@ -404,10 +421,27 @@ struct Delivered {
     /// AWS accepts the key.
     works: bool,
     changes: Vec<&'static str>,
+    /// The user's keys and the rotation schedule, for status.
+    keys: Vec<AccessKeyStatus>,
+    rotation: KeyRotationStatus,
+    /// When this object needs a pass before its resync: a retiring key's deadline, or the next rotation.
+    wake_at: Option<i64>,
 }
 
-/// Ensures the user and its policies, keeps exactly one live key (the one in our Secret while it is
-/// intact or still accepted by AWS, a new one otherwise), and writes the Secret.
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
+fn time_at(seconds: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+}
+
+/// Ensures the user and its policies, keeps the key in our Secret (while it is intact or still accepted by
+/// AWS; a new one otherwise) plus, during a rotation's overlap, the retiring one, and nothing else; rotates
+/// when due; and writes the Secret.
 async fn deliver<K: CredentialKind>(
     obj: &K,
     ctx: &Context,
@@ -417,7 +451,15 @@ async fn deliver<K: CredentialKind>(
     secrets: &Api<Secret>,
     existing: Option<&Secret>,
 ) -> Result<Delivered, Error> {
-    let (user_arn, mut changes) = provision(obj, ctx, owner, user, target).await?;
+    let spec = obj.access();
+    let rotation_spec = spec.key_rotation.as_ref();
+    let policy = rotation::policy(
+        rotation_spec.and_then(|r| r.interval.as_deref()),
+        rotation_spec.and_then(|r| r.overlap.as_deref()),
+        ctx.settings.max_key_age,
+    )
+    .map_err(Error::InvalidSpec)?;
+    let (iam_user, mut changes) = provision(obj, ctx, owner, user, target).await?;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let data_for = |id: &str, secret: &str| {
         let credentials = Credentials {
@@ -428,8 +470,10 @@ async fn deliver<K: CredentialKind>(
             deploy_env: &ctx.settings.deploy_env,
             endpoint_url: ctx.aws.endpoint_url.as_deref(),
         };
-        as_bytes(K::secret_data(&obj.access().bucket_ref.name, &credentials))
+        as_bytes(K::secret_data(&spec.bucket_ref.name, &credentials))
     };
+    let recorded = |key: &str| iam_user.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let now = unix_now();
 
     let keys = ops.access_keys().await?;
     let in_secret = existing
@@ -446,31 +490,74 @@ async fn deliver<K: CredentialKind>(
         }
         None => None,
     };
-    let (key, key_secret, new_key) = match reusable {
-        Some((key, secret)) => {
-            // Exactly one live key: any other is a leftover of an interrupted reconcile.
-            for stale in keys.iter().filter(|k| k.id != key.id) {
-                ops.delete_access_key(&stale.id).await?;
-            }
-            (key, secret, false)
-        }
+
+    // The retiring key of a rotation, as recorded in AWS. A record naming the key still in the Secret is
+    // a rotation interrupted before the Secret switched: its new key's secret was never stored.
+    let record = recorded(rotation::tag::RETIRING);
+    let mut retiring = record
+        .and_then(rotation::parse_retiring)
+        .filter(|(id, _)| keys.iter().any(|k| k.id == *id))
+        .filter(|(id, _)| reusable.as_ref().is_none_or(|(key, _)| key.id != *id))
+        .map(|(id, deadline)| (id.to_owned(), deadline));
+    if let Some((id, deadline)) = &retiring
+        && now >= *deadline
+    {
+        ops.delete_access_key(id).await?;
+        changes.push("deleted the retired access key");
+        retiring = None;
+    }
+    if record.is_some() && retiring.is_none() {
+        ops.set_tag(rotation::tag::RETIRING, None).await?;
+    }
+    let kept = |id: &str| {
+        reusable.as_ref().is_some_and(|(key, _)| key.id == id)
+            || retiring.as_ref().is_some_and(|(r, _)| r == id)
+    };
+    // At most two keys, and never one that is neither in the Secret nor retiring: a leftover of an
+    // interrupted pass, whose secret nobody has.
+    for stale in keys.iter().filter(|k| !kept(&k.id)) {
+        ops.delete_access_key(&stale.id).await?;
+    }
+    let (mut key, mut key_secret, mut new_key) = match reusable {
+        Some((key, secret)) => (key, secret, false),
         None => {
-            // No usable key in the Secret: every key of the user is unusable.
-            for key in &keys {
-                ops.delete_access_key(&key.id).await?;
-            }
             let created = ops.create_access_key().await?;
             changes.push("issued a new access key");
-            let key =
-                AccessKey { id: created.id, created: Some(k8s_openapi::jiff::Timestamp::now().as_second()) };
-            (key, created.secret, true)
+            (AccessKey { id: created.id, created: Some(now) }, created.secret, true)
         }
     };
+
+    // Rotation: a second key, checked with STS before it goes anywhere; the old key recorded as retiring;
+    // then the Secret switches. The user never holds more than two keys.
+    let requested = obj.meta().annotations.as_ref().and_then(|a| a.get(rotation::ROTATE_ANNOTATION));
+    let mut rotated = None;
+    if !new_key && retiring.is_none() {
+        let handled = recorded(rotation::tag::ROTATED_FOR);
+        let created = key.created.unwrap_or(now);
+        if let Some(due) = rotation::due(now, created, &policy, requested.map(String::as_str), handled) {
+            let fresh = ops.create_access_key().await?;
+            let fresh_key = AccessKey { id: fresh.id, created: Some(now) };
+            if !propagated(ctx, &fresh_key, &fresh.secret).await? {
+                // Its secret is nowhere else: a key that cannot be verified now is not kept.
+                ops.delete_access_key(&fresh_key.id).await?;
+                ctx.metrics.rotated(K::KIND, "failed");
+                return Err(Error::CredentialsRejected(format!(
+                    "AWS STS did not accept the new access key {} in time; the rotation is retried",
+                    fresh_key.id
+                )));
+            }
+            let deadline = now.saturating_add(policy.overlap.as_secs() as i64);
+            ops.set_tag(rotation::tag::RETIRING, Some(&rotation::retiring(&key.id, deadline))).await?;
+            retiring = Some((key.id.clone(), deadline));
+            rotated = Some(due);
+            (key, key_secret, new_key) = (fresh_key, fresh.secret, true);
+        }
+    }
 
     // Written before anything else can fail, so that a new key's secret is never lost; a new key that
     // cannot be stored is deleted, so that no live key is held outside the Secret.
     let data = data_for(&key.id, &key_secret);
-    match write_secret::<K>(obj, secrets, &secret_name(obj), existing, data).await {
+    match write_secret::<K>(obj, secrets, &secret_name(obj), existing, data, &key.id).await {
         Ok(true) => changes.push("wrote the Secret"),
         Ok(false) => {}
         Err(err) => {
@@ -480,13 +567,67 @@ async fn deliver<K: CredentialKind>(
             return Err(err);
         }
     }
+    if let Some(due) = rotated {
+        if due == rotation::Due::Requested
+            && let Some(value) = requested
+        {
+            ops.set_tag(rotation::tag::ROTATED_FOR, Some(&rotation::digest(value))).await?;
+        }
+        ctx.metrics.rotated(K::KIND, "success");
+        changes.push("rotated the access key");
+    }
 
     let status = obj.credential_status();
     let verified = !new_key
         && status.and_then(|s| s.access_key_id.as_deref()) == Some(key.id.as_str())
         && status.is_some_and(|s| is_true(&s.conditions, types::READY));
-    let works = verified || accepted(ctx, &key, &key_secret).await?;
-    Ok(Delivered { user_arn, key_id: key.id, works, changes })
+    let works = verified || rotated.is_some() || accepted(ctx, &key, &key_secret).await?;
+
+    let created_of =
+        |id: &str| keys.iter().find(|k| k.id == id).and_then(|k| k.created).or((id == key.id).then_some(now));
+    let mut listed = vec![AccessKeyStatus {
+        id: key.id.clone(),
+        created: time_at(created_of(&key.id).unwrap_or(now)).unwrap_or_else(now_time),
+        state: KeyState::Active,
+    }];
+    if let Some((id, _)) = &retiring {
+        listed.push(AccessKeyStatus {
+            id: id.clone(),
+            created: created_of(id).and_then(time_at).unwrap_or_else(now_time),
+            state: KeyState::Retiring,
+        });
+    }
+    let issued = created_of(&key.id).unwrap_or(now);
+    let next = rotation::next_rotation(issued, &policy);
+    let wake_at = [retiring.as_ref().map(|(_, deadline)| *deadline), next].into_iter().flatten().min();
+    Ok(Delivered {
+        user_arn: iam_user.arn,
+        key_id: key.id,
+        works,
+        changes,
+        keys: listed,
+        rotation: KeyRotationStatus { last: time_at(issued), next: next.and_then(time_at) },
+        wake_at,
+    })
+}
+
+fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Waits, briefly and boundedly, for STS to accept a key created for a rotation. The one wait inside a
+/// pass: a rotation's new key must be proven before the Secret switches to it, and its secret exists only
+/// in this pass (storing an unproven key would break the promise that the Secret always works).
+async fn propagated(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, Error> {
+    for pause in [0, 500, 1000, 2000, 4000] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, secret).await? {
+            KeyCheck::Accepted => return Ok(true),
+            KeyCheck::NotYetKnown => {}
+            KeyCheck::WrongSecret => return Ok(false),
+        }
+    }
+    Ok(false)
 }
 
 /// Whether AWS accepts `key` now: `Ok(false)` while STS does not know it yet, within the propagation
@@ -524,7 +665,7 @@ async fn provision<K: CredentialKind>(
     owner: &Owner<'_>,
     user: &str,
     target: &Target,
-) -> Result<(String, Vec<&'static str>), Error> {
+) -> Result<(User, Vec<&'static str>), Error> {
     let spec = obj.access();
     let settings = &ctx.settings;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
@@ -608,7 +749,7 @@ async fn provision<K: CredentialKind>(
             ops.set_tag(attachments::tag::COMMON_POLICY, record.as_deref()).await?;
         }
     }
-    Ok((existing.arn, changes))
+    Ok((existing, changes))
 }
 
 /// Reports a Secret name this object cannot have, after deleting any key its user holds: a key stored in
@@ -679,11 +820,13 @@ async fn write_secret<K: CredentialKind>(
     name: &str,
     existing: Option<&Secret>,
     data: BTreeMap<String, ByteString>,
+    key_id: &str,
 ) -> Result<bool, Error> {
     let owner = obj.controller_owner_ref(&()).ok_or(Error::Incomplete("name or uid"))?;
     let params = PostParams { dry_run: false, field_manager: Some(MANAGER.to_owned()) };
     let Some(current) = existing else {
-        return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data)).await {
+        return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data, key_id)).await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Err(Error::SecretConflict(taken_message(name)))
@@ -691,7 +834,9 @@ async fn write_secret<K: CredentialKind>(
             Err(err) => Err(err.into()),
         };
     };
+    let key_annotation = current.metadata.annotations.as_ref().and_then(|a| a.get(rotation::KEY_ANNOTATION));
     let up_to_date = current.data.as_ref() == Some(&data)
+        && key_annotation.map(String::as_str) == Some(key_id)
         && current.type_.as_deref() == Some(K::SECRET_TYPE)
         && current.metadata.owner_references.as_ref().is_some_and(|refs| refs.contains(&owner));
     if up_to_date {
@@ -706,7 +851,8 @@ async fn write_secret<K: CredentialKind>(
         secrets
             .delete(name, &DeleteParams { preconditions: Some(preconditions), ..Default::default() })
             .await?;
-        return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data)).await {
+        return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data, key_id)).await
+        {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Err(Error::SecretConflict(taken_message(name)))
@@ -719,6 +865,11 @@ async fn write_secret<K: CredentialKind>(
     let mut secret = current.clone();
     secret.metadata.managed_fields = None;
     secret.metadata.labels.get_or_insert_default().insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
+    secret
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(rotation::KEY_ANNOTATION.to_owned(), key_id.to_owned());
     let refs = secret.metadata.owner_references.get_or_insert_default();
     refs.retain(|r| r.uid != owner.uid);
     refs.push(owner);
@@ -733,10 +884,13 @@ fn desired_secret(
     owner: OwnerReference,
     type_: &str,
     data: BTreeMap<String, ByteString>,
+    key_id: &str,
 ) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),
+            // Changes with every new key: tools that restart pods on a change (stakater Reloader) see it.
+            annotations: Some(BTreeMap::from([(rotation::KEY_ANNOTATION.to_owned(), key_id.to_owned())])),
             labels: Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())])),
             owner_references: Some(vec![owner]),
             ..Default::default()

@@ -33,6 +33,9 @@ pub enum Error {
     /// The Secret name is taken by a Secret this object cannot prove is its own.
     #[error("{0}")]
     SecretConflict(String),
+    /// The spec cannot be acted on; the message says which field and why.
+    #[error("{0}")]
+    InvalidSpec(String),
     /// The AWS bucket a credential would be for is not (yet) shown by AWS to be its Bucket's.
     #[error("{0}")]
     BucketUnverified(String),
@@ -53,6 +56,7 @@ impl Error {
             Error::CrdOutdated { .. } => reasons::CRD_OUTDATED,
             Error::SecretConflict(_) => reasons::SECRET_CONFLICT,
             Error::BucketUnverified(_) => reasons::BUCKET_NOT_READY,
+            Error::InvalidSpec(_) => reasons::INVALID_SPEC,
             Error::CredentialsRejected(_) => reasons::CREDENTIALS_REJECTED,
         }
     }

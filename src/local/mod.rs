@@ -21,6 +21,7 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
         require_tls: false,
         resync_interval: std::time::Duration::from_secs(600),
         key_propagation_timeout: crate::controller::KEY_PROPAGATION_TIMEOUT,
+        max_key_age: None,
         concurrency: 4,
         namespace: Some(namespace.to_owned()),
     }

@@ -1,0 +1,172 @@
+//! Key rotation, decided without I/O.
+//!
+//! A rotation creates a second key, checks it with STS, records the old key as retiring (a user tag,
+//! `<id>:<deadline>`), and only then writes the new key to the Secret; the old key is deleted once its
+//! overlap is over. The record lives in AWS, not in a status a tenant can write: an interrupted rotation is
+//! recognised by a retiring record that names the key still in the Secret, and is undone (the new key,
+//! whose secret was never stored, is deleted) before it is tried again.
+
+use std::time::Duration;
+
+/// User tags of the rotation state.
+pub mod tag {
+    /// `<access key id>:<unix seconds>`: the key that left the Secret, and when it is deleted.
+    pub const RETIRING: &str = "bucketbroker.io/retiring-key";
+    /// A digest of the last `bucketbroker.io/rotate` annotation value acted on.
+    pub const ROTATED_FOR: &str = "bucketbroker.io/rotated-for";
+}
+
+/// The annotation that asks for one rotation now, once per value.
+pub const ROTATE_ANNOTATION: &str = "bucketbroker.io/rotate";
+
+/// The Secret annotation that changes with every new key, for tools that restart pods on a change
+/// (for example stakater Reloader).
+pub const KEY_ANNOTATION: &str = "bucketbroker.io/access-key-id";
+
+/// How long an old key keeps working after the Secret holds the new one, unless the spec says otherwise.
+pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(3600);
+
+/// A duration written as a number and a unit: `s`, `m`, `h` or `d` (`90d`, `1h`, `30s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let invalid = || format!("{s:?} is not a duration such as 90d, 12h, 30m or 45s");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(invalid)?;
+    let (number, unit) = s.split_at(split);
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(invalid()),
+    };
+    let seconds = number.checked_mul(unit).ok_or_else(invalid)?;
+    if seconds == 0 {
+        return Err(format!("{s:?}: must be longer than zero"));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+/// The rotation rules in force for one credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Rotate keys older than this; `None`: only on request.
+    pub interval: Option<Duration>,
+    pub overlap: Duration,
+}
+
+/// The policy from the spec's `interval` and `overlap` and the platform's `--max-key-age`, which is both the
+/// default and the ceiling of the interval.
+pub fn policy(
+    interval: Option<&str>,
+    overlap: Option<&str>,
+    max_key_age: Option<Duration>,
+) -> Result<Policy, String> {
+    let interval =
+        interval.map(parse_duration).transpose().map_err(|e| format!("keyRotation.interval: {e}"))?;
+    let overlap = overlap.map(parse_duration).transpose().map_err(|e| format!("keyRotation.overlap: {e}"))?;
+    let interval = match (interval, max_key_age) {
+        (Some(own), Some(ceiling)) => Some(own.min(ceiling)),
+        (own, ceiling) => own.or(ceiling),
+    };
+    Ok(Policy { interval, overlap: overlap.unwrap_or(DEFAULT_OVERLAP) })
+}
+
+/// Why a key is rotated now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Due {
+    /// Older than the interval.
+    Age,
+    /// A new `bucketbroker.io/rotate` value.
+    Requested,
+}
+
+/// Whether the key in the Secret, created at `created` (unix seconds), is due for rotation at `now`.
+/// `requested` is the annotation's value, `handled` the digest of the last value acted on.
+pub fn due(
+    now: i64,
+    created: i64,
+    policy: &Policy,
+    requested: Option<&str>,
+    handled: Option<&str>,
+) -> Option<Due> {
+    if requested.is_some_and(|value| Some(digest(value).as_str()) != handled) {
+        return Some(Due::Requested);
+    }
+    let interval = policy.interval?.as_secs() as i64;
+    (now.saturating_sub(created) >= interval).then_some(Due::Age)
+}
+
+/// When the key created at `created` is next due for rotation by age.
+pub fn next_rotation(created: i64, policy: &Policy) -> Option<i64> {
+    policy.interval.map(|i| created.saturating_add(i.as_secs() as i64))
+}
+
+/// A short, stable digest of an annotation value (FNV-1a, 64 bits), to record in a tag: tag values are
+/// short and restricted in characters, annotation values are neither.
+pub fn digest(value: &str) -> String {
+    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// The retiring record: a key id and the unix second it is deleted at.
+pub fn retiring(id: &str, deadline: i64) -> String {
+    format!("{id}:{deadline}")
+}
+
+/// Reads a retiring record.
+pub fn parse_retiring(value: &str) -> Option<(&str, i64)> {
+    let (id, deadline) = value.split_once(':')?;
+    Some((id, deadline.parse().ok()?)).filter(|(id, _)| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_take_days() {
+        assert_eq!(parse_duration("90d"), Ok(Duration::from_secs(90 * 86_400)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("0h").is_err());
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("99999999999999999d").is_err(), "no overflow");
+    }
+
+    #[test]
+    fn the_platform_ceiling_caps_and_defaults_the_interval() {
+        let day = Some(Duration::from_secs(86_400));
+        assert_eq!(policy(Some("90d"), None, day).map(|p| p.interval), Ok(day));
+        assert_eq!(policy(Some("1h"), None, day).map(|p| p.interval), Ok(Some(Duration::from_secs(3600))));
+        assert_eq!(policy(None, None, day).map(|p| p.interval), Ok(day));
+        assert_eq!(policy(None, None, None), Ok(Policy { interval: None, overlap: DEFAULT_OVERLAP }));
+        assert_eq!(policy(None, Some("5m"), None).map(|p| p.overlap), Ok(Duration::from_secs(300)));
+        assert!(
+            policy(Some("soon"), None, None).expect_err("not a duration").contains("keyRotation.interval")
+        );
+    }
+
+    #[test]
+    fn a_key_is_due_by_age_or_by_a_new_request_once() {
+        let hourly = Policy { interval: Some(Duration::from_secs(3600)), overlap: DEFAULT_OVERLAP };
+        assert_eq!(due(1000 + 3599, 1000, &hourly, None, None), None);
+        assert_eq!(due(1000 + 3600, 1000, &hourly, None, None), Some(Due::Age));
+        let never = Policy { interval: None, overlap: DEFAULT_OVERLAP };
+        assert_eq!(due(i64::MAX, 0, &never, None, None), None);
+        assert_eq!(due(0, 0, &never, Some("now"), None), Some(Due::Requested));
+        assert_eq!(due(0, 0, &never, Some("now"), Some(&digest("now"))), None, "once per value");
+        assert_eq!(due(0, 0, &never, Some("again"), Some(&digest("now"))), Some(Due::Requested));
+        assert_eq!(next_rotation(1000, &hourly), Some(4600));
+    }
+
+    #[test]
+    fn records_round_trip() {
+        assert_eq!(parse_retiring(&retiring("AKIA1", 42)), Some(("AKIA1", 42)));
+        assert_eq!(parse_retiring("garbage"), None);
+        assert_eq!(parse_retiring(":5"), None);
+        assert_eq!(digest("2026-11-29"), digest("2026-11-29"));
+        assert_ne!(digest("a"), digest("b"));
+        assert_eq!(digest("").len(), 16);
+    }
+}
