@@ -14,5 +14,6 @@ mod image;
 mod kubectl;
 mod operations;
 mod quickstart;
+mod rotation;
 mod smoke;
 mod trust;
