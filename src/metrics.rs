@@ -14,7 +14,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -68,6 +68,8 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     durations: DurationFamily,
     objects: Arc<ManagedObjects>,
+    swept: Family<KindLabels, Counter>,
+    orphaned_buckets: Gauge,
     /// How many controllers have synced their caches.
     synced: AtomicUsize,
     /// Waiting for the leader Lease: nothing to sync, yet healthy.
@@ -95,12 +97,26 @@ impl Metrics {
         registry.register_collector(Box::new(AwsCalls(aws)));
         let objects = Arc::new(ManagedObjects::default());
         registry.register_collector(Box::new(objects.clone()));
+        let swept = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "bucket_broker_orphans_swept",
+            "AWS objects deleted by the orphan sweeper because their Kubernetes object is gone, by kind",
+            swept.clone(),
+        );
+        let orphaned_buckets = Gauge::default();
+        registry.register(
+            "bucket_broker_orphaned_buckets",
+            "Buckets whose Bucket object is gone, found by the last orphan sweep; kept, since they may hold data",
+            orphaned_buckets.clone(),
+        );
         Arc::new(Metrics {
             registry,
             reconciles,
             failures,
             durations,
             objects,
+            swept,
+            orphaned_buckets,
             synced: AtomicUsize::new(0),
             standby: AtomicBool::new(false),
         })
@@ -126,6 +142,16 @@ impl Metrics {
         if let Ok(mut sources) = self.objects.0.lock() {
             sources.push((kind, Box::new(counter)));
         }
+    }
+
+    /// Records AWS objects of `kind` (`User`, `AccessKey`) deleted by the orphan sweeper.
+    pub fn swept(&self, kind: &'static str, n: u64) {
+        self.swept.get_or_create(&KindLabels { kind }).inc_by(n);
+    }
+
+    /// The number of orphaned buckets the last sweep found.
+    pub fn set_orphaned_buckets(&self, n: usize) {
+        self.orphaned_buckets.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// One more controller has synced its cache.
@@ -217,6 +243,9 @@ mod tests {
         metrics.reconciled("Bucket", "error", Duration::from_secs(3));
         metrics.failed("Bucket", "AwsError");
         metrics.count_objects("Bucket", || (2, 1));
+        metrics.swept("User", 2);
+        metrics.swept("AccessKey", 3);
+        metrics.set_orphaned_buckets(1);
         let text = metrics.render();
         for expected in [
             "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"} 1\n",
@@ -227,6 +256,9 @@ mod tests {
             "bucket_broker_reconcile_duration_seconds_count{kind=\"Bucket\"} 2\n",
             "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"true\"} 2\n",
             "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"false\"} 1\n",
+            "bucket_broker_orphans_swept_total{kind=\"User\"} 2\n",
+            "bucket_broker_orphans_swept_total{kind=\"AccessKey\"} 3\n",
+            "bucket_broker_orphaned_buckets 1\n",
             "# HELP bucket_broker_reconciles_total Reconciles by kind and outcome.\n",
             "# TYPE bucket_broker_aws_calls_total counter\n",
             "# TYPE bucket_broker_reconcile_duration_seconds histogram\n",

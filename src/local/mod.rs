@@ -23,5 +23,7 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
         key_propagation_timeout: crate::controller::KEY_PROPAGATION_TIMEOUT,
         concurrency: 4,
         namespace: Some(namespace.to_owned()),
+        orphan_sweep_interval: std::time::Duration::from_secs(3600),
+        orphan_grace: crate::controller::ORPHAN_GRACE,
     }
 }

@@ -84,6 +84,7 @@ async fn replica(env: &TestEnv, identity: &str) -> Replica {
         namespace: env.namespace.clone(),
         identity: identity.to_owned(),
         duration: Duration::from_secs(4),
+        renew_deadline: Duration::from_secs(3),
         retry: Duration::from_millis(300),
     };
     let (stop, stopped) = watch::channel(false);
