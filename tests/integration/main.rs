@@ -12,6 +12,8 @@ mod hostile;
 mod image;
 mod kubectl;
 mod operations;
+mod orphans;
+mod proxy;
 mod quickstart;
 mod smoke;
 mod trust;
