@@ -87,6 +87,12 @@ pub struct RunArgs {
     #[arg(long, env = "BUCKET_BROKER_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub resync_interval: HumanDuration,
 
+    /// How often the leader looks for AWS users, access keys and buckets whose Kubernetes object is gone
+    /// (once at start, then at this interval), for example `1h`; `0` turns it off. Orphaned users lose
+    /// their keys, policies and the user itself; orphaned buckets are only reported, never deleted.
+    #[arg(long, env = "BUCKET_BROKER_ORPHAN_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_interval_or_off)]
+    pub orphan_sweep_interval: HumanDuration,
+
     /// How many objects of each kind are reconciled at once.
     #[arg(long, env = "BUCKET_BROKER_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -171,6 +177,11 @@ fn parse_duration(s: &str) -> Result<HumanDuration, String> {
 
 fn parse_key_age(s: &str) -> Result<HumanDuration, String> {
     crate::desired::rotation::parse_duration(s).map(HumanDuration)
+}
+
+/// A duration as [`parse_duration`] reads it, or `0` for "off".
+fn parse_interval_or_off(s: &str) -> Result<HumanDuration, String> {
+    if s == "0" { Ok(HumanDuration(Duration::ZERO)) } else { parse_duration(s) }
 }
 
 fn parse_region(s: &str) -> Result<String, String> {
@@ -365,6 +376,19 @@ mod tests {
             let err = parse(&[arg]).expect_err(arg);
             assert!(err.contains(expected), "{arg}: {err:?} does not mention {expected:?}");
         }
+    }
+
+    #[test]
+    fn the_orphan_sweep_runs_hourly_and_zero_turns_it_off() {
+        assert_eq!(parse(&[]).expect("defaults").orphan_sweep_interval.0, Duration::from_secs(3600));
+        let off = parse(&["--orphan-sweep-interval=0"]).expect("0 parses");
+        assert_eq!(off.orphan_sweep_interval.0, Duration::ZERO);
+        assert_eq!(
+            parse(&["--orphan-sweep-interval=15m"]).expect("15m").orphan_sweep_interval.0.as_secs(),
+            900
+        );
+        let err = parse(&["--orphan-sweep-interval=often"]).expect_err("not a duration");
+        assert!(err.contains("not a duration"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`aws`]: the AWS layer (S3, IAM, STS), idempotent operations and errors classified by code.
 //! - [`controller`]: one controller per kind, and the credentials logic bindings and service keys share.
 //! - [`config`], [`cli`], [`run`], [`http`], [`metrics`], [`leader`]: the binary's flags and wiring.
+//! - [`sweeper`]: finds AWS users, keys and buckets whose Kubernetes object is gone.
 //! - `local` (cargo feature `local`, on by default, off in the release image): a local environment with no
 //!   cluster and no AWS account (the in-memory Kubernetes API server and a moto process), for the tests and
 //!   the quickstart.
@@ -21,3 +22,4 @@ pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod run;
+pub mod sweeper;

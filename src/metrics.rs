@@ -14,7 +14,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -70,6 +70,8 @@ pub struct Metrics {
     objects: Arc<ManagedObjects>,
     rotations: Family<OutcomeLabels, Counter>,
     key_ages: Arc<OldestKeys>,
+    swept: Family<KindLabels, Counter>,
+    orphaned_buckets: Gauge,
     /// How many controllers have synced their caches.
     synced: AtomicUsize,
     /// Waiting for the leader Lease: nothing to sync, yet healthy.
@@ -105,6 +107,18 @@ impl Metrics {
         );
         let key_ages = Arc::new(OldestKeys::default());
         registry.register_collector(Box::new(key_ages.clone()));
+        let swept = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "bucket_broker_orphans_swept",
+            "AWS objects deleted by the orphan sweeper because their Kubernetes object is gone, by kind",
+            swept.clone(),
+        );
+        let orphaned_buckets = Gauge::default();
+        registry.register(
+            "bucket_broker_orphaned_buckets",
+            "Buckets whose Bucket object is gone, found by the last orphan sweep; kept, since they may hold data",
+            orphaned_buckets.clone(),
+        );
         Arc::new(Metrics {
             registry,
             reconciles,
@@ -113,6 +127,8 @@ impl Metrics {
             objects,
             rotations,
             key_ages,
+            swept,
+            orphaned_buckets,
             synced: AtomicUsize::new(0),
             standby: AtomicBool::new(false),
         })
@@ -154,6 +170,16 @@ impl Metrics {
         if let Ok(mut sources) = self.key_ages.0.lock() {
             sources.push((kind, Box::new(oldest)));
         }
+    }
+
+    /// Records AWS objects of `kind` (`User`, `AccessKey`) deleted by the orphan sweeper.
+    pub fn swept(&self, kind: &'static str, n: u64) {
+        self.swept.get_or_create(&KindLabels { kind }).inc_by(n);
+    }
+
+    /// The number of orphaned buckets the last sweep found.
+    pub fn set_orphaned_buckets(&self, n: usize) {
+        self.orphaned_buckets.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// One more controller has synced its cache.
@@ -281,6 +307,9 @@ mod tests {
         metrics.rotated("BucketBinding", "success");
         let an_hour_ago = k8s_openapi::jiff::Timestamp::now().as_second() - 3600;
         metrics.track_key_ages("BucketBinding", move || Some(an_hour_ago));
+        metrics.swept("User", 2);
+        metrics.swept("AccessKey", 3);
+        metrics.set_orphaned_buckets(1);
         let text = metrics.render();
         for expected in [
             "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"} 1\n",
@@ -293,6 +322,9 @@ mod tests {
             "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"false\"} 1\n",
             "bucket_broker_key_rotations_total{kind=\"BucketBinding\",outcome=\"success\"} 1\n",
             "bucket_broker_oldest_key_age_seconds{kind=\"BucketBinding\"} 3600\n",
+            "bucket_broker_orphans_swept_total{kind=\"User\"} 2\n",
+            "bucket_broker_orphans_swept_total{kind=\"AccessKey\"} 3\n",
+            "bucket_broker_orphaned_buckets 1\n",
             "# HELP bucket_broker_reconciles_total Reconciles by kind and outcome.\n",
             "# TYPE bucket_broker_aws_calls_total counter\n",
             "# TYPE bucket_broker_reconcile_duration_seconds histogram\n",

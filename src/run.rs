@@ -12,7 +12,8 @@ use crate::aws::Aws;
 use crate::config::{LogFormat, RunArgs};
 use crate::controller::{self, Context, Settings};
 use crate::http;
-use crate::leader::{Elector, LeaseSettings};
+use crate::leader::{Elector, LeaseSettings, Lost};
+use crate::sweeper;
 
 /// A failure to start.
 #[derive(Debug, thiserror::Error)]
@@ -69,66 +70,70 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     serve(ctx, lease, stopped).await
 }
 
-/// Runs the controllers until `shutdown` turns true; with a Lease, only while holding it.
+/// Runs the controllers and the orphan sweeper until `shutdown` turns true; with a Lease, only while
+/// holding it. Losing the Lease, or failing to confirm it in time, drops them at once (every reconcile in
+/// flight is cancelled, not drained) and returns [`RunError::LostLease`]: the process exits and restarts
+/// as a standby.
 pub async fn serve(
     ctx: Arc<Context>,
     lease: Option<LeaseSettings>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let Some(lease) = lease else {
-        controller::run_all(ctx, shutdown).await;
+        lead(ctx, shutdown).await;
         return Ok(());
     };
-    let elector = Elector::new(ctx.client.clone(), lease.clone());
+    let mut elector = Elector::new(ctx.client.clone(), lease);
     ctx.metrics.set_standby(true);
-    loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        match elector.try_acquire().await {
-            Ok(true) => break,
-            Ok(false) => {}
-            Err(err) => tracing::warn!(error = %err, "Failed to acquire the leader Lease"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(lease.retry) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-    ctx.metrics.set_standby(false);
-    tracing::info!(identity = %lease.identity, lease = %lease.name, "Acquired the leader Lease");
-
-    let (stop, stopped) = watch::channel(false);
-    let controllers = tokio::spawn(controller::run_all(ctx.clone(), stopped));
-    let mut renewed = tokio::time::Instant::now();
-    let lost = loop {
-        tokio::select! {
-            _ = tokio::time::sleep(lease.retry) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            break false;
-        }
-        match elector.renew().await {
-            Ok(true) => renewed = tokio::time::Instant::now(),
-            Ok(false) => break true,
-            // Unable to renew for as long as the Lease lasts: another replica may lead by now.
-            Err(err) if renewed.elapsed() + lease.retry >= lease.duration => {
-                tracing::warn!(error = %err, "Failed to renew the leader Lease in time");
-                break true;
-            }
-            Err(err) => tracing::warn!(error = %err, "Failed to renew the leader Lease"),
-        }
+    let mut wanted = shutdown.clone();
+    let Some(valid_until) = elector.acquire(stopped(&mut wanted)).await else {
+        return Ok(());
     };
-    let _ = stop.send(true);
-    let _ = controllers.await;
-    if lost {
-        return Err(RunError::LostLease);
+    ctx.metrics.set_standby(false);
+    let settings = elector.settings();
+    tracing::info!(identity = %settings.identity, lease = %settings.name, "Acquired the leader Lease");
+
+    let (stop, stop_work) = watch::channel(false);
+    // Not spawned: dropping this future is what cancels the reconciles in flight.
+    let mut work = Box::pin(lead(ctx.clone(), stop_work));
+    let mut keep = Box::pin(elector.keep(valid_until));
+    let finished = tokio::select! {
+        lost = &mut keep => return lost_lease(lost),
+        () = stopped(&mut shutdown) => false,
+        () = &mut work => true,
+    };
+    if !finished {
+        // A clean shutdown: the reconciles in flight finish while the Lease is still renewed.
+        let _ = stop.send(true);
+        tokio::select! {
+            lost = &mut keep => return lost_lease(lost),
+            () = &mut work => {}
+        }
     }
+    drop(keep);
     if let Err(err) = elector.release().await {
         tracing::warn!(error = %err, "Failed to release the leader Lease");
     }
     Ok(())
+}
+
+/// What the leader runs: every controller and the orphan sweeper, until `shutdown` turns true.
+pub async fn lead(ctx: Arc<Context>, shutdown: watch::Receiver<bool>) {
+    let mut sweeper_stop = shutdown.clone();
+    tokio::join!(
+        controller::run_all(ctx.clone(), shutdown),
+        sweeper::run(ctx, async move { stopped(&mut sweeper_stop).await }),
+    );
+}
+
+fn lost_lease(lost: Lost) -> Result<(), RunError> {
+    tracing::warn!(?lost, "Lost the leader Lease; stopped reconciling");
+    Err(RunError::LostLease)
+}
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Fails with a clear message when a CRD is missing, instead of watches that fail forever.

@@ -216,6 +216,31 @@ impl UserOps<'_> {
     }
 }
 
+/// An IAM user as ListUsers shows it (without its tags: ask [`UserOps::get`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedUser {
+    pub name: String,
+    /// When AWS created it, in seconds since the Unix epoch.
+    pub created: i64,
+}
+
+/// Every user under the IAM path `path`.
+pub async fn list_users(client: &Client, stats: &CallStats, path: &str) -> Result<Vec<ListedUser>, AwsError> {
+    let mut users = Vec::new();
+    let mut marker = None;
+    loop {
+        let list = client.list_users().path_prefix(path).set_marker(marker.take()).send();
+        let page = call(stats, IAM, "ListUsers", list).await?;
+        users.extend(
+            page.users.into_iter().map(|u| ListedUser { name: u.user_name, created: u.create_date.secs() }),
+        );
+        match page.marker {
+            Some(next) if page.is_truncated => marker = Some(next),
+            _ => return Ok(users),
+        }
+    }
+}
+
 /// What STS says of an access key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyCheck {

@@ -252,6 +252,39 @@ impl BucketOps<'_> {
     }
 }
 
+/// A bucket as ListBuckets shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedBucket {
+    pub name: String,
+    /// When AWS created it, in seconds since the Unix epoch.
+    pub created: Option<i64>,
+    /// Its region, when AWS says.
+    pub region: Option<String>,
+}
+
+/// Every bucket of the account whose name starts with `prefix`.
+pub async fn list_buckets(
+    client: &Client,
+    stats: &CallStats,
+    prefix: &str,
+) -> Result<Vec<ListedBucket>, AwsError> {
+    let mut buckets = Vec::new();
+    let mut token = None;
+    loop {
+        let list = client.list_buckets().prefix(prefix).set_continuation_token(token.take()).send();
+        let page = call(stats, S3, "ListBuckets", list).await?;
+        buckets.extend(page.buckets.unwrap_or_default().into_iter().filter_map(|b| {
+            // Filtered here too: S3-compatible stores may ignore the prefix.
+            let name = b.name.filter(|n| n.starts_with(prefix))?;
+            Some(ListedBucket { name, created: b.creation_date.map(|d| d.secs()), region: b.bucket_region })
+        }));
+        match page.continuation_token {
+            Some(next) if !next.is_empty() => token = Some(next),
+            _ => return Ok(buckets),
+        }
+    }
+}
+
 /// The result of counting objects up to a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObjectCount {

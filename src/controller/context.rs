@@ -37,6 +37,10 @@ pub struct Settings {
     pub max_key_age: Option<Duration>,
     pub concurrency: u16,
     pub namespace: Option<String>,
+    /// How often the orphan sweeper runs; zero turns it off.
+    pub orphan_sweep_interval: Duration,
+    /// AWS objects younger than this are never judged orphans (not a flag, tests shorten it).
+    pub orphan_grace: Duration,
 }
 
 impl Settings {
@@ -60,12 +64,18 @@ impl Settings {
             max_key_age: args.max_key_age.map(|age| age.0),
             concurrency: args.concurrency,
             namespace: args.namespace.clone(),
+            orphan_sweep_interval: args.orphan_sweep_interval.0,
+            orphan_grace: ORPHAN_GRACE,
         }
     }
 }
 
 /// The default of [`Settings::key_propagation_timeout`].
 pub const KEY_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default of [`Settings::orphan_grace`]: far longer than any create takes from reading the object
+/// to tagging what it made.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(600);
 
 /// What every reconcile shares.
 pub struct Context {

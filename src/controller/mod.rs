@@ -23,7 +23,7 @@ mod status;
 
 use std::sync::Arc;
 
-pub use context::{Context, KEY_PROPAGATION_TIMEOUT, Settings};
+pub use context::{Context, KEY_PROPAGATION_TIMEOUT, ORPHAN_GRACE, Settings};
 pub use error::{Error, ReconcileError};
 
 /// Runs every controller until `shutdown` turns true.

@@ -24,5 +24,7 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
         max_key_age: None,
         concurrency: 4,
         namespace: Some(namespace.to_owned()),
+        orphan_sweep_interval: std::time::Duration::from_secs(3600),
+        orphan_grace: crate::controller::ORPHAN_GRACE,
     }
 }

@@ -393,6 +393,9 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("s3", "GetBucketPolicy", &["s3:GetBucketPolicy"]),
     ("s3", "PutBucketPolicy", &["s3:PutBucketPolicy"]),
     ("s3", "DeleteBucketPolicy", &["s3:DeleteBucketPolicy"]),
+    // The orphan sweeper: buckets listed by prefix, users by IAM path.
+    ("s3", "ListBuckets", &["s3:ListAllMyBuckets"]),
+    ("iam", "ListUsers", &["iam:ListUsers"]),
     // Users are created with their tags in the same request, which IAM also authorizes as TagUser.
     ("iam", "CreateUser", &["iam:CreateUser", "iam:TagUser"]),
     ("iam", "GetUser", &["iam:GetUser"]),
@@ -414,6 +417,10 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     // Signed with the new user's key to check it works, and never deniable: nothing for the controller.
     ("sts", "GetCallerIdentity", &[]),
 ];
+
+/// Actions AWS defines no resource for, so a policy can only grant them on `*`. ListBuckets is sent with
+/// the bucket prefix, and only the prefix's buckets are read further.
+const UNSCOPABLE: &[&str] = &["s3:ListAllMyBuckets"];
 
 /// One `call(stats, service, operation, future)` in the AWS layer.
 #[derive(Debug)]
@@ -568,6 +575,7 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
         for action in strings(&statement["Action"]) {
             assert!(!action.contains('*') && !action.contains('?'), "{sid}: wildcard action {action}");
             let confined_to = match action.split_once(':').map(|(service, _)| service) {
+                _ if UNSCOPABLE.contains(&action.as_str()) => "*",
                 Some("s3") => BUCKET_RESOURCE,
                 Some("iam") => USER_RESOURCE,
                 _ => panic!("{sid}: {action} is not an S3 or IAM action"),

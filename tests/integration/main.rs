@@ -13,6 +13,8 @@ mod hostile;
 mod image;
 mod kubectl;
 mod operations;
+mod orphans;
+mod proxy;
 mod quickstart;
 mod rotation;
 mod smoke;

@@ -4,16 +4,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bucket_broker::api::{Bucket, find_condition};
-use bucket_broker::controller::Context;
+use bucket_broker::aws::Aws;
+use bucket_broker::controller::{Context, Settings};
 use bucket_broker::http;
 use bucket_broker::leader::LeaseSettings;
+use bucket_broker::local::moto::REGION;
 use bucket_broker::run::{RunError, serve};
 use k8s_openapi::api::coordination::v1::Lease;
+use kube::Client;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::harness::{TIMEOUT, TestEnv, aws_for, http_get};
+use crate::proxy::{Hold, Proxy};
 
 fn is_ready(b: &Bucket) -> bool {
     b.status
@@ -56,44 +60,73 @@ async fn health_readiness_and_metrics_endpoints() {
 
     create_bucket(&env, "measured").await;
     env.wait_for::<Bucket>("measured", "ready", is_ready).await;
-    let (status, text) = http_get(&format!("http://{addr}/metrics")).await;
-    assert_eq!(status, 200);
-    for expected in [
+    let expected = [
         "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"}",
         "bucket_broker_reconcile_duration_seconds_count{kind=\"Bucket\"}",
         "bucket_broker_aws_calls_total{service=\"s3\",operation=\"CreateBucket\",outcome=\"success\"} 1",
         "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"true\"} 1",
         "bucket_broker_managed_objects{kind=\"BucketBinding\",ready=\"true\"} 0",
-    ] {
-        assert!(text.contains(expected), "missing {expected} in:\n{text}");
-    }
+    ];
+    // The reconcile is counted after its status write, and the cache sees that write a moment later.
+    until("the metrics of the reconcile", async || {
+        let (status, text) = http_get(&format!("http://{addr}/metrics")).await;
+        status == 200 && expected.iter().all(|e| text.contains(e))
+    })
+    .await;
+    let (_, text) = http_get(&format!("http://{addr}/metrics")).await;
     assert!(!text.contains("measured"), "no object names in labels");
 }
 
-struct Replica {
-    ctx: Arc<Context>,
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<Result<(), RunError>>,
+pub(crate) struct Replica {
+    pub ctx: Arc<Context>,
+    pub stop: watch::Sender<bool>,
+    pub handle: JoinHandle<Result<(), RunError>>,
 }
 
-async fn replica(env: &TestEnv, identity: &str) -> Replica {
-    let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
-    let ctx = Context::new(env.client.clone(), aws, env.settings());
-    let lease = LeaseSettings {
+/// Short timings, so that the tests see takeovers in seconds.
+pub(crate) fn lease(env: &TestEnv, identity: &str) -> LeaseSettings {
+    LeaseSettings {
         name: "bucket-broker".to_owned(),
         namespace: env.namespace.clone(),
         identity: identity.to_owned(),
         duration: Duration::from_secs(4),
+        renew_deadline: Duration::from_secs(3),
         retry: Duration::from_millis(300),
-    };
+    }
+}
+
+async fn replica(env: &TestEnv, identity: &str) -> Replica {
+    let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
+    replica_on(env.client.clone(), aws, env.settings(), lease(env, identity))
+}
+
+/// A replica running `serve` with the given clients, settings and Lease.
+pub(crate) fn replica_on(client: Client, aws: Aws, settings: Settings, lease: LeaseSettings) -> Replica {
+    let ctx = Context::new(client, aws, settings);
     let (stop, stopped) = watch::channel(false);
     let handle = tokio::spawn(serve(ctx.clone(), Some(lease), stopped));
     Replica { ctx, stop, handle }
 }
 
-async fn holder(env: &TestEnv) -> Option<String> {
+pub(crate) async fn holder(env: &TestEnv) -> Option<String> {
     let lease = env.api::<Lease>().get_opt("bucket-broker").await.expect("get lease")?;
     lease.spec?.holder_identity
+}
+
+/// Someone else takes the Lease, as a replica that judged it expired would.
+pub(crate) async fn steal_lease(env: &TestEnv, thief: &str) {
+    let mut lease = env.api::<Lease>().get("bucket-broker").await.expect("lease");
+    if let Some(spec) = lease.spec.as_mut() {
+        spec.holder_identity = Some(thief.to_owned());
+        spec.lease_duration_seconds = Some(1);
+    }
+    env.api::<Lease>().replace("bucket-broker", &Default::default(), &lease).await.expect("taken over");
+}
+
+/// AWS clients for moto that go through `proxy`.
+pub(crate) async fn aws_through(env: &TestEnv, proxy: &Proxy) -> Aws {
+    let sdk = env.moto.sdk_config(env.moto.admin_credentials()).await;
+    Aws::new(&sdk, REGION.to_owned(), Some(proxy.url.clone()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -118,11 +151,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     assert!(b.ctx.aws.stats.writes() > 0, "the new leader reconciles");
 
     // Someone else takes the Lease: the leader stops reconciling and exits with an error.
-    let mut lease = env.api::<Lease>().get("bucket-broker").await.expect("lease");
-    if let Some(spec) = lease.spec.as_mut() {
-        spec.holder_identity = Some("intruder".to_owned());
-    }
-    env.api::<Lease>().replace("bucket-broker", &Default::default(), &lease).await.expect("taken over");
+    steal_lease(&env, "intruder").await;
     let ended = tokio::time::timeout(TIMEOUT, b.handle).await.expect("b stops").expect("b ends");
     assert!(matches!(ended, Err(RunError::LostLease)), "{ended:?}");
     drop(b.stop);
@@ -143,4 +172,58 @@ async fn start_up_fails_clearly_when_the_crds_are_missing() {
         crds.create(&Default::default(), &crd).await.expect("crd installed");
     }
     bucket_broker::run::check_crds(&server.client()).await.expect("CRDs found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_could_expire() {
+    let env = TestEnv::new().await;
+    let Some(server) = env.in_memory("a proxy in front of the in-memory API server") else { return };
+    let proxy = Proxy::start(&server.url()).await;
+    let cut_off = Client::try_from(kube::Config::new(proxy.url.parse().expect("url"))).expect("client");
+    let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
+    let settings = lease(&env, "replica-a");
+    let a = replica_on(cut_off, aws, env.settings(), settings.clone());
+    until("replica-a to lead", async || holder(&env).await.as_deref() == Some("replica-a")).await;
+    let b = replica(&env, "replica-b").await;
+
+    // Every request of replica-a now hangs, its renews too: kube's client would wait forever.
+    proxy.hold(Hold::Everything);
+    let cut = tokio::time::Instant::now();
+    let ended = tokio::time::timeout(TIMEOUT, a.handle).await.expect("a stops").expect("a ends");
+    let took = cut.elapsed();
+    assert!(matches!(ended, Err(RunError::LostLease)), "{ended:?}");
+    // Its last renew was sent at most one retry before the cut, and a standby waits a whole lease after
+    // seeing it: stopping within `duration - retry` of the cut is stopping before anyone may take over.
+    assert!(took < settings.duration - settings.retry, "stopped {took:?} after the cut");
+    assert!(took >= settings.renew_deadline - settings.retry, "not before the renew deadline: {took:?}");
+    assert_eq!(holder(&env).await.as_deref(), Some("replica-a"), "nobody took over before a stopped");
+    until("replica-b to take over", async || holder(&env).await.as_deref() == Some("replica-b")).await;
+    drop(b.stop);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reconcile_blocked_in_a_slow_aws_call_is_dropped_when_the_lease_is_stolen() {
+    let env = TestEnv::new().await;
+    let proxy = Proxy::start(env.moto.endpoint_url()).await;
+    let settings = Settings { orphan_sweep_interval: Duration::ZERO, ..env.settings() };
+    let a =
+        replica_on(env.client.clone(), aws_through(&env, &proxy).await, settings, lease(&env, "replica-a"));
+    until("replica-a to lead", async || holder(&env).await.as_deref() == Some("replica-a")).await;
+
+    proxy.hold(Hold::Everything);
+    create_bucket(&env, "slow").await;
+    until("a reconcile inside an AWS call", async || proxy.held() > 0).await;
+    let calls = a.ctx.aws.stats.snapshot();
+
+    steal_lease(&env, "intruder").await;
+    // Draining would wait for the AWS call, which never returns while it is held.
+    let ended = tokio::time::timeout(Duration::from_secs(5), a.handle)
+        .await
+        .expect("the leader stops at once, without waiting for its reconcile")
+        .expect("a ends");
+    assert!(matches!(ended, Err(RunError::LostLease)), "{ended:?}");
+    proxy.hold(Hold::Nothing);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.ctx.aws.stats.snapshot(), calls, "the dropped reconcile made no further AWS call");
+    drop(a.stop);
 }

@@ -1,0 +1,99 @@
+//! A TCP proxy on 127.0.0.1 that can hold requests: what a hung API server, a partitioned replica or a
+//! slow AWS call looks like to the controller. Held bytes are forwarded once released, even when the
+//! client has given up meanwhile, as a request already on the wire reaches the server anyway.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// Which client bytes are held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hold {
+    /// Everything passes.
+    Nothing,
+    /// Every chunk the clients send.
+    Everything,
+    /// Chunks that contain this text (an AWS query action such as `Action=CreateUser`).
+    Containing(String),
+}
+
+pub struct Proxy {
+    pub url: String,
+    hold: watch::Sender<Hold>,
+    held: Arc<AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (`http://host:port`), passing everything until told otherwise.
+    pub async fn start(upstream: &str) -> Proxy {
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let (hold, holding) = watch::channel(Hold::Nothing);
+        let held = Arc::new(AtomicUsize::new(0));
+        let counter = held.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else { continue };
+                tokio::spawn(pipe(client, server, holding.clone(), counter.clone()));
+            }
+        });
+        Proxy { url, hold, held, accept }
+    }
+
+    pub fn hold(&self, what: Hold) {
+        self.hold.send_replace(what);
+    }
+
+    /// How many chunks are being held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.hold.send_replace(Hold::Nothing);
+    }
+}
+
+async fn pipe(client: TcpStream, server: TcpStream, holding: watch::Receiver<Hold>, held: Arc<AtomicUsize>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let requests = async move {
+        let mut holding = holding;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = match client_read.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let chunk = &buffer[..n];
+            let is_held = |hold: &Hold| match hold {
+                Hold::Nothing => false,
+                Hold::Everything => true,
+                Hold::Containing(text) => chunk.windows(text.len()).any(|w| w == text.as_bytes()),
+            };
+            if is_held(&holding.borrow()) {
+                held.fetch_add(1, Ordering::SeqCst);
+                let _ = holding.wait_for(|hold| !is_held(hold)).await;
+                held.fetch_sub(1, Ordering::SeqCst);
+            }
+            if server_write.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = server_write.shutdown().await;
+    };
+    let responses = async move {
+        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+        let _ = client_write.shutdown().await;
+    };
+    tokio::join!(requests, responses);
+}
