@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
-use bucket_broker::cli::{Cli, Command, crds_yaml, write_crds};
-use clap::Parser;
+use bucket_broker::cli::{Command, crds_yaml, write_crds};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = bucket_broker::cli::parse();
     let result = match cli.command {
         Command::Crds { out_dir: None } => crds_yaml().map(|yaml| print!("{yaml}")).map_err(report),
         Command::Crds { out_dir: Some(dir) } => write_crds(&dir).map_err(report),
