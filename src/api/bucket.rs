@@ -35,7 +35,8 @@ pub struct BucketSpec {
     /// What happens to the AWS bucket when this Bucket is deleted. `Delete` (the default) deletes the AWS
     /// bucket, but only once it is empty: a bucket that still holds objects is never deleted, and this
     /// Bucket waits with Ready=False, reason DeletionBlocked. `Retain` leaves the AWS bucket and its data
-    /// untouched in AWS.
+    /// untouched in AWS. Can be changed while the Bucket is being deleted: switching a blocked Bucket to
+    /// `Retain` releases it and keeps the AWS bucket with its data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 
