@@ -29,9 +29,12 @@ pub enum Command {
         /// The directory of example manifests to apply.
         #[arg(long, default_value = "examples")]
         examples: PathBuf,
-        /// Keep the local API server running until Ctrl-C at the end.
+        /// Keep the local API server running until Ctrl-C at the end, for kubectl.
         #[arg(long)]
         keep_running: bool,
+        /// Where the kubeconfig and the controller's log are written.
+        #[arg(long, default_value = ".tools/quickstart")]
+        state_dir: PathBuf,
     },
     /// Print the CustomResourceDefinitions as a multi-document YAML stream.
     Crds {

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Bucket","type":"string","description":"The AWS bucket name","jsonPath":".status.bucketName"}"#,
     printcolumn = r#"{"name":"Public","type":"boolean","description":"Objects are readable anonymously","jsonPath":".spec.public"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","description":"The bucket is provisioned and secured","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"description":"Why the bucket is (not) ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","priority":1,"description":"The AWS region","jsonPath":".status.region"}"#,
+    printcolumn = r#"{"name":"Deletion","type":"string","priority":1,"description":"What deleting the Bucket does to the AWS bucket","jsonPath":".spec.deletionPolicy"}"#
 )]
 #[x_kube(validation = Rule::new(
     "has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)"

@@ -130,6 +130,25 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     );
     assert_eq!(row(&all, "bucket.bucketbroker.io/assets")[3], "True");
 
+    // `-o wide` adds the priority-1 columns.
+    let wide = kubectl.ok(&["get", "bkt", "-o", "wide"]).await;
+    let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "BUCKET", "PUBLIC", "READY", "AGE", "REASON", "REGION", "DELETION"]);
+    assert_eq!(row(&wide, "assets")[5..], ["Provisioned", "eu-west-2", "Delete"]);
+    let wide = kubectl.ok(&["get", "bkb", "-o", "wide"]).await;
+    let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "BUCKET", "PERMISSIONS", "SECRET", "READY", "AGE", "REASON", "EXTERNAL", "USER"]
+    );
+    assert_eq!(row(&wide, "reporting")[6..8], ["Provisioned", "false"]);
+
+    // `describe` shows the controller's events (written through events.k8s.io, read through core v1).
+    let described = kubectl.ok(&["describe", "bucket", "assets"]).await;
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(!events.trim_start().starts_with("<none>"), "{described}");
+    assert!(events.contains("Provisioned") && events.contains(&bucket_name), "{described}");
+
     // Unbinding: kubectl returns once the controller has revoked the credentials and the Secret is gone.
     kubectl.ok(&["delete", "--wait", "--timeout=60s", "bucketbinding/reporting"]).await;
     assert!(env.api::<BucketBinding>().get_opt("reporting").await.expect("get").is_none());
