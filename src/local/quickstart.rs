@@ -67,7 +67,8 @@ pub async fn run(
         QuickstartError::Start(format!("cannot write into {}: {e}", options.state_dir.display()))
     };
     std::fs::create_dir_all(&options.state_dir).map_err(state_error)?;
-    let state_dir = std::fs::canonicalize(&options.state_dir).map_err(state_error)?;
+    // Absolute, for the printed commands, but not resolved: `.tools` may be a link to a shared directory.
+    let state_dir = std::path::absolute(&options.state_dir).map_err(state_error)?;
     let log_path = state_dir.join(CONTROLLER_LOG);
     let log = std::fs::File::create(&log_path).map_err(state_error)?;
 
