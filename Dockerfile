@@ -1,13 +1,16 @@
 # syntax=docker/dockerfile:1
 #
-# The bucket-broker controller image: `docker build -t bucket-broker .`
+# The bucket-broker controller image: `docker build -t bucket-broker .`, for CI services with a Docker engine.
+# `scripts/image` builds the same image without one (buildah): both fill a `FROM scratch` image with
+# scripts/image-rootfs (the binary, exactly the shared libraries it loads, CA certificates, the nonroot
+# user) and give it the same configuration; tests/integration/image.rs checks that they agree.
 #
-# NOT BUILT HERE: the development machine has no Docker engine, so this file has not been run. Build it in
-# CI (it needs BuildKit, the default builder since Docker 23, for the cache mounts).
+# NOT BUILT HERE: the development machine has no Docker engine and its registries serve no base images, so
+# this file has not been run. It needs BuildKit (the default builder since Docker 23) for the cache mount.
 #
 # A glibc build, not a static musl one: aws-lc-rs (the TLS crypto of kube and the AWS SDK) compiles C
-# code, which is easy against glibc and a known source of trouble against musl. The build image
-# (Debian 12, bookworm) and the runtime image (distroless cc-debian12) share the same glibc.
+# code, which is easy against glibc and a known source of trouble against musl. The image carries the
+# build image's (Debian 12, bookworm) glibc and libgcc, as scripts/image carries this machine's.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
@@ -32,11 +35,15 @@ RUN --mount=type=cache,target=/src/target \
     && cargo build --release --locked --no-default-features --bin bucket-broker \
     && cp target/release/bucket-broker /bucket-broker
 
-# glibc, libgcc and CA certificates, no shell; runs as nonroot (uid and gid 65532), as the Deployment
-# requires.
-FROM gcr.io/distroless/cc-debian12:nonroot
-COPY --from=build /bucket-broker /bucket-broker
+COPY scripts/image-rootfs /usr/local/bin/image-rootfs
+RUN image-rootfs /bucket-broker /rootfs
+
+# No shell and no package manager: the controller, the libraries it loads, CA certificates. Runs as nonroot
+# (uid and gid 65532), as the Deployment requires.
+FROM scratch
+COPY --from=build /rootfs /
+LABEL org.opencontainers.image.title=bucket-broker
 USER 65532:65532
-EXPOSE 8080
+EXPOSE 8080/tcp
 ENTRYPOINT ["/bucket-broker"]
 CMD ["run"]

@@ -1,9 +1,11 @@
 //! The command line: `bucket-broker run` (the controller), `bucket-broker quickstart` (everything locally;
 //! only with the `local` feature) and `bucket-broker crds` (print the CRDs).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{Parser, Subcommand};
+use clap::error::{ContextKind, ContextValue};
+use clap::{CommandFactory, Parser, Subcommand};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 use crate::config::RunArgs;
@@ -27,9 +29,12 @@ pub enum Command {
         /// The directory of example manifests to apply.
         #[arg(long, default_value = "examples")]
         examples: PathBuf,
-        /// Keep the local API server running until Ctrl-C at the end.
+        /// Keep the local API server running until Ctrl-C at the end, for kubectl.
         #[arg(long)]
         keep_running: bool,
+        /// Where the kubeconfig and the controller's log are written.
+        #[arg(long, default_value = ".tools/quickstart")]
+        state_dir: PathBuf,
     },
     /// Print the CustomResourceDefinitions as a multi-document YAML stream.
     Crds {
@@ -37,6 +42,50 @@ pub enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+}
+
+/// Parses the process's command line, or exits with clap's message (naming the environment variable when
+/// the bad value came from one).
+pub fn parse() -> Cli {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    Cli::try_parse_from(&args)
+        .unwrap_or_else(|err| name_env_var(err, &args, |name| std::env::var_os(name)).exit())
+}
+
+/// clap reports a bad value under its flag even when it came from the flag's environment variable, which
+/// sends people looking for a flag nobody passed. When the flag is absent from `args` and its variable is
+/// set (read through `env`), the error names the variable instead.
+pub fn name_env_var(
+    mut err: clap::Error,
+    args: &[OsString],
+    env: impl Fn(&str) -> Option<OsString>,
+) -> clap::Error {
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let Some(long) = invalid.split_whitespace().next().and_then(|f| f.strip_prefix("--")) else {
+        return err;
+    };
+    let command = Cli::command();
+    let flag = command
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
+        .chain(command.get_arguments())
+        .find(|a| a.get_long() == Some(long));
+    let Some(var) = flag.and_then(|f| f.get_env()).and_then(|v| v.to_str()) else {
+        return err;
+    };
+    let on_command_line = args.iter().filter_map(|a| a.to_str()).any(|a| {
+        a.strip_prefix("--")
+            .and_then(|a| a.strip_prefix(long))
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('='))
+    });
+    if on_command_line || env(var).is_none() {
+        return err;
+    }
+    let named = format!("{var} (environment variable for --{long})");
+    err.insert(ContextKind::InvalidArg, ContextValue::String(named));
+    err
 }
 
 /// Errors of the `crds` command.
@@ -100,6 +149,33 @@ mod tests {
                 "{} is stale: run `cargo run -- crds --out-dir crds`",
                 path.display()
             );
+        }
+    }
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_bad_value_from_the_environment_names_the_variable() {
+        let env = |name: &str| (name == "BUCKET_BROKER_RESYNC_INTERVAL").then(|| OsString::from("10"));
+        // What clap reports when the variable holds "10": the same error as for the flag.
+        let from_flag = os(&["bucket-broker", "run", "--resync-interval=10"]);
+        let err = Cli::try_parse_from(&from_flag).expect_err("10 is not a duration");
+        let from_env = os(&["bucket-broker", "run"]);
+        let message = name_env_var(err, &from_env, env).to_string();
+        assert!(
+            message.contains("'BUCKET_BROKER_RESYNC_INTERVAL (environment variable for --resync-interval)'"),
+            "{message}"
+        );
+        assert!(message.contains("not a duration"), "{message}");
+
+        // The flag itself was given: it is the one to name.
+        for args in [&from_flag[..], &os(&["bucket-broker", "run", "--resync-interval", "10"])] {
+            let err = Cli::try_parse_from(&from_flag).expect_err("10 is not a duration");
+            let message = name_env_var(err, args, env).to_string();
+            assert!(message.contains("'--resync-interval <RESYNC_INTERVAL>'"), "{message}");
+            assert!(!message.contains("BUCKET_BROKER_RESYNC_INTERVAL"), "{message}");
         }
     }
 

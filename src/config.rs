@@ -73,10 +73,11 @@ pub struct RunArgs {
     #[arg(long, env = "BUCKET_BROKER_COMMON_USER_POLICY_ARN", value_parser = parse_policy_arn)]
     pub common_user_policy_arn: Option<String>,
 
+    // Booleans take a value (`--require-tls=false` and `--require-tls false`); the flag alone means true.
     /// Deny every request to a bucket that does not use TLS. Turn off only for plain-HTTP S3-compatible
     /// endpoints and local emulators.
     #[arg(long, env = "BUCKET_BROKER_REQUIRE_TLS", default_value_t = true, action = clap::ArgAction::Set,
-          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+          num_args = 0..=1, default_missing_value = "true")]
     pub require_tls: bool,
 
     /// Endpoint URL for S3, IAM and STS instead of AWS's (S3-compatible stores, local emulators).
@@ -108,7 +109,7 @@ pub struct RunArgs {
 
     /// Run several replicas safely: only the holder of a coordination.k8s.io Lease reconciles.
     #[arg(long, env = "BUCKET_BROKER_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set,
-          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+          num_args = 0..=1, default_missing_value = "true")]
     pub leader_election: bool,
 
     /// Log format: `text` for people, `json` for log pipelines.
@@ -348,6 +349,27 @@ mod tests {
         assert_eq!(run.resync_interval.0, Duration::from_secs(90));
         assert_eq!(run.concurrency, 8);
         assert_eq!(run.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn booleans_take_a_value_with_or_without_equals() {
+        for (args, require_tls, leader_election) in [
+            (&["--require-tls", "false"][..], false, false),
+            (&["--require-tls=false"][..], false, false),
+            (&["--require-tls"][..], true, false),
+            (&["--leader-election"][..], true, true),
+            (&["--leader-election", "--require-tls", "false"][..], false, true),
+            (&["--leader-election", "true", "--require-tls", "true"][..], true, true),
+            (&["--leader-election=false"][..], true, false),
+        ] {
+            let run = parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert_eq!((run.require_tls, run.leader_election), (require_tls, leader_election), "{args:?}");
+        }
+        let err = parse(&["--require-tls", "no"]).expect_err("not a boolean");
+        assert!(
+            err.contains("invalid value 'no'") && err.contains("[possible values: true, false]"),
+            "{err}"
+        );
     }
 
     #[test]

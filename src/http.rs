@@ -1,5 +1,6 @@
-//! The HTTP endpoints on `--metrics-addr`: `/healthz` (the process runs), `/readyz` (caches synced, or a
-//! standby replica), `/metrics` (Prometheus text format).
+//! The HTTP endpoints on `--metrics-addr`: `/healthz` (the process runs), `/readyz` (AWS identity
+//! resolved and caches synced, or a standby replica; otherwise the body says why not), `/metrics`
+//! (Prometheus text format).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,8 +46,10 @@ async fn respond(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, content_type, body) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        "/readyz" if metrics.is_ready() => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "caches not synced yet\n".to_owned()),
+        "/readyz" => match metrics.not_ready_because() {
+            None => (StatusCode::OK, "text/plain", "ready\n".to_owned()),
+            Some(why) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("{why}\n")),
+        },
         "/metrics" => (StatusCode::OK, metrics::CONTENT_TYPE, metrics.render()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
     };

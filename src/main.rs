@@ -1,10 +1,9 @@
 use std::process::ExitCode;
 
-use bucket_broker::cli::{Cli, Command, crds_yaml, write_crds};
-use clap::Parser;
+use bucket_broker::cli::{Command, crds_yaml, write_crds};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = bucket_broker::cli::parse();
     let result = match cli.command {
         Command::Crds { out_dir: None } => crds_yaml().map(|yaml| print!("{yaml}")).map_err(report),
         Command::Crds { out_dir: Some(dir) } => write_crds(&dir).map_err(report),
@@ -12,10 +11,16 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(bucket_broker::run::run(*args)).map_err(report))
         }
         #[cfg(feature = "local")]
-        Command::Quickstart { examples, keep_running } => runtime().and_then(|rt| {
+        Command::Quickstart { examples, keep_running, state_dir } => runtime().and_then(|rt| {
             let mut out = std::io::stdout();
-            rt.block_on(bucket_broker::local::quickstart::run(&examples, &mut out, keep_running))
-                .map_err(report)
+            let options = bucket_broker::local::quickstart::Options { examples, state_dir };
+            let hold = async move {
+                if keep_running {
+                    println!("  Everything stays up until Ctrl-C.");
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            };
+            rt.block_on(bucket_broker::local::quickstart::run(&options, &mut out, hold)).map_err(report)
         }),
     };
     match result {

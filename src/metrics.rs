@@ -76,6 +76,8 @@ pub struct Metrics {
     synced: AtomicUsize,
     /// Waiting for the leader Lease: nothing to sync, yet healthy.
     standby: AtomicBool,
+    /// Why the controller has no AWS identity yet, while it has none (controllers start only after).
+    aws_identity_error: Mutex<Option<String>>,
 }
 
 impl Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
             orphaned_buckets,
             synced: AtomicUsize::new(0),
             standby: AtomicBool::new(false),
+            aws_identity_error: Mutex::new(None),
         })
     }
 
@@ -194,6 +197,25 @@ impl Metrics {
     /// Ready: every controller's cache is synced, or this replica is a standby waiting for the Lease.
     pub fn is_ready(&self) -> bool {
         self.standby.load(Ordering::SeqCst) || self.synced.load(Ordering::SeqCst) >= CONTROLLERS
+    }
+
+    /// Records why the controller's AWS identity could not be resolved (`None` once it is).
+    pub fn set_aws_identity_error(&self, error: Option<String>) {
+        if let Ok(mut current) = self.aws_identity_error.lock() {
+            *current = error;
+        }
+    }
+
+    /// Why the process is not ready, for `/readyz`; `None` when it is.
+    pub fn not_ready_because(&self) -> Option<String> {
+        if self.is_ready() {
+            return None;
+        }
+        let identity = self.aws_identity_error.lock().ok().and_then(|e| e.clone());
+        Some(match identity {
+            Some(error) => format!("no AWS identity yet: {error}"),
+            None => "caches not synced yet".to_owned(),
+        })
     }
 
     /// The metrics in the Prometheus text format ([`CONTENT_TYPE`]).

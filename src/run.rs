@@ -1,6 +1,8 @@
 //! `bucket-broker run`: the wiring of the controller process.
 
+use std::io::IsTerminal;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use kube::api::ListParams;
@@ -59,16 +61,50 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         .map_err(|source| RunError::Http { addr: args.metrics_addr, source })?;
     tokio::spawn(http);
 
-    let (stop, stopped) = watch::channel(false);
+    let (stop, mut stopped) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("Shutting down");
         let _ = stop.send(true);
     });
     tracing::info!(region, namespace = ?args.namespace, metrics = %addr, "Starting");
+    if await_aws_identity(&ctx, &mut stopped).await.is_none() {
+        return Ok(());
+    }
     let lease = args.leader_election.then(LeaseSettings::from_env);
     serve(ctx, lease, stopped).await
 }
+
+/// Resolves the controller's AWS identity (STS GetCallerIdentity), retrying with backoff, before any
+/// controller starts: until then the process is not ready, and `/readyz` and the log say why. `None` on
+/// shutdown.
+pub async fn await_aws_identity(ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> Option<String> {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match ctx.aws.caller_identity().await {
+            Ok(arn) => {
+                ctx.metrics.set_aws_identity_error(None);
+                tracing::info!(arn, "Resolved the controller's AWS identity");
+                return Some(arn);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?delay, "No AWS identity yet; not ready");
+                ctx.metrics.set_aws_identity_error(Some(err.to_string()));
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return None;
+        }
+        delay = (delay * 2).min(MAX_IDENTITY_RETRY);
+    }
+}
+
+/// The longest wait between two attempts to resolve the AWS identity.
+const MAX_IDENTITY_RETRY: Duration = Duration::from_secs(30);
 
 /// Runs the controllers and the orphan sweeper until `shutdown` turns true; with a Lease, only while
 /// holding it. Losing the Lease, or failing to confirm it in time, drops them at once (every reconcile in
@@ -178,7 +214,9 @@ async fn wait_for_signal() {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour codes only for a person at a terminal: log collectors would store them verbatim.
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal());
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Bucket","type":"string","description":"The AWS bucket name","jsonPath":".status.bucketName"}"#,
     printcolumn = r#"{"name":"Public","type":"boolean","description":"Objects are readable anonymously","jsonPath":".spec.public"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","description":"The bucket is provisioned and secured","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"description":"Why the bucket is (not) ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","priority":1,"description":"The AWS region","jsonPath":".status.region"}"#,
+    printcolumn = r#"{"name":"Deletion","type":"string","priority":1,"description":"What deleting the Bucket does to the AWS bucket","jsonPath":".spec.deletionPolicy"}"#
 )]
 #[x_kube(validation = Rule::new(
     "has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)"
@@ -35,7 +38,8 @@ pub struct BucketSpec {
     /// What happens to the AWS bucket when this Bucket is deleted. `Delete` (the default) deletes the AWS
     /// bucket, but only once it is empty: a bucket that still holds objects is never deleted, and this
     /// Bucket waits with Ready=False, reason DeletionBlocked. `Retain` leaves the AWS bucket and its data
-    /// untouched in AWS.
+    /// untouched in AWS. Can be changed while the Bucket is being deleted: switching a blocked Bucket to
+    /// `Retain` releases it and keeps the AWS bucket with its data.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
 

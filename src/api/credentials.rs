@@ -99,7 +99,10 @@ pub enum Permissions {
     printcolumn = r#"{"name":"Secret","type":"string","description":"The Secret holding the credentials","jsonPath":".status.binding.name"}"#,
     printcolumn = r#"{"name":"App","type":"string","description":"The app whose shared <app>-vcap-services Secret lists this binding","jsonPath":".spec.app"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"description":"Why the credentials are (not) ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"External","type":"boolean","priority":1,"description":"Usable from outside the platform network","jsonPath":".spec.allowExternalAccess"}"#,
+    printcolumn = r#"{"name":"User","type":"string","priority":1,"description":"The IAM user","jsonPath":".status.userName"}"#
 )]
 pub struct BucketBindingSpec {
     #[serde(flatten)]
@@ -131,7 +134,10 @@ pub struct BucketBindingSpec {
     printcolumn = r#"{"name":"Permissions","type":"string","jsonPath":".spec.permissions"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","description":"The Secret holding the credentials","jsonPath":".status.binding.name"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"description":"Why the credentials are (not) ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"External","type":"boolean","priority":1,"description":"Usable from outside the platform network","jsonPath":".spec.allowExternalAccess"}"#,
+    printcolumn = r#"{"name":"User","type":"string","priority":1,"description":"The IAM user","jsonPath":".status.userName"}"#
 )]
 #[serde(transparent)]
 pub struct BucketServiceKeySpec(pub AccessSpec);

@@ -62,39 +62,62 @@ fn names_scope_and_categories() {
 
 #[test]
 fn printer_columns_follow_the_design() {
-    let columns = |crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+    // (NAME, jsonPath), for `kubectl get` (priority 0) and for `-o wide` only (priority 1).
+    let columns = |crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+                   wide: bool| {
         crd.spec.versions[0]
             .additional_printer_columns
             .iter()
             .flatten()
+            .filter(|c| (c.priority.unwrap_or(0) > 0) == wide)
             .map(|c| (c.name.to_uppercase(), c.json_path.clone()))
             .collect::<Vec<_>>()
     };
-    let ready = ".status.conditions[?(@.type==\"Ready\")].status".to_owned();
+    let column = |name: &str, path: &str| (name.to_owned(), path.to_owned());
+    let ready = ".status.conditions[?(@.type==\"Ready\")].status";
+    let reason = ".status.conditions[?(@.type==\"Ready\")].reason";
     assert_eq!(
-        columns(&Bucket::crd()),
+        columns(&Bucket::crd(), false),
         [
-            ("BUCKET".to_owned(), ".status.bucketName".to_owned()),
-            ("PUBLIC".to_owned(), ".spec.public".to_owned()),
-            ("READY".to_owned(), ready.clone()),
-            ("AGE".to_owned(), ".metadata.creationTimestamp".to_owned()),
+            column("BUCKET", ".status.bucketName"),
+            column("PUBLIC", ".spec.public"),
+            column("READY", ready),
+            column("AGE", ".metadata.creationTimestamp"),
         ]
     );
-    let common = |app: bool| {
-        let mut columns = vec![
-            ("BUCKET".to_owned(), ".spec.bucketRef.name".to_owned()),
-            ("PERMISSIONS".to_owned(), ".spec.permissions".to_owned()),
-            ("SECRET".to_owned(), ".status.binding.name".to_owned()),
+    assert_eq!(
+        columns(&Bucket::crd(), true),
+        [
+            column("REASON", reason),
+            column("REGION", ".status.region"),
+            column("DELETION", ".spec.deletionPolicy")
+        ]
+    );
+    let narrow = |app: bool| {
+        let mut expected = vec![
+            column("BUCKET", ".spec.bucketRef.name"),
+            column("PERMISSIONS", ".spec.permissions"),
+            column("SECRET", ".status.binding.name"),
         ];
         if app {
-            columns.push(("APP".to_owned(), ".spec.app".to_owned()));
+            expected.push(column("APP", ".spec.app"));
         }
-        columns.push(("READY".to_owned(), ready.clone()));
-        columns.push(("AGE".to_owned(), ".metadata.creationTimestamp".to_owned()));
-        columns
+        expected.push(column("READY", ready));
+        expected.push(column("AGE", ".metadata.creationTimestamp"));
+        expected
     };
-    assert_eq!(columns(&BucketBinding::crd()), common(true), "bindings show their app");
-    assert_eq!(columns(&BucketServiceKey::crd()), common(false));
+    assert_eq!(columns(&BucketBinding::crd(), false), narrow(true), "bindings show their app");
+    assert_eq!(columns(&BucketServiceKey::crd(), false), narrow(false));
+    for crd in [BucketBinding::crd(), BucketServiceKey::crd()] {
+        assert_eq!(
+            columns(&crd, true),
+            [
+                column("REASON", reason),
+                column("EXTERNAL", ".spec.allowExternalAccess"),
+                column("USER", ".status.userName"),
+            ]
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,8 @@ pub mod s3;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 /// The AWS clients the controllers use, and where they point.
 #[derive(Clone)]
@@ -47,6 +48,14 @@ impl Aws {
         }
     }
 
+    /// The ARN of the controller's own AWS identity (STS GetCallerIdentity): proves at start-up that
+    /// credentials were found and AWS accepts them.
+    pub async fn caller_identity(&self) -> Result<String, AwsError> {
+        let identity =
+            call(&self.stats, "sts", "GetCallerIdentity", self.sts.get_caller_identity().send()).await?;
+        Ok(identity.arn().unwrap_or_default().to_owned())
+    }
+
     /// An S3 client for a bucket in another region than the default one.
     pub fn s3_in(&self, region: &str) -> aws_sdk_s3::Client {
         if region == self.region {
@@ -72,6 +81,8 @@ pub enum ErrorKind {
     Conflict,
     /// Throttling, a 5xx or a network failure: retried with backoff.
     Transient,
+    /// The controller has no AWS credentials (nothing in the SDK's default chain): for a person to fix.
+    NoCredentials,
     /// Anything else.
     Other,
 }
@@ -107,6 +118,7 @@ impl AwsError {
             ErrorKind::Invalid => "InvalidRequest",
             ErrorKind::Conflict => "Conflict",
             ErrorKind::Transient => "Transient",
+            ErrorKind::NoCredentials => "NoCredentials",
             ErrorKind::Other => "Other",
         }
     }
@@ -126,6 +138,15 @@ const NOT_FOUND: &[&str] = &[
 const ALREADY_EXISTS: &[&str] = &["BucketAlreadyOwnedByYou", "EntityAlreadyExists"];
 const ACCESS_DENIED: &[&str] =
     &["AccessDenied", "AccessDeniedException", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"];
+/// Codes that say the caller's credentials themselves are wrong, rather than what they allow.
+const BAD_CREDENTIALS: &[&str] = &[
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidClientTokenId",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "UnrecognizedClientException",
+];
 const CONFLICT: &[&str] =
     &["BucketNotEmpty", "DeleteConflict", "OperationAborted", "BucketAlreadyExists", "LimitExceeded"];
 const TRANSIENT: &[&str] = &[
@@ -166,31 +187,107 @@ fn classify(code: Option<&str>, status: Option<u16>) -> ErrorKind {
 }
 
 impl AwsError {
+    /// One line for a person: which call failed (from `Display`), the error code or what went wrong on
+    /// the way, and a hint at what to check. Never the SDK's debug output, which runs to kilobytes.
     fn from_sdk<E>(service: &'static str, operation: &'static str, err: SdkError<E>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let (code, status) = match &err {
+        let (kind, code, status, message) = match &err {
             SdkError::ServiceError(service_err) => {
-                (service_err.err().code().map(str::to_owned), Some(service_err.raw().status().as_u16()))
+                let code = service_err.err().code().map(str::to_owned);
+                let status = service_err.raw().status().as_u16();
+                let kind = classify(code.as_deref(), Some(status));
+                let detail = service_err.err().message().map(one_line);
+                let message = match (&code, detail) {
+                    (Some(code), Some(detail)) => format!("{code}: {detail}"),
+                    (Some(code), None) => code.clone(),
+                    (None, _) => format!("HTTP {status}"),
+                };
+                let message = match hint(kind, code.as_deref()) {
+                    Some(hint) => format!("{message}: {hint}"),
+                    None => message,
+                };
+                (kind, code, Some(status), message)
             }
-            SdkError::ResponseError(response) => (None, Some(response.raw().status().as_u16())),
-            _ => (None, None),
-        };
-        let kind = classify(code.as_deref(), status);
-        let message = match &err {
-            SdkError::ServiceError(service_err) => {
-                let detail = service_err.err().message().unwrap_or("no message");
-                match (&code, status) {
-                    (Some(code), _) => format!("{code}: {detail}"),
-                    (None, Some(status)) => format!("HTTP {status}"),
-                    (None, None) => detail.to_owned(),
-                }
+            SdkError::ResponseError(response) => {
+                let status = response.raw().status().as_u16();
+                let message = format!(
+                    "unreadable response (HTTP {status}: {}): check that the endpoint is AWS or S3-compatible",
+                    innermost(&err)
+                );
+                (classify(None, Some(status)), None, Some(status), message)
             }
-            other => DisplayErrorContext(other).to_string(),
+            SdkError::DispatchFailure(_) if source_of::<CredentialsError>(&err).is_some() => {
+                (ErrorKind::NoCredentials, None, None, NO_CREDENTIALS.to_owned())
+            }
+            SdkError::DispatchFailure(failure) => {
+                let cause = match source_of::<std::io::Error>(&err).map(std::io::Error::kind) {
+                    Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
+                    Some(std::io::ErrorKind::TimedOut) => "connection timed out".to_owned(),
+                    Some(std::io::ErrorKind::ConnectionReset) => "connection reset".to_owned(),
+                    _ if failure.is_timeout() => "connection timed out".to_owned(),
+                    _ => innermost(&err),
+                };
+                let message = format!("cannot reach AWS ({cause}): check network access to the endpoint");
+                (ErrorKind::Transient, None, None, message)
+            }
+            SdkError::TimeoutError(_) => (
+                ErrorKind::Transient,
+                None,
+                None,
+                "no answer from AWS in time: check network access to the endpoint".to_owned(),
+            ),
+            _ => (ErrorKind::Other, None, None, format!("cannot send the request: {}", innermost(&err))),
         };
         AwsError { service, operation, kind, code, status, message }
     }
+}
+
+/// What the SDK's default credential chain needs, in the order it looks.
+const NO_CREDENTIALS: &str = "no AWS credentials: nothing in the default chain (environment, profile, \
+     IRSA web identity, EKS Pod Identity, instance profile); give the controller's ServiceAccount an IAM role";
+
+/// What a person should check for an error of this kind, if there is a general answer.
+fn hint(kind: ErrorKind, code: Option<&str>) -> Option<&'static str> {
+    if code.is_some_and(|c| BAD_CREDENTIALS.contains(&c)) {
+        return Some("check the controller's AWS credentials");
+    }
+    match kind {
+        ErrorKind::AccessDenied => {
+            Some("check the controller's IAM permissions (deploy/aws/controller-policy.json)")
+        }
+        ErrorKind::Transient => Some("retried with backoff"),
+        _ => None,
+    }
+}
+
+/// The first error of type `T` in the chain of sources (typed, never by its text).
+fn source_of<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The last error in the chain of sources, on one line: the root cause, such as "Connection refused
+/// (os error 111)", without the wrappers around it.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    one_line(&current.to_string())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Counts of AWS calls by (service, operation, outcome), shared by clones.
@@ -276,6 +373,78 @@ mod tests {
         assert_eq!(classify(None, Some(403)), ErrorKind::AccessDenied);
         assert_eq!(classify(None, Some(503)), ErrorKind::Transient);
         assert_eq!(classify(None, None), ErrorKind::Transient, "network failures are retried");
+    }
+
+    /// Clients for `endpoint` whose credentials come from `credentials`, with no retries.
+    fn aws_at(endpoint: &str, credentials: impl aws_sdk_sts::config::ProvideCredentials + 'static) -> Aws {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("eu-west-2"))
+            .credentials_provider(aws_sdk_sts::config::SharedCredentialsProvider::new(credentials))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .build();
+        Aws::new(&sdk, "eu-west-2".to_owned(), Some(endpoint.to_owned()))
+    }
+
+    /// What the SDK's default chain answers when it finds nothing.
+    #[derive(Debug)]
+    struct NoCredentials;
+
+    impl aws_sdk_sts::config::ProvideCredentials for NoCredentials {
+        fn provide_credentials<'a>(&'a self) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            aws_credential_types::provider::future::ProvideCredentials::ready(Err(
+                CredentialsError::not_loaded("no providers in chain provided credentials"),
+            ))
+        }
+    }
+
+    /// A local port nothing listens on.
+    fn closed_port() -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_one_readable_transient_line() {
+        let endpoint = format!("http://127.0.0.1:{}", closed_port());
+        let credentials = aws_sdk_sts::config::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let err = aws_at(&endpoint, credentials).caller_identity().await.expect_err("nothing listens");
+        assert_eq!(
+            err.to_string(),
+            "sts GetCallerIdentity failed: cannot reach AWS (connection refused): check network access to the \
+             endpoint"
+        );
+        assert_eq!(err.kind, ErrorKind::Transient);
+        assert_eq!(err.reason(), "Transient");
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_say_so_and_are_not_transient() {
+        let endpoint = format!("http://127.0.0.1:{}", closed_port());
+        let err = aws_at(&endpoint, NoCredentials).caller_identity().await.expect_err("no credentials");
+        let message = err.to_string();
+        assert!(message.starts_with("sts GetCallerIdentity failed: no AWS credentials: "), "{message}");
+        assert!(message.contains("IRSA") && message.contains("EKS Pod Identity"), "{message}");
+        assert!(!message.contains('\n') && !message.contains("DispatchFailure"), "{message}");
+        assert_eq!(err.kind, ErrorKind::NoCredentials);
+        assert_eq!(err.reason(), "NoCredentials");
+    }
+
+    #[test]
+    fn service_errors_carry_the_code_and_a_hint() {
+        assert_eq!(
+            hint(ErrorKind::AccessDenied, Some("AccessDenied")),
+            Some("check the controller's IAM permissions (deploy/aws/controller-policy.json)")
+        );
+        assert_eq!(
+            hint(classify(Some("InvalidClientTokenId"), Some(403)), Some("InvalidClientTokenId")),
+            Some("check the controller's AWS credentials")
+        );
+        assert_eq!(hint(ErrorKind::Conflict, Some("BucketNotEmpty")), None);
+        assert_eq!(one_line("a\n  b\tc"), "a b c");
     }
 
     #[test]

@@ -278,8 +278,10 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     }
     let objects = ops.count_objects(COUNT_LIMIT).await?;
     if objects.count > 0 {
-        let message =
-            format!("the bucket {bucket_name} still holds {objects}; it is deleted once it is empty");
+        let message = format!(
+            "the bucket {bucket_name} still holds {objects}; it is deleted once it is empty, or released \
+                 with its data if spec.deletionPolicy is set to Retain"
+        );
         return blocked(bucket, ctx, message).await;
     }
     match ops.delete().await {

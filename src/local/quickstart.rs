@@ -2,7 +2,8 @@
 //! starts moto (enforcing IAM) and the in-memory Kubernetes API server, runs the real controller against
 //! them, applies `examples/`, and shows what a user gets: Buckets becoming Ready, the binding Secret's
 //! `VCAP_SERVICES`, an upload and download with the binding's credentials, and a read-only binding being
-//! refused a write.
+//! refused a write. It writes a kubeconfig for kubectl (namespace `demo`) and the controller's log into its
+//! state directory, and prints how to use both.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,12 @@ use crate::api::{Bucket, BucketBinding, BucketServiceKey, CredentialStatus, find
 use crate::aws::Aws;
 use crate::controller::{self, Context, Settings};
 
-const NAMESPACE: &str = "demo";
+/// The namespace of the examples, and of the kubeconfig's context.
+pub const NAMESPACE: &str = "demo";
+/// The kubeconfig, in the state directory.
+pub const KUBECONFIG: &str = "kubeconfig";
+/// The controller's log, in the state directory.
+pub const CONTROLLER_LOG: &str = "controller.log";
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A failed quickstart step.
@@ -40,13 +46,32 @@ pub enum QuickstartError {
     Output(#[from] std::io::Error),
 }
 
-/// Runs the quickstart, writing what it shows to `out`. With `keep_running`, waits for Ctrl-C at the end
-/// so the API server can be explored.
+/// Where the quickstart finds its examples and keeps its files.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The directory of example manifests to apply.
+    pub examples: PathBuf,
+    /// Where the kubeconfig and the controller's log are written (created if missing).
+    pub state_dir: PathBuf,
+}
+
+/// Runs the quickstart, writing what it shows to `out`. Everything stays up until `hold` completes (at
+/// once, or on Ctrl-C to explore the API server with kubectl).
 pub async fn run(
-    examples: &Path,
+    options: &Options,
     out: &mut (dyn Write + Send),
-    keep_running: bool,
+    hold: impl Future<Output = ()>,
 ) -> Result<(), QuickstartError> {
+    let examples = options.examples.as_path();
+    let state_error = |e: std::io::Error| {
+        QuickstartError::Start(format!("cannot write into {}: {e}", options.state_dir.display()))
+    };
+    std::fs::create_dir_all(&options.state_dir).map_err(state_error)?;
+    // Absolute, for the printed commands, but not resolved: `.tools` may be a link to a shared directory.
+    let state_dir = std::path::absolute(&options.state_dir).map_err(state_error)?;
+    let log_path = state_dir.join(CONTROLLER_LOG);
+    let log = std::fs::File::create(&log_path).map_err(state_error)?;
+
     step(out, "Starting moto (AWS emulator, IAM enforced) and the in-memory Kubernetes API server")?;
     let moto = Moto::start(MotoOptions { enforce_iam: true })
         .await
@@ -54,6 +79,8 @@ pub async fn run(
     let server = ApiServer::start().await.map_err(|e| QuickstartError::Start(e.to_string()))?;
     let client = server.client();
     writeln!(out, "  Kubernetes API: {}\n  AWS API: {}", server.url(), moto.endpoint_url())?;
+    let kubeconfig = state_dir.join(KUBECONFIG);
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&server.url())).map_err(state_error)?;
     install_crds(&client).await?;
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}}))
         .map_err(|e| QuickstartError::Step(e.to_string()))?;
@@ -63,8 +90,23 @@ pub async fn run(
     let aws = moto.aws(moto.admin_credentials()).await;
     let settings = Settings { deploy_env: "quickstart".to_owned(), ..super::settings(NAMESPACE) };
     writeln!(out, "  (TLS-only bucket policies are off: moto serves plain HTTP)")?;
+    writeln!(out, "  Its log: tail -f {}", log_path.display())?;
     let ctx = Context::new(client.clone(), aws, settings);
     let (stop, stopped) = watch::channel(false);
+    // The controller's log goes to a file of its own, without colour codes, so that it does not mix with
+    // this output. Reconciles run on tasks of their own, so the subscriber must be the process's: unless the
+    // process has one already (a program embedding the quickstart), in which case the log goes there.
+    let logger = tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(log))
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .finish();
+    if tracing::subscriber::set_global_default(logger).is_err() {
+        writeln!(out, "  (this process already has a log subscriber: the controller logs there instead)")?;
+    }
     let controllers = tokio::spawn(controller::run_all(ctx, stopped));
 
     step(out, &format!("Applying {}", examples.display()))?;
@@ -212,17 +254,27 @@ pub async fn run(
         writeln!(out, "  GET s3://{bucket}/hello.txt: {}", if read.is_ok() { "ok" } else { "refused" })?;
     }
 
-    step(out, "Done")?;
-    if keep_running {
-        writeln!(out, "  The local API server stays up at {} until Ctrl-C.", server.url())?;
-        out.flush()?;
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    step(out, "Done. Use kubectl against the local API server (namespace demo) in another terminal:")?;
+    writeln!(out, "  export KUBECONFIG={}", kubeconfig.display())?;
+    writeln!(out, "  kubectl get bucketbroker -o wide")?;
+    writeln!(out, "  kubectl describe bucket assets")?;
+    writeln!(out, "  The controller's log: tail -f {}", log_path.display())?;
+    out.flush()?;
+    hold.await;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
     server.shutdown().await;
     moto.stop().await;
     Ok(())
+}
+
+/// A kubeconfig for the in-memory server: its URL, no credentials, the examples' namespace.
+fn kubeconfig_yaml(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: quickstart\n  cluster:\n    server: {url}\n\
+         contexts:\n- name: quickstart\n  context:\n    cluster: quickstart\n    user: quickstart\n    \
+         namespace: {NAMESPACE}\nusers:\n- name: quickstart\n  user: {{}}\ncurrent-context: quickstart\n"
+    )
 }
 
 fn step(out: &mut (dyn Write + Send), title: &str) -> std::io::Result<()> {

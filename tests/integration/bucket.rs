@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ObjectOwnership, ServerSideEncryption};
-use bucket_broker::api::{Bucket, BucketBinding, find_condition};
+use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey, find_condition};
 use bucket_broker::aws::s3::BucketOps;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
@@ -202,6 +202,56 @@ async fn deletion_waits_for_bindings_and_objects_and_never_deletes_data() {
     env.admin.s3.delete_object().bucket(&name).key("keep-me").send().await.expect("emptied");
     env.wait_gone::<Bucket>("data").await;
     assert!(!ops(&env, &name).exists().await.expect("head"), "an empty bucket is deleted");
+}
+
+/// The way out of a deletion blocked on data: switch the deleting Bucket to `Retain`. Issuing new credentials
+/// against it (to empty it) is refused, so that the one way out cannot be confused with a leak.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deletion_blocked_on_data_is_released_by_switching_to_retain() {
+    let mut env = TestEnv::new().await;
+    env.start_controller().await;
+    env.create::<Bucket>(bucket("archive", json!({}))).await;
+    let name = name_of(&env.wait_for::<Bucket>("archive", "ready", is_ready).await);
+    put(&env, &name, "keep-me").await;
+
+    env.delete::<Bucket>("archive").await;
+    let blocked = env
+        .wait_for::<Bucket>("archive", "blocked by its object", |b| {
+            ready_reason(b).is_some_and(|(r, m)| r == "DeletionBlocked" && m.contains("still holds 1 object"))
+        })
+        .await;
+    let (_, message) = ready_reason(&blocked).expect("Ready");
+    assert!(
+        message.contains("spec.deletionPolicy is set to Retain"),
+        "the message says the way out: {message}"
+    );
+
+    env.create::<BucketServiceKey>(
+        json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketServiceKey",
+        "metadata": {"name": "emptier"}, "spec": {"bucketRef": {"name": "archive"}}}),
+    )
+    .await;
+    let key = env
+        .wait_for::<BucketServiceKey>("emptier", "refused", |k| {
+            k.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.reason == "BucketDeleting")
+        })
+        .await;
+    assert!(key.status.and_then(|s| s.access_key_id).is_none(), "no credentials for a deleting Bucket");
+    env.delete::<BucketServiceKey>("emptier").await;
+    env.wait_gone::<BucketServiceKey>("emptier").await;
+
+    let retain = json!({"spec": {"deletionPolicy": "Retain"}});
+    env.api::<Bucket>()
+        .patch("archive", &PatchParams::default(), &Patch::Merge(&retain))
+        .await
+        .expect("the policy of a deleting Bucket can be changed");
+    env.wait_gone::<Bucket>("archive").await;
+    assert!(ops(&env, &name).exists().await.expect("head"), "the AWS bucket is released, not deleted");
+    let kept = env.admin.s3.get_object().bucket(&name).key("keep-me").send().await;
+    assert!(kept.is_ok(), "with its data");
 }
 
 #[tokio::test(flavor = "multi_thread")]

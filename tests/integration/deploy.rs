@@ -1,5 +1,6 @@
 //! What a cluster admin applies, checked without a cluster or an AWS account: `deploy/` (the kustomize
-//! install), `crds/kustomization.yaml` and `deploy/aws/controller-policy.json`.
+//! install of the controller), its optional ServiceMonitor component, `crds/kustomization.yaml` (installed
+//! apart, so that uninstalling the controller never deletes a CRD) and `deploy/aws/controller-policy.json`.
 //!
 //! The manifests are parsed into their k8s-openapi types (a wrong apiVersion or kind fails), the
 //! Deployment must run the real command line with the hardening the namespace's Pod Security level asks
@@ -14,6 +15,7 @@ use bucket_broker::cli::{Cli, Command};
 use clap::{CommandFactory, Parser};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -71,6 +73,7 @@ struct Install {
     role_binding: RoleBinding,
     deployment: Deployment,
     service: Service,
+    disruption_budget: PodDisruptionBudget,
 }
 
 fn install() -> Install {
@@ -83,6 +86,7 @@ fn install() -> Install {
         role_binding: parse("deploy/rolebinding.yaml"),
         deployment: parse("deploy/deployment.yaml"),
         service: parse("deploy/service.yaml"),
+        disruption_budget: parse("deploy/poddisruptionbudget.yaml"),
     }
 }
 
@@ -111,6 +115,7 @@ fn every_deploy_manifest_parses_into_its_kubernetes_type() {
             "RoleBinding" => parse::<RoleBinding>(&path).metadata.namespace,
             "Deployment" => parse::<Deployment>(&path).metadata.namespace,
             "Service" => parse::<Service>(&path).metadata.namespace,
+            "PodDisruptionBudget" => parse::<PodDisruptionBudget>(&path).metadata.namespace,
             other => panic!("{path}: kind {other} is not checked by this test; add it"),
         };
         assert!(
@@ -126,6 +131,7 @@ fn every_deploy_manifest_parses_into_its_kubernetes_type() {
         "ClusterRoleBinding",
         "Deployment",
         "Namespace",
+        "PodDisruptionBudget",
         "Role",
         "RoleBinding",
         "Service",
@@ -143,15 +149,22 @@ fn the_kustomizations_list_exactly_the_files_present() {
     let listed: BTreeSet<String> = deploy.resources.iter().cloned().collect();
     assert_eq!(listed.len(), deploy.resources.len(), "deploy/kustomization.yaml lists a file twice");
     let mut present = yaml_files("deploy");
-    present.insert("../crds".to_owned());
     present.insert("tenant-roles".to_owned());
     assert_eq!(
         listed, present,
-        "deploy/kustomization.yaml must list every manifest in deploy/, ../crds and tenant-roles"
+        "deploy/kustomization.yaml must list every manifest in deploy/ and tenant-roles"
+    );
+    assert!(
+        !deploy.resources.iter().any(|r| r.contains("crds")),
+        "the CRDs are installed apart: deleting deploy/ must never delete a CRD, and with it every Bucket"
     );
     let tenant: Kustomization = parse("deploy/tenant-roles/kustomization.yaml");
     let listed: BTreeSet<String> = tenant.resources.iter().cloned().collect();
     assert_eq!(listed, yaml_files("deploy/tenant-roles"));
+    let monitor: Kustomization = parse("deploy/components/servicemonitor/kustomization.yaml");
+    assert_eq!(monitor.kind, "Component", "optional: included only by an overlay that asks for it");
+    let listed: BTreeSet<String> = monitor.resources.iter().cloned().collect();
+    assert_eq!(listed, yaml_files("deploy/components/servicemonitor"));
 
     let crds: Kustomization = parse("crds/kustomization.yaml");
     assert_eq!(crds.kind, "Kustomization");
@@ -306,6 +319,107 @@ fn the_service_and_bindings_point_at_objects_that_exist() {
     assert_eq!(binding.role_ref.kind, "Role");
     assert_eq!(binding.role_ref.name, name(&install.role.metadata));
     assert!(is_the_service_account(&binding.subjects), "{:?}", binding.subjects);
+}
+
+#[test]
+fn the_disruption_budget_keeps_one_of_the_two_replicas() {
+    let install = install();
+    let spec = install.disruption_budget.spec.as_ref().expect("PDB spec");
+    assert_eq!(spec.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(spec.max_unavailable, None);
+    assert_eq!(install.deployment.spec.replicas, Some(2), "one can be evicted");
+    let selected = spec.selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
+    let deployment_selector = install.deployment.spec.selector.clone();
+    assert_eq!(Some(selected), deployment_selector.match_labels, "the PDB covers the controller's pods");
+}
+
+#[test]
+fn the_optional_service_monitor_scrapes_the_service() {
+    // A CRD type of the Prometheus Operator: read as plain YAML.
+    let monitor: Value = parse("deploy/components/servicemonitor/servicemonitor.yaml");
+    assert_eq!(monitor["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(monitor["kind"], "ServiceMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], NAMESPACE, "next to the Service");
+    let service = install().service;
+    let labels = service.metadata.labels.clone().unwrap_or_default();
+    let selector = monitor["spec"]["selector"]["matchLabels"].as_object().expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (key, value) in selector {
+        assert_eq!(labels.get(key).map(String::as_str), value.as_str(), "selects the Service by {key}");
+    }
+    let endpoints = monitor["spec"]["endpoints"].as_array().expect("endpoints");
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["port"], PORT_NAME, "the Service's port name");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+}
+
+/// `kubectl kustomize` of a directory, as `kubectl apply -k` renders it.
+fn kustomize(dir: &Path) -> Vec<Value> {
+    let output = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .expect("kubectl runs (scripts/test installs it when it is missing)");
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.split("\n---\n").map(|doc| serde_saphyr::from_str(doc).expect("rendered YAML")).collect()
+}
+
+fn kinds(objects: &[Value]) -> BTreeSet<String> {
+    objects.iter().filter_map(|o| o["kind"].as_str().map(str::to_owned)).collect()
+}
+
+#[test]
+fn kustomize_renders_the_crds_and_the_controller_apart_and_the_monitor_on_request() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let crds = kustomize(&root.join("crds"));
+    assert_eq!(kinds(&crds), BTreeSet::from(["CustomResourceDefinition".to_owned()]));
+    assert_eq!(crds.len(), 3);
+
+    let controller = kustomize(&root.join("deploy"));
+    let rendered = kinds(&controller);
+    assert!(!rendered.contains("CustomResourceDefinition"), "{rendered:?}");
+    assert!(!rendered.contains("ServiceMonitor"), "optional, not by default: {rendered:?}");
+    assert!(rendered.contains("PodDisruptionBudget") && rendered.contains("Deployment"), "{rendered:?}");
+
+    // The overlay the component's kustomization.yaml shows.
+    let overlay = std::env::temp_dir().join(crate::harness::unique_name("bb-overlay"));
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    // kustomize takes only relative paths: up from the overlay to `/`, then down to the repository.
+    let up = "../".repeat(overlay.components().count() - 1);
+    let repo = format!("{up}{}", root.display().to_string().trim_start_matches('/'));
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {repo}/deploy\n\
+         components:\n  - {repo}/deploy/components/servicemonitor\n"
+    );
+    std::fs::write(overlay.join("kustomization.yaml"), text).expect("overlay written");
+    let with_monitor = kustomize(&overlay);
+    let _ = std::fs::remove_dir_all(&overlay);
+    let monitor = with_monitor.iter().find(|o| o["kind"] == "ServiceMonitor").expect("a ServiceMonitor");
+    assert_eq!(monitor["metadata"]["namespace"], NAMESPACE, "next to the Service it selects");
+    assert_eq!(with_monitor.len(), controller.len() + 1);
+
+    // The README's EKS overlay: image, region and IRSA role set, nothing else added or lost.
+    let eks = kustomize(&root.join("examples/install-eks"));
+    assert_eq!(eks.len(), controller.len());
+    let deployment = eks.iter().find(|o| o["kind"] == "Deployment").expect("the Deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "123456789012.dkr.ecr.eu-west-2.amazonaws.com/bucket-broker:0.1.0");
+    assert_eq!(
+        container["env"][0],
+        serde_json::json!({"name": "BUCKET_BROKER_REGION", "value": "eu-west-2"})
+    );
+    assert_eq!(container["env"][1]["name"], "BUCKET_BROKER_DEPLOY_ENV");
+    let account = eks.iter().find(|o| o["kind"] == "ServiceAccount").expect("the ServiceAccount");
+    assert_eq!(
+        account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
+        "arn:aws:iam::123456789012:role/bucket-broker"
+    );
 }
 
 /// What RBAC grants: (apiGroup, resource, verb, resourceName or any).

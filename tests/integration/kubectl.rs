@@ -154,6 +154,27 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
         kubectl.ok(&["get", "secret", "shop-vcap-services", "-o", "jsonpath={.data.VCAP_SERVICES}"]).await;
     assert!(!app_secret.trim().is_empty(), "the app Secret of the two-bucket example exists");
 
+    // `-o wide` adds the priority-1 columns.
+    let wide = kubectl.ok(&["get", "bkt", "-o", "wide"]).await;
+    let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "BUCKET", "PUBLIC", "READY", "AGE", "REASON", "REGION", "DELETION"]);
+    assert_eq!(row(&wide, "assets")[5..], ["Provisioned", "eu-west-2", "Delete"]);
+    let wide = kubectl.ok(&["get", "bkb", "-o", "wide"]).await;
+    let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "BUCKET", "PERMISSIONS", "SECRET", "APP", "READY", "AGE", "REASON", "EXTERNAL", "USER"]
+    );
+    // reporting has no app: its APP cell is empty, so its row is one word shorter.
+    assert_eq!(row(&wide, "reporting")[6..8], ["Provisioned", "false"]);
+    assert_eq!(row(&wide, "shop-assets")[4..6], ["shop", "True"]);
+
+    // `describe` shows the controller's events (written through events.k8s.io, read through core v1).
+    let described = kubectl.ok(&["describe", "bucket", "assets"]).await;
+    let events = described.split("Events:").nth(1).unwrap_or_default();
+    assert!(!events.trim_start().starts_with("<none>"), "{described}");
+    assert!(events.contains("Provisioned") && events.contains(&bucket_name), "{described}");
+
     // Unbinding: kubectl returns once the controller has revoked the credentials and the Secret is gone.
     kubectl.ok(&["delete", "--wait", "--timeout=60s", "bucketbinding/reporting"]).await;
     assert!(env.api::<BucketBinding>().get_opt("reporting").await.expect("get").is_none());

@@ -227,3 +227,96 @@ async fn a_reconcile_blocked_in_a_slow_aws_call_is_dropped_when_the_lease_is_sto
     assert_eq!(a.ctx.aws.stats.snapshot(), calls, "the dropped reconcile made no further AWS call");
     drop(a.stop);
 }
+
+/// The released binary, started as a Deployment would start it, with an environment of the test's choosing.
+fn controller_process(env: &TestEnv, dir: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_bucket-broker"));
+    // Nothing from the test's own environment: no AWS credentials, no profile, no instance metadata.
+    command
+        .env_clear()
+        .env("HOME", dir)
+        // A real cluster's kubeconfig may run a credential plugin found on the PATH.
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KUBECONFIG", env.kubeconfig(dir))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    command
+}
+
+/// A local port nothing listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_aws_credentials_the_process_is_not_ready_and_says_why() {
+    let env = TestEnv::new().await;
+    let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-no-credentials"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let port = free_port();
+    let mut child = controller_process(&env, &dir)
+        .args(["run", "--region=eu-west-2", "--namespace", env.namespace.as_str()])
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["--aws-endpoint-url", env.moto.endpoint_url()])
+        .spawn()
+        .expect("the controller starts");
+
+    let readyz = format!("http://127.0.0.1:{port}/readyz");
+    let mut answer = (0, String::new());
+    until("an answer from /readyz", async || {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            return false;
+        }
+        answer = http_get(&readyz).await;
+        answer.1.contains("no AWS identity")
+    })
+    .await;
+    let (status, body) = answer;
+    assert_eq!(status, 503, "not ready without an AWS identity: {body}");
+    assert!(
+        body.starts_with("no AWS identity yet: sts GetCallerIdentity failed: no AWS credentials:"),
+        "{body}"
+    );
+    assert_eq!(body.lines().count(), 1, "one line: {body}");
+
+    child.kill().expect("stop the controller");
+    let output = child.wait_with_output().expect("the controller ends");
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("No AWS identity yet; not ready"), "the log says why:\n{log}");
+    assert!(log.contains("no AWS credentials"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes when stdout is not a terminal:\n{log}");
+    assert!(!log.contains("DispatchFailure"), "no debug dump:\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_aws_identity_is_resolved_before_the_controllers_start() {
+    let env = TestEnv::new().await;
+    let ctx = Context::new(env.client.clone(), env.admin.clone(), env.settings());
+    let (_stop, mut stopped) = watch::channel(false);
+    let arn = bucket_broker::run::await_aws_identity(&ctx, &mut stopped).await.expect("an identity");
+    assert!(arn.starts_with("arn:aws:"), "{arn}");
+    assert_eq!(ctx.metrics.not_ready_because().as_deref(), Some("caches not synced yet"));
+}
+
+#[test]
+fn a_bad_environment_variable_is_named_at_start_up() {
+    let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-bad-env"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bucket-broker"))
+        .env_clear()
+        .env("HOME", &dir)
+        .env("BUCKET_BROKER_RESYNC_INTERVAL", "10")
+        .arg("run")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(output.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "invalid value '10' for 'BUCKET_BROKER_RESYNC_INTERVAL (environment variable for --resync-interval)'"
+        ),
+        "{stderr}"
+    );
+}

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey, Permissions};
+use bucket_broker::local::quickstart::Options;
 use k8s_openapi::api::apps::v1::Deployment;
 
 fn examples() -> std::path::PathBuf {
@@ -66,11 +67,61 @@ fn every_example_is_a_valid_object_of_its_kind() {
     assert_eq!(volume.secret.as_ref().and_then(|s| s.secret_name.as_deref()), Some(secret.as_str()));
 }
 
-#[tokio::test]
-async fn the_quickstart_shows_every_step() {
+/// The shell commands of the README's quick start section (its `sh` block), comments removed.
+fn readme_quickstart_commands() -> Vec<String> {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    let section = readme.split("\n## Quick start\n").nth(1).expect("a Quick start section");
+    let section = section.split("\n## ").next().unwrap_or_default();
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("a sh block");
+    block
+        .lines()
+        .map(|line| line.split("  #").next().unwrap_or_default().trim().to_owned())
+        .filter(|line| !line.is_empty())
+        .collect()
+}
+
+/// Runs one README line with bash in `dir` after the `export KUBECONFIG=...` line the quickstart printed.
+async fn shell(dir: &Path, export: &str, line: &str) -> String {
+    let script = format!("set -euo pipefail\n{export}\n{line}\n");
+    let output = tokio::process::Command::new("bash")
+        .current_dir(dir)
+        .args(["-c", &script])
+        .output()
+        .await
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    println!("$ {line}\n{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the README's `{line}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
+    // The README's commands run from a directory like the repository's: examples/ and .tools/quickstart/.
+    let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-quickstart"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::os::unix::fs::symlink(examples(), dir.join("examples")).expect("examples linked");
+    let options = Options { examples: examples(), state_dir: dir.join(".tools/quickstart") };
+    let commands = readme_quickstart_commands();
+    assert!(commands.len() >= 8, "{commands:?}");
+    assert!(commands[0].starts_with("export KUBECONFIG="), "the section starts with the printed line");
+
     let mut out = Vec::new();
-    bucket_broker::local::quickstart::run(&examples(), &mut out, false).await.expect("quickstart succeeds");
+    let mut outputs = Vec::new();
+    let hold = async {
+        let export = &commands[0];
+        for line in &commands[1..] {
+            outputs.push((line.clone(), shell(&dir, export, line).await));
+        }
+    };
+    bucket_broker::local::quickstart::run(&options, &mut out, hold).await.expect("quickstart succeeds");
     let out = String::from_utf8(out).expect("utf-8");
+    let state_dir = std::path::absolute(&options.state_dir).expect("state dir");
     for expected in [
         "created Bucket/assets",
         "created Bucket/public-assets",
@@ -90,7 +141,27 @@ async fn the_quickstart_shows_every_step() {
         "\"hello from bucket-broker\"",
         "not-allowed.txt: refused (AccessDenied)",
         "==> Done",
+        &format!("export KUBECONFIG={}", state_dir.join("kubeconfig").display()),
+        &format!("tail -f {}", state_dir.join("controller.log").display()),
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
+    assert_eq!(
+        commands[0], "export KUBECONFIG=$PWD/.tools/quickstart/kubeconfig",
+        "the README's line is the printed one, run from the repository"
+    );
+
+    let output_of = |prefix: &str| {
+        outputs.iter().find(|(line, _)| line.starts_with(prefix)).map(|(_, o)| o.as_str()).unwrap_or_default()
+    };
+    let all = output_of("kubectl get bucketbroker");
+    assert!(all.contains("bucket.bucketbroker.io/assets") && all.contains("True"), "{all}");
+    assert!(output_of("kubectl get buckets -o wide").contains("Provisioned"));
+    let described = output_of("kubectl describe bucket assets");
+    assert!(!described.contains("Events:  <none>") && described.contains("Provisioned"), "{described}");
+    assert!(output_of("kubectl get secret web-app").starts_with("bucket-broker-"));
+    assert!(!output_of("kubectl get bucketbindings").contains("reporting"), "deleted");
+    let log = output_of("tail -n 20");
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "a plain log: {log}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

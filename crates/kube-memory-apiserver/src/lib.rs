@@ -25,6 +25,7 @@
 
 mod apply;
 mod error;
+mod events;
 mod faults;
 mod gc;
 mod http;

@@ -244,10 +244,31 @@ impl State {
         out
     }
 
+    /// Announces a stored change; an Event's change is also made, and announced, in its other API.
     fn emit(&mut self, key: &StorageKey, kind: &'static str, old: Option<Value>, obj: &Value) {
         if self.write.dry_run {
             return;
         }
+        self.announce(key, kind, old, obj);
+        let Some((other, mirrored)) = super::events::mirror(key, obj) else {
+            return;
+        };
+        let okey = (
+            meta_str(obj, "namespace").unwrap_or_default().to_string(),
+            meta_str(obj, "name").unwrap_or_default().to_string(),
+        );
+        if kind == "DELETED" {
+            if self.objects.get_mut(&other).and_then(|m| m.remove(&okey)).is_some() {
+                self.announce(&other, "DELETED", None, &mirrored);
+            }
+        } else {
+            let previous = self.objects.entry(other.clone()).or_default().insert(okey, mirrored.clone());
+            let kind = if previous.is_some() { "MODIFIED" } else { "ADDED" };
+            self.announce(&other, kind, previous, &mirrored);
+        }
+    }
+
+    fn announce(&mut self, key: &StorageKey, kind: &'static str, old: Option<Value>, obj: &Value) {
         let ev = Arc::new(WatchEvent {
             rv: self.rv,
             key: key.clone(),
