@@ -27,6 +27,12 @@ pub struct RunArgs {
     #[arg(long, env = "BUCKET_BROKER_DEPLOY_ENV", default_value = "")]
     pub deploy_env: String,
 
+    /// A name for this cluster, written into the `bucketbroker.io/cluster` tag of every AWS object. Set a
+    /// different one on each cluster that shares an AWS account: a controller never adopts, changes,
+    /// deletes or sweeps an object tagged for another cluster. Letters, digits, `-`, `_` and `.`, at most 63.
+    #[arg(long, env = "BUCKET_BROKER_CLUSTER_NAME", default_value = "", value_parser = parse_cluster_name)]
+    pub cluster_name: String,
+
     /// Prefix of every bucket name (the rest is the Bucket's uid). At most 27 characters: lowercase
     /// letters, digits and hyphens, starting with a letter or digit.
     #[arg(long, env = "BUCKET_BROKER_BUCKET_PREFIX", default_value = "bucket-broker-", value_parser = parse_bucket_prefix)]
@@ -185,6 +191,15 @@ fn parse_interval_or_off(s: &str) -> Result<HumanDuration, String> {
     if s == "0" { Ok(HumanDuration(Duration::ZERO)) } else { parse_duration(s) }
 }
 
+fn parse_cluster_name(s: &str) -> Result<String, String> {
+    let valid = s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a cluster name (letters, digits, -, _ and ., at most 63)"))
+    }
+}
+
 fn parse_region(s: &str) -> Result<String, String> {
     let valid = !s.is_empty()
         && s.len() <= 32
@@ -324,6 +339,7 @@ mod tests {
             "--platform-vpc-endpoints=vpce-0123abcd",
             "--platform-vpcs=vpc-0a1b2c3d,vpc-99",
             "--max-key-age=90d",
+            "--cluster-name=eks-prod-1",
             "--permissions-boundary-arn=arn:aws:iam::123456789012:policy/boundary",
             "--common-user-policy-arn=arn:aws-us-gov:iam::123456789012:policy/common",
             "--require-tls=false",
@@ -343,6 +359,7 @@ mod tests {
         );
         assert_eq!(run.platform_vpcs, ["vpc-0a1b2c3d", "vpc-99"]);
         assert_eq!(run.max_key_age, Some(HumanDuration(Duration::from_secs(90 * 86_400))));
+        assert_eq!(run.cluster_name, "eks-prod-1");
         assert!(!run.require_tls);
         assert!(run.leader_election);
         assert_eq!(run.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
@@ -386,6 +403,7 @@ mod tests {
             ("--platform-vpc-endpoints=vpc-123", "not a VPC endpoint id"),
             ("--platform-vpcs=vpce-123", "not a VPC id"),
             ("--max-key-age=3w", "not a duration"),
+            ("--cluster-name=prod cluster", "not a cluster name"),
             ("--permissions-boundary-arn=boundary", "not an IAM policy ARN"),
             ("--aws-endpoint-url=localhost:5000", "not an http:// or https:// URL"),
             ("--resync-interval=10", "not a duration"),

@@ -206,6 +206,8 @@ pub fn claim(tags: &[(String, String)], settings: &Settings, kinds: &[&str]) -> 
     let get = |key: &str| tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     if get(tag::CREATED_BY) != Some(tag::CREATED_BY_VALUE)
         || get(tag::DEPLOY_ENV) != Some(&settings.deploy_env)
+        // Another cluster's objects live in another API server: never judged here.
+        || get(tag::CLUSTER).unwrap_or_default() != settings.cluster_name
     {
         return None;
     }
@@ -268,7 +270,7 @@ mod tests {
 
     fn tags(kind: &str, namespace: &str, deploy_env: &str) -> Vec<(String, String)> {
         let owner = names::Owner { kind, namespace, name: "app", uid: "0b6c3d4e" };
-        names::tags(&owner, deploy_env)
+        names::tags(&owner, deploy_env, "")
     }
 
     #[test]
@@ -291,6 +293,17 @@ mod tests {
         let no_uid: Vec<_> =
             tags("BucketBinding", "team", "prod").into_iter().filter(|(k, _)| k != tag::UID).collect();
         assert_eq!(super::claim(&no_uid, &all, &["BucketBinding"]), None, "no uid, no judgement");
+        let owner = names::Owner { kind: "BucketBinding", namespace: "team", name: "app", uid: "0b6c3d4e" };
+        let east = names::tags(&owner, "prod", "east");
+        assert_eq!(super::claim(&east, &all, &["BucketBinding"]), None, "another cluster's object");
+        let mut named = settings(None);
+        named.cluster_name = "east".to_owned();
+        assert!(super::claim(&east, &named, &["BucketBinding"]).is_some(), "this cluster's object");
+        assert_eq!(
+            super::claim(&tags("BucketBinding", "team", "prod"), &named, &["BucketBinding"]),
+            None,
+            "a named cluster leaves unnamed objects alone"
+        );
     }
 
     #[test]

@@ -105,7 +105,9 @@ async fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
     if let Some(hint) = status.and_then(|s| s.bucket_name.as_deref()).filter(|h| *h != derived) {
         let ops = BucketOps { client: ctx.aws.s3_in(&region), stats: &ctx.aws.stats, bucket: hint };
         match ops.tags().await? {
-            Some(tags) if names::ownership(&tags, uid) == Ownership::Ours => name = hint.to_owned(),
+            Some(tags) if names::ownership(&tags, uid, &ctx.settings.cluster_name) == Ownership::Ours => {
+                name = hint.to_owned()
+            }
             _ => {
                 let message = format!(
                     "status.bucketName names {hint}, which AWS does not show as this Bucket's; it is ignored (the bucket is {derived})"
@@ -210,13 +212,14 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     }
     let current_tags = current_tags.unwrap_or_default();
     let derived = names::bucket_name(&ctx.settings.bucket_prefix, owner.uid);
-    if !names::may_manage(&current_tags, owner.uid, &location.bucket, &derived) {
+    if !names::may_manage(&current_tags, owner.uid, &ctx.settings.cluster_name, &location.bucket, &derived) {
         return Err(Error::Conflict(format!(
             "the AWS bucket {} is not tagged as belonging to this Bucket; it is left untouched",
             location.bucket
         )));
     }
-    let desired_tags = merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env));
+    let desired_tags =
+        merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env, &ctx.settings.cluster_name));
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
         changes.push("tagged");
     }
@@ -272,7 +275,7 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     let derived = names::bucket_name(&ctx.settings.bucket_prefix, uid);
-    if !names::may_manage(&tags, uid, &bucket_name, &derived) {
+    if !names::may_manage(&tags, uid, &ctx.settings.cluster_name, &bucket_name, &derived) {
         tracing::warn!(namespace, name, bucket = %bucket_name, "Released a bucket not tagged for this Bucket without deleting it");
         return Ok(Action::await_change());
     }

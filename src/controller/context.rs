@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 pub struct Settings {
     pub region: String,
     pub deploy_env: String,
+    /// `--cluster-name`: tagged on every AWS object, and required of every object the controller manages.
+    pub cluster_name: String,
     pub bucket_prefix: String,
     pub user_prefix: String,
     pub iam_path: String,
@@ -48,6 +50,7 @@ impl Settings {
         Settings {
             region,
             deploy_env: args.deploy_env.clone(),
+            cluster_name: args.cluster_name.clone(),
             bucket_prefix: args.bucket_prefix.clone(),
             user_prefix: args.user_prefix.clone(),
             iam_path: args.iam_path.clone(),

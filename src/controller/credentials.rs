@@ -168,7 +168,9 @@ async fn user_name<K: CredentialKind>(obj: &K, ctx: &Context, uid: &str) -> Resu
     let Some(hint) = hint else { return Ok(derived) };
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &hint };
     match ops.get().await? {
-        Some(user) if names::ownership(&user.tags, uid) == Ownership::Ours => Ok(hint),
+        Some(user) if names::ownership(&user.tags, uid, &ctx.settings.cluster_name) == Ownership::Ours => {
+            Ok(hint)
+        }
         _ => Ok(derived),
     }
 }
@@ -406,7 +408,17 @@ async fn verify_bucket(ctx: &Context, target: &Target, bucket_ref: &str) -> Resu
             "the AWS bucket {} of Bucket {bucket_ref} does not exist yet; no access is granted",
             target.bucket_name
         ))),
-        Some(tags) if names::may_manage(&tags, &target.bucket_uid, &target.bucket_name, &derived) => Ok(()),
+        Some(tags)
+            if names::may_manage(
+                &tags,
+                &target.bucket_uid,
+                &ctx.settings.cluster_name,
+                &target.bucket_name,
+                &derived,
+            ) =>
+        {
+            Ok(())
+        }
         Some(_) => Err(Error::BucketUnverified(format!(
             "the AWS bucket {} named in Bucket {bucket_ref}'s status does not belong to that Bucket; no access is granted",
             target.bucket_name
@@ -674,7 +686,7 @@ async fn provision<K: CredentialKind>(
     let existing = match ops.get().await? {
         Some(existing) => Some(existing),
         None => {
-            let mut tags = names::tags(owner, &settings.deploy_env);
+            let mut tags = names::tags(owner, &settings.deploy_env, &settings.cluster_name);
             // Recorded at creation: the boundary is set by CreateUser itself, and a common policy recorded
             // before it is attached is attached by the next step or pass (a record of something absent
             // removes nothing).
@@ -698,12 +710,18 @@ async fn provision<K: CredentialKind>(
     let Some(existing) = existing else {
         return Err(Error::Conflict(format!("the IAM user {user} vanished while being created; retrying")));
     };
-    if !names::may_manage(&existing.tags, owner.uid, user, &derived) {
+    if !names::may_manage(&existing.tags, owner.uid, &settings.cluster_name, user, &derived) {
         return Err(Error::Conflict(format!(
             "the IAM user {user} is not tagged as belonging to this object; it is left untouched"
         )));
     }
     let recorded = |key: &str| existing.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    // A user made before --cluster-name was set gets the cluster's tag (buckets get theirs with the
+    // other tags).
+    if !settings.cluster_name.is_empty() && recorded(names::tag::CLUSTER).is_none() {
+        ops.set_tag(names::tag::CLUSTER, Some(&settings.cluster_name)).await?;
+        changes.push("tagged the IAM user with the cluster name");
+    }
     let current_boundary = existing.permissions_boundary.as_deref();
     let boundary = attachments::change(
         recorded(attachments::tag::PERMISSIONS_BOUNDARY),
@@ -928,7 +946,9 @@ async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let derived = names::user_name(&ctx.settings.user_prefix, uid);
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
     match ops.get().await? {
-        Some(existing) if !names::may_manage(&existing.tags, uid, &user, &derived) => {
+        Some(existing)
+            if !names::may_manage(&existing.tags, uid, &ctx.settings.cluster_name, &user, &derived) =>
+        {
             tracing::warn!(namespace, name, user = %user, "Left an IAM user not tagged for this object");
         }
         Some(_) => {

@@ -11,6 +11,8 @@ pub mod tag {
     pub const KIND: &str = "bucketbroker.io/kind";
     pub const CREATED_BY: &str = "created_by";
     pub const DEPLOY_ENV: &str = "deploy_env";
+    /// The `--cluster-name` of the controller that made the object (absent when it has none).
+    pub const CLUSTER: &str = "bucketbroker.io/cluster";
     /// The value of [`CREATED_BY`].
     pub const CREATED_BY_VALUE: &str = "bucket-broker";
 }
@@ -85,8 +87,13 @@ pub enum Ownership {
     Foreign(String),
 }
 
-/// The ownership of an AWS object with `tags`, for the object with `uid`.
-pub fn ownership(tags: &[(String, String)], uid: &str) -> Ownership {
+/// The ownership of an AWS object with `tags`, for the object with `uid` in the cluster named `cluster`
+/// (`--cluster-name`, empty when unset). An object tagged for another cluster is never ours; one without a
+/// cluster tag (made before the name was set) is judged by its uid alone.
+pub fn ownership(tags: &[(String, String)], uid: &str, cluster: &str) -> Ownership {
+    if let Some((_, other)) = tags.iter().find(|(k, v)| k == tag::CLUSTER && v != cluster) {
+        return Ownership::Foreign(format!("cluster {other}"));
+    }
     match tags.iter().find(|(k, _)| k == tag::UID) {
         Some((_, v)) if v == uid => Ownership::Ours,
         Some((_, v)) => Ownership::Foreign(v.clone()),
@@ -96,8 +103,8 @@ pub fn ownership(tags: &[(String, String)], uid: &str) -> Ownership {
 
 /// Whether the controller may adopt, change or delete the AWS object `name` for the object with `uid`:
 /// its uid tag says so, or it has no uid tag and `name` is exactly the name derived from that uid.
-pub fn may_manage(tags: &[(String, String)], uid: &str, name: &str, derived: &str) -> bool {
-    match ownership(tags, uid) {
+pub fn may_manage(tags: &[(String, String)], uid: &str, cluster: &str, name: &str, derived: &str) -> bool {
+    match ownership(tags, uid, cluster) {
         Ownership::Ours => true,
         Ownership::Untagged => name == derived,
         Ownership::Foreign(_) => false,
@@ -105,7 +112,7 @@ pub fn may_manage(tags: &[(String, String)], uid: &str, name: &str, derived: &st
 }
 
 /// The tags of every AWS object the controller creates, sorted by key.
-pub fn tags(owner: &Owner<'_>, deploy_env: &str) -> Vec<(String, String)> {
+pub fn tags(owner: &Owner<'_>, deploy_env: &str, cluster: &str) -> Vec<(String, String)> {
     let mut tags = vec![
         (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
         (tag::DEPLOY_ENV.to_owned(), deploy_env.to_owned()),
@@ -114,6 +121,9 @@ pub fn tags(owner: &Owner<'_>, deploy_env: &str) -> Vec<(String, String)> {
         (tag::NAMESPACE.to_owned(), owner.namespace.to_owned()),
         (tag::UID.to_owned(), owner.uid.to_owned()),
     ];
+    if !cluster.is_empty() {
+        tags.push((tag::CLUSTER.to_owned(), cluster.to_owned()));
+    }
     tags.sort();
     tags
 }
@@ -153,19 +163,31 @@ mod tests {
         let ours = vec![(tag::UID.to_owned(), UID.to_owned())];
         let theirs = vec![(tag::UID.to_owned(), "other".to_owned()), (tag::NAME.to_owned(), "x".to_owned())];
         let untagged = vec![("cost-centre".to_owned(), "42".to_owned())];
-        assert_eq!(ownership(&ours, UID), Ownership::Ours);
-        assert_eq!(ownership(&theirs, UID), Ownership::Foreign("other".to_owned()));
-        assert_eq!(ownership(&untagged, UID), Ownership::Untagged);
-        assert!(may_manage(&ours, UID, "renamed-under-an-old-prefix", &derived));
-        assert!(may_manage(&untagged, UID, &derived, &derived), "a create interrupted before tagging");
-        assert!(!may_manage(&untagged, UID, "someone-elses-bucket", &derived));
-        assert!(!may_manage(&theirs, UID, &derived, &derived));
+        assert_eq!(ownership(&ours, UID, ""), Ownership::Ours);
+        assert_eq!(ownership(&theirs, UID, ""), Ownership::Foreign("other".to_owned()));
+        assert_eq!(ownership(&untagged, UID, ""), Ownership::Untagged);
+        assert!(may_manage(&ours, UID, "", "renamed-under-an-old-prefix", &derived));
+        assert!(may_manage(&untagged, UID, "", &derived, &derived), "a create interrupted before tagging");
+        assert!(!may_manage(&untagged, UID, "", "someone-elses-bucket", &derived));
+        assert!(!may_manage(&theirs, UID, "", &derived, &derived));
+    }
+
+    #[test]
+    fn another_clusters_objects_are_never_ours() {
+        let owner = Owner { kind: "Bucket", namespace: "team", name: "assets", uid: UID };
+        let east = tags(&owner, "prod", "east");
+        assert_eq!(ownership(&east, UID, "east"), Ownership::Ours);
+        assert_eq!(ownership(&east, UID, "west"), Ownership::Foreign("cluster east".to_owned()));
+        assert_eq!(ownership(&east, UID, ""), Ownership::Foreign("cluster east".to_owned()));
+        let unnamed = tags(&owner, "prod", "");
+        assert!(!unnamed.iter().any(|(k, _)| k == tag::CLUSTER), "no cluster tag without a cluster name");
+        assert_eq!(ownership(&unnamed, UID, "east"), Ownership::Ours, "made before the name was set");
     }
 
     #[test]
     fn tags_name_the_owner() {
         let owner = Owner { kind: "Bucket", namespace: "team", name: "assets", uid: UID };
-        let tags = tags(&owner, "prod");
+        let tags = tags(&owner, "prod", "");
         let get = |k: &str| tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         assert_eq!(get(tag::UID), Some(UID));
         assert_eq!(get(tag::NAMESPACE), Some("team"));

@@ -12,6 +12,7 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
     crate::controller::Settings {
         region: moto::REGION.to_owned(),
         deploy_env: "local".to_owned(),
+        cluster_name: String::new(),
         bucket_prefix: "bucket-broker-".to_owned(),
         user_prefix: "bucket-broker-".to_owned(),
         iam_path: "/bucket-broker/".to_owned(),

@@ -31,7 +31,7 @@ fn dead_uid() -> String {
 /// The tags the controller gives an AWS object made for `kind/name` with `uid` in the test namespace.
 fn owner_tags(env: &TestEnv, kind: &str, name: &str, uid: &str) -> Vec<(String, String)> {
     let owner = Owner { kind, namespace: &env.namespace, name, uid };
-    names::tags(&owner, &env.settings().deploy_env)
+    names::tags(&owner, &env.settings().deploy_env, &env.settings().cluster_name)
 }
 
 /// An IAM user under the controller's path with `tags`, an inline policy and an access key, as an

@@ -431,3 +431,30 @@ async fn a_revocation_aws_refuses_is_shown_in_the_condition_not_hidden_in_a_fina
     env.wait_gone::<BucketBinding>("app").await;
     assert!(iam.get_user().user_name(&user).send().await.is_err(), "the user is gone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_aws_object_carries_the_cluster_name() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let settings =
+        bucket_broker::controller::Settings { cluster_name: "east-1".to_owned(), ..env.settings() };
+    env.start_controller_with(settings).await;
+    let binding = {
+        env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "data"}, "spec": {}}))
+            .await;
+        env.create::<BucketBinding>(credential(
+            "BucketBinding",
+            "app",
+            json!({"bucketRef": {"name": "data"}}),
+        ))
+        .await;
+        ready_binding(&env, "app").await
+    };
+    let bucket = env.api::<Bucket>().get("data").await.expect("bucket");
+    let bucket_name = bucket.status.and_then(|s| s.bucket_name).expect("bucket name");
+    let bucket_tags = env.admin.s3.get_bucket_tagging().bucket(&bucket_name).send().await.expect("tags");
+    assert!(bucket_tags.tag_set.iter().any(|t| t.key == "bucketbroker.io/cluster" && t.value == "east-1"));
+    let user = env.admin.iam.get_user().user_name(derived_user(&env, &binding)).send().await.expect("user");
+    let user = user.user.expect("user");
+    assert!(user.tags().iter().any(|t| t.key() == "bucketbroker.io/cluster" && t.value() == "east-1"));
+}
