@@ -303,9 +303,16 @@ async fn hostile_status_annotations_and_secrets_grant_nothing() {
     env.create::<BucketBinding>(credential("BucketBinding", "first", json!({"bucketRef": {"name": "data"}})))
         .await;
     ready_binding(&env, "first").await;
-    // 5. A ServiceAccount token Secret.
+    // 5. A ServiceAccount token Secret (for a ServiceAccount of its own: on a real cluster the token
+    //    controller deletes tokens of missing accounts, and fills in the data itself).
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "token-owner"}})).expect("service account");
+    env.api::<k8s_openapi::api::core::v1::ServiceAccount>()
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("service account");
     let token: Secret = serde_json::from_value(json!({"metadata": {"name": "sa-token",
-        "annotations": {"kubernetes.io/service-account.name": "default"}},
+        "annotations": {"kubernetes.io/service-account.name": "token-owner"}},
         "type": "kubernetes.io/service-account-token"}))
     .expect("secret");
     env.api::<Secret>().create(&PostParams::default(), &token).await.expect("token secret");
@@ -333,7 +340,14 @@ async fn hostile_status_annotations_and_secrets_grant_nothing() {
     for old in before {
         let name = old.metadata.name.clone().expect("name");
         let now = secret(&env, &name).await;
-        assert_eq!(now.data, old.data, "{name}: data untouched");
+        if name != "sa-token" {
+            // The token controller of a real cluster writes the token's data itself.
+            assert_eq!(now.data, old.data, "{name}: data untouched");
+        }
+        let label = |s: &Secret| {
+            s.metadata.labels.clone().unwrap_or_default().get("app.kubernetes.io/managed-by").cloned()
+        };
+        assert_eq!(label(&now), label(&old), "{name}: labels untouched");
         assert_eq!(now.type_, old.type_, "{name}: type untouched");
         assert_eq!(now.metadata.owner_references, old.metadata.owner_references, "{name}: owners untouched");
     }

@@ -143,6 +143,8 @@ impl Registry {
         let mut ev = builtin("", "v1", "events", "Event", true, false);
         ev.short_names = vec!["ev".into()];
         // Workloads are stored, never run: there is no scheduler or kubelet.
+        let mut sa = builtin("", "v1", "serviceaccounts", "ServiceAccount", true, false);
+        sa.short_names = vec!["sa".into()];
         let mut deploy = builtin("apps", "v1", "deployments", "Deployment", true, true);
         deploy.short_names = vec!["deploy".into()];
         deploy.generation = true;
@@ -150,6 +152,7 @@ impl Registry {
             ns,
             builtin("", "v1", "secrets", "Secret", true, false),
             cm,
+            sa,
             ev,
             builtin("events.k8s.io", "v1", "events", "Event", true, false),
             builtin("coordination.k8s.io", "v1", "leases", "Lease", true, false),
