@@ -51,7 +51,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     if let Some(url) = &args.aws_endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    let sdk = loader.load().await;
+    // Adaptive retries: on throttling the SDK also slows its own request rate, per client.
+    let sdk = loader.retry_config(aws_config::retry::RetryConfig::adaptive()).load().await;
     let region = sdk.region().map(|r| r.to_string()).ok_or(RunError::NoRegion)?;
     let aws = Aws::new(&sdk, region.clone(), args.aws_endpoint_url.clone());
     let ctx = Context::new(client, aws, Settings::new(&args, region.clone()));

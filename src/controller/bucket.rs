@@ -157,6 +157,7 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     // displays it, and is written once the pass is done.
     let location = location(bucket, ctx).await?;
     let reference = bucket.object_ref(&());
+    let owner_uid = bucket.metadata.uid.as_deref().unwrap_or_default();
 
     let provisioned = match provision(bucket, ctx, &location).await {
         Ok(changes) => {
@@ -174,7 +175,7 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                 // That write kept every field: the CRD was fixed, so success can be reported now.
                 written = write_status(bucket, ctx, &status_for(bucket, &location, ready, true)).await;
             }
-            written.map(|()| Action::requeue(ctx.settings.resync_interval))
+            written.map(|()| Action::requeue(ctx.resync_after(owner_uid)))
         }
         Err(err) => Err(err),
     };

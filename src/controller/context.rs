@@ -162,6 +162,13 @@ impl Context {
         }
     }
 
+    /// When the object with `uid` is next resynced: the interval, spread evenly over three quarters to five
+    /// quarters of it by the uid, so that objects created or restarted together do not all hit AWS at
+    /// once, and each object keeps a steady period.
+    pub fn resync_after(&self, uid: &str) -> Duration {
+        self.settings.resync_interval.mul_f64(resync_spread(uid))
+    }
+
     /// An `Api` for a namespaced kind in `namespace`.
     pub fn api<K>(&self, namespace: &str) -> Api<K>
     where
@@ -201,6 +208,11 @@ impl Backoff {
     }
 }
 
+/// A factor in [0.75, 1.25), fixed per uid and evenly spread over uids.
+fn resync_spread(uid: &str) -> f64 {
+    0.75 + (crate::desired::names::stable_hash(uid) % 10_000) as f64 / 20_000.0
+}
+
 /// The key of an object in the backoff table.
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
@@ -214,6 +226,15 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resyncs_spread_evenly_and_stay_put_per_object() {
+        let factors: Vec<f64> = (0..1000).map(|i| resync_spread(&format!("uid-{i}"))).collect();
+        assert!(factors.iter().all(|f| (0.75..1.25).contains(f)));
+        let early = factors.iter().filter(|f| **f < 1.0).count();
+        assert!((400..600).contains(&early), "about half before the interval: {early}");
+        assert_eq!(resync_spread("uid-7"), resync_spread("uid-7"));
+    }
 
     #[test]
     fn backoff_doubles_per_object_and_resets() {

@@ -283,7 +283,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
     let next_pass = delivered
         .wake_at
         .map(|at| Duration::from_secs(at.saturating_sub(unix_now()).max(1) as u64))
-        .map_or(ctx.settings.resync_interval, |wake| wake.min(ctx.settings.resync_interval));
+        .map_or(ctx.resync_after(owner.uid), |wake| wake.min(ctx.resync_after(owner.uid)));
     let mut status = CredentialStatus {
         binding: Some(SecretRef { name: secret_name.clone() }),
         user_name: Some(user.clone()),

@@ -111,6 +111,13 @@ pub fn may_manage(tags: &[(String, String)], uid: &str, cluster: &str, name: &st
     }
 }
 
+/// A stable 64-bit hash of a string (FNV-1a): the same on every build and platform, unlike std's hashers.
+pub fn stable_hash(value: &str) -> u64 {
+    value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// The tags of every AWS object the controller creates, sorted by key.
 pub fn tags(owner: &Owner<'_>, deploy_env: &str, cluster: &str) -> Vec<(String, String)> {
     let mut tags = vec![

@@ -104,10 +104,7 @@ pub fn next_rotation(created: i64, policy: &Policy) -> Option<i64> {
 /// A short, stable digest of an annotation value (FNV-1a, 64 bits), to record in a tag: tag values are
 /// short and restricted in characters, annotation values are neither.
 pub fn digest(value: &str) -> String {
-    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!("{:016x}", super::names::stable_hash(value))
 }
 
 /// The retiring record: a key id and the unix second it is deleted at.
