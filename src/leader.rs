@@ -45,8 +45,15 @@ pub struct LeaseSettings {
 impl LeaseSettings {
     /// client-go's defaults (15 s lease, 10 s renew deadline, 2 s retry), with this pod's name and namespace.
     pub fn from_env() -> Self {
-        let identity =
-            std::env::var("POD_NAME").unwrap_or_else(|_| format!("bucket-broker-{}", std::process::id()));
+        // Without POD_NAME every container would be pid 1: add the start time so replicas never share an
+        // identity (two "holders" of one Lease would both lead).
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+            let started = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default();
+            format!("bucket-broker-{}-{started}", std::process::id())
+        });
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned());
         LeaseSettings {
             name: "bucket-broker".to_owned(),
@@ -143,9 +150,11 @@ impl Elector {
     /// One attempt, answered by `deadline` at the latest: `Ok(true)` when this replica holds the Lease
     /// afterwards (acquired or renewed), `Ok(false)` when another replica does.
     pub async fn try_acquire_or_renew(&mut self, deadline: Instant) -> Result<bool, LeaseError> {
-        let now = Instant::now();
         let current =
             bounded(deadline, self.api.get_opt(&self.settings.name)).await?.map_err(LeaseError::Kube)?;
+        // Observed when the answer arrived (as client-go does): dating it from before a slow GET would
+        // let a standby count the holder's lease down from too early.
+        let now = Instant::now();
         let Some(mut lease) = current else {
             let spec = self.spec(None);
             let lease = Lease {

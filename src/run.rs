@@ -52,7 +52,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         loader = loader.endpoint_url(url);
     }
     // Adaptive retries: on throttling the SDK also slows its own request rate, per client.
-    let sdk = loader.retry_config(aws_config::retry::RetryConfig::adaptive()).load().await;
+    // Every AWS call is bounded: a hung endpoint fails the pass (and backs off) instead of pinning it.
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .operation_timeout(Duration::from_secs(90))
+        .build();
+    let sdk =
+        loader.retry_config(aws_config::retry::RetryConfig::adaptive()).timeout_config(timeouts).load().await;
     let region = sdk.region().map(|r| r.to_string()).ok_or(RunError::NoRegion)?;
     let aws = Aws::new(&sdk, region.clone(), args.aws_endpoint_url.clone());
     let ctx = Context::new(client, aws, Settings::new(&args, region.clone()));
@@ -82,7 +88,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 pub async fn await_aws_identity(ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> Option<String> {
     let mut delay = Duration::from_secs(1);
     loop {
-        match ctx.aws.caller_identity().await {
+        let answer = tokio::select! {
+            answer = ctx.aws.caller_identity() => answer,
+            _ = shutdown.changed() => return None,
+        };
+        match answer {
             Ok(arn) => {
                 ctx.metrics.set_aws_identity_error(None);
                 tracing::info!(arn, "Resolved the controller's AWS identity");

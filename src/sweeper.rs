@@ -53,6 +53,8 @@ pub enum SweepError {
     ListUsers(#[source] AwsError),
     #[error("cannot list the buckets")]
     ListBuckets(#[source] AwsError),
+    #[error("no --cluster-name: another cluster's objects could not be told apart from orphans")]
+    NoClusterName,
 }
 
 /// The Kubernetes object an AWS object's tags name as its owner.
@@ -65,10 +67,17 @@ pub struct Claim {
 }
 
 /// Sweeps once now, then every `orphan_sweep_interval`, until `stop` resolves. Does nothing when the
-/// interval is zero.
+/// interval is zero, or without `--cluster-name`: an object of another cluster sharing the AWS account is
+/// missing from this cluster's API server too, and only the cluster tag tells the two apart.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
     let interval = ctx.settings.orphan_sweep_interval;
     if interval.is_zero() {
+        return;
+    }
+    if ctx.settings.cluster_name.is_empty() {
+        tracing::warn!(
+            "The orphan sweeper is off: set --cluster-name (a name unique among the clusters sharing this AWS account) to turn it on"
+        );
         return;
     }
     tokio::pin!(stop);
@@ -96,6 +105,9 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
 
 /// One sweep of users and buckets; see the module documentation.
 pub async fn sweep(ctx: &Context) -> Result<Report, SweepError> {
+    if ctx.settings.cluster_name.is_empty() {
+        return Err(SweepError::NoClusterName);
+    }
     let mut report = Report::default();
     sweep_users(ctx, &mut report).await?;
     find_orphaned_buckets(ctx, &mut report).await?;
@@ -244,7 +256,17 @@ where
         + std::fmt::Debug,
 {
     let api = Api::<K>::namespaced(client.clone(), &claim.namespace);
-    Ok(api.get_opt(&claim.name).await?.and_then(|o| o.meta().uid.clone()))
+    match api.get(&claim.name).await {
+        Ok(object) => Ok(object.meta().uid.clone()),
+        // Gone only when the API server says this object is not found. A 404 for the whole resource (a
+        // CRD version not served, an API server still syncing its CRDs) names no object: not an answer.
+        Err(kube::Error::Api(status))
+            if status.code == 404 && status.details.as_ref().is_some_and(|d| d.name == claim.name) =>
+        {
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 /// Whether an AWS object created at `created` (seconds since the epoch) is past the grace period. One

@@ -271,7 +271,13 @@ pub async fn list_buckets(
     let mut buckets = Vec::new();
     let mut token = None;
     loop {
-        let list = client.list_buckets().prefix(prefix).set_continuation_token(token.take()).send();
+        // Paginated explicitly: AWS refuses an unpaginated listing in accounts allowed over 10,000 buckets.
+        let list = client
+            .list_buckets()
+            .prefix(prefix)
+            .max_buckets(1000)
+            .set_continuation_token(token.take())
+            .send();
         let page = call(stats, S3, "ListBuckets", list).await?;
         buckets.extend(page.buckets.unwrap_or_default().into_iter().filter_map(|b| {
             // Filtered here too: S3-compatible stores may ignore the prefix.

@@ -255,6 +255,10 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
     // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
     let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
     if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
+        // Waiting for the Bucket must not keep keys alive past their time.
+        let user = user_name(obj, ctx, owner.uid).await?;
+        let existing = ctx.api::<Secret>(owner.namespace).get_opt(&secret_name(obj)).await?;
+        prune_keys(ctx, &user, existing.as_ref().filter(|s| is_ours(s, owner.uid))).await?;
         let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
         write_status(obj, ctx, &status).await?;
         return Ok(Action::requeue(BUCKET_RECHECK));
@@ -573,7 +577,9 @@ async fn deliver<K: CredentialKind>(
         Ok(true) => changes.push("wrote the Secret"),
         Ok(false) => {}
         Err(err) => {
-            if new_key {
+            // Only a definite refusal proves the Secret does not hold the key: after a timeout the write
+            // may have landed, and the next pass deletes the key if it did not.
+            if new_key && err.is_refusal() {
                 ops.delete_access_key(&key.id).await?;
             }
             return Err(err);
@@ -640,6 +646,30 @@ async fn propagated(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool
         }
     }
     Ok(false)
+}
+
+/// Key hygiene that does not wait for a Bucket: deletes every key of the user that is neither the one our
+/// Secret names nor a retiring key within its overlap, and drops a retiring record that no longer applies
+/// (expired, or naming the key still in the Secret: an interrupted rotation).
+async fn prune_keys(ctx: &Context, user: &str, secret: Option<&Secret>) -> Result<(), Error> {
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
+    let Some(iam_user) = ops.get().await? else { return Ok(()) };
+    let in_secret = secret.and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"));
+    let now = unix_now();
+    let record = iam_user.tags.iter().find(|(k, _)| k == rotation::tag::RETIRING).map(|(_, v)| v.as_str());
+    let retiring = record
+        .and_then(rotation::parse_retiring)
+        .filter(|(id, deadline)| Some(*id) != in_secret.as_deref() && now < *deadline);
+    for key in ops.access_keys().await? {
+        let kept = Some(&key.id) == in_secret.as_ref() || retiring.is_some_and(|(id, _)| id == key.id);
+        if !kept {
+            ops.delete_access_key(&key.id).await?;
+        }
+    }
+    if record.is_some() && retiring.is_none() {
+        ops.set_tag(rotation::tag::RETIRING, None).await?;
+    }
+    Ok(())
 }
 
 /// Whether AWS accepts `key` now: `Ok(false)` while STS does not know it yet, within the propagation

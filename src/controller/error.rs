@@ -61,6 +61,16 @@ impl Error {
         }
     }
 
+    /// Whether the API server definitely refused a write (a 4xx answer), as opposed to an outcome that is
+    /// unknown (a timeout, a dropped connection, a 5xx after which the write may have landed).
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Error::SecretConflict(_) => true,
+            Error::Kube(kube::Error::Api(status)) => (400..500).contains(&status.code),
+            _ => false,
+        }
+    }
+
     /// Whether retrying soon is likely to help (throttling, network) rather than waiting for a person.
     pub fn is_transient(&self) -> bool {
         match self {

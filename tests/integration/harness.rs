@@ -144,6 +144,7 @@ impl TestEnv {
     pub fn settings(&self) -> Settings {
         Settings {
             deploy_env: "test".to_owned(),
+            cluster_name: "test".to_owned(),
             bucket_prefix: "bb-".to_owned(),
             user_prefix: "bb-".to_owned(),
             concurrency: 2,
