@@ -218,8 +218,17 @@ impl AwsError {
                 );
                 (classify(None, Some(status)), None, Some(status), message)
             }
-            SdkError::DispatchFailure(_) if source_of::<CredentialsError>(&err).is_some() => {
+            // Only "nothing in the chain" is a missing identity; a provider that timed out or failed (a
+            // throttled AssumeRoleWithWebIdentity, a bad trust policy) says what happened instead.
+            SdkError::DispatchFailure(_)
+                if source_of::<CredentialsError>(&err)
+                    .is_some_and(|e| matches!(e, CredentialsError::CredentialsNotLoaded(_))) =>
+            {
                 (ErrorKind::NoCredentials, None, None, NO_CREDENTIALS.to_owned())
+            }
+            SdkError::DispatchFailure(_) if source_of::<CredentialsError>(&err).is_some() => {
+                let message = format!("cannot get AWS credentials: {}", innermost(&err));
+                (ErrorKind::Transient, None, None, message)
             }
             SdkError::DispatchFailure(failure) => {
                 let cause = match source_of::<std::io::Error>(&err).map(std::io::Error::kind) {

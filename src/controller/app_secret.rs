@@ -36,15 +36,16 @@ pub fn app_of(secret_name: &str) -> Option<&str> {
     secret_name.strip_suffix(SUFFIX).filter(|app| !app.is_empty())
 }
 
-/// An app Secret is ours when it carries our label, names this app, and is owned by BucketBindings.
-fn is_our_app_secret(secret: &Secret, app: &str) -> bool {
+/// An app Secret is ours when it carries our label, names this app, is owned by BucketBindings only, and
+/// at least one of them is a binding of this app (by uid: a copy restored from elsewhere names others).
+fn is_our_app_secret(secret: &Secret, app: &str, member_uids: &[&str]) -> bool {
     let labels = secret.metadata.labels.as_ref();
     let label = |key: &str| labels.and_then(|l| l.get(key)).map(String::as_str);
     let owners = secret.metadata.owner_references.as_deref().unwrap_or_default();
     label(MANAGED_BY.0) == Some(MANAGED_BY.1)
         && label(APP_LABEL) == Some(app)
-        && !owners.is_empty()
         && owners.iter().all(|r| r.kind == "BucketBinding" && r.api_version.starts_with(GROUP))
+        && owners.iter().any(|r| member_uids.contains(&r.uid.as_str()))
 }
 
 /// Brings the app Secret of `app` in `namespace` in line with the app's bindings, leaving out the binding
@@ -54,27 +55,30 @@ pub async fn sync(ctx: &Context, namespace: &str, app: &str, leaving: Option<&st
     let secrets = ctx.api::<Secret>(namespace);
     let secret_name = name(app);
     let existing = secrets.get_opt(&secret_name).await?;
-    if let Some(secret) = &existing
-        && !is_our_app_secret(secret, app)
-    {
-        return Err(Error::SecretConflict(format!(
-            "a Secret named {secret_name} (the app Secret of app {app}) already exists and was not created for this app; it is left untouched"
-        )));
-    }
-
-    let mut members: Vec<BucketBinding> = ctx
+    let all: Vec<BucketBinding> = ctx
         .api::<BucketBinding>(namespace)
         .list(&ListParams::default())
         .await?
         .items
         .into_iter()
         .filter(|b| b.spec.app.as_deref() == Some(app))
+        .collect();
+    let uids: Vec<&str> = all.iter().filter_map(|b| b.metadata.uid.as_deref()).chain(leaving).collect();
+    if let Some(secret) = &existing
+        && !is_our_app_secret(secret, app, &uids)
+    {
+        return Err(Error::SecretConflict(format!(
+            "a Secret named {secret_name} (the app Secret of app {app}) already exists and was not created for this app; it is left untouched"
+        )));
+    }
+    let mut members: Vec<&BucketBinding> = all
+        .iter()
         .filter(|b| b.metadata.deletion_timestamp.is_none() && b.metadata.uid.as_deref() != leaving)
         .collect();
     members.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut entries = Vec::new();
     let mut owners = Vec::new();
-    for member in &members {
+    for member in members {
         let (Some(uid), Some(member_name)) =
             (member.metadata.uid.as_deref(), member.metadata.name.as_deref())
         else {
@@ -181,18 +185,19 @@ mod tests {
             ..Default::default()
         };
         let ours = desired("shop-vcap-services", "shop", vec![owner.clone()], &[json!({"name": "a"})]);
-        assert!(is_our_app_secret(&ours, "shop"));
-        assert!(!is_our_app_secret(&ours, "blog"), "another app's");
+        assert!(is_our_app_secret(&ours, "shop", &["u"]));
+        assert!(!is_our_app_secret(&ours, "blog", &["u"]), "another app's");
+        assert!(!is_our_app_secret(&ours, "shop", &["v"]), "owned by no binding of this app: a copy");
         let mut unowned = ours.clone();
         unowned.metadata.owner_references = None;
-        assert!(!is_our_app_secret(&unowned, "shop"));
+        assert!(!is_our_app_secret(&unowned, "shop", &["u"]));
         let mut foreign_owner = ours.clone();
         foreign_owner.metadata.owner_references =
             Some(vec![OwnerReference { kind: "Deployment".into(), api_version: "apps/v1".into(), ..owner }]);
-        assert!(!is_our_app_secret(&foreign_owner, "shop"));
+        assert!(!is_our_app_secret(&foreign_owner, "shop", &["u"]));
         let mut unlabelled = ours;
         unlabelled.metadata.labels = None;
-        assert!(!is_our_app_secret(&unlabelled, "shop"));
+        assert!(!is_our_app_secret(&unlabelled, "shop", &["u"]));
     }
 
     #[test]

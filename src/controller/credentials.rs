@@ -362,7 +362,9 @@ async fn sync_apps<K: CredentialKind>(
     let earlier =
         previous.app_secret_name.as_deref().and_then(app_secret::app_of).filter(|a| Some(*a) != current);
     if let Some(earlier) = earlier {
-        match app_secret::sync(ctx, namespace, earlier, None).await {
+        // This object is leaving that app (its uid still proves the app Secret ours when it was the last).
+        let leaving = obj.meta().uid.as_deref();
+        match app_secret::sync(ctx, namespace, earlier, leaving).await {
             Ok(()) | Err(Error::SecretConflict(_)) => {}
             Err(err) => return Err(err),
         }
