@@ -512,11 +512,19 @@ async fn deliver<K: CredentialKind>(
     // The retiring key of a rotation, as recorded in AWS. A record naming the key still in the Secret is
     // a rotation interrupted before the Secret switched: its new key's secret was never stored.
     let record = recorded(rotation::tag::RETIRING);
-    let mut retiring = record
+    let valid = record
         .and_then(rotation::parse_retiring)
-        .filter(|(id, _)| keys.iter().any(|k| k.id == *id))
-        .filter(|(id, _)| reusable.as_ref().is_none_or(|(key, _)| key.id != *id))
-        .map(|(id, deadline)| (id.to_owned(), deadline));
+        .filter(|r| keys.iter().any(|k| k.id == r.id))
+        .filter(|r| reusable.as_ref().is_none_or(|(key, _)| key.id != r.id));
+    // A switched rotation that answered a request: the request is done, even if the pass that switched
+    // stopped before saying so.
+    let answered = valid.and_then(|r| r.request);
+    if let Some(request) = answered
+        && recorded(rotation::tag::ROTATED_FOR) != Some(request)
+    {
+        ops.set_tag(rotation::tag::ROTATED_FOR, Some(request)).await?;
+    }
+    let mut retiring = valid.map(|r| (r.id.to_owned(), r.deadline));
     if let Some((id, deadline)) = &retiring
         && now >= *deadline
     {
@@ -550,7 +558,7 @@ async fn deliver<K: CredentialKind>(
     let requested = obj.meta().annotations.as_ref().and_then(|a| a.get(rotation::ROTATE_ANNOTATION));
     let mut rotated = None;
     if !new_key && retiring.is_none() {
-        let handled = recorded(rotation::tag::ROTATED_FOR);
+        let handled = answered.or(recorded(rotation::tag::ROTATED_FOR));
         let created = key.created.unwrap_or(now);
         if let Some(due) = rotation::due(now, created, &policy, requested.map(String::as_str), handled) {
             let fresh = ops.create_access_key().await?;
@@ -565,7 +573,9 @@ async fn deliver<K: CredentialKind>(
                 )));
             }
             let deadline = now.saturating_add(policy.overlap.as_secs() as i64);
-            ops.set_tag(rotation::tag::RETIRING, Some(&rotation::retiring(&key.id, deadline))).await?;
+            let request = requested.filter(|_| due == rotation::Due::Requested).map(|v| rotation::digest(v));
+            let record = rotation::retiring(&key.id, deadline, request.as_deref());
+            ops.set_tag(rotation::tag::RETIRING, Some(&record)).await?;
             retiring = Some((key.id.clone(), deadline));
             rotated = Some(due);
             (key, key_secret, new_key) = (fresh_key, fresh.secret, true);
@@ -661,9 +671,9 @@ async fn prune_keys(ctx: &Context, user: &str, secret: Option<&Secret>) -> Resul
     let record = iam_user.tags.iter().find(|(k, _)| k == rotation::tag::RETIRING).map(|(_, v)| v.as_str());
     let retiring = record
         .and_then(rotation::parse_retiring)
-        .filter(|(id, deadline)| Some(*id) != in_secret.as_deref() && now < *deadline);
+        .filter(|r| Some(r.id) != in_secret.as_deref() && now < r.deadline);
     for key in ops.access_keys().await? {
-        let kept = Some(&key.id) == in_secret.as_ref() || retiring.is_some_and(|(id, _)| id == key.id);
+        let kept = Some(&key.id) == in_secret.as_ref() || retiring.is_some_and(|r| r.id == key.id);
         if !kept {
             ops.delete_access_key(&key.id).await?;
         }

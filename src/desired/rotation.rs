@@ -107,15 +107,33 @@ pub fn digest(value: &str) -> String {
     format!("{:016x}", super::names::stable_hash(value))
 }
 
-/// The retiring record: a key id and the unix second it is deleted at.
-pub fn retiring(id: &str, deadline: i64) -> String {
-    format!("{id}:{deadline}")
+/// A retiring record, as kept in the user tag [`tag::RETIRING`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retiring<'a> {
+    /// The key that left the Secret.
+    pub id: &'a str,
+    /// The unix second it is deleted at.
+    pub deadline: i64,
+    /// The digest of the `bucketbroker.io/rotate` value the rotation answered, if it answered one: recorded
+    /// before the Secret switches, so that a pass interrupted after the switch still counts the request
+    /// as done.
+    pub request: Option<&'a str>,
+}
+
+/// The retiring record: `<id>:<deadline>` or `<id>:<deadline>:<request digest>`.
+pub fn retiring(id: &str, deadline: i64, request: Option<&str>) -> String {
+    match request {
+        Some(request) => format!("{id}:{deadline}:{request}"),
+        None => format!("{id}:{deadline}"),
+    }
 }
 
 /// Reads a retiring record.
-pub fn parse_retiring(value: &str) -> Option<(&str, i64)> {
-    let (id, deadline) = value.split_once(':')?;
-    Some((id, deadline.parse().ok()?)).filter(|(id, _)| !id.is_empty())
+pub fn parse_retiring(value: &str) -> Option<Retiring<'_>> {
+    let mut parts = value.splitn(3, ':');
+    let id = parts.next().filter(|id| !id.is_empty())?;
+    let deadline = parts.next()?.parse().ok()?;
+    Some(Retiring { id, deadline, request: parts.next().filter(|r| !r.is_empty()) })
 }
 
 #[cfg(test)]
@@ -159,7 +177,10 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        assert_eq!(parse_retiring(&retiring("AKIA1", 42)), Some(("AKIA1", 42)));
+        let plain = retiring("AKIA1", 42, None);
+        assert_eq!(parse_retiring(&plain), Some(Retiring { id: "AKIA1", deadline: 42, request: None }));
+        let requested = retiring("AKIA1", 42, Some("00ff"));
+        assert_eq!(parse_retiring(&requested).and_then(|r| r.request), Some("00ff"));
         assert_eq!(parse_retiring("garbage"), None);
         assert_eq!(parse_retiring(":5"), None);
         assert_eq!(digest("2026-11-29"), digest("2026-11-29"));
