@@ -100,6 +100,19 @@ pub struct RunArgs {
     #[arg(long, env = "BUCKET_BROKER_ORPHAN_SWEEP_INTERVAL", default_value = "1h", value_parser = parse_interval_or_off)]
     pub orphan_sweep_interval: HumanDuration,
 
+    /// The most IAM calls per second, across all reconciles (IAM throttles early; lower it when several
+    /// controllers share an account).
+    #[arg(long, env = "BUCKET_BROKER_AWS_IAM_RATE", default_value_t = 10.0, value_parser = parse_rate)]
+    pub aws_iam_rate: f64,
+
+    /// The most S3 calls per second, across all reconciles.
+    #[arg(long, env = "BUCKET_BROKER_AWS_S3_RATE", default_value_t = 100.0, value_parser = parse_rate)]
+    pub aws_s3_rate: f64,
+
+    /// The most STS calls per second (checks that new access keys work).
+    #[arg(long, env = "BUCKET_BROKER_AWS_STS_RATE", default_value_t = 20.0, value_parser = parse_rate)]
+    pub aws_sts_rate: f64,
+
     /// How many objects of each kind are reconciled at once.
     #[arg(long, env = "BUCKET_BROKER_CONCURRENCY", default_value_t = 4,
           value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -189,6 +202,13 @@ fn parse_key_age(s: &str) -> Result<HumanDuration, String> {
 /// A duration as [`parse_duration`] reads it, or `0` for "off".
 fn parse_interval_or_off(s: &str) -> Result<HumanDuration, String> {
     if s == "0" { Ok(HumanDuration(Duration::ZERO)) } else { parse_duration(s) }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{s:?} is not a rate in calls per second, such as 10 or 0.5")),
+    }
 }
 
 fn parse_cluster_name(s: &str) -> Result<String, String> {
@@ -340,6 +360,7 @@ mod tests {
             "--platform-vpcs=vpc-0a1b2c3d,vpc-99",
             "--max-key-age=90d",
             "--cluster-name=eks-prod-1",
+            "--aws-iam-rate=2.5",
             "--permissions-boundary-arn=arn:aws:iam::123456789012:policy/boundary",
             "--common-user-policy-arn=arn:aws-us-gov:iam::123456789012:policy/common",
             "--require-tls=false",
@@ -360,6 +381,8 @@ mod tests {
         assert_eq!(run.platform_vpcs, ["vpc-0a1b2c3d", "vpc-99"]);
         assert_eq!(run.max_key_age, Some(HumanDuration(Duration::from_secs(90 * 86_400))));
         assert_eq!(run.cluster_name, "eks-prod-1");
+        assert_eq!(run.aws_iam_rate, 2.5);
+        assert_eq!(run.aws_s3_rate, 100.0, "the default");
         assert!(!run.require_tls);
         assert!(run.leader_election);
         assert_eq!(run.aws_endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
@@ -404,6 +427,7 @@ mod tests {
             ("--platform-vpcs=vpce-123", "not a VPC id"),
             ("--max-key-age=3w", "not a duration"),
             ("--cluster-name=prod cluster", "not a cluster name"),
+            ("--aws-iam-rate=0", "not a rate"),
             ("--permissions-boundary-arn=boundary", "not an IAM policy ARN"),
             ("--aws-endpoint-url=localhost:5000", "not an http:// or https:// URL"),
             ("--resync-interval=10", "not a duration"),

@@ -10,7 +10,7 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 
 use crate::api::{Bucket, BucketBinding, BucketServiceKey};
-use crate::aws::Aws;
+use crate::aws::{Aws, RateLimits};
 use crate::config::{LogFormat, RunArgs};
 use crate::controller::{self, Context, Settings};
 use crate::http;
@@ -61,6 +61,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         loader.retry_config(aws_config::retry::RetryConfig::adaptive()).timeout_config(timeouts).load().await;
     let region = sdk.region().map(|r| r.to_string()).ok_or(RunError::NoRegion)?;
     let aws = Aws::new(&sdk, region.clone(), args.aws_endpoint_url.clone());
+    aws.stats.limit(RateLimits { iam: args.aws_iam_rate, s3: args.aws_s3_rate, sts: args.aws_sts_rate });
     let ctx = Context::new(client, aws, Settings::new(&args, region.clone()));
 
     let (addr, http) = http::bind(args.metrics_addr, ctx.metrics.clone())

@@ -299,14 +299,70 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Counts of AWS calls by (service, operation, outcome), shared by clones.
+/// Counts of AWS calls by (service, operation, outcome), and the pace each service's calls keep; shared by
+/// clones.
 #[derive(Clone, Debug, Default)]
-pub struct CallStats(Arc<Mutex<BTreeMap<CallKey, u64>>>);
+pub struct CallStats(
+    Arc<Mutex<BTreeMap<CallKey, u64>>>,
+    Arc<std::sync::OnceLock<BTreeMap<&'static str, Pacer>>>,
+);
+
+/// The most calls per second to each AWS service (`--aws-iam-rate`, `--aws-s3-rate`, `--aws-sts-rate`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RateLimits {
+    pub iam: f64,
+    pub s3: f64,
+    pub sts: f64,
+}
+
+/// Spaces one service's calls evenly: each call takes the next free slot, `1 / rate` after the previous one,
+/// and waits for it. Without a burst allowance, the rate is never exceeded, however many reconciles run.
+#[derive(Debug)]
+pub struct Pacer {
+    interval: std::time::Duration,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    pub fn new(per_second: f64) -> Self {
+        Pacer {
+            interval: std::time::Duration::from_secs_f64(1.0 / per_second.max(0.001)),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Waits for this call's slot.
+    pub async fn wait(&self) {
+        let slot = {
+            let mut next = self.next.lock().await;
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
+    }
+}
 
 /// (service, operation, outcome): the outcome is `success` or an error's static reason.
 pub type CallKey = (&'static str, &'static str, &'static str);
 
 impl CallStats {
+    /// Paces every later call through these counts (and their clones) to `limits`; set once.
+    pub fn limit(&self, limits: RateLimits) {
+        let pacers = BTreeMap::from([
+            ("iam", Pacer::new(limits.iam)),
+            ("s3", Pacer::new(limits.s3)),
+            ("sts", Pacer::new(limits.sts)),
+        ]);
+        let _ = self.1.set(pacers);
+    }
+
+    async fn pace(&self, service: &str) {
+        if let Some(pacer) = self.1.get().and_then(|p| p.get(service)) {
+            pacer.wait().await;
+        }
+    }
+
     fn record(&self, service: &'static str, operation: &'static str, outcome: &'static str) {
         if let Ok(mut counts) = self.0.lock() {
             *counts.entry((service, operation, outcome)).or_default() += 1;
@@ -344,6 +400,7 @@ async fn call<T, E>(
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
+    stats.pace(service).await;
     match future.await {
         Ok(value) => {
             stats.record(service, operation, "success");
@@ -369,6 +426,29 @@ fn optional<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pacer_spaces_calls_to_its_rate() {
+        let pacer = Pacer::new(10.0);
+        let start = tokio::time::Instant::now();
+        for _ in 0..11 {
+            pacer.wait().await;
+        }
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(1), "11 calls at 10/s: the first at once");
+        let stats = CallStats::default();
+        stats.limit(RateLimits { iam: 2.0, s3: 100.0, sts: 100.0 });
+        let start = tokio::time::Instant::now();
+        for _ in 0..3 {
+            stats.pace("iam").await;
+        }
+        assert_eq!(start.elapsed(), std::time::Duration::from_secs(1));
+        stats.pace("unknown").await;
+        assert_eq!(
+            start.elapsed(),
+            std::time::Duration::from_secs(1),
+            "an unpaced service waits for nothing"
+        );
+    }
 
     #[test]
     fn errors_are_classified_by_code_then_status() {
