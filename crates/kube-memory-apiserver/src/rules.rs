@@ -8,6 +8,7 @@
 use serde_json::Value;
 
 use super::error::Cause;
+use super::schema::type_name;
 use super::types::ResourceType;
 
 const IMMUTABLE_WHEN_SET: &str = "Forbidden: field is immutable when `immutable` is set";
@@ -80,16 +81,4 @@ pub(super) fn cel(schema: &Value, new: &Value, old: Option<&Value>) -> Vec<Cause
 
 fn pointer<'a>(v: &'a Value, dotted: &str) -> Option<&'a Value> {
     dotted.split('.').filter(|p| !p.is_empty()).try_fold(v, |cur, p| cur.get(p))
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
 }

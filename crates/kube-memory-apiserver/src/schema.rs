@@ -91,7 +91,8 @@ impl<'a> Sch<'a> {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// The JSON schema type name of a value, as the API server's messages say it.
+pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
