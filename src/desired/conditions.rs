@@ -15,7 +15,6 @@ pub mod types {
 /// Condition reasons: a fixed PascalCase set, also used as event reasons and metric labels.
 pub mod reasons {
     pub const PROVISIONED: &str = "Provisioned";
-    pub const PROVISIONING: &str = "Provisioning";
     pub const BUCKET_NOT_READY: &str = "BucketNotReady";
     /// The Bucket a credential is for is being deleted.
     pub const BUCKET_DELETING: &str = "BucketDeleting";
@@ -103,7 +102,7 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let first =
-            merge(&[], &[Observation::not_ready(reasons::PROVISIONING, "creating")], Some(1), &at(100));
+            merge(&[], &[Observation::not_ready(reasons::BUCKET_NOT_READY, "waiting")], Some(1), &at(100));
         assert_eq!(first[0].last_transition_time, at(100));
         assert_eq!(first[0].status, "False");
 
