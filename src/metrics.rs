@@ -154,9 +154,7 @@ impl Metrics {
         kind: &'static str,
         counter: impl Fn() -> (u64, u64) + Send + Sync + 'static,
     ) {
-        if let Ok(mut sources) = self.objects.0.lock() {
-            sources.push((kind, Box::new(counter)));
-        }
+        self.objects.0.add(kind, Box::new(counter));
     }
 
     /// Records one key rotation of `kind`: `outcome` is `success` or `failed`.
@@ -170,9 +168,7 @@ impl Metrics {
         kind: &'static str,
         oldest: impl Fn() -> Option<i64> + Send + Sync + 'static,
     ) {
-        if let Ok(mut sources) = self.key_ages.0.lock() {
-            sources.push((kind, Box::new(oldest)));
-        }
+        self.key_ages.0.add(kind, Box::new(oldest));
     }
 
     /// Records AWS objects of `kind` (`User`, `AccessKey`) deleted by the orphan sweeper.
@@ -249,18 +245,32 @@ impl Collector for AwsCalls {
     }
 }
 
-/// Counts of managed objects by readiness, read from a controller's cache at scrape time.
-type ObjectCounter = Box<dyn Fn() -> (u64, u64) + Send + Sync>;
+/// Functions registered per kind, each read at every scrape (from a controller's cache).
+struct Sources<F: ?Sized>(Mutex<Vec<(&'static str, Box<F>)>>);
 
-/// `bucket_broker_managed_objects`, counted from the controllers' caches at each scrape.
-#[derive(Default)]
-struct ManagedObjects(Mutex<Vec<(&'static str, ObjectCounter)>>);
-
-impl std::fmt::Debug for ManagedObjects {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ManagedObjects")
+impl<F: ?Sized> Default for Sources<F> {
+    fn default() -> Self {
+        Sources(Mutex::new(Vec::new()))
     }
 }
+
+impl<F: ?Sized> std::fmt::Debug for Sources<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sources")
+    }
+}
+
+impl<F: ?Sized> Sources<F> {
+    fn add(&self, kind: &'static str, source: Box<F>) {
+        if let Ok(mut sources) = self.0.lock() {
+            sources.push((kind, source));
+        }
+    }
+}
+
+/// `bucket_broker_managed_objects`: (ready, not ready) counts per kind.
+#[derive(Debug, Default)]
+struct ManagedObjects(Sources<dyn Fn() -> (u64, u64) + Send + Sync>);
 
 impl Collector for ManagedObjects {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -270,7 +280,7 @@ impl Collector for ManagedObjects {
             None,
             MetricType::Gauge,
         )?;
-        let Ok(sources) = self.0.lock() else { return Ok(()) };
+        let Ok(sources) = self.0.0.lock() else { return Ok(()) };
         for (kind, counter) in sources.iter() {
             let (ready, not_ready) = counter();
             for (flag, n) in [("true", ready), ("false", not_ready)] {
@@ -282,18 +292,9 @@ impl Collector for ManagedObjects {
     }
 }
 
-/// The creation time (unix seconds) of the oldest access key of a kind, read from a controller's cache.
-type OldestKey = Box<dyn Fn() -> Option<i64> + Send + Sync>;
-
-/// `bucket_broker_oldest_key_age_seconds`: how old the oldest live access key of each kind is.
-#[derive(Default)]
-struct OldestKeys(Mutex<Vec<(&'static str, OldestKey)>>);
-
-impl std::fmt::Debug for OldestKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("OldestKeys")
-    }
-}
+/// `bucket_broker_oldest_key_age_seconds`: the creation (unix seconds) of the oldest live access key per kind.
+#[derive(Debug, Default)]
+struct OldestKeys(Sources<dyn Fn() -> Option<i64> + Send + Sync>);
 
 impl Collector for OldestKeys {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
@@ -303,7 +304,7 @@ impl Collector for OldestKeys {
             None,
             MetricType::Gauge,
         )?;
-        let Ok(sources) = self.0.lock() else { return Ok(()) };
+        let Ok(sources) = self.0.0.lock() else { return Ok(()) };
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
         for (kind, oldest) in sources.iter() {
             if let Some(created) = oldest() {
