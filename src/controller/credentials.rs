@@ -254,9 +254,9 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
 
     // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
     let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
+    let user = user_name(obj, ctx, owner.uid).await?;
     if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
         // Waiting for the Bucket must not keep keys alive past their time.
-        let user = user_name(obj, ctx, owner.uid).await?;
         let existing = ctx.api::<Secret>(owner.namespace).get_opt(&secret_name(obj)).await?;
         prune_keys(ctx, &user, existing.as_ref().filter(|s| is_ours(s, owner.uid))).await?;
         let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
@@ -265,7 +265,6 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
     }
     let Some(bucket) = bucket else { return Ok(Action::requeue(BUCKET_RECHECK)) };
     let target = Target::of(&bucket, ctx)?;
-    let user = user_name(obj, ctx, owner.uid).await?;
 
     // 2. Never take over a Secret that is not provably ours, and hold no key while it is in the way.
     let secret_name = secret_name(obj);
