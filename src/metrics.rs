@@ -85,7 +85,11 @@ impl Metrics {
     pub fn new(aws: CallStats) -> Arc<Self> {
         let mut registry = Registry::default();
         let reconciles = Family::<OutcomeLabels, Counter>::default();
-        registry.register("bucket_broker_reconciles", "Reconciles by kind and outcome", reconciles.clone());
+        registry.register(
+            "bucket_broker_reconciles",
+            "Reconciles by kind and outcome: success or error (a pass ran), settled or deferred (none ran)",
+            reconciles.clone(),
+        );
         let failures = Family::<FailureLabels, Counter>::default();
         registry.register(
             "bucket_broker_reconcile_failures",
@@ -141,6 +145,12 @@ impl Metrics {
     pub fn reconciled(&self, kind: &'static str, outcome: &'static str, took: Duration) {
         self.reconciles.get_or_create(&OutcomeLabels { kind, outcome }).inc();
         self.durations.get_or_create(&KindLabels { kind }).observe(took.as_secs_f64());
+    }
+
+    /// Records a reconcile that ran no pass: `settled` (nothing changed and not due) or `deferred` (a
+    /// background pass put off while the background slots are busy).
+    pub fn skipped(&self, kind: &'static str, outcome: &'static str) {
+        self.reconciles.get_or_create(&OutcomeLabels { kind, outcome }).inc();
     }
 
     /// Records a failed reconcile with its static reason.
@@ -326,6 +336,7 @@ mod tests {
         metrics.reconciled("Bucket", "success", Duration::from_millis(70));
         metrics.reconciled("Bucket", "error", Duration::from_secs(3));
         metrics.failed("Bucket", "AwsError");
+        metrics.skipped("Bucket", "settled");
         metrics.count_objects("Bucket", || (2, 1));
         metrics.rotated("BucketBinding", "success");
         let an_hour_ago = k8s_openapi::jiff::Timestamp::now().as_second() - 3600;
@@ -348,7 +359,8 @@ mod tests {
             "bucket_broker_orphans_swept_total{kind=\"User\"} 2\n",
             "bucket_broker_orphans_swept_total{kind=\"AccessKey\"} 3\n",
             "bucket_broker_orphaned_buckets 1\n",
-            "# HELP bucket_broker_reconciles_total Reconciles by kind and outcome.\n",
+            "# HELP bucket_broker_reconciles_total Reconciles by kind and outcome: success or error (a pass ran), settled or deferred (none ran).\n",
+            "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"settled\"} 1\n",
             "# TYPE bucket_broker_aws_calls_total counter\n",
             "# TYPE bucket_broker_reconcile_duration_seconds histogram\n",
             "# TYPE bucket_broker_managed_objects gauge\n",

@@ -22,9 +22,9 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 
 use crate::api::{Bucket, BucketBinding, BucketServiceKey};
-use crate::aws::AwsError;
 use crate::aws::iam::{self, UserOps};
 use crate::aws::s3::{self, BucketOps};
+use crate::aws::{AwsError, Priority};
 use crate::controller::{Context, Settings};
 use crate::desired::names::{self, tag};
 
@@ -85,7 +85,8 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
         // Cancelling a sweep halfway is safe: every step is idempotent, the next sweep finishes the job.
         tokio::select! {
             _ = &mut stop => return,
-            result = sweep(&ctx) => match result {
+            // Background: the sweep uses only the AWS capacity that reconciles leave.
+            result = Priority::Background.scope(sweep(&ctx)) => match result {
                 Ok(report) => tracing::info!(
                     users = report.users.len(),
                     access_keys = report.access_keys,

@@ -315,31 +315,77 @@ pub struct RateLimits {
     pub sts: f64,
 }
 
-/// Spaces one service's calls evenly: each call takes the next free slot, `1 / rate` after the previous one,
-/// and waits for it. Without a burst allowance, the rate is never exceeded, however many reconciles run.
+/// Spaces one service's calls evenly: each call takes a slot, `1 / rate` after the previous one. Without a
+/// burst allowance, the rate is never exceeded, however many reconciles run.
+///
+/// Two classes share the slots ([`Priority`]): an urgent call (a create, a spec change, a Secret edited)
+/// reserves the next free slot, however far ahead, and waits for it; a background call (a periodic resync,
+/// the orphan sweep) only takes a slot that is free now, with no urgent call queued before it, and
+/// otherwise waits and looks again. So resyncs use only the capacity that urgent work leaves, and an urgent
+/// call never waits behind more than the one background call in flight.
 #[derive(Debug)]
 pub struct Pacer {
     interval: std::time::Duration,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
+    next: Mutex<tokio::time::Instant>,
 }
 
 impl Pacer {
     pub fn new(per_second: f64) -> Self {
         Pacer {
             interval: std::time::Duration::from_secs_f64(1.0 / per_second.max(0.001)),
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            next: Mutex::new(tokio::time::Instant::now()),
         }
     }
 
     /// Waits for this call's slot.
-    pub async fn wait(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(tokio::time::Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
+    pub async fn wait(&self, priority: Priority) {
+        loop {
+            let wait_until = {
+                let Ok(mut next) = self.next.lock() else { return };
+                let now = tokio::time::Instant::now();
+                match priority {
+                    Priority::Urgent => {
+                        let slot = (*next).max(now);
+                        *next = slot + self.interval;
+                        slot
+                    }
+                    Priority::Background if *next <= now => {
+                        *next = now + self.interval;
+                        return;
+                    }
+                    Priority::Background => *next,
+                }
+            };
+            tokio::time::sleep_until(wait_until).await;
+            if priority == Priority::Urgent {
+                return;
+            }
+        }
+    }
+}
+
+/// How urgent the AWS calls of the current task are; see [`Pacer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    /// Work a person or an event is waiting for.
+    Urgent,
+    /// Periodic verification: only the capacity urgent work leaves.
+    Background,
+}
+
+tokio::task_local! {
+    static PRIORITY: Priority;
+}
+
+impl Priority {
+    /// Runs `work` with every AWS call in it paced at this priority.
+    pub async fn scope<F: Future>(self, work: F) -> F::Output {
+        PRIORITY.scope(self, work).await
+    }
+
+    /// The priority of the current task: urgent outside any scope (start-up checks).
+    pub fn current() -> Self {
+        PRIORITY.try_with(|p| *p).unwrap_or(Priority::Urgent)
     }
 }
 
@@ -359,7 +405,7 @@ impl CallStats {
 
     async fn pace(&self, service: &str) {
         if let Some(pacer) = self.1.get().and_then(|p| p.get(service)) {
-            pacer.wait().await;
+            pacer.wait(Priority::Urgent).await;
         }
     }
 
@@ -432,7 +478,7 @@ mod tests {
         let pacer = Pacer::new(10.0);
         let start = tokio::time::Instant::now();
         for _ in 0..11 {
-            pacer.wait().await;
+            pacer.wait(Priority::Urgent).await;
         }
         assert_eq!(start.elapsed(), std::time::Duration::from_secs(1), "11 calls at 10/s: the first at once");
         let stats = CallStats::default();
@@ -448,6 +494,44 @@ mod tests {
             std::time::Duration::from_secs(1),
             "an unpaced service waits for nothing"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn urgent_calls_go_before_queued_background_calls() {
+        use tokio::time::{Duration, Instant};
+        let pacer = Arc::new(Pacer::new(10.0));
+        let start = Instant::now();
+        let background: Vec<_> = (0..20)
+            .map(|_| {
+                let pacer = pacer.clone();
+                tokio::spawn(async move {
+                    pacer.wait(Priority::Background).await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let urgent_start = Instant::now();
+        let mut urgent = Vec::new();
+        for _ in 0..3 {
+            pacer.wait(Priority::Urgent).await;
+            urgent.push(Instant::now());
+        }
+        assert!(
+            urgent_start.elapsed() <= Duration::from_millis(300),
+            "3 urgent calls take the next 3 slots, ahead of 15 queued background calls: {:?}",
+            urgent_start.elapsed()
+        );
+        let mut times = urgent;
+        for handle in background {
+            times.push(handle.await.expect("background call"));
+        }
+        times.sort();
+        assert!(
+            times.windows(2).all(|w| w[1] - w[0] >= Duration::from_millis(100)),
+            "the rate holds across both classes"
+        );
+        assert!(times.last().is_some_and(|t| *t - start <= Duration::from_millis(2300)), "no slot is wasted");
     }
 
     #[test]

@@ -128,6 +128,11 @@ impl BucketOps<'_> {
         if is_sse_s3 {
             return Ok(Change::Unchanged);
         }
+        self.put_encryption().await
+    }
+
+    /// Sets default encryption with SSE-S3, without reading first (a bucket this pass created).
+    pub async fn put_encryption(&self) -> Result<Change, AwsError> {
         let by_default = ServerSideEncryptionByDefault::builder()
             .sse_algorithm(ServerSideEncryption::Aes256)
             .build()
@@ -164,6 +169,11 @@ impl BucketOps<'_> {
         if current == Some(desired) {
             return Ok(Change::Unchanged);
         }
+        self.put_public_access_block(desired).await
+    }
+
+    /// Sets the public access block without reading first.
+    pub async fn put_public_access_block(&self, desired: PublicAccessBlock) -> Result<Change, AwsError> {
         let configuration = PublicAccessBlockConfiguration::builder()
             .block_public_acls(desired.block_public_acls)
             .ignore_public_acls(desired.ignore_public_acls)
@@ -191,6 +201,11 @@ impl BucketOps<'_> {
         if enforced {
             return Ok(Change::Unchanged);
         }
+        self.put_owner_enforced().await
+    }
+
+    /// Sets `BucketOwnerEnforced` without reading first.
+    pub async fn put_owner_enforced(&self) -> Result<Change, AwsError> {
         let rule = OwnershipControlsRule::builder()
             .object_ownership(ObjectOwnership::BucketOwnerEnforced)
             .build()
@@ -215,6 +230,15 @@ impl BucketOps<'_> {
         let current: Option<Value> = optional(call(self.stats, S3, "GetBucketPolicy", get).await)?
             .and_then(|p| p.policy)
             .and_then(|p| serde_json::from_str(&p).ok());
+        self.set_policy(current, desired).await
+    }
+
+    /// The bucket policy of a bucket this pass created (it has none), without reading first.
+    pub async fn put_policy(&self, desired: Option<&Value>) -> Result<Change, AwsError> {
+        self.set_policy(None, desired).await
+    }
+
+    async fn set_policy(&self, current: Option<Value>, desired: Option<&Value>) -> Result<Change, AwsError> {
         match (current, desired) {
             (None, None) => Ok(Change::Unchanged),
             (Some(current), Some(desired)) if policy::equivalent(&current, desired) => Ok(Change::Unchanged),

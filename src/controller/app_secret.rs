@@ -96,7 +96,8 @@ pub async fn sync(ctx: &Context, namespace: &str, app: &str, leaving: Option<&st
         None if entries.is_empty() => Ok(()),
         None => {
             let params = PostParams { dry_run: false, field_manager: Some(MANAGER.to_owned()) };
-            secrets.create(&params, &desired(&secret_name, app, owners, &entries)).await?;
+            let created = secrets.create(&params, &desired(&secret_name, app, owners, &entries)).await?;
+            ctx.memo.wrote_secret(namespace, &secret_name, created.metadata.resource_version.as_deref());
             Ok(())
         }
         Some(current) if entries.is_empty() => {
@@ -105,6 +106,7 @@ pub async fn sync(ctx: &Context, namespace: &str, app: &str, leaving: Option<&st
                 resource_version: current.metadata.resource_version.clone(),
             };
             let params = DeleteParams { preconditions: Some(preconditions), ..DeleteParams::default() };
+            ctx.memo.forget_secret(namespace, &secret_name);
             match secrets.delete(&secret_name, &params).await {
                 Ok(_) => Ok(()),
                 Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
@@ -133,7 +135,8 @@ pub async fn sync(ctx: &Context, namespace: &str, app: &str, leaving: Option<&st
             secret.data = wanted.data;
             secret.string_data = None;
             let params = PostParams { dry_run: false, field_manager: Some(MANAGER.to_owned()) };
-            secrets.replace(&secret_name, &params, &secret).await?;
+            let replaced = secrets.replace(&secret_name, &params, &secret).await?;
+            ctx.memo.wrote_secret(namespace, &secret_name, replaced.metadata.resource_version.as_deref());
             Ok(())
         }
     }

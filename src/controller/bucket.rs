@@ -7,7 +7,6 @@
 //! only if it is empty (or leaves it, with `Retain`).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use kube::api::ListParams;
@@ -18,8 +17,9 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 
-use super::context::object_key;
+use super::context::watch_trimmed;
 use super::error::error_policy;
+use super::memo::{Settled, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
@@ -47,7 +47,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let on_deletion = |namespace: Option<String>, deleting: bool, bucket: &str| {
         namespace.filter(|_| deleting).map(|ns| ObjectRef::<Bucket>::new(bucket).within(&ns))
     };
-    let controller = Controller::new(buckets, watcher::Config::default());
+    let (store, stream) = watch_trimmed(buckets, ctx.clone());
+    let controller = Controller::for_stream(stream, store);
     ctx.watch_cache(KIND, controller.store(), |b: &Bucket| {
         b.status.as_ref().is_some_and(|s| crate::desired::conditions::is_true(&s.conditions, "Ready"))
     });
@@ -66,19 +67,24 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
 }
 
 async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let namespace = bucket.namespace().unwrap_or_default();
-    let api = ctx.api::<Bucket>(&namespace);
-    let key = object_key(bucket.as_ref());
-    let started = Instant::now();
-    let result = finalizer(&api, FINALIZER, bucket, |event| async {
+    let api = ctx.api::<Bucket>(&bucket.namespace().unwrap_or_default());
+    let converged = bucket
+        .status
+        .as_ref()
+        .is_some_and(|s| looks_converged(&bucket.metadata, s.observed_generation, &s.conditions));
+    let pass = finalizer(&api, FINALIZER, bucket.clone(), |event| async {
         match event {
             Finalizer::Apply(bucket) => apply(&bucket, &ctx).await,
-            Finalizer::Cleanup(bucket) => cleanup(&bucket, &ctx).await,
+            Finalizer::Cleanup(bucket) => {
+                let released = cleanup(&bucket, &ctx).await;
+                if released.is_ok() {
+                    ctx.memo.forget(bucket.metadata.uid.as_deref().unwrap_or_default());
+                }
+                released
+            }
         }
-    })
-    .await;
-    ctx.record(KIND, &key, started, &result);
-    result
+    });
+    ctx.reconcile(KIND, bucket.as_ref(), converged, pass).await
 }
 
 /// Where the AWS bucket is: recorded in status before the bucket is created, then reused.
@@ -148,7 +154,8 @@ fn status_for(bucket: &Bucket, location: &Location, observation: Observation, ap
 
 async fn write_status(bucket: &Bucket, ctx: &Context, status: &BucketStatus) -> Result<(), Error> {
     let api = ctx.api::<Bucket>(&bucket.namespace().unwrap_or_default());
-    apply_status(&api, bucket, bucket.status.as_ref(), status).await?;
+    let written = apply_status(&api, bucket, bucket.status.as_ref(), status).await?;
+    ctx.memo.wrote(bucket.metadata.uid.as_deref().unwrap_or_default(), written.as_deref());
     Ok(())
 }
 
@@ -175,7 +182,11 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                 // That write kept every field: the CRD was fixed, so success can be reported now.
                 written = write_status(bucket, ctx, &status_for(bucket, &location, ready, true)).await;
             }
-            written.map(|()| Action::requeue(ctx.resync_after(owner_uid)))
+            let after = ctx.resync_after(owner_uid);
+            written.map(|()| {
+                ctx.memo.settle(bucket, Settled { converged: true, after, bucket: None, user: None });
+                Action::requeue(after)
+            })
         }
         Err(err) => Err(err),
     };
@@ -208,7 +219,9 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
 
     let current_tags = ops.tags().await?;
     let existed = current_tags.is_some();
-    if !existed && ops.create(&location.region).await? == Change::Created {
+    // A bucket this pass created has AWS's defaults: its settings are written without reading them first.
+    let created = !existed && ops.create(&location.region).await? == Change::Created;
+    if created {
         changes.push("created");
     }
     let current_tags = current_tags.unwrap_or_default();
@@ -221,22 +234,28 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     }
     let desired_tags =
         merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env, &ctx.settings.cluster_name));
+    let access = PublicAccessBlock::for_bucket(bucket.spec.public);
+    let desired_policy = policy::bucket_policy(&location.arn, bucket.spec.public, ctx.settings.require_tls);
+    if created {
+        ops.ensure_tags(&[], &desired_tags).await?;
+        ops.put_encryption().await?;
+        ops.put_public_access_block(access).await?;
+        ops.put_owner_enforced().await?;
+        ops.put_policy(desired_policy.as_ref()).await?;
+        return Ok(changes);
+    }
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
         changes.push("tagged");
     }
     if ops.ensure_encryption().await? != Change::Unchanged && existed {
         changes.push("encrypted");
     }
-    if ops.ensure_public_access_block(PublicAccessBlock::for_bucket(bucket.spec.public)).await?
-        != Change::Unchanged
-        && existed
-    {
+    if ops.ensure_public_access_block(access).await? != Change::Unchanged && existed {
         changes.push("set the public access block of");
     }
     if ops.ensure_owner_enforced().await? != Change::Unchanged && existed {
         changes.push("enforced object ownership of");
     }
-    let desired_policy = policy::bucket_policy(&location.arn, bucket.spec.public, ctx.settings.require_tls);
     if ops.ensure_policy(desired_policy.as_ref()).await? != Change::Unchanged && existed {
         changes.push("updated the policy of");
     }

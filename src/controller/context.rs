@@ -5,13 +5,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 
 use super::MANAGER;
 use super::error::ReconcileError;
+use super::memo::{Class, Memo};
 use crate::aws::Aws;
 use crate::config::RunArgs;
 use crate::desired::policy::PlatformNetwork;
@@ -88,6 +93,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
     pub(super) backoff: Backoff,
+    /// What this process knows it did: own writes, settled objects, related changes, background slots.
+    pub memo: Memo,
 }
 
 impl Context {
@@ -95,7 +102,48 @@ impl Context {
         let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
         let metrics = Metrics::new(aws.stats.clone());
-        Arc::new(Context { client, aws, settings, metrics, recorder, backoff: Backoff::default() })
+        let memo = Memo::new(settings.concurrency);
+        Arc::new(Context { client, aws, settings, metrics, recorder, backoff: Backoff::default(), memo })
+    }
+
+    /// One reconcile of `obj`: no pass at all when nothing changed since the last one settled it and it is
+    /// not due; a background pass (a periodic verification) only in a free background slot, with its AWS
+    /// calls after any urgent ones, and otherwise put off; an urgent pass (new work) at once. A failed pass
+    /// unsettles the object, so that the next one starts from AWS.
+    pub async fn reconcile<K, F>(
+        &self,
+        kind: &'static str,
+        obj: &K,
+        looks_converged: bool,
+        pass: F,
+    ) -> Result<Action, ReconcileError>
+    where
+        K: Resource<DynamicType = ()>,
+        F: Future<Output = Result<Action, ReconcileError>>,
+    {
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        let class = self.memo.classify(obj, looks_converged);
+        let _slot = match class {
+            Class::Settled(after) => {
+                self.metrics.skipped(kind, "settled");
+                return Ok(Action::requeue(after));
+            }
+            Class::Background => match self.memo.admit_background(&uid) {
+                Ok(slot) => Some(slot),
+                Err(after) => {
+                    self.metrics.skipped(kind, "deferred");
+                    return Ok(Action::requeue(after));
+                }
+            },
+            Class::Urgent => None,
+        };
+        let started = Instant::now();
+        let result = class.priority().scope(pass).await;
+        if result.is_err() {
+            self.memo.unsettle(&uid);
+        }
+        self.record(kind, &object_key(obj), started, &result);
+        result
     }
 
     /// Records a reconcile's outcome and duration, and resets the object's backoff after a success.
@@ -177,6 +225,38 @@ impl Context {
         Api::namespaced(self.client.clone(), namespace)
     }
 }
+
+/// The main watch of a controller: objects without `managedFields` or the last-applied annotation (the
+/// cache keeps what reconciles read, not the largest part of most objects), and no event for a version
+/// this controller wrote (its own status writes start no pass).
+pub fn watch_trimmed<K>(
+    api: Api<K>,
+    ctx: Arc<Context>,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim)
+        .reflect(writer)
+        .applied_objects()
+        .try_filter(move |obj| std::future::ready(!ctx.memo.is_echo(obj)));
+    (reader, stream)
+}
+
+/// Drops what no reconcile reads from a cached object.
+pub fn trim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The annotation `kubectl apply` (client-side) keeps a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Per-object exponential backoff for failed reconciles (kube's controller has none built in).
 #[derive(Default)]

@@ -25,26 +25,28 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::{ByteString, NamespaceResourceScope};
 use kube::api::{DeleteParams, PostParams, Preconditions};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::app_secret;
-use super::context::object_key;
+use super::context::watch_trimmed;
 use super::error::error_policy;
+use super::memo::{Settled, Touch, bucket_view, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, MANAGER, ReconcileError};
 use crate::api::{
     AccessKeyStatus, AccessSpec, Bucket, CredentialStatus, KeyRotationStatus, KeyState, SecretRef,
 };
-use crate::aws::ErrorKind;
 use crate::aws::iam::{AccessKey, KeyCheck, User, UserOps, check_key};
 use crate::aws::s3::BucketOps;
+use crate::aws::{ErrorKind, Priority};
 use crate::desired::attachments;
 use crate::desired::conditions::{Observation, is_true, reasons, types};
 use crate::desired::names::{self, Owner, Ownership};
@@ -92,12 +94,13 @@ pub async fn run<K: CredentialKind>(
     ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    // Secrets are watched as metadata only (`PartialObjectMeta`): which one changed, never their data.
     let (objects, secrets, buckets) = match &ctx.settings.namespace {
-        Some(ns) => (ctx.api::<K>(ns), ctx.api::<Secret>(ns), ctx.api::<Bucket>(ns)),
+        Some(ns) => (ctx.api::<K>(ns), ctx.api::<PartialObjectMeta<Secret>>(ns), ctx.api::<Bucket>(ns)),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
     };
-    let controller = Controller::new(objects, watcher::Config::default());
-    let store = controller.store();
+    let (store, stream) = watch_trimmed(objects, ctx.clone());
+    let controller = Controller::for_stream(stream, store.clone());
     ctx.watch_cache(K::KIND, store.clone(), |o: &K| {
         o.credential_status().is_some_and(|s| is_true(&s.conditions, types::READY))
     });
@@ -110,27 +113,50 @@ pub async fn run<K: CredentialKind>(
             .min()
     });
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    let secret_events = watcher::watcher(secrets, managed).default_backoff().filter_map(|event| {
+        std::future::ready(match event {
+            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => Some(Ok(secret)),
+            // A deletion always matters: it carries no version that could be an own write's.
+            Ok(watcher::Event::Delete(mut secret)) => {
+                secret.metadata.resource_version = None;
+                Some(Ok(secret))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(err) => Some(Err(err)),
+        })
+    });
+    let (on_secret, on_bucket) = (ctx.clone(), ctx.clone());
     controller
-        // A Secret deleted or edited by hand is restored: its own Secret wakes the object, an app Secret
-        // every binding it lists.
-        .watches(secrets, managed, |secret: Secret| {
-            let namespace = secret.namespace();
+        // A Secret deleted or edited by someone else is restored: its own Secret wakes the object, an app
+        // Secret every binding it lists. The controller's own writes wake nothing.
+        .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace().unwrap_or_default();
+            let key = format!("{namespace}/{}", secret.name_any());
+            let version = secret.metadata.resource_version.clone().unwrap_or_default();
             secret
                 .metadata
                 .owner_references
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|r| r.kind == K::KIND)
-                .filter_map(|r| namespace.as_deref().map(|ns| ObjectRef::<K>::new(&r.name).within(ns)))
+                .filter(|r| {
+                    let touch = Touch::Secret { key: key.clone(), resource_version: version.clone() };
+                    on_secret.memo.touch(&r.uid, touch)
+                })
+                .map(|r| ObjectRef::<K>::new(&r.name).within(&namespace))
                 .collect::<Vec<_>>()
         })
-        // A binding waiting for its Bucket goes on as soon as the Bucket changes.
+        // A binding waiting for its Bucket goes on as soon as the Bucket changes in a way it depends on.
         .watches(buckets, watcher::Config::default(), move |bucket: Bucket| {
             let namespace = bucket.namespace();
+            let view = bucket_view(Some(&bucket));
             store
                 .state()
                 .into_iter()
                 .filter(|o| o.namespace() == namespace && o.access().bucket_ref.name == bucket.name_any())
+                .filter(|o| {
+                    on_bucket.memo.touch(o.meta().uid.as_deref().unwrap_or_default(), Touch::Bucket(view))
+                })
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect::<Vec<_>>()
         })
@@ -143,17 +169,22 @@ pub async fn run<K: CredentialKind>(
 
 async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
-    let key = object_key(obj.as_ref());
-    let started = std::time::Instant::now();
-    let result = finalizer(&api, K::FINALIZER, obj, |event| async {
+    let converged = obj
+        .credential_status()
+        .is_some_and(|s| looks_converged(obj.meta(), s.observed_generation, &s.conditions));
+    let pass = finalizer(&api, K::FINALIZER, obj.clone(), |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj.as_ref(), &ctx).await,
-            Finalizer::Cleanup(obj) => cleanup(obj.as_ref(), &ctx).await,
+            Finalizer::Cleanup(obj) => {
+                let revoked = cleanup(obj.as_ref(), &ctx).await;
+                if revoked.is_ok() {
+                    ctx.memo.forget(obj.meta().uid.as_deref().unwrap_or_default());
+                }
+                revoked
+            }
         }
-    })
-    .await;
-    ctx.record(K::KIND, &key, started, &result);
-    result
+    });
+    ctx.reconcile(K::KIND, obj.as_ref(), converged, pass).await
 }
 
 fn secret_name<K: CredentialKind>(obj: &K) -> String {
@@ -198,7 +229,8 @@ async fn write_status<K: CredentialKind>(
     status: &CredentialStatus,
 ) -> Result<(), Error> {
     let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
-    apply_status(&api, obj, obj.credential_status(), status).await?;
+    let written = apply_status(&api, obj, obj.credential_status(), status).await?;
+    ctx.memo.wrote(obj.meta().uid.as_deref().unwrap_or_default(), written.as_deref());
     Ok(())
 }
 
@@ -238,15 +270,39 @@ fn bucket_wait(bucket: Option<&Bucket>, name: &str) -> Option<(&'static str, Str
     }
 }
 
+/// How a pass that did not fail ended: when the object is next due, whether it converged, what the pass
+/// saw of the Bucket, and the IAM user when this pass left it as it read it.
+struct Step {
+    after: Duration,
+    converged: bool,
+    bucket: u64,
+    user: Option<User>,
+}
+
+impl Step {
+    fn waiting(after: Duration, bucket: u64) -> Self {
+        Step { after, converged: false, bucket, user: None }
+    }
+}
+
 /// One pass; any failure, including a status write the CRD drops, ends in the Ready condition.
 async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     match pass(obj, ctx).await {
-        Ok(action) => Ok(action),
+        Ok(step) => {
+            let settled = Settled {
+                converged: step.converged,
+                after: step.after,
+                bucket: Some(step.bucket),
+                user: step.user,
+            };
+            ctx.memo.settle(obj, settled);
+            Ok(Action::requeue(step.after))
+        }
         Err(err) => fail(obj, ctx, err).await,
     }
 }
 
-async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> {
     let owner = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     let spec = obj.access();
     let reference = obj.object_ref(&());
@@ -254,6 +310,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
 
     // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
     let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
+    let seen = bucket_view(bucket.as_ref());
     let user = user_name(obj, ctx, owner.uid).await?;
     if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
         // Waiting for the Bucket must not keep keys alive past their time.
@@ -261,9 +318,9 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
         prune_keys(ctx, &user, existing.as_ref().filter(|s| is_ours(s, owner.uid))).await?;
         let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
         write_status(obj, ctx, &status).await?;
-        return Ok(Action::requeue(BUCKET_RECHECK));
+        return Ok(Step::waiting(BUCKET_RECHECK, seen));
     }
-    let Some(bucket) = bucket else { return Ok(Action::requeue(BUCKET_RECHECK)) };
+    let Some(bucket) = bucket else { return Ok(Step::waiting(BUCKET_RECHECK, seen)) };
     let target = Target::of(&bucket, ctx)?;
 
     // 2. Never take over a Secret that is not provably ours, and hold no key while it is in the way.
@@ -273,13 +330,17 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
     if let Some(secret) = &existing
         && !is_ours(secret, owner.uid)
     {
-        return conflict(obj, ctx, &user, previous, taken_message(&secret_name)).await;
+        conflict(obj, ctx, &user, previous, taken_message(&secret_name)).await?;
+        return Ok(Step::waiting(CONFLICT_RECHECK, seen));
     }
 
     // 3. The IAM user, its policies, exactly one key, and the Secret.
     let delivered = match deliver(obj, ctx, &owner, &user, &target, &secrets, existing.as_ref()).await {
         Ok(delivered) => delivered,
-        Err(Error::SecretConflict(message)) => return conflict(obj, ctx, &user, previous, message).await,
+        Err(Error::SecretConflict(message)) => {
+            conflict(obj, ctx, &user, previous, message).await?;
+            return Ok(Step::waiting(CONFLICT_RECHECK, seen));
+        }
         Err(err) => return Err(err),
     };
     // A retiring key's deadline or the next rotation may come before the resync.
@@ -321,7 +382,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
             let conflict = Observation::not_ready(reasons::SECRET_CONFLICT, message);
             status = status_with(obj, status, &[conflict, network_observation(spec, ctx)], false);
             write_status(obj, ctx, &status).await?;
-            return Ok(Action::requeue(CONFLICT_RECHECK));
+            return Ok(Step::waiting(CONFLICT_RECHECK, seen));
         }
         Err(err) => return Err(err),
     }
@@ -334,7 +395,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
         );
         status = status_with(obj, status, &[waiting, network_observation(spec, ctx)], false);
         write_status(obj, ctx, &status).await?;
-        return Ok(Action::requeue(PROPAGATION_RECHECK));
+        return Ok(Step::waiting(PROPAGATION_RECHECK, seen));
     }
     let ready =
         Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
@@ -345,7 +406,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error
         // That write kept every field: the CRD was fixed, so success can be reported now.
         write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
     }
-    Ok(Action::requeue(next_pass))
+    Ok(Step { after: next_pass, converged: true, bucket: seen, user: delivered.unchanged_user })
 }
 
 /// Keeps app Secrets in step with this object: its app's lists it; the app it was in before (named in
@@ -433,6 +494,8 @@ async fn verify_bucket(ctx: &Context, target: &Target, bucket_ref: &str) -> Resu
 
 /// What [`deliver`] did.
 struct Delivered {
+    /// The IAM user, when this pass left it as it read it (then a background pass may skip reading it).
+    unchanged_user: Option<User>,
     user_arn: String,
     key_id: String,
     /// AWS accepts the key.
@@ -476,7 +539,8 @@ async fn deliver<K: CredentialKind>(
         ctx.settings.max_key_age,
     )
     .map_err(Error::InvalidSpec)?;
-    let (iam_user, mut changes) = provision(obj, ctx, owner, user, target).await?;
+    let Provisioned { user: iam_user, mut changes, created, mut user_changed } =
+        provision(obj, ctx, owner, user, target).await?;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let data_for = |id: &str, secret: &str| {
         let credentials = Credentials {
@@ -492,7 +556,8 @@ async fn deliver<K: CredentialKind>(
     let recorded = |key: &str| iam_user.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let now = unix_now();
 
-    let keys = ops.access_keys().await?;
+    // A user this pass created has no keys yet.
+    let keys = if created { Vec::new() } else { ops.access_keys().await? };
     let in_secret = existing
         .and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"))
         .zip(existing.and_then(|s| secret_value(s, "AWS_SECRET_ACCESS_KEY")))
@@ -522,6 +587,7 @@ async fn deliver<K: CredentialKind>(
         && recorded(rotation::tag::ROTATED_FOR) != Some(request)
     {
         ops.set_tag(rotation::tag::ROTATED_FOR, Some(request)).await?;
+        user_changed = true;
     }
     let mut retiring = valid.map(|r| (r.id.to_owned(), r.deadline));
     if let Some((id, deadline)) = &retiring
@@ -533,6 +599,7 @@ async fn deliver<K: CredentialKind>(
     }
     if record.is_some() && retiring.is_none() {
         ops.set_tag(rotation::tag::RETIRING, None).await?;
+        user_changed = true;
     }
     let kept = |id: &str| {
         reusable.as_ref().is_some_and(|(key, _)| key.id == id)
@@ -575,6 +642,7 @@ async fn deliver<K: CredentialKind>(
             let request = requested.filter(|_| due == rotation::Due::Requested).map(|v| rotation::digest(v));
             let record = rotation::retiring(&key.id, deadline, request.as_deref());
             ops.set_tag(rotation::tag::RETIRING, Some(&record)).await?;
+            user_changed = true;
             retiring = Some((key.id.clone(), deadline));
             rotated = Some(due);
             (key, key_secret, new_key) = (fresh_key, fresh.secret, true);
@@ -584,9 +652,13 @@ async fn deliver<K: CredentialKind>(
     // Written before anything else can fail, so that a new key's secret is never lost; a new key that
     // cannot be stored is deleted, so that no live key is held outside the Secret.
     let data = data_for(&key.id, &key_secret);
-    match write_secret::<K>(obj, secrets, &secret_name(obj), existing, data, &key.id).await {
-        Ok(true) => changes.push("wrote the Secret"),
-        Ok(false) => {}
+    let name = secret_name(obj);
+    match write_secret::<K>(obj, secrets, &name, existing, data, &key.id).await {
+        Ok(Some(version)) => {
+            ctx.memo.wrote_secret(owner.namespace, &name, Some(&version));
+            changes.push("wrote the Secret");
+        }
+        Ok(None) => {}
         Err(err) => {
             // Only a definite refusal proves the Secret does not hold the key: after a timeout the write
             // may have landed, and the next pass deletes the key if it did not.
@@ -601,6 +673,7 @@ async fn deliver<K: CredentialKind>(
             && let Some(value) = requested
         {
             ops.set_tag(rotation::tag::ROTATED_FOR, Some(&rotation::digest(value))).await?;
+            user_changed = true;
         }
         ctx.metrics.rotated(K::KIND, "success");
         changes.push("rotated the access key");
@@ -629,7 +702,10 @@ async fn deliver<K: CredentialKind>(
     let issued = created_of(&key.id).unwrap_or(now);
     let next = rotation::next_rotation(issued, &policy);
     let wake_at = [retiring.as_ref().map(|(_, deadline)| *deadline), next].into_iter().flatten().min();
+    // The user as read is what AWS holds only if this pass changed none of it.
+    let unchanged_user = (!created && !user_changed).then(|| iam_user.clone());
     Ok(Delivered {
+        unchanged_user,
         user_arn: iam_user.arn,
         key_id: key.id,
         works,
@@ -711,20 +787,40 @@ fn as_bytes(data: BTreeMap<String, String>) -> BTreeMap<String, ByteString> {
     data.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()
 }
 
-/// Ensures the IAM user and its policies; returns the user's ARN and what changed.
+/// What [`provision`] did.
+struct Provisioned {
+    user: User,
+    changes: Vec<&'static str>,
+    /// This pass created the user: it has no keys and no policy but what this pass gave it.
+    created: bool,
+    /// This pass changed the user's tags or boundary: the `user` read before is stale.
+    user_changed: bool,
+}
+
+/// Ensures the IAM user and its policies.
+///
+/// A background pass (a periodic verification) takes the user from the last pass that left it unchanged
+/// rather than reading it: the tags and boundary only this controller writes. The policy, the attached
+/// policies and the keys, which drift matters for, are read on every pass.
 async fn provision<K: CredentialKind>(
     obj: &K,
     ctx: &Context,
     owner: &Owner<'_>,
     user: &str,
     target: &Target,
-) -> Result<(User, Vec<&'static str>), Error> {
+) -> Result<Provisioned, Error> {
     let spec = obj.access();
     let settings = &ctx.settings;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let mut changes = Vec::new();
     let derived = names::user_name(&settings.user_prefix, owner.uid);
-    let existing = match ops.get().await? {
+    let remembered = ctx.memo.user(owner.uid).filter(|_| Priority::current() == Priority::Background);
+    let mut created = false;
+    let found = match remembered {
+        Some(user) => Some(user),
+        None => ops.get().await?,
+    };
+    let existing = match found {
         Some(existing) => Some(existing),
         None => {
             let mut tags = names::tags(owner, &settings.deploy_env, &settings.cluster_name);
@@ -739,6 +835,7 @@ async fn provision<K: CredentialKind>(
             }
             match ops.create(&settings.iam_path, &tags, settings.permissions_boundary_arn.as_deref()).await {
                 Ok(arn) => {
+                    created = true;
                     changes.push("created the IAM user");
                     Some(User { arn, tags, permissions_boundary: settings.permissions_boundary_arn.clone() })
                 }
@@ -757,10 +854,12 @@ async fn provision<K: CredentialKind>(
         )));
     }
     let recorded = |key: &str| existing.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let mut user_changed = false;
     // A user made before --cluster-name was set gets the cluster's tag (buckets get theirs with the
     // other tags).
     if !settings.cluster_name.is_empty() && recorded(names::tag::CLUSTER).is_none() {
         ops.set_tag(names::tag::CLUSTER, Some(&settings.cluster_name)).await?;
+        user_changed = true;
         changes.push("tagged the IAM user with the cluster name");
     }
     let current_boundary = existing.permissions_boundary.as_deref();
@@ -771,13 +870,16 @@ async fn provision<K: CredentialKind>(
     );
     if let Some(arn) = &boundary.apply {
         ops.set_boundary(arn).await?;
+        user_changed = true;
         changes.push("set the permissions boundary");
     } else if boundary.remove.is_some() {
         ops.clear_boundary().await?;
+        user_changed = true;
         changes.push("removed the permissions boundary it had set");
     }
     if let Some(record) = &boundary.record {
         ops.set_tag(attachments::tag::PERMISSIONS_BOUNDARY, record.as_deref()).await?;
+        user_changed = true;
     }
     let desired = policy::user_policy(
         &target.bucket_arn,
@@ -785,7 +887,8 @@ async fn provision<K: CredentialKind>(
         spec.allow_external_access,
         &settings.network,
     );
-    if !ops.has_policy(&desired).await? {
+    // A user this pass created has no policy yet.
+    if created || !ops.has_policy(&desired).await? {
         verify_bucket(ctx, target, &spec.bucket_ref.name).await?;
         ops.put_policy(&desired).await?;
         changes.push("wrote the access policy");
@@ -793,7 +896,7 @@ async fn provision<K: CredentialKind>(
     let recorded_common = recorded(attachments::tag::COMMON_POLICY);
     let desired_common = settings.common_user_policy_arn.as_deref();
     if recorded_common.is_some() || desired_common.is_some() {
-        let attached = ops.attached_policies().await?;
+        let attached = if created { Vec::new() } else { ops.attached_policies().await? };
         let common =
             attachments::change(recorded_common, desired_common, |arn| attached.iter().any(|a| a == arn));
         if let Some(arn) = &common.apply {
@@ -806,9 +909,10 @@ async fn provision<K: CredentialKind>(
         }
         if let Some(record) = &common.record {
             ops.set_tag(attachments::tag::COMMON_POLICY, record.as_deref()).await?;
+            user_changed = true;
         }
     }
-    Ok((existing, changes))
+    Ok(Provisioned { user: existing, changes, created, user_changed })
 }
 
 /// Reports a Secret name this object cannot have, after deleting any key its user holds: a key stored in
@@ -819,7 +923,7 @@ async fn conflict<K: CredentialKind>(
     user: &str,
     previous: CredentialStatus,
     message: String,
-) -> Result<Action, Error> {
+) -> Result<(), Error> {
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     ops.delete_access_keys().await?;
     let already = obj
@@ -834,8 +938,7 @@ async fn conflict<K: CredentialKind>(
     let status = CredentialStatus { binding: None, access_key_id: None, ..previous };
     let status =
         status_with(obj, status, &[Observation::not_ready(reasons::SECRET_CONFLICT, message)], false);
-    write_status(obj, ctx, &status).await?;
-    Ok(Action::requeue(CONFLICT_RECHECK))
+    write_status(obj, ctx, &status).await
 }
 
 fn taken_message(secret_name: &str) -> String {
@@ -872,7 +975,7 @@ fn secret_value(secret: &Secret, key: &str) -> Option<String> {
 
 /// Creates the Secret when absent (a name taken meanwhile is a conflict), or updates one proven ours with
 /// its resourceVersion as precondition, unless it already holds exactly this data, type, label and
-/// owner. Returns whether it wrote.
+/// owner. Returns the resourceVersion it wrote, if it wrote.
 async fn write_secret<K: CredentialKind>(
     obj: &K,
     secrets: &Api<Secret>,
@@ -880,13 +983,13 @@ async fn write_secret<K: CredentialKind>(
     existing: Option<&Secret>,
     data: BTreeMap<String, ByteString>,
     key_id: &str,
-) -> Result<bool, Error> {
+) -> Result<Option<String>, Error> {
     let owner = obj.controller_owner_ref(&()).ok_or(Error::Incomplete("name or uid"))?;
     let params = PostParams { dry_run: false, field_manager: Some(MANAGER.to_owned()) };
     let Some(current) = existing else {
         return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data, key_id)).await
         {
-            Ok(_) => Ok(true),
+            Ok(created) => Ok(Some(created.metadata.resource_version.unwrap_or_default())),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Err(Error::SecretConflict(taken_message(name)))
             }
@@ -899,7 +1002,7 @@ async fn write_secret<K: CredentialKind>(
         && current.type_.as_deref() == Some(K::SECRET_TYPE)
         && current.metadata.owner_references.as_ref().is_some_and(|refs| refs.contains(&owner));
     if up_to_date {
-        return Ok(false);
+        return Ok(None);
     }
     if current.type_.as_deref() != Some(K::SECRET_TYPE) {
         // The type is immutable: replace the Secret, deleting exactly the version proven ours.
@@ -912,7 +1015,7 @@ async fn write_secret<K: CredentialKind>(
             .await?;
         return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data, key_id)).await
         {
-            Ok(_) => Ok(true),
+            Ok(created) => Ok(Some(created.metadata.resource_version.unwrap_or_default())),
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Err(Error::SecretConflict(taken_message(name)))
             }
@@ -934,8 +1037,8 @@ async fn write_secret<K: CredentialKind>(
     refs.push(owner);
     secret.data = Some(data);
     secret.string_data = None;
-    secrets.replace(name, &params, &secret).await?;
-    Ok(true)
+    let replaced = secrets.replace(name, &params, &secret).await?;
+    Ok(Some(replaced.metadata.resource_version.unwrap_or_default()))
 }
 
 fn desired_secret(

@@ -11,6 +11,8 @@
 //! - `context`: what every reconcile shares (settings, clients, metrics, events, backoff).
 //! - `error`: the reconcile error, its static reasons, and the requeue after a failure.
 //! - `status`: conditions and the status write.
+//! - [`memo`]: what the process knows it did, which makes the work event-driven: echoes of its own writes
+//!   start no pass, settled objects cost nothing until due, and new work goes before periodic verification.
 
 mod app_secret;
 pub mod binding;
@@ -18,6 +20,7 @@ pub mod bucket;
 mod context;
 pub mod credentials;
 mod error;
+pub mod memo;
 pub mod service_key;
 mod status;
 

@@ -34,17 +34,22 @@ pub fn ready_or_held(current: &[Condition], ready: Observation) -> (Observation,
     }
 }
 
-/// Writes `status` with server-side apply, unless it equals `current`.
+/// Writes `status` with server-side apply, unless it equals `current`; returns the resourceVersion written.
 ///
 /// A field the API server drops (a CRD older than this controller prunes it) is an error, not a success:
 /// otherwise the next reconcile would find the same difference and write again, forever.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, current: Option<&S>, status: &S) -> Result<bool, Error>
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<Option<String>, Error>
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if current == Some(status) {
-        return Ok(false);
+        return Ok(None);
     }
     let name = obj.meta().name.as_deref().unwrap_or_default();
     let sent = serde_json::to_value(status).map_err(|_| Error::Incomplete("serializable status"))?;
@@ -58,7 +63,7 @@ where
     if !dropped.is_empty() {
         return Err(Error::CrdOutdated { kind: K::kind(&()).into_owned(), fields: dropped.join(", ") });
     }
-    Ok(true)
+    Ok(stored.meta().resource_version.clone())
 }
 
 /// The top-level status fields that were sent but not stored.

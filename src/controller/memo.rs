@@ -1,0 +1,461 @@
+//! What the controller knows it has done: the memory that makes the work event-driven and cheap.
+//!
+//! - The resourceVersions of its own writes (objects and Secrets): their watch events start no pass.
+//! - Per object, when its last pass settled it, what it saw of the object and of its Bucket then, and when
+//!   the object is next due: a reconcile with nothing new before that costs no AWS call and no write.
+//! - Which objects a related change (a Secret edited, a Bucket that changed) made dirty.
+//! - Which reconciles are urgent (new work) and which are background (periodic verification), and how
+//!   many of the latter may run at once.
+//!
+//! Nothing here is authority: it decides *when* a pass runs and *how urgent* it is, never what is granted,
+//! adopted or deleted (those come from the uid and AWS). It is lost on restart, which costs one
+//! verification per object, paced as background work.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::Resource;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::aws::Priority;
+use crate::aws::iam::User;
+use crate::desired::conditions::{is_true, types};
+
+/// How many resourceVersions of one object are remembered as ours (a pass writes at most three times).
+const KNOWN_VERSIONS: usize = 4;
+
+/// What a reconcile should do, decided before it does anything.
+#[derive(Debug, PartialEq)]
+pub enum Class {
+    /// Nothing changed since the last pass settled the object, and it is not due: come back then.
+    Settled(Duration),
+    /// New work: a create, a spec change, a deletion, a Secret edited, a Bucket that became ready.
+    Urgent,
+    /// A periodic verification (or the first one after a restart) of an object that looks converged.
+    Background,
+}
+
+impl Class {
+    pub fn priority(&self) -> Priority {
+        match self {
+            Class::Background => Priority::Background,
+            _ => Priority::Urgent,
+        }
+    }
+}
+
+/// What a pass that ended well records.
+pub struct Settled {
+    /// The object converged (Ready): its next pass is a background verification, not new work.
+    pub converged: bool,
+    /// When the object is next due.
+    pub after: Duration,
+    /// What the pass saw of the object's Bucket ([`bucket_view`]); `None` for a Bucket.
+    pub bucket: Option<u64>,
+    /// The IAM user as the pass left it: a background verification reads it from here, not from AWS.
+    pub user: Option<User>,
+}
+
+#[derive(Default)]
+struct Entry {
+    /// resourceVersions this controller wrote, or read in a pass that settled: their events are echoes.
+    known: VecDeque<String>,
+    /// Related changes seen since the last pass started, judged when the next reconcile starts (by then
+    /// the pass that may have made them has recorded its writes).
+    touches: Vec<Touch>,
+    /// How many of `touches` the running pass started after (it accounts for them).
+    pass_touches: usize,
+    settled: Option<SettledEntry>,
+}
+
+/// A related change.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Touch {
+    /// A Secret listing the object changed: it matters unless this controller wrote that version.
+    Secret { key: String, resource_version: String },
+    /// The object's Bucket changed: it matters if it no longer looks as the last pass saw it.
+    Bucket(u64),
+}
+
+/// At most this many touches are kept per object; past that, the object is simply dirty.
+const MAX_TOUCHES: usize = 8;
+
+struct SettledEntry {
+    fingerprint: u64,
+    converged: bool,
+    due: Instant,
+    bucket: Option<u64>,
+    user: Option<User>,
+}
+
+/// The memory of one controller process, shared by every controller.
+pub struct Memo {
+    objects: Mutex<HashMap<String, Entry>>,
+    /// `namespace/name` of each Secret this controller wrote, with the resourceVersion it wrote.
+    secrets: Mutex<HashMap<String, String>>,
+    /// Admission of background passes: at most half the concurrency, so that new work always finds a slot.
+    background: Arc<Semaphore>,
+    /// Objects whose background pass was put off for lack of a slot.
+    deferred: Mutex<HashSet<String>>,
+}
+
+impl Memo {
+    pub fn new(concurrency: u16) -> Self {
+        Memo {
+            objects: Mutex::default(),
+            secrets: Mutex::default(),
+            background: Arc::new(Semaphore::new(usize::from(concurrency / 2).max(1))),
+            deferred: Mutex::default(),
+        }
+    }
+
+    fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
+        let mut objects = self.objects.lock().ok()?;
+        Some(f(objects.entry(uid.to_owned()).or_default()))
+    }
+
+    /// Records a resourceVersion of the object with `uid` that this controller wrote.
+    pub fn wrote(&self, uid: &str, resource_version: Option<&str>) {
+        let Some(rv) = resource_version else { return };
+        self.with(uid, |entry| remember(&mut entry.known, rv));
+    }
+
+    /// Whether this version of an object is one this controller wrote or already settled.
+    pub fn is_echo<K: Resource>(&self, obj: &K) -> bool {
+        let (Some(uid), Some(rv)) = (obj.meta().uid.as_deref(), obj.meta().resource_version.as_deref())
+        else {
+            return false;
+        };
+        let Ok(objects) = self.objects.lock() else { return false };
+        objects.get(uid).is_some_and(|e| e.known.iter().any(|k| k == rv))
+    }
+
+    /// Decides what a reconcile of `obj` is ([`Class`]), and marks the start of its pass.
+    pub fn classify<K: Resource>(&self, obj: &K, looks_converged: bool) -> Class {
+        let meta = obj.meta();
+        let (Some(uid), Some(rv)) = (meta.uid.as_deref(), meta.resource_version.as_deref()) else {
+            return Class::Urgent;
+        };
+        if meta.deletion_timestamp.is_some() {
+            return Class::Urgent;
+        }
+        let fingerprint = fingerprint(obj);
+        let now = Instant::now();
+        let Ok(mut objects) = self.objects.lock() else { return Class::Urgent };
+        let secrets = self.secrets.lock().ok();
+        let entry = objects.entry(uid.to_owned()).or_default();
+        entry.pass_touches = entry.touches.len();
+        let unchanged = entry.known.iter().any(|k| k == rv);
+        let settled = entry.settled.as_ref();
+        let dirty = entry.touches.len() >= MAX_TOUCHES
+            || entry.touches.iter().any(|touch| match touch {
+                Touch::Secret { key, resource_version } => {
+                    secrets.as_ref().and_then(|s| s.get(key)) != Some(resource_version)
+                }
+                Touch::Bucket(view) => settled.and_then(|s| s.bucket) != Some(*view),
+            });
+        let class = match settled {
+            Some(s) if s.fingerprint == fingerprint && !dirty && unchanged => {
+                if now < s.due {
+                    Class::Settled(s.due - now)
+                } else if s.converged {
+                    Class::Background
+                } else {
+                    Class::Urgent
+                }
+            }
+            // Nothing known of it (a new object, or the first pass after a restart).
+            None if looks_converged => Class::Background,
+            _ => Class::Urgent,
+        };
+        if class == Class::Urgent
+            && let Some(settled) = entry.settled.as_mut()
+        {
+            // Something changed: the pass reads everything from AWS again.
+            settled.user = None;
+        }
+        class
+    }
+
+    /// Records the pass that just ended well for `obj` (as it read it).
+    pub fn settle<K: Resource>(&self, obj: &K, settled: Settled) {
+        let meta = obj.meta();
+        let Some(uid) = meta.uid.as_deref() else { return };
+        let fingerprint = fingerprint(obj);
+        self.with(uid, |entry| {
+            if let Some(rv) = meta.resource_version.as_deref() {
+                remember(&mut entry.known, rv);
+            }
+            let accounted = entry.pass_touches.min(entry.touches.len());
+            entry.touches.drain(..accounted);
+            entry.pass_touches = 0;
+            entry.settled = Some(SettledEntry {
+                fingerprint,
+                converged: settled.converged,
+                due: Instant::now() + settled.after,
+                bucket: settled.bucket,
+                user: settled.user,
+            });
+        });
+    }
+
+    /// Forgets what the last pass settled (it failed): the next one starts from AWS again.
+    pub fn unsettle(&self, uid: &str) {
+        self.with(uid, |entry| entry.settled = None);
+    }
+
+    /// Forgets the object (deleted).
+    pub fn forget(&self, uid: &str) {
+        if let Ok(mut objects) = self.objects.lock() {
+            objects.remove(uid);
+        }
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred.remove(uid);
+        }
+    }
+
+    /// Records a related change to the object, and says whether it may matter (then the caller wakes the
+    /// object). Before the object's first pass settled there is nothing to compare with: the change is not
+    /// recorded, and the object is woken to have that pass.
+    pub fn touch(&self, uid: &str, touch: Touch) -> bool {
+        let Ok(mut objects) = self.objects.lock() else { return true };
+        let Some(entry) = objects.get_mut(uid) else { return true };
+        let Some(settled) = &entry.settled else { return true };
+        let matters = match &touch {
+            Touch::Secret { key, resource_version } => {
+                self.secrets.lock().ok().and_then(|s| s.get(key).cloned()).as_ref() != Some(resource_version)
+            }
+            Touch::Bucket(view) => settled.bucket != Some(*view),
+        };
+        if matters && entry.touches.len() < MAX_TOUCHES && !entry.touches.contains(&touch) {
+            entry.touches.push(touch);
+        }
+        matters
+    }
+
+    /// What the last settled pass of the object saw of its Bucket.
+    pub fn bucket_seen(&self, uid: &str) -> Option<u64> {
+        let objects = self.objects.lock().ok()?;
+        objects.get(uid)?.settled.as_ref()?.bucket
+    }
+
+    /// The IAM user as the last settled pass left it.
+    pub fn user(&self, uid: &str) -> Option<User> {
+        let objects = self.objects.lock().ok()?;
+        objects.get(uid)?.settled.as_ref()?.user.clone()
+    }
+
+    /// Records a Secret this controller wrote.
+    pub fn wrote_secret(&self, namespace: &str, name: &str, resource_version: Option<&str>) {
+        if let (Ok(mut secrets), Some(rv)) = (self.secrets.lock(), resource_version) {
+            secrets.insert(format!("{namespace}/{name}"), rv.to_owned());
+        }
+    }
+
+    /// Forgets a Secret this controller deleted.
+    pub fn forget_secret(&self, namespace: &str, name: &str) {
+        if let Ok(mut secrets) = self.secrets.lock() {
+            secrets.remove(&format!("{namespace}/{name}"));
+        }
+    }
+
+    /// Whether this version of a Secret is one this controller wrote.
+    pub fn is_own_secret(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
+        let Ok(secrets) = self.secrets.lock() else { return false };
+        resource_version.is_some()
+            && secrets.get(&format!("{namespace}/{name}")).map(String::as_str) == resource_version
+    }
+
+    /// A slot for a background pass, or, when none is free, how long to put the pass off: the more passes
+    /// are waiting, the longer, spread by the uid so that they come back one by one.
+    pub fn admit_background(&self, uid: &str) -> Result<OwnedSemaphorePermit, Duration> {
+        let Ok(mut deferred) = self.deferred.lock() else { return Err(Duration::from_secs(1)) };
+        match self.background.clone().try_acquire_owned() {
+            Ok(permit) => {
+                deferred.remove(uid);
+                Ok(permit)
+            }
+            Err(_) => {
+                deferred.insert(uid.to_owned());
+                let spread = Duration::from_millis(20).saturating_mul(deferred.len() as u32);
+                let share = (crate::desired::names::stable_hash(uid) % 1000) as f64 / 1000.0;
+                Err(Duration::from_secs(1) + spread.min(Duration::from_secs(300)).mul_f64(0.5 + share))
+            }
+        }
+    }
+}
+
+fn remember(known: &mut VecDeque<String>, rv: &str) {
+    if known.iter().any(|k| k == rv) {
+        return;
+    }
+    if known.len() == KNOWN_VERSIONS {
+        known.pop_front();
+    }
+    known.push_back(rv.to_owned());
+}
+
+/// What of an object's metadata a pass depends on beyond its spec (the generation): the rotation
+/// annotation, the finalizers, deletion. A change to any of these, even in a version this controller
+/// wrote (a status write returns the object with changes made meanwhile), needs a pass.
+fn fingerprint<K: Resource>(obj: &K) -> u64 {
+    let meta = obj.meta();
+    let mut hasher = DefaultHasher::new();
+    meta.generation.hash(&mut hasher);
+    meta.deletion_timestamp.is_some().hash(&mut hasher);
+    meta.finalizers.hash(&mut hasher);
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(crate::desired::rotation::ROTATE_ANNOTATION))
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What a binding depends on in its Bucket: which one it is, whether it is ready or going, and where the
+/// AWS bucket is. A Bucket event that changes none of these wakes no binding.
+pub fn bucket_view(bucket: Option<&crate::api::Bucket>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    if let Some(bucket) = bucket {
+        bucket.metadata.uid.hash(&mut hasher);
+        bucket.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+        let status = bucket.status.as_ref();
+        status.is_some_and(|s| is_true(&s.conditions, types::READY)).hash(&mut hasher);
+        status.and_then(|s| s.bucket_name.as_deref()).hash(&mut hasher);
+        status.and_then(|s| s.region.as_deref()).hash(&mut hasher);
+        bucket.spec.region.hash(&mut hasher);
+    }
+    hasher.finish()
+}
+
+/// Whether an object's status says it converged at its current generation (a hint, used only to
+/// schedule: such an object's first pass after a restart is background work).
+pub fn looks_converged(
+    meta: &kube::api::ObjectMeta,
+    observed_generation: Option<i64>,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> bool {
+    meta.deletion_timestamp.is_none()
+        && observed_generation == meta.generation
+        && is_true(conditions, types::READY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Bucket;
+
+    fn bucket(uid: &str, rv: &str, generation: i64) -> Bucket {
+        let mut bucket: Bucket = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "b", "namespace": "n", "uid": uid, "resourceVersion": rv, "generation": generation},
+            "spec": {}
+        }))
+        .expect("bucket");
+        bucket.metadata.finalizers = Some(vec!["f".to_owned()]);
+        bucket
+    }
+
+    fn settled(after: u64) -> Settled {
+        Settled { converged: true, after: Duration::from_secs(after), bucket: None, user: None }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_own_write_is_an_echo_and_a_settled_object_waits_for_its_due_time() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        assert_eq!(memo.classify(&first, false), Class::Urgent, "a new object");
+        memo.wrote("u", Some("2"));
+        memo.settle(&first, settled(60));
+        let echo = bucket("u", "2", 1);
+        assert!(memo.is_echo(&echo));
+        assert!(matches!(memo.classify(&echo, true), Class::Settled(d) if d == Duration::from_secs(60)));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(memo.classify(&echo, true), Class::Background, "due: a periodic verification");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_by_others_are_urgent() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        memo.classify(&first, false);
+        memo.settle(&first, settled(60));
+        assert_eq!(memo.classify(&bucket("u", "3", 1), true), Class::Urgent, "a version not ours");
+        let mut annotated = bucket("u", "1", 1);
+        annotated.metadata.annotations =
+            Some([(crate::desired::rotation::ROTATE_ANNOTATION.to_owned(), "now".to_owned())].into());
+        assert_eq!(memo.classify(&annotated, true), Class::Urgent, "a rotation asked in a version we wrote");
+        assert_eq!(memo.classify(&bucket("u", "1", 2), true), Class::Urgent, "a spec change");
+        assert!(memo.touch("u", Touch::Bucket(7)), "a Bucket that looks different");
+        assert_eq!(memo.classify(&first, true), Class::Urgent, "a related change");
+        memo.settle(&first, settled(60));
+        assert!(matches!(memo.classify(&first, true), Class::Settled(_)), "settled again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_related_change_during_a_pass_is_not_lost() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        memo.classify(&first, false);
+        memo.settle(&first, settled(60));
+        memo.classify(&first, false);
+        let edit = Touch::Secret { key: "n/s".to_owned(), resource_version: "5".to_owned() };
+        assert!(memo.touch("u", edit), "a Secret version not ours");
+        memo.settle(&first, settled(60));
+        assert_eq!(memo.classify(&first, true), Class::Urgent, "the edit came during the pass: not lost");
+    }
+
+    #[test]
+    fn an_own_secret_write_seen_before_it_was_recorded_is_an_echo() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        memo.classify(&first, false);
+        memo.settle(&first, settled(60));
+        memo.classify(&first, false);
+        let echo = Touch::Secret { key: "n/s".to_owned(), resource_version: "5".to_owned() };
+        assert!(memo.touch("u", echo), "not known yet when its event came");
+        memo.wrote_secret("n", "s", Some("5"));
+        memo.settle(&first, settled(60));
+        assert!(matches!(memo.classify(&first, true), Class::Settled(_)));
+        assert!(!memo.touch("u", Touch::Secret { key: "n/s".to_owned(), resource_version: "5".to_owned() }));
+    }
+
+    #[test]
+    fn after_a_restart_converged_objects_are_background_work() {
+        let memo = Memo::new(4);
+        assert_eq!(memo.classify(&bucket("a", "1", 1), true), Class::Background);
+        assert_eq!(memo.classify(&bucket("b", "1", 1), false), Class::Urgent);
+        let mut deleting = bucket("c", "1", 1);
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
+        assert_eq!(memo.classify(&deleting, true), Class::Urgent);
+    }
+
+    #[test]
+    fn background_passes_take_at_most_half_the_slots_and_the_rest_wait_longer_the_more_there_are() {
+        let memo = Memo::new(4);
+        let held: Vec<_> = ["a", "b"].iter().map(|u| memo.admit_background(u).expect("a slot")).collect();
+        let first = memo.admit_background("c").expect_err("no slot");
+        for i in 0..100 {
+            let _ = memo.admit_background(&format!("w{i}"));
+        }
+        let later = memo.admit_background("c").expect_err("no slot");
+        assert!(later > first, "{later:?} after {first:?}");
+        drop(held);
+        assert!(memo.admit_background("c").is_ok());
+    }
+
+    #[test]
+    fn own_secret_writes_are_recognised_by_version() {
+        let memo = Memo::new(4);
+        memo.wrote_secret("n", "s", Some("7"));
+        assert!(memo.is_own_secret("n", "s", Some("7")));
+        assert!(!memo.is_own_secret("n", "s", Some("8")));
+        assert!(!memo.is_own_secret("n", "t", Some("7")));
+        memo.forget_secret("n", "s");
+        assert!(!memo.is_own_secret("n", "s", Some("7")));
+    }
+}
