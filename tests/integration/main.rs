@@ -17,5 +17,6 @@ mod orphans;
 mod proxy;
 mod quickstart;
 mod rotation;
+mod scale;
 mod smoke;
 mod trust;

@@ -1,9 +1,11 @@
 //! A TCP proxy on 127.0.0.1 that can hold requests: what a hung API server, a partitioned replica or a
 //! slow AWS call looks like to the controller. Held bytes are forwarded once released, even when the
-//! client has given up meanwhile, as a request already on the wire reaches the server anyway.
+//! client has given up meanwhile, as a request already on the wire reaches the server anyway. It can also
+//! delay every request: a slow upstream.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +26,7 @@ pub enum Hold {
 pub struct Proxy {
     pub url: String,
     hold: watch::Sender<Hold>,
+    delay: watch::Sender<Duration>,
     held: Arc<AtomicUsize>,
     accept: JoinHandle<()>,
 }
@@ -35,15 +38,22 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
         let url = format!("http://{}", listener.local_addr().expect("proxy address"));
         let (hold, holding) = watch::channel(Hold::Nothing);
+        let (delay, delaying) = watch::channel(Duration::ZERO);
         let held = Arc::new(AtomicUsize::new(0));
         let counter = held.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else { continue };
-                tokio::spawn(pipe(client, server, holding.clone(), counter.clone()));
+                let slow = delaying.clone();
+                tokio::spawn(pipe(client, server, holding.clone(), slow, counter.clone()));
             }
         });
-        Proxy { url, hold, held, accept }
+        Proxy { url, hold, delay, held, accept }
+    }
+
+    /// Delays every chunk the clients send by `delay`: a slow upstream.
+    pub fn delay(&self, delay: Duration) {
+        self.delay.send_replace(delay);
     }
 
     pub fn hold(&self, what: Hold) {
@@ -63,7 +73,13 @@ impl Drop for Proxy {
     }
 }
 
-async fn pipe(client: TcpStream, server: TcpStream, holding: watch::Receiver<Hold>, held: Arc<AtomicUsize>) {
+async fn pipe(
+    client: TcpStream,
+    server: TcpStream,
+    holding: watch::Receiver<Hold>,
+    delaying: watch::Receiver<Duration>,
+    held: Arc<AtomicUsize>,
+) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let requests = async move {
@@ -84,6 +100,10 @@ async fn pipe(client: TcpStream, server: TcpStream, holding: watch::Receiver<Hol
                 held.fetch_add(1, Ordering::SeqCst);
                 let _ = holding.wait_for(|hold| !is_held(hold)).await;
                 held.fetch_sub(1, Ordering::SeqCst);
+            }
+            let delay = *delaying.borrow();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
             }
             if server_write.write_all(chunk).await.is_err() {
                 break;

@@ -1,0 +1,134 @@
+//! Scale behaviour a test can pin: new work never waits behind periodic resyncs, and a settled object
+//! costs nothing between them. Figures (throughput, memory) are the benchmark's job (`docs/benchmarks.md`).
+
+use std::time::{Duration, Instant};
+
+use bucket_broker::api::{Bucket, BucketBinding, find_condition};
+use bucket_broker::aws::RateLimits;
+use bucket_broker::controller::Settings;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use serde_json::json;
+
+use crate::harness::TestEnv;
+use crate::operations::aws_through;
+use crate::proxy::Proxy;
+
+fn ready(conditions: Option<&Vec<Condition>>) -> bool {
+    conditions.and_then(|c| find_condition(c, "Ready")).is_some_and(|c| c.status == "True")
+}
+
+async fn create_pair(env: &TestEnv, name: &str) {
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": name}, "spec": {}}))
+        .await;
+    env.create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
+        "metadata": {"name": format!("{name}-app")}, "spec": {"bucketRef": {"name": name}}}))
+        .await;
+}
+
+async fn wait_pair(env: &TestEnv, name: &str) {
+    env.wait_for::<Bucket>(name, "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions))).await;
+    env.wait_for::<BucketBinding>(&format!("{name}-app"), "Ready", |b| {
+        ready(b.status.as_ref().map(|s| &s.conditions))
+    })
+    .await;
+}
+
+/// The value of one sample of the controller's metrics, 0 when absent.
+fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics.lines().find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_work_is_not_starved_by_resyncs_saturating_a_slow_aws() {
+    let mut env = TestEnv::new().await;
+    let proxy = Proxy::start(env.moto.endpoint_url()).await;
+    let aws = aws_through(&env, &proxy).await;
+    aws.stats.limit(RateLimits { iam: 20.0, s3: 40.0, sts: 20.0 });
+    let settings = Settings {
+        resync_interval: Duration::from_secs(1),
+        orphan_sweep_interval: Duration::ZERO,
+        ..env.settings()
+    };
+    let ctx = env.start_controller_on(settings, aws);
+    const PAIRS: usize = 15;
+    for i in 0..PAIRS {
+        create_pair(&env, &format!("load-{i}")).await;
+    }
+    for i in 0..PAIRS {
+        wait_pair(&env, &format!("load-{i}")).await;
+    }
+
+    // AWS turns slow: every request waits 150 ms. Verifying 30 objects every second now asks for far more
+    // than AWS answers, so resyncs queue up and are put off.
+    proxy.delay(Duration::from_millis(150));
+    let deferred = |metrics: &str| {
+        sample(metrics, "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"deferred\"}")
+            + sample(metrics, "bucket_broker_reconciles_total{kind=\"BucketBinding\",outcome=\"deferred\"}")
+    };
+    let saturated = Instant::now();
+    while deferred(&ctx.metrics.render()) < 20.0 {
+        assert!(saturated.elapsed() < Duration::from_secs(60), "resyncs never queued up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = ctx.metrics.render();
+    let verified = |metrics: &str| {
+        sample(metrics, "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"}")
+            + sample(metrics, "bucket_broker_reconciles_total{kind=\"BucketBinding\",outcome=\"success\"}")
+    };
+
+    let started = Instant::now();
+    create_pair(&env, "late").await;
+    wait_pair(&env, "late").await;
+    let took = started.elapsed();
+    let after = ctx.metrics.render();
+    println!("new Bucket + binding Ready in {took:?} while resyncs were saturating a slow AWS");
+    // Its own calls, about 14 at 150 ms each, plus the pacing: about 3 s. Behind the resync queue it would
+    // never come.
+    assert!(took < Duration::from_secs(10), "new work waited behind resyncs: {took:?}");
+    assert!(deferred(&after) > deferred(&before), "the resyncs were still queued meanwhile");
+    assert!(verified(&after) > verified(&before) + 2.0, "and background verification went on");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_settled_object_costs_no_aws_call_until_it_is_due() {
+    let mut env = TestEnv::new().await;
+    let settings = Settings { resync_interval: Duration::from_secs(600), ..env.settings() };
+    let ctx = env.start_controller_with(settings).await;
+    create_pair(&env, "quiet").await;
+    wait_pair(&env, "quiet").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = ctx.aws.stats.total();
+    let metrics = ctx.metrics.render();
+    let passes = |metrics: &str| {
+        ["Bucket", "BucketBinding"]
+            .iter()
+            .map(|k| {
+                sample(
+                    metrics,
+                    &format!("bucket_broker_reconciles_total{{kind=\"{k}\",outcome=\"success\"}}"),
+                )
+            })
+            .sum::<f64>()
+    };
+    // At most: the finalizer, the pass, and (for the binding) one pass after its Bucket became ready.
+    assert!(passes(&metrics) <= 5.0, "own writes started passes:\n{metrics}");
+
+    // A label added by a person is a change (not an own write), yet the pass it starts writes nothing.
+    let buckets = env.api::<Bucket>();
+    let patch = json!({"metadata": {"labels": {"team": "a"}}});
+    buckets
+        .patch("quiet", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("label");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = ctx.aws.stats.writes();
+    assert!(passes(&ctx.metrics.render()) > passes(&metrics), "a change by someone else starts a pass");
+    // Nothing else happens for the next seconds: no pass, no AWS call.
+    let (calls_now, passes_now) = (ctx.aws.stats.total(), passes(&ctx.metrics.render()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ctx.aws.stats.total(), calls_now, "no AWS call between resyncs");
+    assert_eq!(passes(&ctx.metrics.render()), passes_now);
+    assert_eq!(ctx.aws.stats.writes(), writes, "the label changed nothing in AWS");
+    assert!(calls_now > calls, "the label's pass verified the bucket");
+}
