@@ -17,7 +17,7 @@ use super::selector::{FieldSelector, LabelSelector, Selectors};
 use super::store::{PatchKind, Scope, WriteOptions};
 use super::watch::{self, WatchParams};
 use super::{Body, Shared};
-use super::{openapi, table};
+use super::{metadata, openapi, table};
 
 fn full(bytes: Vec<u8>) -> Body {
     Full::new(Bytes::from(bytes)).map_err(|never: Infallible| match never {}).boxed()
@@ -274,6 +274,9 @@ fn resource(
                 let meta = json!({ "resourceVersion": obj.pointer("/metadata/resourceVersion") });
                 return Ok(json_response(200, &table::table(&rt, &[obj], meta, include_object(q))));
             }
+            if metadata::wanted(&req.accept, "PartialObjectMetadata") {
+                return Ok(json_response(200, &metadata::partial(&obj)));
+            }
             Ok(json_response(200, &obj))
         }
         "list" => {
@@ -293,6 +296,9 @@ fn resource(
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 let meta = list["metadata"].clone();
                 return Ok(json_response(200, &table::table(&rt, &items, meta, include_object(q))));
+            }
+            if metadata::wanted(&req.accept, "PartialObjectMetadataList") {
+                return Ok(json_response(200, &metadata::partial_list(&list)));
             }
             Ok(json_response(200, &list))
         }
@@ -315,6 +321,7 @@ fn resource(
                 send_initial_events: truthy(q, "sendInitialEvents"),
                 bookmarks: truthy(q, "allowWatchBookmarks"),
                 timeout,
+                metadata_only: metadata::wanted(&req.accept, "PartialObjectMetadata"),
             };
             let body = watch::open(shared, rt.clone(), ns.map(str::to_string), sel, params);
             let mut r = Response::new(body);

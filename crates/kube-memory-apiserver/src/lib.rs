@@ -29,6 +29,7 @@ mod events;
 mod faults;
 mod gc;
 mod http;
+mod metadata;
 mod openapi;
 mod rules;
 mod schema;

@@ -1373,3 +1373,45 @@ async fn server_side_apply_removes_a_map_whose_last_field_is_dropped() -> TestRe
     assert!(m.data.is_none_or(|d| d.is_empty()));
     Ok(())
 }
+
+#[tokio::test]
+async fn metadata_only_get_list_and_watch_carry_no_data() -> TestResult {
+    let server = ApiServer::start().await?;
+    let client = server.client();
+    let secrets = Api::<Secret>::namespaced(client.clone(), "default");
+    let secret: Secret = serde_json::from_value(json!({"metadata": {"name": "s", "labels": {"a": "b"}},
+        "stringData": {"password": "hunter2"}}))?;
+    secrets.create(&PostParams::default(), &secret).await?;
+    let metadata = Api::<kube::core::PartialObjectMeta<Secret>>::namespaced(client.clone(), "default");
+    let one = metadata.get("s").await?;
+    assert_eq!(one.types.as_ref().map(|t| t.kind.as_str()), Some("PartialObjectMetadata"));
+    assert_eq!(one.metadata.labels.as_ref().and_then(|l| l.get("a")).map(String::as_str), Some("b"));
+    let list = metadata.list(&ListParams::default()).await?;
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+
+    // The raw bytes: no data (managedFields name the keys, as upstream, never their values).
+    let request = hyper::http::Request::get("/api/v1/namespaces/default/secrets")
+        .header("accept", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+        .body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    assert!(!text.contains("aHVudGVyMg") && !text.contains("\"data\":"), "{text}");
+    let mut events = metadata.watch(&WatchParams::default(), "0").await?.boxed();
+    secrets
+        .patch("s", &PatchParams::default(), &Patch::Merge(json!({"stringData": {"password": "2"}})))
+        .await?;
+    let mut seen = Vec::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_secs(2), events.next()).await {
+        match event? {
+            WatchEvent::Added(o) | WatchEvent::Modified(o) => {
+                seen.push(o.types.map(|t| t.kind).unwrap_or_default());
+                if seen.len() == 2 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["PartialObjectMetadata", "PartialObjectMetadata"]);
+    Ok(())
+}

@@ -28,11 +28,22 @@ pub(super) struct WatchParams {
     pub send_initial_events: bool,
     pub bookmarks: bool,
     pub timeout: Option<Duration>,
+    /// `Accept: application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1`: objects as metadata only.
+    pub metadata_only: bool,
 }
 
 type Chunk = Result<Frame<Bytes>, std::io::Error>;
 
-fn line(v: &Value) -> Chunk {
+fn line(v: &Value, metadata_only: bool) -> Chunk {
+    let shaped;
+    let v = if metadata_only && v["type"] != "ERROR" {
+        let mut event = v.clone();
+        event["object"] = super::metadata::partial(&v["object"]);
+        shaped = event;
+        &shaped
+    } else {
+        v
+    };
     let mut bytes = serde_json::to_vec(v).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     Ok(Frame::data(Bytes::from(bytes)))
@@ -111,9 +122,10 @@ pub(super) fn open(
     }
     let cut = shared.faults.cut_signal();
     let interval = shared.options.bookmark_interval;
+    let metadata_only = params.metadata_only;
     tokio::spawn(async move {
         for ev in &first {
-            if tx.send(line(ev)).await.is_err() {
+            if tx.send(line(ev, metadata_only)).await.is_err() {
                 return;
             }
         }
@@ -150,19 +162,20 @@ async fn run(
                 Ok(ev) => {
                     seen = ev.rv;
                     if let Some(v) = translate(&ev, &rt, namespace.as_deref(), &selectors)
-                        && tx.send(line(&v)).await.is_err()
+                        && tx.send(line(&v, params.metadata_only)).await.is_err()
                     {
                         return;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let _ = tx.send(line(&expired_event(format!("too old resource version: {seen}")))).await;
+                    let expired = expired_event(format!("too old resource version: {seen}"));
+                    let _ = tx.send(line(&expired, false)).await;
                     return;
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = tick.tick(), if params.bookmarks => {
-                if tx.send(line(&bookmark(&rt, seen, false))).await.is_err() {
+                if tx.send(line(&bookmark(&rt, seen, false), params.metadata_only)).await.is_err() {
                     return;
                 }
             }
