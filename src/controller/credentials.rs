@@ -800,8 +800,8 @@ struct Provisioned {
 /// Ensures the IAM user and its policies.
 ///
 /// A background pass (a periodic verification) takes the user from the last pass that left it unchanged
-/// rather than reading it: the tags and boundary only this controller writes. The policy, the attached
-/// policies and the keys, which drift matters for, are read on every pass.
+/// rather than reading it: its tags only this controller writes (and its boundary, unless one is
+/// configured). The policy, the attached policies and the keys, whose drift matters, are read on every pass.
 async fn provision<K: CredentialKind>(
     obj: &K,
     ctx: &Context,
@@ -814,7 +814,10 @@ async fn provision<K: CredentialKind>(
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let mut changes = Vec::new();
     let derived = names::user_name(&settings.user_prefix, owner.uid);
-    let remembered = ctx.memo.user(owner.uid).filter(|_| Priority::current() == Priority::Background);
+    // With a permissions boundary to keep, its drift matters: the user is read on every pass then.
+    let remembered = ctx.memo.user(owner.uid).filter(|_| {
+        Priority::current() == Priority::Background && settings.permissions_boundary_arn.is_none()
+    });
     let mut created = false;
     let found = match remembered {
         Some(user) => Some(user),
