@@ -702,8 +702,9 @@ async fn deliver<K: CredentialKind>(
     let issued = created_of(&key.id).unwrap_or(now);
     let next = rotation::next_rotation(issued, &policy);
     let wake_at = [retiring.as_ref().map(|(_, deadline)| *deadline), next].into_iter().flatten().min();
-    // The user as read is what AWS holds only if this pass changed none of it.
-    let unchanged_user = (!created && !user_changed).then(|| iam_user.clone());
+    // The user as read (or as created, with the tags it was created with) is what AWS holds only if this
+    // pass changed none of it since.
+    let unchanged_user = (!user_changed).then(|| iam_user.clone());
     Ok(Delivered {
         unchanged_user,
         user_arn: iam_user.arn,
@@ -793,7 +794,7 @@ struct Provisioned {
     changes: Vec<&'static str>,
     /// This pass created the user: it has no keys and no policy but what this pass gave it.
     created: bool,
-    /// This pass changed the user's tags or boundary: the `user` read before is stale.
+    /// This pass changed the user's tags or boundary after reading or creating it: `user` is stale.
     user_changed: bool,
 }
 
