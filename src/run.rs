@@ -42,7 +42,7 @@ pub enum RunError {
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     init_tracing(args.log_format);
     let client = Client::try_default().await.map_err(RunError::Kubeconfig)?;
-    check_crds(&client).await?;
+    check_crds(&client, args.namespace.as_deref()).await?;
 
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &args.region {
@@ -184,23 +184,29 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Fails with a clear message when a CRD is missing, instead of watches that fail forever.
-pub async fn check_crds(client: &Client) -> Result<(), RunError> {
-    let one = ListParams::default().limit(1);
-    let check = |result: Result<(), kube::Error>, kind| match result {
-        Ok(()) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::MissingCrd(kind)),
-        Err(err) => Err(RunError::Kube(err)),
-    };
-    check(Api::<Bucket>::all(client.clone()).list_metadata(&one).await.map(drop), "buckets.bucketbroker.io")?;
-    check(
-        Api::<BucketBinding>::all(client.clone()).list_metadata(&one).await.map(drop),
-        "bucketbindings.bucketbroker.io",
-    )?;
-    check(
-        Api::<BucketServiceKey>::all(client.clone()).list_metadata(&one).await.map(drop),
-        "bucketservicekeys.bucketbroker.io",
-    )
+/// Fails with a clear message when a CRD is missing, instead of watches that fail forever. With
+/// `namespace` (`--namespace`), it lists only there: a namespaced install may list nothing cluster-wide.
+pub async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), RunError> {
+    async fn one<K>(client: &Client, namespace: Option<&str>, crd: &'static str) -> Result<(), RunError>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = match namespace {
+            Some(ns) => Api::<K>::namespaced(client.clone(), ns),
+            None => Api::<K>::all(client.clone()),
+        };
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(RunError::MissingCrd(crd)),
+            Err(err) => Err(RunError::Kube(err)),
+        }
+    }
+    one::<Bucket>(client, namespace, "buckets.bucketbroker.io").await?;
+    one::<BucketBinding>(client, namespace, "bucketbindings.bucketbroker.io").await?;
+    one::<BucketServiceKey>(client, namespace, "bucketservicekeys.bucketbroker.io").await
 }
 
 async fn wait_for_signal() {

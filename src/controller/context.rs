@@ -48,6 +48,8 @@ pub struct Settings {
     pub orphan_sweep_interval: Duration,
     /// AWS objects younger than this are never judged orphans (not a flag, tests shorten it).
     pub orphan_grace: Duration,
+    /// The longest a pass may take before it is stopped and retried (not a flag, tests shorten it).
+    pub pass_timeout: Duration,
 }
 
 impl Settings {
@@ -74,12 +76,17 @@ impl Settings {
             namespace: args.namespace.clone(),
             orphan_sweep_interval: args.orphan_sweep_interval.0,
             orphan_grace: ORPHAN_GRACE,
+            pass_timeout: PASS_TIMEOUT,
         }
     }
 }
 
 /// The default of [`Settings::key_propagation_timeout`].
 pub const KEY_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default of [`Settings::pass_timeout`]: far beyond a slow one (AWS calls time out after 90 s, the rate limits pace
+/// a pass's dozen calls), short enough that a hung connection costs minutes, not forever.
+pub const PASS_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The default of [`Settings::orphan_grace`]: far longer than any create takes from reading the object
 /// to tagging what it made.
@@ -138,7 +145,13 @@ impl Context {
             Class::Urgent => None,
         };
         let started = Instant::now();
-        let result = class.priority().scope(pass).await;
+        // Every request in a pass is bounded but Kubernetes reads: a connection that hangs without an answer
+        // must not pin the object (a pass stopped at any line is safe to run again).
+        let limit = self.settings.pass_timeout;
+        let result = match tokio::time::timeout(limit, class.priority().scope(pass)).await {
+            Ok(result) => result,
+            Err(_) => Err(kube::runtime::finalizer::Error::ApplyFailed(super::Error::Timeout(limit))),
+        };
         if result.is_err() {
             self.memo.unsettle(&uid);
         }

@@ -42,6 +42,9 @@ pub enum Error {
     /// A new access key that AWS still refuses after the propagation window.
     #[error("{0}")]
     CredentialsRejected(String),
+    /// A pass ran out of time (a request that never answers); it was stopped and is retried.
+    #[error("the pass took longer than {} s and was stopped; it is retried", .0.as_secs())]
+    Timeout(std::time::Duration),
 }
 
 impl Error {
@@ -58,6 +61,7 @@ impl Error {
             Error::BucketUnverified(_) => reasons::BUCKET_NOT_READY,
             Error::InvalidSpec(_) => reasons::INVALID_SPEC,
             Error::CredentialsRejected(_) => reasons::CREDENTIALS_REJECTED,
+            Error::Timeout(_) => "Timeout",
         }
     }
 
@@ -75,7 +79,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Aws(err) => err.is(ErrorKind::Transient),
-            Error::Kube(_) => true,
+            Error::Kube(_) | Error::Timeout(_) => true,
             _ => false,
         }
     }

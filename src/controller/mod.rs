@@ -26,7 +26,7 @@ mod status;
 
 use std::sync::Arc;
 
-pub use context::{Context, KEY_PROPAGATION_TIMEOUT, ORPHAN_GRACE, Settings};
+pub use context::{Context, KEY_PROPAGATION_TIMEOUT, ORPHAN_GRACE, PASS_TIMEOUT, Settings};
 pub use error::{Error, ReconcileError};
 
 /// Runs every controller until `shutdown` turns true.

@@ -27,5 +27,6 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
         namespace: Some(namespace.to_owned()),
         orphan_sweep_interval: std::time::Duration::from_secs(3600),
         orphan_grace: crate::controller::ORPHAN_GRACE,
+        pass_timeout: crate::controller::PASS_TIMEOUT,
     }
 }

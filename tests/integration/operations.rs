@@ -161,7 +161,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
 async fn start_up_fails_clearly_when_the_crds_are_missing() {
     // Always the in-memory server: a real cluster under test has the CRDs installed.
     let server = kube_memory_apiserver::ApiServer::start().await.expect("api server");
-    let err = bucket_broker::run::check_crds(&server.client()).await.expect_err("no CRDs yet");
+    let err = bucket_broker::run::check_crds(&server.client(), None).await.expect_err("no CRDs yet");
     assert!(matches!(err, RunError::MissingCrd("buckets.bucketbroker.io")), "{err:?}");
     assert!(err.to_string().contains("kubectl apply -k crds/"), "says how to fix it: {err}");
 
@@ -171,7 +171,11 @@ async fn start_up_fails_clearly_when_the_crds_are_missing() {
     for crd in bucket_broker::api::crds() {
         crds.create(&Default::default(), &crd).await.expect("crd installed");
     }
-    bucket_broker::run::check_crds(&server.client()).await.expect("CRDs found");
+    bucket_broker::run::check_crds(&server.client(), None).await.expect("CRDs found");
+    // With --namespace it lists only there (a namespaced install may list nothing cluster-wide).
+    bucket_broker::run::check_crds(&server.client(), Some("team-a"))
+        .await
+        .expect("CRDs found in a namespace");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -132,3 +132,27 @@ async fn a_settled_object_costs_no_aws_call_until_it_is_due() {
     assert_eq!(ctx.aws.stats.writes(), writes, "the label changed nothing in AWS");
     assert!(calls_now > calls, "the label's pass verified the bucket");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
+    let mut env = TestEnv::new().await;
+    let proxy = Proxy::start(env.moto.endpoint_url()).await;
+    let aws = aws_through(&env, &proxy).await;
+    let settings = Settings { pass_timeout: Duration::from_secs(2), ..env.settings() };
+    let ctx = env.start_controller_on(settings, aws);
+    // AWS takes every request and never answers.
+    proxy.hold(crate::proxy::Hold::Everything);
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "hung"}, "spec": {}}))
+        .await;
+    let timeouts = |metrics: &str| {
+        sample(metrics, "bucket_broker_reconcile_failures_total{kind=\"Bucket\",reason=\"Timeout\"}")
+    };
+    let started = Instant::now();
+    while timeouts(&ctx.metrics.render()) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the hung pass was never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.hold(crate::proxy::Hold::Nothing);
+    env.wait_for::<Bucket>("hung", "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions))).await;
+}
