@@ -239,9 +239,9 @@ impl Context {
     }
 }
 
-/// The main watch of a controller: objects without `managedFields` or the last-applied annotation (the
-/// cache keeps what reconciles read, not the largest part of most objects), and no event for a version
-/// this controller wrote (its own status writes start no pass).
+/// The main watch of a controller: objects as [`trim`] leaves them (the cache keeps what reconciles read,
+/// not the largest part of most objects), and no event for a version this controller wrote (its own
+/// status writes start no pass).
 pub fn watch_trimmed<K>(
     api: Api<K>,
     ctx: Arc<Context>,
@@ -259,17 +259,23 @@ where
     (reader, stream)
 }
 
-/// Drops what no reconcile reads from a cached object.
+/// Drops what no reconcile reads from a cached object: `managedFields`, labels, and every annotation but
+/// the controller's own (`bucketbroker.io/...`; others can be large: kubectl's last-applied copy of the
+/// whole object, a GitOps tool's).
 pub fn trim<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
+        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+    }
+    if meta.annotations.as_ref().is_some_and(|a| a.is_empty()) {
+        meta.annotations = None;
     }
 }
 
-/// The annotation `kubectl apply` (client-side) keeps a whole copy of the object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The prefix of the annotations a reconcile reads (`bucketbroker.io/rotate`).
+const OWN_ANNOTATIONS: &str = "bucketbroker.io/";
 
 /// Per-object exponential backoff for failed reconciles (kube's controller has none built in).
 #[derive(Default)]
@@ -327,6 +333,27 @@ mod tests {
         let early = factors.iter().filter(|f| **f < 1.0).count();
         assert!((400..600).contains(&early), "about half before the interval: {early}");
         assert_eq!(resync_spread("uid-7"), resync_spread("uid-7"));
+    }
+
+    #[test]
+    fn cached_objects_keep_only_what_reconciles_read() {
+        let mut bucket: crate::api::Bucket = serde_json::from_value(serde_json::json!({
+            "apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+            "metadata": {"name": "b", "labels": {"team": "a"},
+                "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                    "bucketbroker.io/rotate": "1"},
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]},
+            "spec": {}
+        }))
+        .expect("bucket");
+        trim(&mut bucket);
+        assert_eq!(bucket.metadata.managed_fields, None);
+        assert_eq!(bucket.metadata.labels, None);
+        let annotations = bucket.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["bucketbroker.io/rotate"]);
+        bucket.metadata.annotations = Some([("other".to_owned(), "x".to_owned())].into());
+        trim(&mut bucket);
+        assert_eq!(bucket.metadata.annotations, None);
     }
 
     #[test]

@@ -38,7 +38,7 @@ use serde::de::DeserializeOwned;
 use super::app_secret;
 use super::context::watch_trimmed;
 use super::error::error_policy;
-use super::memo::{Settled, Touch, bucket_view, looks_converged};
+use super::memo::{RememberedUser, Settled, Touch, bucket_view, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, MANAGER, ReconcileError};
 use crate::api::{
@@ -276,7 +276,7 @@ struct Step {
     after: Duration,
     converged: bool,
     bucket: u64,
-    user: Option<User>,
+    user: Option<RememberedUser>,
 }
 
 impl Step {
@@ -495,7 +495,7 @@ async fn verify_bucket(ctx: &Context, target: &Target, bucket_ref: &str) -> Resu
 /// What [`deliver`] did.
 struct Delivered {
     /// The IAM user, when this pass left it as it read it (then a background pass may skip reading it).
-    unchanged_user: Option<User>,
+    unchanged_user: Option<RememberedUser>,
     user_arn: String,
     key_id: String,
     /// AWS accepts the key.
@@ -704,7 +704,8 @@ async fn deliver<K: CredentialKind>(
     let wake_at = [retiring.as_ref().map(|(_, deadline)| *deadline), next].into_iter().flatten().min();
     // The user as read (or as created, with the tags it was created with) is what AWS holds only if this
     // pass changed none of it since.
-    let unchanged_user = (!user_changed).then(|| iam_user.clone());
+    let derived = names::tags(owner, &ctx.settings.deploy_env, &ctx.settings.cluster_name);
+    let unchanged_user = if user_changed { None } else { RememberedUser::of(&iam_user, &derived) };
     Ok(Delivered {
         unchanged_user,
         user_arn: iam_user.arn,
@@ -821,7 +822,7 @@ async fn provision<K: CredentialKind>(
     });
     let mut created = false;
     let found = match remembered {
-        Some(user) => Some(user),
+        Some(user) => Some(user.user(&names::tags(owner, &settings.deploy_env, &settings.cluster_name))),
         None => ops.get().await?,
     };
     let existing = match found {

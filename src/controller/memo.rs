@@ -12,7 +12,7 @@
 //! verification per object, paced as background work.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +27,15 @@ use crate::desired::conditions::{is_true, types};
 
 /// How many resourceVersions of one object are remembered as ours (a pass writes at most three times).
 const KNOWN_VERSIONS: usize = 4;
+
+/// A resourceVersion as remembered: its hash (8 bytes a version instead of a string).
+type Version = u64;
+
+fn version(rv: &str) -> Version {
+    let mut hasher = DefaultHasher::new();
+    rv.hash(&mut hasher);
+    hasher.finish() | 1
+}
 
 /// What a reconcile should do, decided before it does anything.
 #[derive(Debug, PartialEq)]
@@ -57,13 +66,45 @@ pub struct Settled {
     /// What the pass saw of the object's Bucket ([`bucket_view`]); `None` for a Bucket.
     pub bucket: Option<u64>,
     /// The IAM user as the pass left it: a background verification reads it from here, not from AWS.
-    pub user: Option<User>,
+    pub user: Option<RememberedUser>,
+}
+
+/// An IAM user as remembered: its ARN, boundary, and the tags that are not the ones derived from its
+/// owner (usually none: a rotation's records, the attachments'), so that a few bytes stand for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RememberedUser {
+    arn: Box<str>,
+    boundary: Option<Box<str>>,
+    other_tags: Vec<(String, String)>,
+}
+
+impl RememberedUser {
+    /// `user` as remembered, if it carries every tag of `derived` (as every user this controller made
+    /// does); one that lacks one is not remembered, so that [`Self::user`] is exactly what AWS holds.
+    pub fn of(user: &User, derived: &[(String, String)]) -> Option<Self> {
+        derived.iter().all(|tag| user.tags.contains(tag)).then(|| RememberedUser {
+            arn: user.arn.as_str().into(),
+            boundary: user.permissions_boundary.as_deref().map(Into::into),
+            other_tags: user.tags.iter().filter(|tag| !derived.contains(tag)).cloned().collect(),
+        })
+    }
+
+    /// The user again, `derived` being the same tags as given to [`Self::of`].
+    pub fn user(&self, derived: &[(String, String)]) -> User {
+        let mut tags = derived.to_vec();
+        tags.extend(self.other_tags.iter().cloned());
+        User {
+            arn: self.arn.to_string(),
+            tags,
+            permissions_boundary: self.boundary.as_deref().map(Into::into),
+        }
+    }
 }
 
 #[derive(Default)]
 struct Entry {
     /// resourceVersions this controller wrote, or read in a pass that settled: their events are echoes.
-    known: VecDeque<String>,
+    known: [Version; KNOWN_VERSIONS],
     /// Related changes seen since the last pass started, judged when the next reconcile starts (by then
     /// the pass that may have made them has recorded its writes).
     touches: Vec<Touch>,
@@ -89,7 +130,7 @@ struct SettledEntry {
     converged: bool,
     due: Instant,
     bucket: Option<u64>,
-    user: Option<User>,
+    user: Option<RememberedUser>,
 }
 
 /// The memory of one controller process, shared by every controller.
@@ -121,7 +162,7 @@ impl Memo {
     /// Records a resourceVersion of the object with `uid` that this controller wrote.
     pub fn wrote(&self, uid: &str, resource_version: Option<&str>) {
         let Some(rv) = resource_version else { return };
-        self.with(uid, |entry| remember(&mut entry.known, rv));
+        self.with(uid, |entry| remember(&mut entry.known, version(rv)));
     }
 
     /// Whether this version of an object is one this controller wrote or already settled.
@@ -131,7 +172,7 @@ impl Memo {
             return false;
         };
         let Ok(objects) = self.objects.lock() else { return false };
-        objects.get(uid).is_some_and(|e| e.known.iter().any(|k| k == rv))
+        objects.get(uid).is_some_and(|e| e.known.contains(&version(rv)))
     }
 
     /// Decides what a reconcile of `obj` is ([`Class`]), and marks the start of its pass.
@@ -149,7 +190,7 @@ impl Memo {
         let secrets = self.secrets.lock().ok();
         let entry = objects.entry(uid.to_owned()).or_default();
         entry.pass_touches = entry.touches.len();
-        let unchanged = entry.known.iter().any(|k| k == rv);
+        let unchanged = entry.known.contains(&version(rv));
         let settled = entry.settled.as_ref();
         let dirty = entry.touches.len() >= MAX_TOUCHES
             || entry.touches.iter().any(|touch| match touch {
@@ -188,7 +229,7 @@ impl Memo {
         let fingerprint = fingerprint(obj);
         self.with(uid, |entry| {
             if let Some(rv) = meta.resource_version.as_deref() {
-                remember(&mut entry.known, rv);
+                remember(&mut entry.known, version(rv));
             }
             let accounted = entry.pass_touches.min(entry.touches.len());
             entry.touches.drain(..accounted);
@@ -244,7 +285,7 @@ impl Memo {
     }
 
     /// The IAM user as the last settled pass left it.
-    pub fn user(&self, uid: &str) -> Option<User> {
+    pub fn user(&self, uid: &str) -> Option<RememberedUser> {
         let objects = self.objects.lock().ok()?;
         objects.get(uid)?.settled.as_ref()?.user.clone()
     }
@@ -289,14 +330,13 @@ impl Memo {
     }
 }
 
-fn remember(known: &mut VecDeque<String>, rv: &str) {
-    if known.iter().any(|k| k == rv) {
+/// Adds `version` to `known`, dropping the oldest (versions are never 0: an empty slot is).
+fn remember(known: &mut [Version; KNOWN_VERSIONS], version: Version) {
+    if known.contains(&version) {
         return;
     }
-    if known.len() == KNOWN_VERSIONS {
-        known.pop_front();
-    }
-    known.push_back(rv.to_owned());
+    known.rotate_left(1);
+    known[KNOWN_VERSIONS - 1] = version;
 }
 
 /// What of an object's metadata a pass depends on beyond its spec (the generation): the rotation
@@ -446,6 +486,27 @@ mod tests {
         assert!(later > first, "{later:?} after {first:?}");
         drop(held);
         assert!(memo.admit_background("c").is_ok());
+    }
+
+    #[test]
+    fn a_remembered_user_is_the_user_again() {
+        let derived = vec![("uid".to_owned(), "u".to_owned()), ("cluster".to_owned(), "c".to_owned())];
+        let mut tags = derived.clone();
+        tags.push(("retiring".to_owned(), "AKIA:5".to_owned()));
+        let user = User {
+            arn: "arn:aws:iam::1:user/x".to_owned(),
+            tags,
+            permissions_boundary: Some("b".to_owned()),
+        };
+        let remembered = RememberedUser::of(&user, &derived).expect("carries every derived tag");
+        assert_eq!(remembered.other_tags.len(), 1, "only what cannot be derived is kept");
+        assert_eq!(remembered.user(&derived), user);
+        let foreign = User { tags: derived[..1].to_vec(), ..user };
+        assert_eq!(
+            RememberedUser::of(&foreign, &derived),
+            None,
+            "a user lacking a derived tag is read again"
+        );
     }
 
     #[test]
