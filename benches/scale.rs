@@ -530,7 +530,10 @@ fn binding(name: &str, bucket: &str, read_write: bool) -> BucketBinding {
 /// Creates Bucket `b<i>` and BucketBinding `a<i>` (bound to it), recording when each was created.
 async fn create_pair(env: &Env, tracker: &Tracker, bucket_name: &str, binding_name: &str, i: usize) {
     let params = PostParams::default();
-    env.api::<Bucket>().create(&params, &bucket(bucket_name, i.is_multiple_of(2))).await.expect("create bucket");
+    env.api::<Bucket>()
+        .create(&params, &bucket(bucket_name, i.is_multiple_of(2)))
+        .await
+        .expect("create bucket");
     tracker.lock().expect("tracker").created.insert((BUCKET, bucket_name.to_owned()), Instant::now());
     env.api::<BucketBinding>()
         .create(&params, &binding(binding_name, bucket_name, i.is_multiple_of(2)))

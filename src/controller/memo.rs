@@ -110,10 +110,27 @@ struct Entry {
     touches: Vec<Touch>,
     /// How many of `touches` the running pass started after (it accounts for them).
     pass_touches: usize,
-    settled: Option<SettledEntry>,
+    /// Boxed: most of the table is entries, and an entry without it stays small.
+    settled: Option<Box<SettledEntry>>,
 }
 
-/// A related change.
+/// An object's uid as a key: a Kubernetes uid is a UUID, 16 bytes (anything else, hashed to as many).
+type Uid = u128;
+
+fn key(uid: &str) -> Uid {
+    let hex: String = uid.chars().filter(|c| *c != '-').collect();
+    match u128::from_str_radix(&hex, 16) {
+        Ok(value) if hex.len() == 32 => value,
+        _ => {
+            let half = |salt: u8| {
+                let mut hasher = DefaultHasher::new();
+                (salt, uid).hash(&mut hasher);
+                hasher.finish()
+            };
+            (u128::from(half(1)) << 64) | u128::from(half(2))
+        }
+    }
+}
 #[derive(Clone, Debug, PartialEq)]
 pub enum Touch {
     /// A Secret listing the object changed: it matters unless this controller wrote that version.
@@ -135,13 +152,13 @@ struct SettledEntry {
 
 /// The memory of one controller process, shared by every controller.
 pub struct Memo {
-    objects: Mutex<HashMap<String, Entry>>,
+    objects: Mutex<HashMap<Uid, Entry>>,
     /// `namespace/name` of each Secret this controller wrote, with the resourceVersion it wrote.
     secrets: Mutex<HashMap<String, String>>,
     /// Admission of background passes: at most half the concurrency, so that new work always finds a slot.
     background: Arc<Semaphore>,
     /// Objects whose background pass was put off for lack of a slot.
-    deferred: Mutex<HashSet<String>>,
+    deferred: Mutex<HashSet<Uid>>,
 }
 
 impl Memo {
@@ -156,7 +173,7 @@ impl Memo {
 
     fn with<T>(&self, uid: &str, f: impl FnOnce(&mut Entry) -> T) -> Option<T> {
         let mut objects = self.objects.lock().ok()?;
-        Some(f(objects.entry(uid.to_owned()).or_default()))
+        Some(f(objects.entry(key(uid)).or_default()))
     }
 
     /// Records a resourceVersion of the object with `uid` that this controller wrote.
@@ -172,7 +189,7 @@ impl Memo {
             return false;
         };
         let Ok(objects) = self.objects.lock() else { return false };
-        objects.get(uid).is_some_and(|e| e.known.contains(&version(rv)))
+        objects.get(&key(uid)).is_some_and(|e| e.known.contains(&version(rv)))
     }
 
     /// Decides what a reconcile of `obj` is ([`Class`]), and marks the start of its pass.
@@ -188,7 +205,7 @@ impl Memo {
         let now = Instant::now();
         let Ok(mut objects) = self.objects.lock() else { return Class::Urgent };
         let secrets = self.secrets.lock().ok();
-        let entry = objects.entry(uid.to_owned()).or_default();
+        let entry = objects.entry(key(uid)).or_default();
         entry.pass_touches = entry.touches.len();
         let unchanged = entry.known.contains(&version(rv));
         let settled = entry.settled.as_ref();
@@ -234,13 +251,13 @@ impl Memo {
             let accounted = entry.pass_touches.min(entry.touches.len());
             entry.touches.drain(..accounted);
             entry.pass_touches = 0;
-            entry.settled = Some(SettledEntry {
+            entry.settled = Some(Box::new(SettledEntry {
                 fingerprint,
                 converged: settled.converged,
                 due: Instant::now() + settled.after,
                 bucket: settled.bucket,
                 user: settled.user,
-            });
+            }));
         });
     }
 
@@ -252,10 +269,10 @@ impl Memo {
     /// Forgets the object (deleted).
     pub fn forget(&self, uid: &str) {
         if let Ok(mut objects) = self.objects.lock() {
-            objects.remove(uid);
+            objects.remove(&key(uid));
         }
         if let Ok(mut deferred) = self.deferred.lock() {
-            deferred.remove(uid);
+            deferred.remove(&key(uid));
         }
     }
 
@@ -264,7 +281,7 @@ impl Memo {
     /// recorded, and the object is woken to have that pass.
     pub fn touch(&self, uid: &str, touch: Touch) -> bool {
         let Ok(mut objects) = self.objects.lock() else { return true };
-        let Some(entry) = objects.get_mut(uid) else { return true };
+        let Some(entry) = objects.get_mut(&key(uid)) else { return true };
         let Some(settled) = &entry.settled else { return true };
         let matters = match &touch {
             Touch::Secret { key, resource_version } => {
@@ -281,13 +298,13 @@ impl Memo {
     /// What the last settled pass of the object saw of its Bucket.
     pub fn bucket_seen(&self, uid: &str) -> Option<u64> {
         let objects = self.objects.lock().ok()?;
-        objects.get(uid)?.settled.as_ref()?.bucket
+        objects.get(&key(uid))?.settled.as_ref()?.bucket
     }
 
     /// The IAM user as the last settled pass left it.
     pub fn user(&self, uid: &str) -> Option<RememberedUser> {
         let objects = self.objects.lock().ok()?;
-        objects.get(uid)?.settled.as_ref()?.user.clone()
+        objects.get(&key(uid))?.settled.as_ref()?.user.clone()
     }
 
     /// Records a Secret this controller wrote.
@@ -317,11 +334,11 @@ impl Memo {
         let Ok(mut deferred) = self.deferred.lock() else { return Err(Duration::from_secs(1)) };
         match self.background.clone().try_acquire_owned() {
             Ok(permit) => {
-                deferred.remove(uid);
+                deferred.remove(&key(uid));
                 Ok(permit)
             }
             Err(_) => {
-                deferred.insert(uid.to_owned());
+                deferred.insert(key(uid));
                 let spread = Duration::from_millis(20).saturating_mul(deferred.len() as u32);
                 let share = (crate::desired::names::stable_hash(uid) % 1000) as f64 / 1000.0;
                 Err(Duration::from_secs(1) + spread.min(Duration::from_secs(300)).mul_f64(0.5 + share))
@@ -507,6 +524,13 @@ mod tests {
             None,
             "a user lacking a derived tag is read again"
         );
+    }
+
+    #[test]
+    fn uids_are_keyed_exactly() {
+        assert_eq!(key("0b6c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d"), 0x0b6c3d4e5f604a1b8c2d3e4f5a6b7c8d);
+        assert_ne!(key("not-a-uuid"), key("not-a-uuid-either"));
+        assert_eq!(key("not-a-uuid"), key("not-a-uuid"));
     }
 
     #[test]
