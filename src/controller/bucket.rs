@@ -10,14 +10,13 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::api::ListParams;
+use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
-use super::context::watch_trimmed;
+use super::context::SharedWatch;
 use super::error::error_policy;
 use super::memo::{Settled, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
@@ -37,28 +36,17 @@ const KIND: &str = "Bucket";
 const COUNT_LIMIT: i32 = 1000;
 
 /// Runs the Bucket controller until shutdown.
-pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
-    let (buckets, bindings, keys) = match &ctx.settings.namespace {
-        Some(ns) => (ctx.api::<Bucket>(ns), ctx.api::<BucketBinding>(ns), ctx.api::<BucketServiceKey>(ns)),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
-    // A Bucket waiting for its bindings to go is re-checked as soon as one goes. Only bindings being
-    // deleted matter: mapping every binding change would re-read the bucket's settings from AWS each time.
-    let on_deletion = |namespace: Option<String>, deleting: bool, bucket: &str| {
-        namespace.filter(|_| deleting).map(|ns| ObjectRef::<Bucket>::new(bucket).within(&ns))
-    };
-    let (store, stream) = watch_trimmed(buckets, ctx.clone());
-    let controller = Controller::for_stream(stream, store);
-    ctx.watch_cache(KIND, controller.store(), |b: &Bucket| {
+pub async fn run(
+    ctx: Arc<Context>,
+    buckets: &SharedWatch<Bucket>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    ctx.watch_cache(KIND, buckets.store.clone(), |b: &Bucket| {
         b.status.as_ref().is_some_and(|s| crate::desired::conditions::is_true(&s.conditions, "Ready"))
     });
-    controller
-        .watches(bindings, watcher::Config::default(), move |b: BucketBinding| {
-            on_deletion(b.namespace(), b.metadata.deletion_timestamp.is_some(), &b.spec.bucket_ref.name)
-        })
-        .watches(keys, watcher::Config::default(), move |k: BucketServiceKey| {
-            on_deletion(k.namespace(), k.metadata.deletion_timestamp.is_some(), &k.spec.bucket_ref.name)
-        })
+    Controller::for_shared_stream(buckets.changes_by_others(ctx.clone()), buckets.store.clone())
+        // A Bucket waiting for its bindings and service keys to go is woken as soon as one is gone.
+        .reconcile_on(ctx.bucket_wakes())
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |obj, err, ctx| error_policy(KIND, obj.as_ref(), err, &ctx), ctx)

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -102,6 +102,9 @@ pub struct Context {
     pub(super) backoff: Backoff,
     /// What this process knows it did: own writes, settled objects, related changes, background slots.
     pub memo: Memo,
+    /// Wakes a Bucket whose binding or service key was just deleted (a deleting Bucket waits for them).
+    wake_bucket: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::Bucket>>,
+    bucket_wakes: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<crate::api::Bucket>>>>,
 }
 
 impl Context {
@@ -110,7 +113,35 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         let metrics = Metrics::new(aws.stats.clone());
         let memo = Memo::new(settings.concurrency);
-        Arc::new(Context { client, aws, settings, metrics, recorder, backoff: Backoff::default(), memo })
+        let (wake_bucket, bucket_wakes) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(Context {
+            client,
+            aws,
+            settings,
+            metrics,
+            recorder,
+            backoff: Backoff::default(),
+            memo,
+            wake_bucket,
+            bucket_wakes: Mutex::new(Some(bucket_wakes)),
+        })
+    }
+
+    /// Wakes the Bucket `name` in `namespace` (a binding or service key of it is gone).
+    pub fn wake_bucket(&self, namespace: &str, name: &str) {
+        let _ = self.wake_bucket.send(ObjectRef::new(name).within(namespace));
+    }
+
+    /// The Buckets to wake, for the Bucket controller (once).
+    pub fn bucket_wakes(
+        &self,
+    ) -> impl futures::Stream<Item = ObjectRef<crate::api::Bucket>> + Send + 'static {
+        let receiver = self.bucket_wakes.lock().ok().and_then(|mut r| r.take());
+        futures::stream::unfold(receiver, |receiver| async move {
+            let mut receiver = receiver?;
+            let next = receiver.recv().await?;
+            Some((next, Some(receiver)))
+        })
     }
 
     /// One reconcile of `obj`: no pass at all when nothing changed since the last one settled it and it is
@@ -237,26 +268,67 @@ impl Context {
     {
         Api::namespaced(self.client.clone(), namespace)
     }
+
+    /// An `Api` for a namespaced kind in `namespace`, or in every namespace.
+    pub fn api_for<K>(&self, namespace: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match namespace {
+            Some(ns) => self.api(ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
 }
 
-/// The main watch of a controller: objects as [`trim`] leaves them (the cache keeps what reconciles read,
-/// not the largest part of most objects), and no event for a version this controller wrote (its own
-/// status writes start no pass).
-pub fn watch_trimmed<K>(
-    api: Api<K>,
-    ctx: Arc<Context>,
-) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+/// One watch of a kind, shared by every controller that needs it: the cache (objects as [`trim`] leaves
+/// them: what reconciles read, not the largest part of most objects) and a subscription per controller.
+/// Three watches in all (one per kind), not one per controller and related kind.
+pub struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
+    pub store: Store<K>,
+    subscription: ReflectHandle<K>,
+}
+
+/// How many changes a slow subscriber may fall behind before the watch waits for it.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// The page size of initial lists: a page is held twice (bytes and objects) while it is read.
+const LIST_PAGE: u32 = 100;
+
+impl<K> SharedWatch<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim)
-        .reflect(writer)
-        .applied_objects()
-        .try_filter(move |obj| std::future::ready(!ctx.memo.is_echo(obj)));
-    (reader, stream)
+    /// Starts watching `api`; the returned future drives the watch and must be polled while it is used.
+    pub fn start(api: Api<K>) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let subscription = writer.subscribe().expect("a shared store has subscriptions");
+        let config = watcher::Config::default().page_size(LIST_PAGE);
+        let drive =
+            watcher::watcher(api, config).default_backoff().modify(trim).reflect_shared(writer).for_each(
+                |event| {
+                    if let Err(err) = event {
+                        tracing::warn!(kind = %K::kind(&()), error = %err, "Watch failed; retrying");
+                    }
+                    std::future::ready(())
+                },
+            );
+        (SharedWatch { store, subscription }, drive)
+    }
+
+    /// Every object as it changes (a relist repeats them all).
+    pub fn changes(&self) -> ReflectHandle<K> {
+        self.subscription.clone()
+    }
+
+    /// Objects as they change, but for the versions this controller wrote (its own status writes start
+    /// no pass): the trigger of the kind's own controller.
+    pub fn changes_by_others(
+        &self,
+        ctx: Arc<Context>,
+    ) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
+        self.changes().filter(move |obj| std::future::ready(!ctx.memo.is_echo(obj.as_ref())))
+    }
 }
 
 /// Drops what no reconcile reads from a cached object: `managedFields`, labels, and every annotation but

@@ -36,7 +36,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::app_secret;
-use super::context::watch_trimmed;
+use super::context::SharedWatch;
 use super::error::error_policy;
 use super::memo::{RememberedUser, Settled, Touch, bucket_view, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
@@ -92,15 +92,11 @@ pub trait CredentialKind:
 /// Runs the controller of one credential kind until shutdown.
 pub async fn run<K: CredentialKind>(
     ctx: Arc<Context>,
+    objects: &SharedWatch<K>,
+    buckets: &SharedWatch<Bucket>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    // Secrets are watched as metadata only (`PartialObjectMeta`): which one changed, never their data.
-    let (objects, secrets, buckets) = match &ctx.settings.namespace {
-        Some(ns) => (ctx.api::<K>(ns), ctx.api::<PartialObjectMeta<Secret>>(ns), ctx.api::<Bucket>(ns)),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
-    let (store, stream) = watch_trimmed(objects, ctx.clone());
-    let controller = Controller::for_stream(stream, store.clone());
+    let store = objects.store.clone();
     ctx.watch_cache(K::KIND, store.clone(), |o: &K| {
         o.credential_status().is_some_and(|s| is_true(&s.conditions, types::READY))
     });
@@ -112,21 +108,25 @@ pub async fn run<K: CredentialKind>(
             .flat_map(|s| s.access_keys.iter().map(|k| k.created.0.as_second()))
             .min()
     });
+    // Secrets are watched as metadata only (`PartialObjectMeta`): which one changed, never their data.
+    let secrets = ctx.api_for::<PartialObjectMeta<Secret>>(&ctx.settings.namespace);
     let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    // The initial list (and a relist) is no change: every object has its first pass anyway, and a relist
+    // after a long disconnection leaves what changed meanwhile to the resync.
     let secret_events = watcher::watcher(secrets, managed).default_backoff().filter_map(|event| {
         std::future::ready(match event {
-            Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => Some(Ok(secret)),
+            Ok(watcher::Event::Apply(secret)) => Some(Ok(secret)),
             // A deletion always matters: it carries no version that could be an own write's.
             Ok(watcher::Event::Delete(mut secret)) => {
                 secret.metadata.resource_version = None;
                 Some(Ok(secret))
             }
-            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
             Err(err) => Some(Err(err)),
         })
     });
     let (on_secret, on_bucket) = (ctx.clone(), ctx.clone());
-    controller
+    Controller::for_shared_stream(objects.changes_by_others(ctx.clone()), store.clone())
         // A Secret deleted or edited by someone else is restored: its own Secret wakes the object, an app
         // Secret every binding it lists. The controller's own writes wake nothing.
         .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
@@ -147,7 +147,7 @@ pub async fn run<K: CredentialKind>(
                 .collect::<Vec<_>>()
         })
         // A binding waiting for its Bucket goes on as soon as the Bucket changes in a way it depends on.
-        .watches(buckets, watcher::Config::default(), move |bucket: Bucket| {
+        .watches_shared_stream(buckets.changes(), move |bucket: Arc<Bucket>| {
             let namespace = bucket.namespace();
             let view = bucket_view(Some(&bucket));
             store
@@ -184,7 +184,12 @@ async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
             }
         }
     });
-    ctx.reconcile(K::KIND, obj.as_ref(), converged, pass).await
+    let result = ctx.reconcile(K::KIND, obj.as_ref(), converged, pass).await;
+    if result.is_ok() && obj.meta().deletion_timestamp.is_some() {
+        // The finalizer is gone, so is the object: a Bucket being deleted may have waited for it.
+        ctx.wake_bucket(&obj.namespace().unwrap_or_default(), &obj.access().bucket_ref.name);
+    }
+    result
 }
 
 fn secret_name<K: CredentialKind>(obj: &K) -> String {
@@ -311,6 +316,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
     let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
     let seen = bucket_view(bucket.as_ref());
+    ctx.memo.saw_bucket(owner.uid, seen);
     let user = user_name(obj, ctx, owner.uid).await?;
     if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
         // Waiting for the Bucket must not keep keys alive past their time.

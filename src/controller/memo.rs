@@ -110,6 +110,8 @@ struct Entry {
     touches: Vec<Touch>,
     /// How many of `touches` the running pass started after (it accounts for them).
     pass_touches: usize,
+    /// What the last pass read of the object's Bucket ([`bucket_view`]), recorded as soon as it read it.
+    bucket: Option<u64>,
     /// Boxed: most of the table is entries, and an entry without it stays small.
     settled: Option<Box<SettledEntry>>,
 }
@@ -146,7 +148,6 @@ struct SettledEntry {
     fingerprint: u64,
     converged: bool,
     due: Instant,
-    bucket: Option<u64>,
     user: Option<RememberedUser>,
 }
 
@@ -214,7 +215,7 @@ impl Memo {
                 Touch::Secret { key, resource_version } => {
                     secrets.as_ref().and_then(|s| s.get(key)) != Some(resource_version)
                 }
-                Touch::Bucket(view) => settled.and_then(|s| s.bucket) != Some(*view),
+                Touch::Bucket(view) => entry.bucket != Some(*view),
             });
         let class = match settled {
             Some(s) if s.fingerprint == fingerprint && !dirty && unchanged => {
@@ -248,6 +249,9 @@ impl Memo {
             if let Some(rv) = meta.resource_version.as_deref() {
                 remember(&mut entry.known, version(rv));
             }
+            if settled.bucket.is_some() {
+                entry.bucket = settled.bucket;
+            }
             let accounted = entry.pass_touches.min(entry.touches.len());
             entry.touches.drain(..accounted);
             entry.pass_touches = 0;
@@ -255,7 +259,6 @@ impl Memo {
                 fingerprint,
                 converged: settled.converged,
                 due: Instant::now() + settled.after,
-                bucket: settled.bucket,
                 user: settled.user,
             }));
         });
@@ -277,17 +280,18 @@ impl Memo {
     }
 
     /// Records a related change to the object, and says whether it may matter (then the caller wakes the
-    /// object). Before the object's first pass settled there is nothing to compare with: the change is not
-    /// recorded, and the object is woken to have that pass.
+    /// object). An object never reconciled in this process is only woken: its first pass reads everything.
+    /// One whose pass is running or failed keeps the change, judged when its next reconcile starts.
     pub fn touch(&self, uid: &str, touch: Touch) -> bool {
         let Ok(mut objects) = self.objects.lock() else { return true };
         let Some(entry) = objects.get_mut(&key(uid)) else { return true };
-        let Some(settled) = &entry.settled else { return true };
         let matters = match &touch {
             Touch::Secret { key, resource_version } => {
                 self.secrets.lock().ok().and_then(|s| s.get(key).cloned()).as_ref() != Some(resource_version)
             }
-            Touch::Bucket(view) => settled.bucket != Some(*view),
+            // Before any pass read the Bucket, there is nothing to compare with (the first pass reads it).
+            Touch::Bucket(_) if entry.bucket.is_none() => return true,
+            Touch::Bucket(view) => entry.bucket != Some(*view),
         };
         if matters && entry.touches.len() < MAX_TOUCHES && !entry.touches.contains(&touch) {
             entry.touches.push(touch);
@@ -298,7 +302,12 @@ impl Memo {
     /// What the last settled pass of the object saw of its Bucket.
     pub fn bucket_seen(&self, uid: &str) -> Option<u64> {
         let objects = self.objects.lock().ok()?;
-        objects.get(&key(uid))?.settled.as_ref()?.bucket
+        objects.get(&key(uid))?.bucket
+    }
+
+    /// Records what a pass just read of the object's Bucket: a later change to it is judged against this.
+    pub fn saw_bucket(&self, uid: &str, view: u64) {
+        self.with(uid, |entry| entry.bucket = Some(view));
     }
 
     /// The IAM user as the last settled pass left it.
@@ -446,6 +455,8 @@ mod tests {
             Some([(crate::desired::rotation::ROTATE_ANNOTATION.to_owned(), "now".to_owned())].into());
         assert_eq!(memo.classify(&annotated, true), Class::Urgent, "a rotation asked in a version we wrote");
         assert_eq!(memo.classify(&bucket("u", "1", 2), true), Class::Urgent, "a spec change");
+        memo.saw_bucket("u", 3);
+        assert!(!memo.touch("u", Touch::Bucket(3)), "a Bucket as the pass saw it");
         assert!(memo.touch("u", Touch::Bucket(7)), "a Bucket that looks different");
         assert_eq!(memo.classify(&first, true), Class::Urgent, "a related change");
         memo.settle(&first, settled(60));
@@ -463,6 +474,17 @@ mod tests {
         assert!(memo.touch("u", edit), "a Secret version not ours");
         memo.settle(&first, settled(60));
         assert_eq!(memo.classify(&first, true), Class::Urgent, "the edit came during the pass: not lost");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_during_the_first_pass_is_not_lost() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        assert_eq!(memo.classify(&first, false), Class::Urgent);
+        assert!(memo.touch("u", Touch::Secret { key: "n/s".to_owned(), resource_version: String::new() }));
+        memo.settle(&first, settled(60));
+        assert_eq!(memo.classify(&first, true), Class::Urgent, "the Secret deleted meanwhile");
+        assert!(memo.touch("v", Touch::Bucket(1)), "never reconciled here: woken, nothing recorded");
     }
 
     #[test]

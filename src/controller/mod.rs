@@ -26,19 +26,35 @@ mod status;
 
 use std::sync::Arc;
 
+use crate::api::{Bucket, BucketBinding, BucketServiceKey};
+use context::SharedWatch;
 pub use context::{Context, KEY_PROPAGATION_TIMEOUT, ORPHAN_GRACE, PASS_TIMEOUT, Settings};
 pub use error::{Error, ReconcileError};
 
-/// Runs every controller until `shutdown` turns true.
+/// Runs every controller until `shutdown` turns true. One watch per kind feeds them all.
 pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<bool>) {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    tokio::join!(
-        bucket::run(ctx.clone(), stopped(shutdown.clone())),
-        credentials::run::<crate::api::BucketBinding>(ctx.clone(), stopped(shutdown.clone())),
-        credentials::run::<crate::api::BucketServiceKey>(ctx.clone(), stopped(shutdown)),
-    );
+    let (buckets, watching_buckets) = SharedWatch::<Bucket>::start(ctx.api_for(&ctx.settings.namespace));
+    let (bindings, watching_bindings) =
+        SharedWatch::<BucketBinding>::start(ctx.api_for(&ctx.settings.namespace));
+    let (keys, watching_keys) = SharedWatch::<BucketServiceKey>::start(ctx.api_for(&ctx.settings.namespace));
+    let watches = async {
+        tokio::join!(watching_buckets, watching_bindings, watching_keys);
+    };
+    let controllers = async {
+        tokio::join!(
+            bucket::run(ctx.clone(), &buckets, stopped(shutdown.clone())),
+            credentials::run(ctx.clone(), &bindings, &buckets, stopped(shutdown.clone())),
+            credentials::run(ctx.clone(), &keys, &buckets, stopped(shutdown.clone())),
+        );
+    };
+    // The watches run as long as the controllers (which finish their reconciles in flight first).
+    tokio::select! {
+        _ = controllers => {}
+        _ = watches => {}
+    }
 }
 
 /// The field manager of every write, and the reporting controller of every event.
