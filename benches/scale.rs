@@ -530,10 +530,13 @@ fn binding(name: &str, bucket: &str, read_write: bool) -> BucketBinding {
 /// Creates Bucket `b<i>` and BucketBinding `a<i>` (bound to it), recording when each was created.
 async fn create_pair(env: &Env, tracker: &Tracker, bucket_name: &str, binding_name: &str, i: usize) {
     let params = PostParams::default();
-    env.api::<Bucket>().create(&params, &bucket(bucket_name, i % 2 == 0)).await.expect("create bucket");
+    env.api::<Bucket>()
+        .create(&params, &bucket(bucket_name, i.is_multiple_of(2)))
+        .await
+        .expect("create bucket");
     tracker.lock().expect("tracker").created.insert((BUCKET, bucket_name.to_owned()), Instant::now());
     env.api::<BucketBinding>()
-        .create(&params, &binding(binding_name, bucket_name, i % 2 == 0))
+        .create(&params, &binding(binding_name, bucket_name, i.is_multiple_of(2)))
         .await
         .expect("create binding");
     tracker.lock().expect("tracker").created.insert((BINDING, binding_name.to_owned()), Instant::now());
@@ -919,7 +922,7 @@ async fn preload_pair(env: &Env, i: usize) {
     let region = moto::REGION;
     let endpoint = env.moto.endpoint_url();
     let (bucket_name, binding_name) = (format!("b{i}"), format!("a{i}"));
-    let public = i % 2 == 0;
+    let public = i.is_multiple_of(2);
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let ready = |message: String| {
         json!([{"type": "Ready", "status": "True", "reason": "Provisioned", "message": message,
