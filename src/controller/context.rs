@@ -9,7 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, ObjectRef, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -284,13 +284,15 @@ impl Context {
 /// One watch of a kind, shared by every controller that needs it: the cache (objects as [`trim`] leaves
 /// them: what reconciles read, not the largest part of most objects) and a subscription per controller.
 /// Three watches in all (one per kind), not one per controller and related kind.
+///
+/// Built on a plain reflector and a channel per consumer rather than kube's `reflect_shared`, whose
+/// subscriptions (kube-runtime 5.0) stop without a wake-up when an object is deleted before they read its
+/// change, which stalled a controller until another event came.
 pub struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
     pub store: Store<K>,
-    subscription: ReflectHandle<K>,
+    /// One per consumer, made before the watch starts.
+    subscriptions: Mutex<Vec<tokio::sync::mpsc::UnboundedReceiver<Arc<K>>>>,
 }
-
-/// How many changes a slow subscriber may fall behind before the watch waits for it.
-const SUBSCRIBER_BUFFER: usize = 1024;
 
 /// The page size of initial lists: a page is held twice (bytes and objects) while it is read.
 const LIST_PAGE: u32 = 100;
@@ -299,30 +301,51 @@ impl<K> SharedWatch<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
 {
-    /// Starts watching `api`; the returned future drives the watch and must be polled while it is used.
-    pub fn start(api: Api<K>) -> (Self, impl Future<Output = ()> + Send + 'static) {
-        let (store, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-        let subscription = writer.subscribe().expect("a shared store has subscriptions");
+    /// Starts watching `api` for `consumers` subscribers, each of which takes its subscription
+    /// ([`Self::changes`]); the returned future drives the watch and must be polled meanwhile.
+    pub fn start(api: Api<K>, consumers: usize) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        let (store, writer) = reflector::store();
+        let (senders, subscriptions): (Vec<_>, Vec<_>) =
+            (0..consumers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
         let config = watcher::Config::default().page_size(LIST_PAGE);
-        let drive =
-            watcher::watcher(api, config).default_backoff().modify(trim).reflect_shared(writer).for_each(
-                |event| {
-                    if let Err(err) = event {
-                        tracing::warn!(kind = %K::kind(&()), error = %err, "Watch failed; retrying");
+        let drive = watcher::watcher(api, config)
+            .default_backoff()
+            .modify(trim)
+            .reflect(writer)
+            .applied_objects()
+            .for_each(move |changed| {
+                match changed {
+                    Ok(obj) => {
+                        let obj = Arc::new(obj);
+                        for sender in &senders {
+                            let _ = sender.send(obj.clone());
+                        }
                     }
-                    std::future::ready(())
-                },
-            );
-        (SharedWatch { store, subscription }, drive)
+                    Err(err) => tracing::warn!(kind = %K::kind(&()), error = %err, "Watch failed; retrying"),
+                }
+                std::future::ready(())
+            });
+        (SharedWatch { store, subscriptions: Mutex::new(subscriptions) }, drive)
     }
 
-    /// Every object as it changes (a relist repeats them all).
-    pub fn changes(&self) -> ReflectHandle<K> {
-        self.subscription.clone()
+    /// A consumer's subscription: every object as it changes (a relist repeats them all).
+    ///
+    /// # Panics
+    /// When more consumers take one than [`Self::start`] was told of (a wiring mistake).
+    pub fn changes(&self) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
+        let receiver = self
+            .subscriptions
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .expect("a subscription for every consumer");
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|obj| (obj, receiver))
+        })
     }
 
-    /// Objects as they change, but for the versions this controller wrote (its own status writes start
-    /// no pass): the trigger of the kind's own controller.
+    /// A subscription without the versions this controller wrote (its own status writes start no pass):
+    /// the trigger of the kind's own controller.
     pub fn changes_by_others(
         &self,
         ctx: Arc<Context>,
@@ -426,6 +449,33 @@ mod tests {
         bucket.metadata.annotations = Some([("other".to_owned(), "x".to_owned())].into());
         trim(&mut bucket);
         assert_eq!(bucket.metadata.annotations, None);
+    }
+
+    /// Each consumer gets every change, however many (past the 1,024 that stalled kube's shared streams).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_shared_watch_delivers_every_change_to_every_consumer() {
+        use futures::StreamExt;
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let server = kube_memory_apiserver::ApiServer::start().await.expect("api server");
+        let api = Api::<ConfigMap>::namespaced(server.client(), "default");
+        let (watch, drive) = SharedWatch::start(api.clone(), 2);
+        tokio::spawn(drive);
+        let (first, second) = (watch.changes(), watch.changes());
+        let count = |changes, n: usize| {
+            tokio::time::timeout(Duration::from_secs(60), StreamExt::count(StreamExt::take(changes, n)))
+        };
+        let n = 1100;
+        let reading = tokio::spawn(async move { tokio::join!(count(first, n), count(second, n)) });
+        for i in 0..n {
+            let map: ConfigMap =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": format!("m{i}")}}))
+                    .expect("configmap");
+            api.create(&Default::default(), &map).await.expect("created");
+        }
+        let (first, second) = reading.await.expect("readers");
+        assert_eq!(first.ok(), Some(n), "the first consumer saw every change");
+        assert_eq!(second.ok(), Some(n), "so did the second");
+        assert_eq!(watch.store.state().len(), n);
     }
 
     #[test]

@@ -319,9 +319,13 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     ctx.memo.saw_bucket(owner.uid, seen);
     let user = user_name(obj, ctx, owner.uid).await?;
     if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
-        // Waiting for the Bucket must not keep keys alive past their time.
-        let existing = ctx.api::<Secret>(owner.namespace).get_opt(&secret_name(obj)).await?;
-        prune_keys(ctx, &user, existing.as_ref().filter(|s| is_ours(s, owner.uid))).await?;
+        // Waiting for the Bucket must not keep keys alive past their time. An object that never had
+        // credentials (its status says so: a hint, deciding only whether to look now or once the Bucket is
+        // ready) has none to prune: no IAM call while it waits.
+        if previous.user_name.is_some() || !previous.access_keys.is_empty() {
+            let existing = ctx.api::<Secret>(owner.namespace).get_opt(&secret_name(obj)).await?;
+            prune_keys(ctx, &user, existing.as_ref().filter(|s| is_ours(s, owner.uid))).await?;
+        }
         let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
         write_status(obj, ctx, &status).await?;
         return Ok(Step::waiting(BUCKET_RECHECK, seen));

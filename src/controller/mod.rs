@@ -36,10 +36,11 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let (buckets, watching_buckets) = SharedWatch::<Bucket>::start(ctx.api_for(&ctx.settings.namespace));
-    let (bindings, watching_bindings) =
-        SharedWatch::<BucketBinding>::start(ctx.api_for(&ctx.settings.namespace));
-    let (keys, watching_keys) = SharedWatch::<BucketServiceKey>::start(ctx.api_for(&ctx.settings.namespace));
+    // Buckets: their controller and both credential controllers; bindings and keys: their own controller.
+    let namespace = &ctx.settings.namespace;
+    let (buckets, watching_buckets) = SharedWatch::<Bucket>::start(ctx.api_for(namespace), 3);
+    let (bindings, watching_bindings) = SharedWatch::<BucketBinding>::start(ctx.api_for(namespace), 1);
+    let (keys, watching_keys) = SharedWatch::<BucketServiceKey>::start(ctx.api_for(namespace), 1);
     let watches = async {
         tokio::join!(watching_buckets, watching_bindings, watching_keys);
     };
