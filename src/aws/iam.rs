@@ -33,6 +33,8 @@ pub struct AccessKey {
 pub struct NewKey {
     pub id: String,
     pub secret: String,
+    /// When AWS says it created the key (seconds since the epoch): what a later listing reports too.
+    pub created: Option<i64>,
 }
 
 /// IAM calls on one user.
@@ -177,7 +179,8 @@ impl UserOps<'_> {
             .await?
             .access_key
             .ok_or_else(|| invalid("CreateAccessKey", "no key in the response"))?;
-        Ok(NewKey { id: key.access_key_id, secret: key.secret_access_key })
+        let created = key.create_date.map(|d| d.secs());
+        Ok(NewKey { id: key.access_key_id, secret: key.secret_access_key, created })
     }
 
     pub async fn delete_access_key(&self, id: &str) -> Result<(), AwsError> {

@@ -625,7 +625,9 @@ async fn deliver<K: CredentialKind>(
         None => {
             let created = ops.create_access_key().await?;
             changes.push("issued a new access key");
-            (AccessKey { id: created.id, created: Some(now) }, created.secret, true)
+            // AWS's creation time, as later listings report it (not ours: status would change then).
+            let at = created.created.unwrap_or(now);
+            (AccessKey { id: created.id, created: Some(at) }, created.secret, true)
         }
     };
 
@@ -638,7 +640,7 @@ async fn deliver<K: CredentialKind>(
         let created = key.created.unwrap_or(now);
         if let Some(due) = rotation::due(now, created, &policy, requested.map(String::as_str), handled) {
             let fresh = ops.create_access_key().await?;
-            let fresh_key = AccessKey { id: fresh.id, created: Some(now) };
+            let fresh_key = AccessKey { id: fresh.id, created: Some(fresh.created.unwrap_or(now)) };
             if !propagated(ctx, &fresh_key, &fresh.secret).await? {
                 // Its secret is nowhere else: a key that cannot be verified now is not kept.
                 ops.delete_access_key(&fresh_key.id).await?;
@@ -695,8 +697,12 @@ async fn deliver<K: CredentialKind>(
         && status.is_some_and(|s| is_true(&s.conditions, types::READY));
     let works = verified || rotated.is_some() || accepted(ctx, &key, &key_secret).await?;
 
-    let created_of =
-        |id: &str| keys.iter().find(|k| k.id == id).and_then(|k| k.created).or((id == key.id).then_some(now));
+    let created_of = |id: &str| {
+        keys.iter()
+            .find(|k| k.id == id)
+            .and_then(|k| k.created)
+            .or((id == key.id).then_some(key.created).flatten())
+    };
     let mut listed = vec![AccessKeyStatus {
         id: key.id.clone(),
         created: time_at(created_of(&key.id).unwrap_or(now)).unwrap_or_else(now_time),
