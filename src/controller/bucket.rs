@@ -172,7 +172,7 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
             }
             let after = ctx.resync_after(owner_uid);
             written.map(|()| {
-                ctx.memo.settle(bucket, Settled { converged: true, after, bucket: None, user: None });
+                ctx.memo.settle(bucket, Settled { converged: true, after, user: None });
                 Action::requeue(after)
             })
         }

@@ -280,13 +280,12 @@ fn bucket_wait(bucket: Option<&Bucket>, name: &str) -> Option<(&'static str, Str
 struct Step {
     after: Duration,
     converged: bool,
-    bucket: u64,
     user: Option<RememberedUser>,
 }
 
 impl Step {
-    fn waiting(after: Duration, bucket: u64) -> Self {
-        Step { after, converged: false, bucket, user: None }
+    fn waiting(after: Duration) -> Self {
+        Step { after, converged: false, user: None }
     }
 }
 
@@ -294,12 +293,7 @@ impl Step {
 async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     match pass(obj, ctx).await {
         Ok(step) => {
-            let settled = Settled {
-                converged: step.converged,
-                after: step.after,
-                bucket: Some(step.bucket),
-                user: step.user,
-            };
+            let settled = Settled { converged: step.converged, after: step.after, user: step.user };
             ctx.memo.settle(obj, settled);
             Ok(Action::requeue(step.after))
         }
@@ -315,8 +309,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
 
     // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
     let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
-    let seen = bucket_view(bucket.as_ref());
-    ctx.memo.saw_bucket(owner.uid, seen);
+    ctx.memo.saw_bucket(owner.uid, bucket_view(bucket.as_ref()));
     let user = user_name(obj, ctx, owner.uid).await?;
     if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
         // Waiting for the Bucket must not keep keys alive past their time. An object that never had
@@ -328,9 +321,9 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         }
         let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
         write_status(obj, ctx, &status).await?;
-        return Ok(Step::waiting(BUCKET_RECHECK, seen));
+        return Ok(Step::waiting(BUCKET_RECHECK));
     }
-    let Some(bucket) = bucket else { return Ok(Step::waiting(BUCKET_RECHECK, seen)) };
+    let Some(bucket) = bucket else { return Ok(Step::waiting(BUCKET_RECHECK)) };
     let target = Target::of(&bucket, ctx)?;
 
     // 2. Never take over a Secret that is not provably ours, and hold no key while it is in the way.
@@ -341,7 +334,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         && !is_ours(secret, owner.uid)
     {
         conflict(obj, ctx, &user, previous, taken_message(&secret_name)).await?;
-        return Ok(Step::waiting(CONFLICT_RECHECK, seen));
+        return Ok(Step::waiting(CONFLICT_RECHECK));
     }
 
     // 3. The IAM user, its policies, exactly one key, and the Secret.
@@ -349,7 +342,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         Ok(delivered) => delivered,
         Err(Error::SecretConflict(message)) => {
             conflict(obj, ctx, &user, previous, message).await?;
-            return Ok(Step::waiting(CONFLICT_RECHECK, seen));
+            return Ok(Step::waiting(CONFLICT_RECHECK));
         }
         Err(err) => return Err(err),
     };
@@ -392,7 +385,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
             let conflict = Observation::not_ready(reasons::SECRET_CONFLICT, message);
             status = status_with(obj, status, &[conflict, network_observation(spec, ctx)], false);
             write_status(obj, ctx, &status).await?;
-            return Ok(Step::waiting(CONFLICT_RECHECK, seen));
+            return Ok(Step::waiting(CONFLICT_RECHECK));
         }
         Err(err) => return Err(err),
     }
@@ -405,7 +398,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         );
         status = status_with(obj, status, &[waiting, network_observation(spec, ctx)], false);
         write_status(obj, ctx, &status).await?;
-        return Ok(Step::waiting(PROPAGATION_RECHECK, seen));
+        return Ok(Step::waiting(PROPAGATION_RECHECK));
     }
     let ready =
         Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
@@ -416,7 +409,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         // That write kept every field: the CRD was fixed, so success can be reported now.
         write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
     }
-    Ok(Step { after: next_pass, converged: true, bucket: seen, user: delivered.unchanged_user })
+    Ok(Step { after: next_pass, converged: true, user: delivered.unchanged_user })
 }
 
 /// Keeps app Secrets in step with this object: its app's lists it; the app it was in before (named in

@@ -63,8 +63,6 @@ pub struct Settled {
     pub converged: bool,
     /// When the object is next due.
     pub after: Duration,
-    /// What the pass saw of the object's Bucket ([`bucket_view`]); `None` for a Bucket.
-    pub bucket: Option<u64>,
     /// The IAM user as the pass left it: a background verification reads it from here, not from AWS.
     pub user: Option<RememberedUser>,
 }
@@ -133,6 +131,21 @@ fn key(uid: &str) -> Uid {
         }
     }
 }
+
+impl Entry {
+    /// Whether `touch` is a change from what this object's passes wrote or read: a Secret version this
+    /// controller did not write, or a Bucket that no longer looks as the last pass read it.
+    fn changed_by(&self, touch: &Touch, secrets: Option<&HashMap<String, String>>) -> bool {
+        match touch {
+            Touch::Secret { key, resource_version } => {
+                secrets.and_then(|s| s.get(key)) != Some(resource_version)
+            }
+            Touch::Bucket(view) => self.bucket != Some(*view),
+        }
+    }
+}
+
+/// A related change.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Touch {
     /// A Secret listing the object changed: it matters unless this controller wrote that version.
@@ -211,12 +224,7 @@ impl Memo {
         let unchanged = entry.known.contains(&version(rv));
         let settled = entry.settled.as_ref();
         let dirty = entry.touches.len() >= MAX_TOUCHES
-            || entry.touches.iter().any(|touch| match touch {
-                Touch::Secret { key, resource_version } => {
-                    secrets.as_ref().and_then(|s| s.get(key)) != Some(resource_version)
-                }
-                Touch::Bucket(view) => entry.bucket != Some(*view),
-            });
+            || entry.touches.iter().any(|touch| entry.changed_by(touch, secrets.as_deref()));
         let class = match settled {
             Some(s) if s.fingerprint == fingerprint && !dirty && unchanged => {
                 if now < s.due {
@@ -248,9 +256,6 @@ impl Memo {
         self.with(uid, |entry| {
             if let Some(rv) = meta.resource_version.as_deref() {
                 remember(&mut entry.known, version(rv));
-            }
-            if settled.bucket.is_some() {
-                entry.bucket = settled.bucket;
             }
             let accounted = entry.pass_touches.min(entry.touches.len());
             entry.touches.drain(..accounted);
@@ -285,24 +290,15 @@ impl Memo {
     pub fn touch(&self, uid: &str, touch: Touch) -> bool {
         let Ok(mut objects) = self.objects.lock() else { return true };
         let Some(entry) = objects.get_mut(&key(uid)) else { return true };
-        let matters = match &touch {
-            Touch::Secret { key, resource_version } => {
-                self.secrets.lock().ok().and_then(|s| s.get(key).cloned()).as_ref() != Some(resource_version)
-            }
-            // Before any pass read the Bucket, there is nothing to compare with (the first pass reads it).
-            Touch::Bucket(_) if entry.bucket.is_none() => return true,
-            Touch::Bucket(view) => entry.bucket != Some(*view),
-        };
+        // Before any pass read the Bucket, there is nothing to compare with (the first pass reads it).
+        if matches!(touch, Touch::Bucket(_)) && entry.bucket.is_none() {
+            return true;
+        }
+        let matters = entry.changed_by(&touch, self.secrets.lock().ok().as_deref());
         if matters && entry.touches.len() < MAX_TOUCHES && !entry.touches.contains(&touch) {
             entry.touches.push(touch);
         }
         matters
-    }
-
-    /// What the last settled pass of the object saw of its Bucket.
-    pub fn bucket_seen(&self, uid: &str) -> Option<u64> {
-        let objects = self.objects.lock().ok()?;
-        objects.get(&key(uid))?.bucket
     }
 
     /// Records what a pass just read of the object's Bucket: a later change to it is judged against this.
@@ -426,7 +422,7 @@ mod tests {
     }
 
     fn settled(after: u64) -> Settled {
-        Settled { converged: true, after: Duration::from_secs(after), bucket: None, user: None }
+        Settled { converged: true, after: Duration::from_secs(after), user: None }
     }
 
     #[tokio::test(start_paused = true)]
