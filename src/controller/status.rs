@@ -58,12 +58,45 @@ where
         "kind": K::kind(&()),
         "status": sent,
     });
-    let stored = api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let params = PatchParams::apply(MANAGER).force();
+    let mut undeclared = Vec::new();
+    let mut patch = patch;
+    let stored = loop {
+        match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
+            // A real API server refuses a server-side apply of a field its CRD does not declare (a 500 that
+            // names the first such field), where an update would prune it. Write what the CRD does declare,
+            // so that the conditions still reach the user, and report the outdated CRD as when pruned.
+            Err(kube::Error::Api(refusal)) => match undeclared_field(&refusal.message) {
+                Some(field) if !undeclared.contains(&field) => {
+                    if let Some(status) = patch["status"].as_object_mut() {
+                        status.remove(&field);
+                    }
+                    undeclared.push(field);
+                }
+                _ => return Err(kube::Error::Api(refusal).into()),
+            },
+            Err(err) => return Err(err.into()),
+            Ok(_) if !undeclared.is_empty() => {
+                let fields = undeclared.iter().map(|f| format!("status.{f}")).collect::<Vec<_>>().join(", ");
+                return Err(Error::CrdOutdated { kind: K::kind(&()).into_owned(), fields });
+            }
+            Ok(stored) => break stored,
+        }
+    };
     let dropped = dropped_fields(&sent, &serde_json::to_value(&stored).unwrap_or_default()["status"]);
     if !dropped.is_empty() {
         return Err(Error::CrdOutdated { kind: K::kind(&()).into_owned(), fields: dropped.join(", ") });
     }
     Ok(stored.meta().resource_version.clone())
+}
+
+/// The top-level status field an API server's refusal of a server-side apply names as not declared in its
+/// schema: `failed to create typed patch object (…): .status.bucketName: field not declared in schema`.
+fn undeclared_field(message: &str) -> Option<String> {
+    let (before, _) = message.split_once(": field not declared in schema")?;
+    let (_, path) = before.rsplit_once(".status.")?;
+    let field: String = path.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+    (!field.is_empty()).then_some(field)
 }
 
 /// The top-level status fields that were sent but not stored.
@@ -86,5 +119,18 @@ mod tests {
         let stored = serde_json::json!({"conditions": []});
         assert_eq!(dropped_fields(&sent, &stored), ["status.bucketName"]);
         assert_eq!(dropped_fields(&sent, &Value::Null), ["status.bucketName", "status.conditions"]);
+    }
+
+    #[test]
+    fn the_undeclared_field_is_read_from_the_api_servers_refusal() {
+        // As kube-apiserver 1.33 words it.
+        let top = "failed to create typed patch object (/stale; bucketbroker.io/v1alpha1, Kind=Bucket): \
+                   .status.bucketName: field not declared in schema";
+        assert_eq!(undeclared_field(top).as_deref(), Some("bucketName"));
+        let nested = "failed to create typed patch object (/app; bucketbroker.io/v1alpha1, \
+                      Kind=BucketBinding): .status.keyRotation.next: field not declared in schema";
+        assert_eq!(undeclared_field(nested).as_deref(), Some("keyRotation"));
+        assert_eq!(undeclared_field("etcdserver: request timed out"), None);
+        assert_eq!(undeclared_field(".spec.x: field not declared in schema"), None);
     }
 }

@@ -448,6 +448,8 @@ async fn changing_permissions_updates_the_policy_in_place() {
     assert!(can_get(&app, &bucket, "one").await, "but still reads");
 }
 
+/// In-memory server only: it fails the Secret write on purpose (fault injection), which no real API
+/// server can be made to do.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failure_between_key_creation_and_the_secret_write_leaves_one_key() {
     let env = env_with_bucket(&["data"]).await;
@@ -531,6 +533,8 @@ async fn the_network_deny_is_written_exactly_when_the_binding_is_restricted() {
     }
 }
 
+/// Every Kubernetes request is counted on the in-memory server only; on a real cluster the binding's and
+/// the Secret's resourceVersions show that nothing was written.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ready_binding_costs_no_writes_on_resync() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;

@@ -68,7 +68,15 @@ impl<K> Namespaced for K where
 
 /// One test's world.
 pub struct TestEnv {
+    /// The test's own client: a cluster administrator.
     pub client: Client,
+    /// The controller's client. On a real cluster it is the ServiceAccount that `deploy/` creates, bound
+    /// by `deploy/`'s RBAC, so that what the controller may do in a test is what it may do when installed.
+    pub controller_client: Client,
+    /// What `controller_client` was made from, for a client through a proxy or a kubeconfig file.
+    controller_config: kube::Config,
+    /// The controller's ServiceAccount token, on a real cluster.
+    controller_token: Option<String>,
     pub namespace: String,
     /// The in-memory API server, when no real cluster is used.
     pub server: Option<ApiServer>,
@@ -77,7 +85,20 @@ pub struct TestEnv {
     pub admin: Aws,
     controller: Option<(watch::Sender<bool>, JoinHandle<()>, Aws)>,
     cluster: Cluster,
+    /// Held until the teardown is done (fields drop after `Drop::drop`).
+    _turn: Option<Turn>,
 }
+
+/// A test's turn on a real cluster, which every test of the run shares: most tests share it, and one that
+/// changes what the others depend on (a CRD) has it alone. The in-memory server is a test's own.
+enum Turn {
+    Shared { _guard: tokio::sync::OwnedRwLockReadGuard<()> },
+    Alone { _guard: tokio::sync::OwnedRwLockWriteGuard<()> },
+}
+
+/// Whose turn it is on a real cluster; fair, so a test waiting to be alone holds back those that start later.
+static CLUSTER_TURNS: std::sync::LazyLock<Arc<tokio::sync::RwLock<()>>> =
+    std::sync::LazyLock::new(|| Arc::new(tokio::sync::RwLock::new(())));
 
 impl TestEnv {
     /// A namespace on the Kubernetes API and a moto server that does not enforce IAM.
@@ -86,12 +107,29 @@ impl TestEnv {
     }
 
     pub async fn with(options: MotoOptions) -> TestEnv {
-        let (client, server, cluster) = match std::env::var(KUBECONFIG_ENV) {
-            Ok(path) if !path.is_empty() => (real_cluster_client(&path).await, None, Cluster::Real(path)),
+        Self::start(options, false).await
+    }
+
+    /// For a test that changes what every test on a shared cluster depends on (a CRD): on a real cluster
+    /// it waits until no other test runs, and no other starts until it is done.
+    pub async fn alone(options: MotoOptions) -> TestEnv {
+        Self::start(options, true).await
+    }
+
+    async fn start(options: MotoOptions, alone: bool) -> TestEnv {
+        let (client, server, cluster, turn) = match std::env::var(KUBECONFIG_ENV) {
+            Ok(path) if !path.is_empty() => {
+                let turns = CLUSTER_TURNS.clone();
+                let turn = match alone {
+                    true => Turn::Alone { _guard: turns.write_owned().await },
+                    false => Turn::Shared { _guard: turns.read_owned().await },
+                };
+                (real_cluster_client(&path).await, None, Cluster::Real(path), Some(turn))
+            }
             _ => {
                 let server = ApiServer::start().await.expect("in-memory API server starts");
                 let url = server.url();
-                (server.client(), Some(server), Cluster::InMemory(url))
+                (server.client(), Some(server), Cluster::InMemory(url), None)
             }
         };
         install_crds(&client).await;
@@ -107,9 +145,31 @@ impl TestEnv {
             .create(&PostParams::default(), &ns)
             .await
             .expect("namespace created");
+        let (controller_config, controller_token) = match &cluster {
+            Cluster::Real(path) => {
+                let (config, token) = deployed_identity(&client, path, &namespace).await;
+                (config, Some(token))
+            }
+            Cluster::InMemory(url) => {
+                (kube::Config::new(url.parse().expect("the in-memory server's URL")), None)
+            }
+        };
+        let controller_client = Client::try_from(controller_config.clone()).expect("client");
         let moto = Moto::start(options).await.expect("moto starts");
         let admin = aws_for(&moto, moto.admin_credentials()).await;
-        TestEnv { client, namespace, server, moto, admin, controller: None, cluster }
+        TestEnv {
+            client,
+            controller_client,
+            controller_config,
+            controller_token,
+            namespace,
+            server,
+            moto,
+            admin,
+            controller: None,
+            cluster,
+            _turn: turn,
+        }
     }
 
     /// A kubeconfig for tools such as kubectl, written into `dir` for the in-memory server (its URL,
@@ -128,6 +188,35 @@ impl TestEnv {
                 file
             }
         }
+    }
+
+    /// The Kubernetes API's URL (`http://` for the in-memory server, `https://` for a real cluster).
+    pub fn api_url(&self) -> String {
+        self.controller_config.cluster_url.to_string()
+    }
+
+    /// A client with the controller's identity that connects to `url` instead of [`Self::api_url`]: a
+    /// proxy in front of it. The TLS server name stays 127.0.0.1, which the test cluster's certificate holds.
+    pub fn controller_client_through(&self, url: &str) -> Client {
+        let mut config = self.controller_config.clone();
+        config.cluster_url = url.parse().expect("a URL");
+        Client::try_from(config).expect("client")
+    }
+
+    /// A kubeconfig with the controller's identity, written into `dir`, for the controller binary.
+    pub fn controller_kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let (Cluster::Real(path), Some(token)) = (&self.cluster, &self.controller_token) else {
+            return self.kubeconfig(dir);
+        };
+        let mut kubeconfig = Kubeconfig::read_from(path).expect("readable kubeconfig");
+        for named in &mut kubeconfig.auth_infos {
+            named.auth_info =
+                Some(kube::config::AuthInfo { token: Some(token.clone().into()), ..Default::default() });
+        }
+        let file = dir.join("controller.kubeconfig");
+        // JSON is YAML: kubectl and kube read it as a kubeconfig.
+        std::fs::write(&file, serde_json::to_string(&kubeconfig).expect("kubeconfig")).expect("written");
+        file
     }
 
     /// The in-memory API server, for what only it offers (fault injection, request counters). On a
@@ -178,7 +267,7 @@ impl TestEnv {
     /// Starts the controller with AWS clients of the test's choosing (an STS stand-in, say).
     pub fn start_controller_on(&mut self, settings: Settings, aws: Aws) -> Arc<Context> {
         assert!(self.controller.is_none(), "the controller is already running");
-        let ctx = Context::new(self.client.clone(), aws.clone(), settings);
+        let ctx = Context::new(self.controller_client.clone(), aws.clone(), settings);
         let (stop, stopped) = watch::channel(false);
         let handle = tokio::spawn(controller::run_all(ctx.clone(), stopped));
         self.controller = Some((stop, handle, aws));
@@ -400,6 +489,83 @@ async fn real_cluster_client(path: &str) -> Client {
         .await
         .expect("valid kubeconfig");
     Client::try_from(config).expect("client")
+}
+
+/// The namespace `deploy/` installs the controller into (its kustomization's `namespace`).
+pub const CONTROLLER_NAMESPACE: &str = "bucket-broker";
+/// The ServiceAccount `deploy/` runs the controller as.
+const CONTROLLER_SERVICE_ACCOUNT: &str = "bucket-broker";
+
+/// A client acting as the controller's ServiceAccount, installed with `deploy/`'s own files: the
+/// Namespace, ServiceAccount, ClusterRole and ClusterRoleBinding as a cluster admin would apply them, and
+/// the leader-election Role and RoleBinding in the test namespace (the controller's own namespace, for a
+/// test). Its token comes from the TokenRequest API, as a pod's projected token does.
+async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &str) -> (kube::Config, String) {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+
+    let ns = CONTROLLER_NAMESPACE;
+    apply_deploy_file(Api::<Namespace>::all(admin.clone()), "namespace.yaml").await;
+    apply_deploy_file(Api::<ServiceAccount>::namespaced(admin.clone(), ns), "serviceaccount.yaml").await;
+    apply_deploy_file(Api::<ClusterRole>::all(admin.clone()), "clusterrole.yaml").await;
+    apply_deploy_file(Api::<ClusterRoleBinding>::all(admin.clone()), "clusterrolebinding.yaml").await;
+    apply_deploy_file(Api::<Role>::namespaced(admin.clone(), test_namespace), "role.yaml").await;
+    apply_deploy_file(Api::<RoleBinding>::namespaced(admin.clone(), test_namespace), "rolebinding.yaml")
+        .await;
+
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
+        .create_token_request(CONTROLLER_SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .expect("a token for the controller's ServiceAccount")
+        .status
+        .and_then(|status| status.token)
+        .expect("the token request's status holds a token");
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("readable kubeconfig");
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("valid kubeconfig");
+    config.auth_info = kube::config::AuthInfo { token: Some(token.clone().into()), ..Default::default() };
+    let client = Client::try_from(config.clone()).expect("client");
+
+    // RBAC is served from a cache: wait until the new bindings are in effect before the controller starts.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let buckets =
+            Api::<Bucket>::namespaced(client.clone(), test_namespace).list(&ListParams::default()).await;
+        let lease =
+            Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), test_namespace)
+                .get_opt("bucket-broker")
+                .await;
+        match (buckets, lease) {
+            (Ok(_), Ok(_)) => return (config, token),
+            (b, l) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "the controller's ServiceAccount cannot act: {:?} {:?}",
+                b.err(),
+                l.err()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Server-side applies one file of `deploy/` through `api`.
+async fn apply_deploy_file<K>(api: Api<K>, file: &str)
+where
+    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file);
+    let object: K = serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("deploy/ file"))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = object.meta().name.clone().expect("a named object");
+    api.patch(&name, &PatchParams::apply("bucket-broker-tests").force(), &Patch::Apply(&object))
+        .await
+        .unwrap_or_else(|e| panic!("applying deploy/{file}: {e}"));
 }
 
 /// Applies the committed `crds/` (not the Rust types: what users install is what is tested) and waits

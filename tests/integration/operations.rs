@@ -43,7 +43,7 @@ async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
 async fn health_readiness_and_metrics_endpoints() {
     let mut env = TestEnv::new().await;
     // Not started yet: alive, not ready.
-    let idle = Context::new(env.client.clone(), env.admin.clone(), env.settings());
+    let idle = Context::new(env.controller_client.clone(), env.admin.clone(), env.settings());
     let (addr, server) =
         http::bind("127.0.0.1:0".parse().expect("addr"), idle.metrics.clone()).await.expect("bind");
     let idle_server = tokio::spawn(server);
@@ -97,7 +97,7 @@ pub(crate) fn lease(env: &TestEnv, identity: &str) -> LeaseSettings {
 
 async fn replica(env: &TestEnv, identity: &str) -> Replica {
     let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
-    replica_on(env.client.clone(), aws, env.settings(), lease(env, identity))
+    replica_on(env.controller_client.clone(), aws, env.settings(), lease(env, identity))
 }
 
 /// A replica running `serve` with the given clients, settings and Lease.
@@ -181,9 +181,8 @@ async fn start_up_fails_clearly_when_the_crds_are_missing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_could_expire() {
     let env = TestEnv::new().await;
-    let Some(server) = env.in_memory("a proxy in front of the in-memory API server") else { return };
-    let proxy = Proxy::start(&server.url()).await;
-    let cut_off = Client::try_from(kube::Config::new(proxy.url.parse().expect("url"))).expect("client");
+    let proxy = Proxy::start(&env.api_url()).await;
+    let cut_off = env.controller_client_through(&proxy.url);
     let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
     let settings = lease(&env, "replica-a");
     let a = replica_on(cut_off, aws, env.settings(), settings.clone());
@@ -210,8 +209,12 @@ async fn a_reconcile_blocked_in_a_slow_aws_call_is_dropped_when_the_lease_is_sto
     let env = TestEnv::new().await;
     let proxy = Proxy::start(env.moto.endpoint_url()).await;
     let settings = Settings { orphan_sweep_interval: Duration::ZERO, ..env.settings() };
-    let a =
-        replica_on(env.client.clone(), aws_through(&env, &proxy).await, settings, lease(&env, "replica-a"));
+    let a = replica_on(
+        env.controller_client.clone(),
+        aws_through(&env, &proxy).await,
+        settings,
+        lease(&env, "replica-a"),
+    );
     until("replica-a to lead", async || holder(&env).await.as_deref() == Some("replica-a")).await;
 
     proxy.hold(Hold::Everything);
@@ -241,7 +244,7 @@ fn controller_process(env: &TestEnv, dir: &std::path::Path) -> std::process::Com
         .env("HOME", dir)
         // A real cluster's kubeconfig may run a credential plugin found on the PATH.
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("KUBECONFIG", env.kubeconfig(dir))
+        .env("KUBECONFIG", env.controller_kubeconfig(dir))
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -298,7 +301,7 @@ async fn without_aws_credentials_the_process_is_not_ready_and_says_why() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_aws_identity_is_resolved_before_the_controllers_start() {
     let env = TestEnv::new().await;
-    let ctx = Context::new(env.client.clone(), env.admin.clone(), env.settings());
+    let ctx = Context::new(env.controller_client.clone(), env.admin.clone(), env.settings());
     let (_stop, mut stopped) = watch::channel(false);
     let arn = bucket_broker::run::await_aws_identity(&ctx, &mut stopped).await.expect("an identity");
     assert!(arn.starts_with("arn:aws:"), "{arn}");
@@ -323,4 +326,62 @@ fn a_bad_environment_variable_is_named_at_start_up() {
         ),
         "{stderr}"
     );
+}
+
+/// Two controller processes with leader election, as two replicas of the Deployment: one leads, and when
+/// it dies without a word (SIGKILL, no release) the other takes the Lease over once it expires.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_controller_processes_contend_for_one_lease_and_the_survivor_takes_over() {
+    let env = TestEnv::new().await;
+    let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-two-replicas"));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let admin = env.moto.admin_credentials();
+    let start = |name: &str| {
+        let mut command = controller_process(&env, &dir);
+        command
+            .arg("run")
+            .args(["--region", REGION, "--aws-endpoint-url", env.moto.endpoint_url()])
+            .args(["--namespace", env.namespace.as_str(), "--require-tls=false", "--leader-election"])
+            .args(["--orphan-sweep-interval", "0"])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{}", free_port()))
+            .env("POD_NAME", name)
+            .env("POD_NAMESPACE", env.namespace.as_str())
+            .env("AWS_ACCESS_KEY_ID", admin.access_key_id())
+            .env("AWS_SECRET_ACCESS_KEY", admin.secret_access_key())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        KilledOnDrop(command.spawn().expect("the controller starts"))
+    };
+    let mut a = start("replica-a");
+    until("a leader", async || holder(&env).await.is_some()).await;
+    let mut b = start("replica-b");
+    let first = holder(&env).await.expect("a holder");
+    create_bucket(&env, "first").await;
+    env.wait_for::<Bucket>("first", "ready", is_ready).await;
+
+    let (leader, survivor_name) =
+        if first == "replica-a" { (&mut a, "replica-b") } else { (&mut b, "replica-a") };
+    leader.0.kill().expect("SIGKILL the leader");
+    let _ = leader.0.wait();
+    // client-go's timing: the survivor takes over within a lease (15 s) of the leader's last renew.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while holder(&env).await.as_deref() != Some(survivor_name) {
+        assert!(tokio::time::Instant::now() < deadline, "{survivor_name} did not take the Lease over");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    create_bucket(&env, "second").await;
+    env.wait_for::<Bucket>("second", "ready", is_ready).await;
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A child process that is killed when dropped, also when the test fails on the way.
+struct KilledOnDrop(std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

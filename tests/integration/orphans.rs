@@ -92,7 +92,7 @@ async fn buckets(env: &TestEnv) -> BTreeSet<String> {
 /// A context that sweeps with the given grace period (the default is ten minutes).
 async fn sweeper_context(env: &TestEnv, grace: Duration) -> Arc<Context> {
     let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
-    Context::new(env.client.clone(), aws, Settings { orphan_grace: grace, ..env.settings() })
+    Context::new(env.controller_client.clone(), aws, Settings { orphan_grace: grace, ..env.settings() })
 }
 
 async fn create_bucket(env: &TestEnv, name: &str) {
@@ -265,8 +265,12 @@ async fn two_leaders_forced_to_overlap_leave_no_orphan_and_one_key_per_user() {
     // for every binding when the Lease is taken from it.
     let proxy = Proxy::start(env.moto.endpoint_url()).await;
     let a_settings = Settings { concurrency: 8, orphan_sweep_interval: Duration::ZERO, ..env.settings() };
-    let a =
-        replica_on(env.client.clone(), aws_through(&env, &proxy).await, a_settings, lease(&env, "replica-a"));
+    let a = replica_on(
+        env.controller_client.clone(),
+        aws_through(&env, &proxy).await,
+        a_settings,
+        lease(&env, "replica-a"),
+    );
     wait_until("replica-a to lead", TIMEOUT, async || holder(&env).await.as_deref() == Some("replica-a"))
         .await;
     let b_settings = Settings {
@@ -276,7 +280,7 @@ async fn two_leaders_forced_to_overlap_leave_no_orphan_and_one_key_per_user() {
         ..env.settings()
     };
     let b_aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
-    let b = replica_on(env.client.clone(), b_aws, b_settings, lease(&env, "replica-b"));
+    let b = replica_on(env.controller_client.clone(), b_aws, b_settings, lease(&env, "replica-b"));
     create_bucket(&env, "data").await;
 
     proxy.hold(Hold::Containing("Action=CreateUser".to_owned()));
@@ -356,7 +360,7 @@ async fn a_kill_storm_converges_with_working_keys_and_no_orphans() {
 
     let settings = Settings { concurrency: 16, orphan_sweep_interval: Duration::ZERO, ..env.settings() };
     let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
-    let client = env.client.clone();
+    let client = env.controller_client.clone();
     let calm = Arc::new(AtomicBool::new(false));
     let storm_calm = calm.clone();
     let storm = tokio::spawn(async move {

@@ -32,11 +32,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy to `upstream` (`http://host:port`), passing everything until told otherwise.
+    /// A proxy to `upstream` (`http://host:port` or `https://host:port`: TLS passes through, so its URL
+    /// keeps the scheme), passing everything until told otherwise.
     pub async fn start(upstream: &str) -> Proxy {
-        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let (scheme, rest) = upstream.split_once("://").unwrap_or(("http", upstream));
+        let upstream = rest.trim_end_matches('/').to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
-        let url = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let url = format!("{scheme}://{}", listener.local_addr().expect("proxy address"));
         let (hold, holding) = watch::channel(Hold::Nothing);
         let (delay, delaying) = watch::channel(Duration::ZERO);
         let held = Arc::new(AtomicUsize::new(0));

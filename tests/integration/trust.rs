@@ -40,6 +40,8 @@ async fn live_keys(env: &TestEnv, user: &str) -> Vec<String> {
     }
 }
 
+/// On the in-memory server the forged status is kept in place by failing the Bucket controller's repair
+/// (fault injection); on a real cluster the binding meets the forgery for as long as the repair takes.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_forged_bucket_status_grants_nothing_on_another_bucket() {
     let env = env_with_bucket(&["victim", "mine"]).await;
@@ -188,18 +190,29 @@ fn bucket_crd_without_bucket_name() -> CustomResourceDefinition {
     serde_json::from_value(crd).expect("crd")
 }
 
+/// Bucket passes that ended (in success or in an error) so far, from the controller's metrics.
+fn bucket_passes(ctx: &bucket_broker::controller::Context) -> u64 {
+    ctx.metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("bucket_broker_reconciles_total{") && l.contains("kind=\"Bucket\""))
+        .filter(|l| l.contains("outcome=\"success\"") || l.contains("outcome=\"error\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Runs alone on a real cluster: the CRD is the cluster's, and every other test depends on it. There a
+/// server-side apply of a field the CRD does not declare is refused (500, "field not declared in
+/// schema"); the in-memory server answers the same.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stale_crd_is_reported_and_costs_few_writes() {
-    let mut env = TestEnv::new().await;
-    if env.in_memory("an outdated CRD (it would break every other test on a shared cluster)").is_none() {
-        return;
-    }
+    let mut env = TestEnv::alone(Default::default()).await;
     let crds = Api::<CustomResourceDefinition>::all(env.client.clone());
     let stale = bucket_crd_without_bucket_name();
     crds.patch("buckets.bucketbroker.io", &PatchParams::apply("test").force(), &Patch::Apply(&stale))
         .await
         .expect("the old CRD is installed");
-    env.start_controller().await;
+    let ctx = env.start_controller().await;
     env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
         "metadata": {"name": "stale"}, "spec": {}}))
         .await;
@@ -214,12 +227,21 @@ async fn a_stale_crd_is_reported_and_costs_few_writes() {
         .message;
     assert!(message.contains("status.bucketName") && message.contains("kubectl apply -k crds/"), "{message}");
 
-    let server = env.server.as_ref().expect("in memory");
-    server.reset_stats();
+    // Each pass writes status at most twice (its outcome, and the failure's condition), each write two
+    // requests: the apply the server refuses, and the apply of what the CRD declares.
+    if let Some(server) = &env.server {
+        server.reset_stats();
+    }
+    let passes_before = bucket_passes(&ctx);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let writes = server.stats().count_sub("patch", "buckets", "status");
-    println!("status writes in 10 s with a stale CRD: {writes}");
-    assert!(writes <= 6, "a stale CRD must cost a few writes, not a loop: {writes} in 10 s");
+    let passes = bucket_passes(&ctx) - passes_before;
+    println!("Bucket passes in 10 s with a stale CRD: {passes}");
+    assert!(passes <= 3, "a stale CRD must cost a few passes, not a loop: {passes} in 10 s");
+    if let Some(server) = &env.server {
+        let writes = server.stats().count_sub("patch", "buckets", "status");
+        println!("status writes in 10 s with a stale CRD: {writes}");
+        assert!(writes <= 4 * passes, "at most four status requests a pass: {writes} in {passes} passes");
+    }
 
     // With the current CRD back, the Bucket recovers by itself.
     let current = <Bucket as kube::CustomResourceExt>::crd();

@@ -395,6 +395,21 @@ fn set_entry(
 
 /// Computes the object resulting from `manager` applying `applied` to `live` (or to an
 /// empty object when creating). Conflicts with other managers are 409 unless `force`.
+/// A real API server types an applied object against the resource's schema before it merges anything: a
+/// field the schema does not declare fails the whole request with a 500 that names the first such field
+/// ("failed to create typed patch object"), where a create, update or merge patch would prune the field.
+fn undeclared_fields(rt: &ResourceType, applied: &Value, name: &str) -> Result<(), ApiError> {
+    let Some(schema) = rt.schema.as_ref() else { return Ok(()) };
+    let undeclared = super::schema::process(schema, &mut applied.clone()).pruned;
+    let Some(first) = undeclared.first() else { return Ok(()) };
+    let namespace = applied.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+    Err(ApiError::unexpected(format!(
+        "failed to create typed patch object ({namespace}/{name}; {}, Kind={}): .{first}: field not declared in schema",
+        rt.api_version(),
+        rt.kind
+    )))
+}
+
 pub(super) fn apply(
     rt: &ResourceType,
     live: Option<&Value>,
@@ -403,8 +418,9 @@ pub(super) fn apply(
     sub: Option<&str>,
     force: bool,
 ) -> Result<Value, ApiError> {
-    let sch = Sch::root(rt.schema.as_ref());
     let name = applied.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    undeclared_fields(rt, applied, name)?;
+    let sch = Sch::root(rt.schema.as_ref());
     let applied_own = ownable(rt, applied, sub);
     let applied_leaves = leaf_map(&applied_own, sch);
     let mut result = match live {

@@ -106,6 +106,12 @@ impl ApiError {
         e
     }
 
+    /// 500 with no reason: what the real server answers for a plain error out of its request handling
+    /// (server-side apply's typing of the applied object, for one).
+    pub fn unexpected(message: impl Into<String>) -> Self {
+        Self::new(500, "", message)
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }
@@ -154,9 +160,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
         if let Some(d) = &self.details {
             s["details"] = d.clone();
         }

@@ -1415,3 +1415,54 @@ async fn metadata_only_get_list_and_watch_carry_no_data() -> TestResult {
     assert_eq!(seen, ["PartialObjectMetadata", "PartialObjectMetadata"]);
     Ok(())
 }
+
+#[tokio::test]
+async fn server_side_apply_of_an_undeclared_field_is_refused_as_upstream_does() -> TestResult {
+    let (_server, api) = with_widgets().await?;
+    api.create(&PostParams::default(), &widget("w", json!({"size": "small"}))?).await?;
+    let status = |status: Value| -> Result<DynamicObject, serde_json::Error> {
+        serde_json::from_value(json!({"apiVersion": "test.example.io/v1", "kind": "Widget",
+            "metadata": {"name": "w"}, "status": status}))
+    };
+    // A real kube-apiserver types the applied object first: one undeclared field fails the whole request,
+    // with no reason, naming the object as the applied body does (here without a name).
+    let e = api_err(
+        api.patch_status(
+            "w",
+            &PatchParams::apply("ctrl").force(),
+            &Patch::Apply(status(json!({"phase": "Up", "bucketName": "b"}))?),
+        )
+        .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (500, ""));
+    assert_eq!(
+        e.message,
+        "failed to create typed patch object (/w; test.example.io/v1, Kind=Widget): \
+         .status.bucketName: field not declared in schema"
+    );
+    // Of several, it names the first.
+    let e = api_err(
+        api.patch(
+            "w",
+            &PatchParams::apply("ctrl"),
+            &Patch::Apply(widget("w", json!({"size": "small", "extra": 1, "more": 2}))?),
+        )
+        .await,
+    );
+    assert_eq!(
+        e.message,
+        "failed to create typed patch object (/w; test.example.io/v1, Kind=Widget): .spec.extra: field not declared in schema"
+    );
+    let w = api.get("w").await?;
+    assert!(w.data.get("status").is_none_or(|s| s.get("phase").is_none()), "nothing was written: {w:?}");
+    // A merge patch of the same field is pruned, as upstream.
+    let w = api
+        .patch_status(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Up", "bucketName": "b"}})),
+        )
+        .await?;
+    assert_eq!(w.data["status"], json!({"phase": "Up"}));
+    Ok(())
+}
