@@ -113,14 +113,22 @@ pub(crate) async fn holder(env: &TestEnv) -> Option<String> {
     lease.spec?.holder_identity
 }
 
-/// Someone else takes the Lease, as a replica that judged it expired would.
+/// Someone else takes the Lease, as a replica that judged it expired would. A renew by the holder between
+/// the read and the write is a conflict: read again and retry, as that replica would.
 pub(crate) async fn steal_lease(env: &TestEnv, thief: &str) {
-    let mut lease = env.api::<Lease>().get("bucket-broker").await.expect("lease");
-    if let Some(spec) = lease.spec.as_mut() {
-        spec.holder_identity = Some(thief.to_owned());
-        spec.lease_duration_seconds = Some(1);
+    for _ in 0..20 {
+        let mut lease = env.api::<Lease>().get("bucket-broker").await.expect("lease");
+        if let Some(spec) = lease.spec.as_mut() {
+            spec.holder_identity = Some(thief.to_owned());
+            spec.lease_duration_seconds = Some(1);
+        }
+        match env.api::<Lease>().replace("bucket-broker", &Default::default(), &lease).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(err) => panic!("taking the Lease over: {err}"),
+        }
     }
-    env.api::<Lease>().replace("bucket-broker", &Default::default(), &lease).await.expect("taken over");
+    panic!("the Lease could not be taken over in 20 tries: the holder renews in between every time");
 }
 
 /// AWS clients for moto that go through `proxy`.
