@@ -31,7 +31,28 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    vec![Bucket::crd(), BucketBinding::crd(), BucketServiceKey::crd()]
+    [Bucket::crd(), BucketBinding::crd(), BucketServiceKey::crd()].into_iter().map(with_new_status).collect()
+}
+
+/// A new object's status is `{observedGeneration: 0}`, which the API server fills in from the schema's
+/// default as soon as the object exists: "no generation handled yet". Without it a new object would have
+/// no status at all until the controller's first write, and kstatus (Flux, kpt) reads an object without
+/// status as Current, so a GitOps sync waiting for health would move on before the credentials exist.
+fn with_new_status(
+    mut crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSON;
+    for version in &mut crd.spec.versions {
+        let properties = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut());
+        if let Some(status) = properties.and_then(|p| p.get_mut("status")) {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
+    crd
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
-use crate::desired::conditions::{Observation, reasons};
+use crate::desired::conditions::{self, Observation, reasons};
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
 
@@ -124,11 +124,12 @@ async fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
 }
 
 /// The status after `observation`. `observedGeneration` moves only when this generation's spec was fully
-/// applied.
+/// applied, or found to need a person ([`conditions::handled`]).
 fn status_for(bucket: &Bucket, location: &Location, observation: Observation, applied: bool) -> BucketStatus {
     let current = bucket.status.clone().unwrap_or_default();
     let generation = bucket.metadata.generation;
-    let observed_generation = if applied { generation } else { current.observed_generation };
+    let handled = conditions::handled(applied, std::slice::from_ref(&observation));
+    let observed_generation = if handled { generation } else { current.observed_generation };
     BucketStatus {
         bucket_name: Some(location.bucket.clone()),
         region: Some(location.region.clone()),

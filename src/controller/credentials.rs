@@ -48,7 +48,7 @@ use crate::aws::iam::{AccessKey, KeyCheck, User, UserOps, check_key};
 use crate::aws::s3::BucketOps;
 use crate::aws::{ErrorKind, Priority};
 use crate::desired::attachments;
-use crate::desired::conditions::{Observation, is_true, reasons, types};
+use crate::desired::conditions::{self, Observation, is_true, reasons, types};
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::secret::Credentials;
 use crate::desired::{policy, rotation};
@@ -212,7 +212,7 @@ async fn user_name<K: CredentialKind>(obj: &K, ctx: &Context, uid: &str) -> Resu
 }
 
 /// The status after `observations`, with the other fields as given. `observedGeneration` moves only when
-/// the spec of this generation was fully applied.
+/// the spec of this generation was fully applied, or found to need a person ([`conditions::handled`]).
 fn status_with<K: CredentialKind>(
     obj: &K,
     mut status: CredentialStatus,
@@ -221,7 +221,7 @@ fn status_with<K: CredentialKind>(
 ) -> CredentialStatus {
     let current = obj.credential_status().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = obj.meta().generation;
-    if applied {
+    if conditions::handled(applied, observations) {
         status.observed_generation = generation;
     }
     status.conditions = conditions_after(current, observations, generation);

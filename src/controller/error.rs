@@ -54,7 +54,7 @@ impl Error {
             Error::Aws(_) => reasons::AWS_ERROR,
             Error::Kube(_) => "KubernetesError",
             Error::DeletionBlocked(_) => reasons::DELETION_BLOCKED,
-            Error::Conflict(_) => "NameConflict",
+            Error::Conflict(_) => reasons::NAME_CONFLICT,
             Error::Incomplete(_) => reasons::INVALID_SPEC,
             Error::CrdOutdated { .. } => reasons::CRD_OUTDATED,
             Error::SecretConflict(_) => reasons::SECRET_CONFLICT,

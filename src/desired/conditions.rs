@@ -1,6 +1,11 @@
 //! Status conditions, the cert-manager way: a list keyed by `type`, each carrying the generation it
 //! describes, and a `lastTransitionTime` that moves only when `status` flips. Because nothing else moves
 //! on its own, a status computed twice from the same observations is equal, and the write can be skipped.
+//!
+//! Beside `Ready`, the two conditions of kstatus (the status library of Flux, kpt and cli-utils), both
+//! "abnormal-true" and present only while true: `Reconciling` while the controller works towards Ready
+//! by itself, `Stalled` when only a person can get it there (the reasons in [`needs_a_person`]). They are
+//! derived from Ready, so GitOps tools read one truth: kstatus says InProgress, then Current or Failed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -10,6 +15,10 @@ pub mod types {
     pub const READY: &str = "Ready";
     /// The credentials work only from the platform network.
     pub const NETWORK_RESTRICTED: &str = "NetworkRestricted";
+    /// kstatus: not Ready yet, and the controller is getting there by itself (present only while true).
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: not Ready, and it will not be until a person acts (present only while true).
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Condition reasons: a fixed PascalCase set, also used as event reasons and metric labels.
@@ -32,6 +41,40 @@ pub mod reasons {
     pub const PLATFORM_NETWORK: &str = "PlatformNetwork";
     pub const EXTERNAL_ACCESS_ALLOWED: &str = "ExternalAccessAllowed";
     pub const PLATFORM_NETWORK_NOT_CONFIGURED: &str = "PlatformNetworkNotConfigured";
+    /// An AWS object with the derived name belongs to another Kubernetes object.
+    pub const NAME_CONFLICT: &str = "NameConflict";
+}
+
+/// The `Ready=False` reasons that the controller cannot resolve by itself, so that GitOps tools show the
+/// object as failed (kstatus `Failed`, Argo CD `Degraded`) instead of waiting: each names what a person
+/// must do in its message. Every other reason (waiting for the Bucket or for AWS to accept a key, an AWS
+/// or Kubernetes error that is retried) is progress.
+pub fn needs_a_person(reason: &str) -> bool {
+    [
+        // Someone else's Secret holds the name: rename one of them.
+        reasons::SECRET_CONFLICT,
+        // The spec cannot be acted on: fix it.
+        reasons::INVALID_SPEC,
+        // The cluster's CRDs are older than the controller: apply the current ones.
+        reasons::CRD_OUTDATED,
+        // AWS refuses the new key past the propagation window: the account or its policies refuse it.
+        reasons::CREDENTIALS_REJECTED,
+        // The Bucket is being deleted: this binding will never get credentials; delete it.
+        reasons::BUCKET_DELETING,
+        // The bucket holds objects: empty it, or keep it with deletionPolicy Retain.
+        reasons::DELETION_BLOCKED,
+        // The AWS bucket or user with this name is not this object's.
+        reasons::NAME_CONFLICT,
+    ]
+    .contains(&reason)
+}
+
+/// Whether a pass with these observations handled its generation, so that `status.observedGeneration`
+/// moves to it: the spec was fully applied, or the pass found that only a person can get it further
+/// (Stalled). Not while it retries or waits by itself: kstatus then reads the generation as in progress,
+/// and a stalled one as failed, as the conditions of that generation say.
+pub fn handled(applied: bool, observations: &[Observation]) -> bool {
+    applied || observations.iter().any(|o| o.type_ == types::READY && !o.status && needs_a_person(o.reason))
 }
 
 /// One observation, before it becomes a [`Condition`].
@@ -81,6 +124,39 @@ pub fn merge(
             Some(i) => conditions[i] = condition,
             None => conditions.push(condition),
         }
+    }
+    if let Some(ready) = observations.iter().find(|o| o.type_ == types::READY) {
+        conditions = with_kstatus(conditions, ready, generation, now);
+    }
+    conditions
+}
+
+/// `Reconciling` or `Stalled` as Ready says, or neither once it is true.
+fn with_kstatus(
+    mut conditions: Vec<Condition>,
+    ready: &Observation,
+    generation: Option<i64>,
+    now: &Time,
+) -> Vec<Condition> {
+    let wanted = match ready.status {
+        true => None,
+        false if needs_a_person(ready.reason) => Some(types::STALLED),
+        false => Some(types::RECONCILING),
+    };
+    let since = conditions
+        .iter()
+        .find(|c| Some(c.type_.as_str()) == wanted && c.status == "True")
+        .map(|c| c.last_transition_time.clone());
+    conditions.retain(|c| c.type_ != types::RECONCILING && c.type_ != types::STALLED);
+    if let Some(type_) = wanted {
+        conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: "True".to_owned(),
+            reason: ready.reason.to_owned(),
+            message: ready.message.clone(),
+            observed_generation: generation,
+            last_transition_time: since.unwrap_or_else(|| now.clone()),
+        });
     }
     conditions
 }
@@ -133,6 +209,77 @@ mod tests {
         let twice = merge(&once, &observations, Some(3), &at(99));
         assert_eq!(once, twice, "a resync must not change the status");
         assert_eq!(once.len(), 2);
+
+        let waiting = [Observation::not_ready(reasons::BUCKET_NOT_READY, "waiting")];
+        let once = merge(&[], &waiting, Some(3), &at(10));
+        assert_eq!(merge(&once, &waiting, Some(3), &at(99)), once, "nor while it waits");
+    }
+
+    fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+        conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_ready() {
+        let waiting =
+            merge(&[], &[Observation::not_ready(reasons::BUCKET_NOT_READY, "waiting")], Some(1), &at(1));
+        let reconciling = find(&waiting, types::RECONCILING).expect("Reconciling while waiting");
+        assert_eq!((reconciling.status.as_str(), reconciling.reason.as_str()), ("True", "BucketNotReady"));
+        assert_eq!(reconciling.message, "waiting");
+        assert!(find(&waiting, types::STALLED).is_none());
+
+        let retried =
+            merge(&waiting, &[Observation::not_ready(reasons::AWS_ERROR, "throttled")], Some(1), &at(5));
+        let reconciling = find(&retried, types::RECONCILING).expect("a retried error is progress");
+        assert_eq!(
+            (reconciling.reason.as_str(), reconciling.last_transition_time.clone()),
+            ("AwsError", at(1))
+        );
+
+        let conflict =
+            merge(&retried, &[Observation::not_ready(reasons::SECRET_CONFLICT, "taken")], Some(2), &at(9));
+        let stalled = find(&conflict, types::STALLED).expect("Stalled when a person must act");
+        assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "SecretConflict"));
+        assert_eq!((stalled.observed_generation, stalled.last_transition_time.clone()), (Some(2), at(9)));
+        assert!(find(&conflict, types::RECONCILING).is_none(), "never both");
+
+        let ready = merge(&conflict, &[Observation::ready(reasons::PROVISIONED, "done")], Some(2), &at(12));
+        assert!(find(&ready, types::STALLED).is_none() && find(&ready, types::RECONCILING).is_none());
+        assert_eq!(ready.len(), 1, "a Ready object carries Ready alone: {ready:?}");
+
+        // Observations without Ready leave them alone.
+        let network = Observation {
+            type_: types::NETWORK_RESTRICTED,
+            status: true,
+            reason: reasons::PLATFORM_NETWORK,
+            message: String::new(),
+        };
+        let kept = merge(&conflict, &[network], Some(2), &at(20));
+        assert!(find(&kept, types::STALLED).is_some());
+    }
+
+    #[test]
+    fn the_reasons_a_person_must_act_on_are_the_terminal_ones() {
+        for reason in [
+            reasons::SECRET_CONFLICT,
+            reasons::INVALID_SPEC,
+            reasons::CRD_OUTDATED,
+            reasons::BUCKET_DELETING,
+            reasons::DELETION_BLOCKED,
+            reasons::CREDENTIALS_REJECTED,
+            reasons::NAME_CONFLICT,
+        ] {
+            assert!(needs_a_person(reason), "{reason}");
+        }
+        for reason in [
+            reasons::BUCKET_NOT_READY,
+            reasons::CREDENTIALS_PROPAGATING,
+            reasons::AWS_ERROR,
+            "KubernetesError",
+            "Timeout",
+        ] {
+            assert!(!needs_a_person(reason), "{reason}");
+        }
     }
 
     #[test]
@@ -145,7 +292,7 @@ mod tests {
         };
         let both = merge(&[], &[network, Observation::ready(reasons::PROVISIONED, "")], None, &at(1));
         let updated = merge(&both, &[Observation::not_ready(reasons::DELETION_BLOCKED, "")], None, &at(2));
-        assert_eq!(updated.len(), 2);
+        assert_eq!(updated.len(), 3, "NetworkRestricted kept, Ready and its Stalled: {updated:?}");
         assert!(is_true(&updated, types::NETWORK_RESTRICTED));
         assert!(!is_true(&updated, types::READY));
     }

@@ -561,7 +561,16 @@ async fn hostile_lifecycles_converge_without_orphans() {
         .await;
     binding_settles(&env, "late", "False/BucketDeleting").await;
     let late_status = env.api::<BucketBinding>().get("late").await.expect("late").status.expect("status");
-    assert_eq!(late_status.observed_generation, None, "observedGeneration moves only when a spec is applied");
+    assert_eq!(
+        late_status.observed_generation,
+        Some(1),
+        "observedGeneration moves when a spec is applied, or found to need a person (Stalled)"
+    );
+    assert!(
+        late_status.conditions.iter().any(|c| c.type_ == "Stalled" && c.status == "True"),
+        "only deleting the binding can help: {:?}",
+        late_status.conditions
+    );
     assert!(live_keys(&env, &derived_user(&env, late.meta().uid.as_deref().expect("uid"))).await.is_empty());
     assert!(env.api::<Secret>().get_opt("late").await.expect("get").is_none());
 

@@ -8,6 +8,7 @@ mod apps;
 mod bucket;
 mod credentials;
 mod deploy;
+mod gitops;
 mod harness;
 mod hostile;
 mod image;

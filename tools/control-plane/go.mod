@@ -1,14 +1,20 @@
 // The test control plane: kube-apiserver, kube-controller-manager, etcd and kubectl of one Kubernetes
-// release, built from their Go modules by scripts/cluster. Nothing here ships in the product.
+// release, built from their Go modules by scripts/cluster, and gitops-health, which classifies our objects
+// with kstatus and Argo CD's Lua health checks. Nothing here ships in the product.
 module github.com/bucket-broker/bucket-broker/tools/control-plane
 
 go 1.24.0
 
 require (
+	github.com/yuin/gopher-lua v1.1.1
 	go.etcd.io/etcd/server/v3 v3.5.21
+	k8s.io/api v0.33.13
+	k8s.io/apimachinery v0.33.13
 	k8s.io/component-base v0.33.13
-	k8s.io/kubectl v0.0.0
+	k8s.io/kubectl v0.30.1
 	k8s.io/kubernetes v1.33.13
+	sigs.k8s.io/cli-utils v0.37.2
+	sigs.k8s.io/yaml v1.4.0
 )
 
 require (
@@ -35,7 +41,7 @@ require (
 	github.com/coreos/go-semver v0.3.1 // indirect
 	github.com/coreos/go-systemd/v22 v22.5.0 // indirect
 	github.com/cyphar/filepath-securejoin v0.4.1 // indirect
-	github.com/davecgh/go-spew v1.1.1 // indirect
+	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect
 	github.com/distribution/reference v0.6.0 // indirect
 	github.com/docker/go-units v0.5.0 // indirect
 	github.com/dustin/go-humanize v1.0.1 // indirect
@@ -155,9 +161,7 @@ require (
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/natefinch/lumberjack.v2 v2.2.1 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	k8s.io/api v0.33.13 // indirect
-	k8s.io/apiextensions-apiserver v0.0.0 // indirect
-	k8s.io/apimachinery v0.33.13 // indirect
+	k8s.io/apiextensions-apiserver v0.30.1 // indirect
 	k8s.io/apiserver v0.33.13 // indirect
 	k8s.io/cli-runtime v0.33.13 // indirect
 	k8s.io/client-go v0.33.13 // indirect
@@ -189,7 +193,6 @@ require (
 	sigs.k8s.io/kustomize/kyaml v0.19.0 // indirect
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v4 v4.6.0 // indirect
-	sigs.k8s.io/yaml v1.4.0 // indirect
 )
 
 // k8s.io/kubernetes requires its staging modules at v0.0.0: pin each to the release's published version.
