@@ -13,11 +13,12 @@ use kube::api::ListParams;
 use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::{Resource, ResourceExt};
 
 use super::context::SharedWatch;
 use super::error::error_policy;
+use super::finalizer::finalized;
 use super::memo::{Settled, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
@@ -60,7 +61,7 @@ async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Rec
         .status
         .as_ref()
         .is_some_and(|s| looks_converged(&bucket.metadata, s.observed_generation, &s.conditions));
-    let pass = finalizer(&api, FINALIZER, bucket.clone(), |event| async {
+    let pass = finalized(&api, FINALIZER, bucket.clone(), |event| async {
         match event {
             Finalizer::Apply(bucket) => apply(&bucket, &ctx).await,
             Finalizer::Cleanup(bucket) => {

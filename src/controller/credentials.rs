@@ -28,7 +28,7 @@ use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::finalizer::Event as Finalizer;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -38,6 +38,7 @@ use serde::de::DeserializeOwned;
 use super::app_secret;
 use super::context::SharedWatch;
 use super::error::error_policy;
+use super::finalizer::finalized;
 use super::memo::{RememberedUser, Settled, Touch, bucket_view, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, MANAGER, ReconcileError};
@@ -172,7 +173,7 @@ async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
     let converged = obj
         .credential_status()
         .is_some_and(|s| looks_converged(obj.meta(), s.observed_generation, &s.conditions));
-    let pass = finalizer(&api, K::FINALIZER, obj.clone(), |event| async {
+    let pass = finalized(&api, K::FINALIZER, obj.clone(), |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj.as_ref(), &ctx).await,
             Finalizer::Cleanup(obj) => {
@@ -860,7 +861,9 @@ async fn provision<K: CredentialKind>(
         }
     };
     let Some(existing) = existing else {
-        return Err(Error::Conflict(format!("the IAM user {user} vanished while being created; retrying")));
+        return Err(Error::ConcurrentChange(format!(
+            "the IAM user {user} vanished while being created; retrying"
+        )));
     };
     if !names::may_manage(&existing.tags, owner.uid, &settings.cluster_name, user, &derived) {
         return Err(Error::Conflict(format!(

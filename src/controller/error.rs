@@ -23,6 +23,9 @@ pub enum Error {
     /// An AWS object with our name belongs to another Kubernetes object.
     #[error("{0}")]
     Conflict(String),
+    /// An AWS object changed under this pass (another pass made or deleted it meanwhile); retried.
+    #[error("{0}")]
+    ConcurrentChange(String),
     #[error("the object has no {0}")]
     Incomplete(&'static str),
     /// The installed CRD is older than the controller: it drops status fields the controller writes.
@@ -55,6 +58,7 @@ impl Error {
             Error::Kube(_) => "KubernetesError",
             Error::DeletionBlocked(_) => reasons::DELETION_BLOCKED,
             Error::Conflict(_) => reasons::NAME_CONFLICT,
+            Error::ConcurrentChange(_) => reasons::CONCURRENT_CHANGE,
             Error::Incomplete(_) => reasons::INVALID_SPEC,
             Error::CrdOutdated { .. } => reasons::CRD_OUTDATED,
             Error::SecretConflict(_) => reasons::SECRET_CONFLICT,
@@ -79,7 +83,7 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Aws(err) => err.is(ErrorKind::Transient),
-            Error::Kube(_) | Error::Timeout(_) => true,
+            Error::Kube(_) | Error::Timeout(_) | Error::ConcurrentChange(_) => true,
             _ => false,
         }
     }

@@ -20,6 +20,7 @@ pub mod bucket;
 mod context;
 pub mod credentials;
 mod error;
+mod finalizer;
 pub mod memo;
 pub mod service_key;
 mod status;

@@ -66,19 +66,21 @@ where
             // A real API server refuses a server-side apply of a field its CRD does not declare (a 500 that
             // names the first such field), where an update would prune it. Write what the CRD does declare,
             // so that the conditions still reach the user, and report the outdated CRD as when pruned.
+            // Only the named field goes: the other fields of its object stay ours and are kept.
             Err(kube::Error::Api(refusal)) => match undeclared_field(&refusal.message) {
-                Some(field) if !undeclared.contains(&field) => {
-                    if let Some(status) = patch["status"].as_object_mut() {
-                        status.remove(&field);
-                    }
-                    undeclared.push(field);
+                Some(path) if !undeclared.contains(&path) => {
+                    remove_path(&mut patch["status"], &path);
+                    undeclared.push(path);
                 }
                 _ => return Err(kube::Error::Api(refusal).into()),
             },
             Err(err) => return Err(err.into()),
             Ok(_) if !undeclared.is_empty() => {
-                let fields = undeclared.iter().map(|f| format!("status.{f}")).collect::<Vec<_>>().join(", ");
-                return Err(Error::CrdOutdated { kind: K::kind(&()).into_owned(), fields });
+                let fields = undeclared.iter().map(|p| format!("status.{}", p.join("."))).collect::<Vec<_>>();
+                return Err(Error::CrdOutdated {
+                    kind: K::kind(&()).into_owned(),
+                    fields: fields.join(", "),
+                });
             }
             Ok(stored) => break stored,
         }
@@ -90,13 +92,31 @@ where
     Ok(stored.meta().resource_version.clone())
 }
 
-/// The top-level status field an API server's refusal of a server-side apply names as not declared in its
-/// schema: `failed to create typed patch object (…): .status.bucketName: field not declared in schema`.
-fn undeclared_field(message: &str) -> Option<String> {
+/// The path under `status` that an API server's refusal of a server-side apply names as not declared in
+/// its schema: `failed to create typed patch object (…): .status.keyRotation.next: field not declared in
+/// schema` is `["keyRotation", "next"]`. A path into a list ends at the list's field.
+fn undeclared_field(message: &str) -> Option<Vec<String>> {
     let (before, _) = message.split_once(": field not declared in schema")?;
     let (_, path) = before.rsplit_once(".status.")?;
-    let field: String = path.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-    (!field.is_empty()).then_some(field)
+    let path: String =
+        path.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '.').collect();
+    let path: Vec<String> = path.split('.').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    (!path.is_empty()).then_some(path)
+}
+
+/// Removes the field at `path` (object keys) from `value`, or nothing when the path is not there.
+fn remove_path(value: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut current = value;
+    for key in parents {
+        match current.get_mut(key.as_str()) {
+            Some(next) => current = next,
+            None => return,
+        }
+    }
+    if let Some(object) = current.as_object_mut() {
+        object.remove(last.as_str());
+    }
 }
 
 /// The top-level status fields that were sent but not stored.
@@ -126,11 +146,29 @@ mod tests {
         // As kube-apiserver 1.33 words it.
         let top = "failed to create typed patch object (/stale; bucketbroker.io/v1alpha1, Kind=Bucket): \
                    .status.bucketName: field not declared in schema";
-        assert_eq!(undeclared_field(top).as_deref(), Some("bucketName"));
+        assert_eq!(undeclared_field(top), Some(vec!["bucketName".to_owned()]));
         let nested = "failed to create typed patch object (/app; bucketbroker.io/v1alpha1, \
                       Kind=BucketBinding): .status.keyRotation.next: field not declared in schema";
-        assert_eq!(undeclared_field(nested).as_deref(), Some("keyRotation"));
+        assert_eq!(undeclared_field(nested), Some(vec!["keyRotation".to_owned(), "next".to_owned()]));
+        let in_list = "failed to create typed patch object (/app; bucketbroker.io/v1alpha1, \
+                       Kind=BucketBinding): .status.accessKeys[id=\"AKIA\"].state: field not declared in schema";
+        assert_eq!(undeclared_field(in_list), Some(vec!["accessKeys".to_owned()]));
+        // Several, if a server lists them all: the first is taken, the next refusal names the next.
+        let several = "failed to create typed patch object (/app; bucketbroker.io/v1alpha1, Kind=Bucket): \
+                       errors:\n  .status.arn: field not declared in schema\n  \
+                       .status.region: field not declared in schema";
+        assert_eq!(undeclared_field(several), Some(vec!["arn".to_owned()]));
         assert_eq!(undeclared_field("etcdserver: request timed out"), None);
         assert_eq!(undeclared_field(".spec.x: field not declared in schema"), None);
+    }
+
+    #[test]
+    fn only_the_undeclared_field_is_removed() {
+        let mut status = serde_json::json!({"keyRotation": {"last": "t1", "next": "t2"}, "userName": "u"});
+        remove_path(&mut status, &["keyRotation".to_owned(), "next".to_owned()]);
+        assert_eq!(status, serde_json::json!({"keyRotation": {"last": "t1"}, "userName": "u"}));
+        remove_path(&mut status, &["missing".to_owned(), "x".to_owned()]);
+        remove_path(&mut status, &["userName".to_owned()]);
+        assert_eq!(status, serde_json::json!({"keyRotation": {"last": "t1"}}));
     }
 }

@@ -43,12 +43,16 @@ pub mod reasons {
     pub const PLATFORM_NETWORK_NOT_CONFIGURED: &str = "PlatformNetworkNotConfigured";
     /// An AWS object with the derived name belongs to another Kubernetes object.
     pub const NAME_CONFLICT: &str = "NameConflict";
+    /// An AWS object changed under the pass (made or deleted by a concurrent pass): retried.
+    pub const CONCURRENT_CHANGE: &str = "ConcurrentChange";
 }
 
-/// The `Ready=False` reasons that the controller cannot resolve by itself, so that GitOps tools show the
-/// object as failed (kstatus `Failed`, Argo CD `Degraded`) instead of waiting: each names what a person
-/// must do in its message. Every other reason (waiting for the Bucket or for AWS to accept a key, an AWS
-/// or Kubernetes error that is retried) is progress.
+/// The `Ready=False` reasons that the controller cannot resolve by itself however often it retries, so
+/// that GitOps tools show the object as failed (kstatus `Failed`, Argo CD `Degraded`) instead of waiting:
+/// each message says what a person must do. Every other reason is progress: waiting for the Bucket or for
+/// AWS to accept a key, and every failure the controller retries (AWS and Kubernetes errors, a rejected
+/// key, which is made again). `DeletionBlocked` is not among them: it is written only on an object being
+/// deleted, which both tools judge by its deletionTimestamp alone.
 pub fn needs_a_person(reason: &str) -> bool {
     [
         // Someone else's Secret holds the name: rename one of them.
@@ -57,13 +61,9 @@ pub fn needs_a_person(reason: &str) -> bool {
         reasons::INVALID_SPEC,
         // The cluster's CRDs are older than the controller: apply the current ones.
         reasons::CRD_OUTDATED,
-        // AWS refuses the new key past the propagation window: the account or its policies refuse it.
-        reasons::CREDENTIALS_REJECTED,
         // The Bucket is being deleted: this binding will never get credentials; delete it.
         reasons::BUCKET_DELETING,
-        // The bucket holds objects: empty it, or keep it with deletionPolicy Retain.
-        reasons::DELETION_BLOCKED,
-        // The AWS bucket or user with this name is not this object's.
+        // The AWS bucket or user with this name carries another object's ownership tag.
         reasons::NAME_CONFLICT,
     ]
     .contains(&reason)
@@ -265,8 +265,6 @@ mod tests {
             reasons::INVALID_SPEC,
             reasons::CRD_OUTDATED,
             reasons::BUCKET_DELETING,
-            reasons::DELETION_BLOCKED,
-            reasons::CREDENTIALS_REJECTED,
             reasons::NAME_CONFLICT,
         ] {
             assert!(needs_a_person(reason), "{reason}");
@@ -277,6 +275,9 @@ mod tests {
             reasons::AWS_ERROR,
             "KubernetesError",
             "Timeout",
+            reasons::CREDENTIALS_REJECTED,
+            reasons::DELETION_BLOCKED,
+            reasons::CONCURRENT_CHANGE,
         ] {
             assert!(!needs_a_person(reason), "{reason}");
         }
@@ -291,7 +292,7 @@ mod tests {
             message: String::new(),
         };
         let both = merge(&[], &[network, Observation::ready(reasons::PROVISIONED, "")], None, &at(1));
-        let updated = merge(&both, &[Observation::not_ready(reasons::DELETION_BLOCKED, "")], None, &at(2));
+        let updated = merge(&both, &[Observation::not_ready(reasons::SECRET_CONFLICT, "")], None, &at(2));
         assert_eq!(updated.len(), 3, "NetworkRestricted kept, Ready and its Stalled: {updated:?}");
         assert!(is_true(&updated, types::NETWORK_RESTRICTED));
         assert!(!is_true(&updated, types::READY));

@@ -117,6 +117,14 @@ impl TestEnv {
     }
 
     async fn start(options: MotoOptions, alone: bool) -> TestEnv {
+        // The controller's log, when asked for: `BUCKET_BROKER_TEST_LOG=bucket_broker=debug`, with
+        // `-- --nocapture` to see it as it happens.
+        if let Ok(filter) = std::env::var("BUCKET_BROKER_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let (client, server, cluster, turn) = match std::env::var(KUBECONFIG_ENV) {
             Ok(path) if !path.is_empty() => {
                 let turns = CLUSTER_TURNS.clone();
@@ -214,8 +222,17 @@ impl TestEnv {
                 Some(kube::config::AuthInfo { token: Some(token.clone().into()), ..Default::default() });
         }
         let file = dir.join("controller.kubeconfig");
-        // JSON is YAML: kubectl and kube read it as a kubeconfig.
-        std::fs::write(&file, serde_json::to_string(&kubeconfig).expect("kubeconfig")).expect("written");
+        // JSON is YAML: kubectl and kube read it as a kubeconfig. It holds a token: readable by us alone.
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&file)
+            .and_then(|mut f| f.write_all(serde_json::to_string(&kubeconfig).expect("kubeconfig").as_bytes()))
+            .expect("kubeconfig written");
         file
     }
 
@@ -491,35 +508,69 @@ async fn real_cluster_client(path: &str) -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// The namespace `deploy/` installs the controller into (its kustomization's `namespace`).
-pub const CONTROLLER_NAMESPACE: &str = "bucket-broker";
-/// The ServiceAccount `deploy/` runs the controller as.
+/// The ServiceAccount `deploy/` runs the controller as, in `deploy/`'s namespace.
 const CONTROLLER_SERVICE_ACCOUNT: &str = "bucket-broker";
+/// The name the tests give `deploy/`'s Namespace, ServiceAccount, ClusterRole and ClusterRoleBinding, so
+/// that a cluster where bucket-broker is installed keeps its own (nothing of an installed release is
+/// changed). Delete them after a run on a shared cluster: `kubectl delete namespace,clusterrole,
+/// clusterrolebinding bucket-broker-tests`.
+pub const TEST_IDENTITY: &str = "bucket-broker-tests";
 
-/// A client acting as the controller's ServiceAccount, installed with `deploy/`'s own files: the
-/// Namespace, ServiceAccount, ClusterRole and ClusterRoleBinding as a cluster admin would apply them, and
-/// the leader-election Role and RoleBinding in the test namespace (the controller's own namespace, for a
-/// test). Its token comes from the TokenRequest API, as a pod's projected token does.
+/// A client acting as the controller's ServiceAccount, installed from `deploy/`'s own files under the
+/// name [`TEST_IDENTITY`]: the Namespace, ServiceAccount, ClusterRole (its rules as shipped) and
+/// ClusterRoleBinding, and the leader-election Role and RoleBinding in the test namespace (the
+/// controller's own namespace, for a test). Its token comes from the TokenRequest API, as a pod's projected
+/// token does.
 async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &str) -> (kube::Config, String) {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
 
-    let ns = CONTROLLER_NAMESPACE;
-    apply_deploy_file(Api::<Namespace>::all(admin.clone()), "namespace.yaml").await;
-    apply_deploy_file(Api::<ServiceAccount>::namespaced(admin.clone(), ns), "serviceaccount.yaml").await;
-    apply_deploy_file(Api::<ClusterRole>::all(admin.clone()), "clusterrole.yaml").await;
-    apply_deploy_file(Api::<ClusterRoleBinding>::all(admin.clone()), "clusterrolebinding.yaml").await;
-    apply_deploy_file(Api::<Role>::namespaced(admin.clone(), test_namespace), "role.yaml").await;
-    apply_deploy_file(Api::<RoleBinding>::namespaced(admin.clone(), test_namespace), "rolebinding.yaml")
-        .await;
+    let ns = TEST_IDENTITY;
+    let named = |mut meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.name = Some(TEST_IDENTITY.to_owned());
+        meta
+    };
+    // deploy/'s bindings name its ServiceAccount: they are pointed at the tests' one instead.
+    let to_tests = |subjects: Option<Vec<Subject>>| {
+        let subjects = subjects.unwrap_or_default();
+        assert!(
+            subjects.iter().all(|s| s.kind == "ServiceAccount" && s.name == CONTROLLER_SERVICE_ACCOUNT),
+            "deploy/ binds its roles to the ServiceAccount {CONTROLLER_SERVICE_ACCOUNT}: {subjects:?}"
+        );
+        Some(
+            subjects
+                .into_iter()
+                .map(|s| Subject { name: TEST_IDENTITY.to_owned(), namespace: Some(ns.to_owned()), ..s })
+                .collect(),
+        )
+    };
+    let mut namespace: Namespace = deploy_file("namespace.yaml");
+    namespace.metadata = named(namespace.metadata);
+    apply(Api::<Namespace>::all(admin.clone()), &namespace).await;
+    let mut account: ServiceAccount = deploy_file("serviceaccount.yaml");
+    account.metadata = named(account.metadata);
+    apply(Api::<ServiceAccount>::namespaced(admin.clone(), ns), &account).await;
+    let mut role: ClusterRole = deploy_file("clusterrole.yaml");
+    role.metadata = named(role.metadata);
+    apply(Api::<ClusterRole>::all(admin.clone()), &role).await;
+    let mut binding: ClusterRoleBinding = deploy_file("clusterrolebinding.yaml");
+    binding.metadata = named(binding.metadata);
+    binding.role_ref.name = TEST_IDENTITY.to_owned();
+    binding.subjects = to_tests(binding.subjects);
+    apply(Api::<ClusterRoleBinding>::all(admin.clone()), &binding).await;
+    let election: Role = deploy_file("role.yaml");
+    apply(Api::<Role>::namespaced(admin.clone(), test_namespace), &election).await;
+    let mut election_binding: RoleBinding = deploy_file("rolebinding.yaml");
+    election_binding.subjects = to_tests(election_binding.subjects);
+    apply(Api::<RoleBinding>::namespaced(admin.clone(), test_namespace), &election_binding).await;
 
     let request = TokenRequest {
         spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
         ..Default::default()
     };
     let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create_token_request(CONTROLLER_SERVICE_ACCOUNT, &PostParams::default(), &request)
+        .create_token_request(TEST_IDENTITY, &PostParams::default(), &request)
         .await
         .expect("a token for the controller's ServiceAccount")
         .status
@@ -554,18 +605,22 @@ async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &st
     }
 }
 
-/// Server-side applies one file of `deploy/` through `api`.
-async fn apply_deploy_file<K>(api: Api<K>, file: &str)
-where
-    K: Resource + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
+/// One file of `deploy/`.
+fn deploy_file<K: DeserializeOwned>(file: &str) -> K {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file);
-    let object: K = serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("deploy/ file"))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("deploy/ file"))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Server-side applies `object` through `api`.
+async fn apply<K>(api: Api<K>, object: &K)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
     let name = object.meta().name.clone().expect("a named object");
-    api.patch(&name, &PatchParams::apply("bucket-broker-tests").force(), &Patch::Apply(&object))
+    api.patch(&name, &PatchParams::apply("bucket-broker-tests").force(), &Patch::Apply(object))
         .await
-        .unwrap_or_else(|e| panic!("applying deploy/{file}: {e}"));
+        .unwrap_or_else(|e| panic!("applying {} {name}: {e}", K::kind(&())));
 }
 
 /// Applies the committed `crds/` (not the Rust types: what users install is what is tested) and waits

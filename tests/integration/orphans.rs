@@ -90,7 +90,7 @@ async fn buckets(env: &TestEnv) -> BTreeSet<String> {
 }
 
 /// A context that sweeps with the given grace period (the default is ten minutes).
-async fn sweeper_context(env: &TestEnv, grace: Duration) -> Arc<Context> {
+pub(crate) async fn sweeper_context(env: &TestEnv, grace: Duration) -> Arc<Context> {
     let aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
     Context::new(env.controller_client.clone(), aws, Settings { orphan_grace: grace, ..env.settings() })
 }

@@ -84,9 +84,14 @@ var argocdStatuses = map[string]bool{
 	"Healthy": true, "Progressing": true, "Suspended": true, "Degraded": true, "Missing": true, "Unknown": true,
 }
 
-// argocdHealth runs a health script as Argo CD does: no standard library but package, base and table, the
-// object in the global `obj`, a one-second limit, and a returned table with `status` and `message`.
+// argocdHealth judges an object as Argo CD does: one being deleted is "Progressing, Pending deletion"
+// before any script runs; otherwise the health script runs with no standard library but package, base and
+// table, the object in the global `obj`, a one-second limit, and must return a table with `status` and
+// `message`.
 func argocdHealth(u *unstructured.Unstructured, script string) (string, string, error) {
+	if u.GetDeletionTimestamp() != nil {
+		return "Progressing", "Pending deletion", nil
+	}
 	l := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer l.Close()
 	for _, lib := range []struct {
