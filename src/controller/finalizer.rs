@@ -1,9 +1,12 @@
-//! The finalizer step of every reconcile: kube's `finalizer` helper, with one difference that matters on a
-//! real API server. kube's patches name the object only, so a pass working from a cache that still holds
-//! a deleted object could remove (or add) the finalizer of a newer object of the same name: that newer
-//! object is then deleted without its cleanup, and its IAM user, key and Secret outlive it. Here every
-//! finalizer patch also tests the object's uid, and a patch that no longer fits the object is not an
-//! error: the next pass sees the object as it is.
+//! The finalizer step of every reconcile: kube's `finalizer` helper, with one difference. kube's patches
+//! name the object only, so a pass working from a cache that still holds a deleted object could remove
+//! (or add) the finalizer of a newer object of the same name, which would then be deleted without its
+//! cleanup. Here every finalizer patch also tests the object's uid, and a patch that no longer fits the
+//! object (404, or a failed test: 422) is not an error: the next pass sees the object as it is.
+//!
+//! No finalizer is a guarantee on its own: kube-apiserver deletes an object at once when the object it
+//! read first had no finalizers, even if one was added while its DELETE was under way. A pass may then
+//! have made AWS objects for it; the orphan sweeper removes them (`crate::sweeper`).
 
 use std::sync::Arc;
 use std::time::Duration;
