@@ -53,14 +53,13 @@ where
     }
     let name = obj.meta().name.as_deref().unwrap_or_default();
     let sent = serde_json::to_value(status).map_err(|_| Error::Incomplete("serializable status"))?;
-    let patch = serde_json::json!({
+    let mut patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": sent,
     });
     let params = PatchParams::apply(MANAGER).force();
     let mut undeclared = Vec::new();
-    let mut patch = patch;
     let stored = loop {
         match api.patch_status(name, &params, &Patch::Apply(&patch)).await {
             // A real API server refuses a server-side apply of a field its CRD does not declare (a 500 that

@@ -39,7 +39,7 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
 }
 
-fn parse<T: DeserializeOwned>(path: &str) -> T {
+pub(crate) fn parse<T: DeserializeOwned>(path: &str) -> T {
     serde_saphyr::from_str(&read(path))
         .unwrap_or_else(|e| panic!("{path} does not parse as {}: {e}", std::any::type_name::<T>()))
 }

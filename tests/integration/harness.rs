@@ -501,11 +501,14 @@ pub async fn aws_for(moto: &Moto, credentials: aws_sdk_iam::config::Credentials)
 }
 
 async fn real_cluster_client(path: &str) -> Client {
+    Client::try_from(real_cluster_config(path).await).expect("client")
+}
+
+async fn real_cluster_config(path: &str) -> kube::Config {
     let kubeconfig = Kubeconfig::read_from(path).expect("readable kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .expect("valid kubeconfig");
-    Client::try_from(config).expect("client")
+        .expect("valid kubeconfig")
 }
 
 /// The ServiceAccount `deploy/` runs the controller as, in `deploy/`'s namespace.
@@ -576,10 +579,7 @@ async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &st
         .status
         .and_then(|status| status.token)
         .expect("the token request's status holds a token");
-    let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("readable kubeconfig");
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("valid kubeconfig");
+    let mut config = real_cluster_config(kubeconfig).await;
     config.auth_info = kube::config::AuthInfo { token: Some(token.clone().into()), ..Default::default() };
     let client = Client::try_from(config.clone()).expect("client");
 
@@ -607,9 +607,7 @@ async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &st
 
 /// One file of `deploy/`.
 fn deploy_file<K: DeserializeOwned>(file: &str) -> K {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(file);
-    serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("deploy/ file"))
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    crate::deploy::parse(&format!("deploy/{file}"))
 }
 
 /// Server-side applies `object` through `api`.
