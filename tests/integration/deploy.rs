@@ -475,6 +475,7 @@ fn rbac_grants_exactly_what_the_controller_uses() {
         rule("bucketbroker.io", &owners, &["update"], &[]),
         rule("", &["secrets"], &["get", "list", "watch", "create", "update", "delete"], &[]),
         rule("events.k8s.io", &["events"], &["create", "patch"], &[]),
+        rule("", &["namespaces"], &["get"], &["kube-system"]),
     ]);
     let missing: Vec<_> = wanted.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&wanted).collect();
