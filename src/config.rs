@@ -70,9 +70,12 @@ pub struct RunArgs {
     #[arg(long, env = "BUCKET_BROKER_MAX_KEY_AGE", value_parser = parse_key_age)]
     pub max_key_age: Option<HumanDuration>,
 
-    /// ARN of an IAM policy set as the permissions boundary of every user the controller creates.
-    #[arg(long, env = "BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN", value_parser = parse_policy_arn)]
-    pub permissions_boundary_arn: Option<String>,
+    /// Required: ARN of the IAM policy set as the permissions boundary of every user the controller
+    /// creates (deploy/aws/boundary-policy.json): the most any key it issues can ever do, whatever the
+    /// controller writes. `none` runs without one, knowingly: logged at start and exported as
+    /// bucket_broker_permissions_boundary{state="none"}.
+    #[arg(long, env = "BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN", value_parser = parse_boundary)]
+    pub permissions_boundary_arn: Option<Boundary>,
 
     /// ARN of a managed IAM policy attached to every user the controller creates (for example one that
     /// lets users copy data out during a migration).
@@ -134,6 +137,30 @@ pub struct RunArgs {
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "BUCKET_BROKER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// `--permissions-boundary-arn`: a policy ARN, or `none` said explicitly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boundary {
+    None,
+    Arn(String),
+}
+
+impl Boundary {
+    /// The ARN, if there is one.
+    pub fn arn(&self) -> Option<&str> {
+        match self {
+            Boundary::None => None,
+            Boundary::Arn(arn) => Some(arn),
+        }
+    }
+}
+
+fn parse_boundary(s: &str) -> Result<Boundary, String> {
+    if s == "none" {
+        return Ok(Boundary::None);
+    }
+    parse_policy_arn(s).map(Boundary::Arn).map_err(|e| format!("{e}, or none"))
 }
 
 /// Log output format.
@@ -381,6 +408,17 @@ mod tests {
         assert_eq!(run.platform_vpcs, ["vpc-0a1b2c3d", "vpc-99"]);
         assert_eq!(run.max_key_age, Some(HumanDuration(Duration::from_secs(90 * 86_400))));
         assert_eq!(run.cluster_name, "eks-prod-1");
+        assert_eq!(
+            run.permissions_boundary_arn,
+            Some(Boundary::Arn("arn:aws:iam::123456789012:policy/boundary".to_owned()))
+        );
+        let none = parse(&["--permissions-boundary-arn=none"]).expect("none parses");
+        assert_eq!(none.permissions_boundary_arn, Some(Boundary::None));
+        assert_eq!(
+            parse(&[]).expect("defaults").permissions_boundary_arn,
+            None,
+            "refused at start, not here"
+        );
         assert_eq!(run.aws_iam_rate, 2.5);
         assert_eq!(run.aws_s3_rate, 100.0, "the default");
         assert!(!run.require_tls);

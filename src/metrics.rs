@@ -59,6 +59,11 @@ struct ReadinessLabels {
     ready: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
 type DurationFamily = Family<KindLabels, Histogram, fn() -> Histogram>;
 
 /// The controller's metrics and health.
@@ -72,6 +77,10 @@ pub struct Metrics {
     key_ages: Arc<OldestKeys>,
     swept: Family<KindLabels, Counter>,
     orphaned_buckets: Gauge,
+    other_cluster_objects: Gauge,
+    sweep_success: Family<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    sweep_failures: Family<KindLabels, Counter>,
+    boundary: Family<StateLabels, Gauge>,
     /// How many controllers have synced their caches.
     synced: AtomicUsize,
     /// Waiting for the leader Lease: nothing to sync, yet healthy.
@@ -125,8 +134,36 @@ impl Metrics {
             "Buckets whose Bucket object is gone, found by the last orphan sweep; kept, since they may hold data",
             orphaned_buckets.clone(),
         );
+        let other_cluster_objects = Gauge::default();
+        registry.register(
+            "bucket_broker_other_cluster_objects",
+            "Users and buckets made by this controller for another cluster (another kube-system uid) sharing the AWS account, found by the last orphan sweep; never touched",
+            other_cluster_objects.clone(),
+        );
+        let sweep_success = Family::<KindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "bucket_broker_orphan_sweep_last_success_timestamp_seconds",
+            "When the orphan sweeper last finished a sweep of this kind (User, Bucket) without a listing error, in seconds since the Unix epoch",
+            sweep_success.clone(),
+        );
+        let sweep_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "bucket_broker_orphan_sweep_failures",
+            "Orphan sweeps of this kind (User, Bucket) that could not list what they judge",
+            sweep_failures.clone(),
+        );
+        let boundary = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "bucket_broker_permissions_boundary",
+            "1 for the state of --permissions-boundary-arn: set, or none (users are created without a boundary)",
+            boundary.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            other_cluster_objects,
+            sweep_success,
+            sweep_failures,
+            boundary,
             reconciles,
             failures,
             durations,
@@ -189,6 +226,28 @@ impl Metrics {
     /// The number of orphaned buckets the last sweep found.
     pub fn set_orphaned_buckets(&self, n: usize) {
         self.orphaned_buckets.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The number of objects of other clusters the last sweep saw (and left alone).
+    pub fn set_other_cluster_objects(&self, n: u64) {
+        self.other_cluster_objects.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// A sweep of `kind` (`User`, `Bucket`) finished: its timestamp on success, its counter on failure.
+    pub fn sweep_finished(&self, kind: &'static str, succeeded: bool) {
+        if succeeded {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.sweep_success.get_or_create(&KindLabels { kind }).set(now.as_secs_f64());
+        } else {
+            self.sweep_failures.get_or_create(&KindLabels { kind }).inc();
+        }
+    }
+
+    /// Whether users get a permissions boundary (`set`) or not (`none`).
+    pub fn set_permissions_boundary(&self, set: bool) {
+        let (on, off) = if set { ("set", "none") } else { ("none", "set") };
+        self.boundary.get_or_create(&StateLabels { state: on }).set(1);
+        self.boundary.get_or_create(&StateLabels { state: off }).set(0);
     }
 
     /// One more controller has synced its cache.

@@ -9,12 +9,17 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use tokio::sync::watch;
 
-use crate::api::{Bucket, BucketBinding, BucketServiceKey};
-use crate::aws::{Aws, RateLimits};
-use crate::config::{LogFormat, RunArgs};
+use k8s_openapi::api::core::v1::Namespace;
+
+use crate::api::{Bucket, BucketBinding, BucketServiceKey, Permissions};
+use crate::aws::{Aws, Identity, RateLimits};
+use crate::config::{Boundary, LogFormat, RunArgs};
 use crate::controller::{self, Context, Settings};
+use crate::desired::names;
+use crate::desired::policy::{self, PlatformNetwork};
 use crate::http;
 use crate::leader::{Elector, LeaseSettings, Lost};
+use crate::metrics::Metrics;
 use crate::sweeper;
 
 /// A failure to start.
@@ -36,13 +41,29 @@ pub enum RunError {
     },
     #[error("lost the leader Lease; exiting so that another replica leads")]
     LostLease,
+    #[error(
+        "--permissions-boundary-arn is required: the ARN of deploy/aws/boundary-policy.json as created in your account \
+         (the most any key this controller issues may do), or --permissions-boundary-arn=none to run without one, knowingly"
+    )]
+    NoBoundary,
+    #[error(
+        "cannot read the kube-system namespace, whose uid is this cluster's identity on AWS objects: grant get on namespaces/kube-system (deploy/clusterrole.yaml)"
+    )]
+    ClusterIdentity(#[source] kube::Error),
+    #[error("the kube-system namespace has no uid: the API server is not a conformant Kubernetes API server")]
+    NoClusterUid,
+    #[error("{0}")]
+    PolicyTooLarge(String),
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     init_tracing(args.log_format);
+    let boundary = args.permissions_boundary_arn.clone().ok_or(RunError::NoBoundary)?;
+    check_policy_sizes(&args)?;
     let client = Client::try_default().await.map_err(RunError::Kubeconfig)?;
     check_crds(&client, args.namespace.as_deref()).await?;
+    let cluster_uid = cluster_identity(&client).await?;
 
     let mut loader = aws_config::defaults(BehaviorVersion::latest());
     if let Some(region) = &args.region {
@@ -62,9 +83,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let region = sdk.region().map(|r| r.to_string()).ok_or(RunError::NoRegion)?;
     let aws = Aws::new(&sdk, region.clone(), args.aws_endpoint_url.clone());
     aws.stats.limit(RateLimits { iam: args.aws_iam_rate, s3: args.aws_s3_rate, sts: args.aws_sts_rate });
-    let ctx = Context::new(client, aws, Settings::new(&args, region.clone()));
+    let metrics = Metrics::new(aws.stats.clone());
+    metrics.set_permissions_boundary(boundary != Boundary::None);
+    if boundary == Boundary::None {
+        tracing::warn!(
+            "Running with --permissions-boundary-arn=none: the users this controller creates have no permissions \
+             boundary, so nothing but the controller's own policies limits what their keys may be given"
+        );
+    }
 
-    let (addr, http) = http::bind(args.metrics_addr, ctx.metrics.clone())
+    let (addr, http) = http::bind(args.metrics_addr, metrics.clone())
         .await
         .map_err(|source| RunError::Http { addr: args.metrics_addr, source })?;
     tokio::spawn(http);
@@ -75,33 +103,82 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tracing::info!("Shutting down");
         let _ = stop.send(true);
     });
-    tracing::info!(region, namespace = ?args.namespace, metrics = %addr, "Starting");
-    if await_aws_identity(&ctx, &mut stopped).await.is_none() {
+    tracing::info!(region, namespace = ?args.namespace, metrics = %addr, cluster_uid, "Starting");
+    let Some(identity) = await_aws_identity(&aws, &metrics, &mut stopped).await else {
         return Ok(());
-    }
+    };
+    let mut settings = Settings::new(&args, region);
+    settings.account_id = identity.account;
+    settings.cluster_uid = cluster_uid;
+    let ctx = Context::with_metrics(client, aws, settings, metrics);
     let lease = args.leader_election.then(LeaseSettings::from_env);
     serve(ctx, lease, stopped).await
+}
+
+/// The uid of the `kube-system` namespace: this cluster's identity on every AWS object it tags. Every
+/// cluster has that namespace, and its uid is made once, by the cluster, out of anyone's reach.
+pub async fn cluster_identity(client: &Client) -> Result<String, RunError> {
+    let namespaces = Api::<Namespace>::all(client.clone());
+    let namespace = namespaces.get_metadata("kube-system").await.map_err(RunError::ClusterIdentity)?;
+    namespace.metadata.uid.filter(|uid| !uid.is_empty()).ok_or(RunError::NoClusterUid)
+}
+
+/// Refuses a configuration whose documents AWS would refuse for every object: a user policy over IAM's
+/// limit for a user's inline policies, or a bucket policy over S3's. Both grow only with the platform
+/// network and are rendered here with the longest names the flags allow.
+pub fn check_policy_sizes(args: &RunArgs) -> Result<(), RunError> {
+    let network = PlatformNetwork {
+        cidrs: args.platform_cidrs.clone(),
+        vpc_endpoints: args.platform_vpc_endpoints.clone(),
+        vpcs: args.platform_vpcs.clone(),
+    };
+    let bucket = names::bucket_name(&args.bucket_prefix, &"f".repeat(36));
+    let arn = names::bucket_arn("aws-us-gov", &bucket);
+    let user = policy::user_policy(&arn, "123456789012", Permissions::ReadWrite, false, &network);
+    let size = policy::iam_size(&user);
+    if size > policy::MAX_USER_INLINE_POLICY_SIZE {
+        return Err(RunError::PolicyTooLarge(format!(
+            "the access policy for the configured platform network (--platform-cidrs, --platform-vpc-endpoints, \
+             --platform-vpcs) takes {size} characters, over IAM's limit of {} for a user's inline policies: list \
+             fewer or wider networks",
+            policy::MAX_USER_INLINE_POLICY_SIZE
+        )));
+    }
+    if let Some(bucket_policy) = policy::bucket_policy(&arn, true, args.require_tls) {
+        let size = bucket_policy.to_string().len();
+        if size > policy::MAX_BUCKET_POLICY_SIZE {
+            return Err(RunError::PolicyTooLarge(format!(
+                "the bucket policy takes {size} bytes, over S3's limit of {} (--bucket-prefix)",
+                policy::MAX_BUCKET_POLICY_SIZE
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Resolves the controller's AWS identity (STS GetCallerIdentity), retrying with backoff, before any
 /// controller starts: until then the process is not ready, and `/readyz` and the log say why. `None` on
 /// shutdown.
-pub async fn await_aws_identity(ctx: &Context, shutdown: &mut watch::Receiver<bool>) -> Option<String> {
+pub async fn await_aws_identity(
+    aws: &Aws,
+    metrics: &Metrics,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Identity> {
     let mut delay = Duration::from_secs(1);
     loop {
         let answer = tokio::select! {
-            answer = ctx.aws.caller_identity() => answer,
+            answer = aws.caller_identity() => answer,
             _ = shutdown.changed() => return None,
         };
         match answer {
-            Ok(arn) => {
-                ctx.metrics.set_aws_identity_error(None);
-                tracing::info!(arn, "Resolved the controller's AWS identity");
-                return Some(arn);
+            Ok(identity) => {
+                metrics.set_aws_identity_error(None);
+                tracing::info!(arn = %identity.arn, "Resolved the controller's AWS identity");
+                return Some(identity);
             }
             Err(err) => {
                 tracing::warn!(error = %err, retry_in = ?delay, "No AWS identity yet; not ready");
-                ctx.metrics.set_aws_identity_error(Some(err.to_string()));
+                metrics.set_aws_identity_error(Some(err.to_string()));
             }
         }
         tokio::select! {

@@ -6,14 +6,17 @@
 //! sweeps once at start and then every `--orphan-sweep-interval`:
 //!
 //! - users under `--iam-path` named `<user-prefix><uid>`, and buckets named `<bucket-prefix><uid>`, whose
-//!   tags say we made them (`created_by`, our `deploy_env`, the owner's kind, namespace, name and uid; with
-//!   `--namespace`, only that namespace). Anything else is never touched.
+//!   tags say we made them in this cluster (`created_by`, our `deploy_env`, our cluster's kube-system uid and
+//!   `--cluster-name`, the owner's kind, namespace, name and uid; with `--namespace`, only that namespace).
+//!   Anything else is never touched; objects another cluster made are counted and reported, nothing more.
+//! - Users and buckets are swept apart: one listing failing does not stop the other.
 //! - Nothing younger than the grace period is judged: a create may be under way.
 //! - The owner is looked up on the API server, not in a cache: an orphan is an owner that the API server
 //!   does not have, or has with another uid. uids are never reused, so a dead uid stays dead.
 //! - An orphaned user loses its access keys, policies and the user itself (a live key nobody owns is a
 //!   security hole). An orphaned bucket is reported in the log and `bucket_broker_orphaned_buckets`, and
-//!   kept: it may hold someone's data.
+//!   kept: it may hold someone's data. A bucket released by `deletionPolicy: Retain` is tagged released
+//!   and is no orphan.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +35,8 @@ use crate::desired::names::{self, tag};
 pub const USER: &str = "User";
 /// The `kind` label of `bucket_broker_orphans_swept_total` for access keys.
 pub const ACCESS_KEY: &str = "AccessKey";
+/// The `kind` label of the sweep's own metrics for buckets.
+pub const BUCKET: &str = "Bucket";
 
 /// What one sweep found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -44,6 +49,8 @@ pub struct Report {
     pub orphaned_buckets: Vec<String>,
     /// Objects that could not be judged this time (an AWS or Kubernetes error); tried again next sweep.
     pub undecided: u64,
+    /// Objects made by this controller for another cluster sharing the account: left alone.
+    pub other_cluster: Vec<String>,
 }
 
 /// A sweep could not list what it judges.
@@ -53,8 +60,12 @@ pub enum SweepError {
     ListUsers(#[source] AwsError),
     #[error("cannot list the buckets")]
     ListBuckets(#[source] AwsError),
-    #[error("no --cluster-name: another cluster's objects could not be told apart from orphans")]
-    NoClusterName,
+    #[error(
+        "the cluster's identity (kube-system uid) is unknown: another cluster's objects could not be told apart from orphans"
+    )]
+    NoClusterIdentity,
+    #[error("{users}; {buckets}")]
+    Both { users: Box<SweepError>, buckets: Box<SweepError> },
 }
 
 /// The Kubernetes object an AWS object's tags name as its owner.
@@ -67,17 +78,10 @@ pub struct Claim {
 }
 
 /// Sweeps once now, then every `orphan_sweep_interval`, until `stop` resolves. Does nothing when the
-/// interval is zero, or without `--cluster-name`: an object of another cluster sharing the AWS account is
-/// missing from this cluster's API server too, and only the cluster tag tells the two apart.
+/// interval is zero.
 pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
     let interval = ctx.settings.orphan_sweep_interval;
     if interval.is_zero() {
-        return;
-    }
-    if ctx.settings.cluster_name.is_empty() {
-        tracing::warn!(
-            "The orphan sweeper is off: set --cluster-name (a name unique among the clusters sharing this AWS account) to turn it on"
-        );
         return;
     }
     tokio::pin!(stop);
@@ -91,6 +95,7 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
                     users = report.users.len(),
                     access_keys = report.access_keys,
                     orphaned_buckets = report.orphaned_buckets.len(),
+                    other_cluster = report.other_cluster.len(),
                     undecided = report.undecided,
                     "Swept orphans"
                 ),
@@ -104,16 +109,37 @@ pub async fn run(ctx: Arc<Context>, stop: impl Future<Output = ()>) {
     }
 }
 
-/// One sweep of users and buckets; see the module documentation.
+/// One sweep of users and buckets; see the module documentation. Each part runs whatever the other's
+/// outcome; the error names every part that could not list what it judges.
 pub async fn sweep(ctx: &Context) -> Result<Report, SweepError> {
-    if ctx.settings.cluster_name.is_empty() {
-        return Err(SweepError::NoClusterName);
+    if ctx.settings.cluster_uid.is_empty() {
+        return Err(SweepError::NoClusterIdentity);
     }
     let mut report = Report::default();
-    sweep_users(ctx, &mut report).await?;
-    find_orphaned_buckets(ctx, &mut report).await?;
-    ctx.metrics.set_orphaned_buckets(report.orphaned_buckets.len());
-    Ok(report)
+    let users = sweep_users(ctx, &mut report).await;
+    ctx.metrics.sweep_finished(USER, users.is_ok());
+    let buckets = find_orphaned_buckets(ctx, &mut report).await;
+    ctx.metrics.sweep_finished(BUCKET, buckets.is_ok());
+    if buckets.is_ok() {
+        ctx.metrics.set_orphaned_buckets(report.orphaned_buckets.len());
+    }
+    if users.is_ok() && buckets.is_ok() {
+        ctx.metrics.set_other_cluster_objects(report.other_cluster.len() as u64);
+    }
+    match (users, buckets) {
+        (Ok(()), Ok(())) => Ok(report),
+        (Err(users), Err(buckets)) => {
+            Err(SweepError::Both { users: Box::new(users), buckets: Box::new(buckets) })
+        }
+        (Err(err), _) | (_, Err(err)) => {
+            tracing::info!(
+                users = report.users.len(),
+                orphaned_buckets = report.orphaned_buckets.len(),
+                "Swept what could be listed"
+            );
+            Err(err)
+        }
+    }
 }
 
 async fn sweep_users(ctx: &Context, report: &mut Report) -> Result<(), SweepError> {
@@ -134,7 +160,15 @@ async fn sweep_users(ctx: &Context, report: &mut Report) -> Result<(), SweepErro
                 continue;
             }
         };
-        let Some(claim) = claim(&tags, settings, &["BucketBinding", "BucketServiceKey"]) else { continue };
+        let claim = match judge(&tags, settings, &["BucketBinding", "BucketServiceKey"]) {
+            Judgement::Claim(claim) => claim,
+            Judgement::OtherCluster(uid) => {
+                tracing::info!(user = %user.name, cluster_uid = %uid, "Left a user of another cluster alone");
+                report.other_cluster.push(user.name);
+                continue;
+            }
+            Judgement::NotOurs => continue,
+        };
         if user.name != names::user_name(&settings.user_prefix, &claim.uid) {
             continue;
         }
@@ -182,7 +216,8 @@ async fn find_orphaned_buckets(ctx: &Context, report: &mut Report) -> Result<(),
             continue;
         }
         let client = aws.s3_in(bucket.region.as_deref().unwrap_or(&aws.region));
-        let tags = match (BucketOps { client, stats, bucket: &bucket.name }).tags().await {
+        let owner = Some(settings.account_id.as_str());
+        let tags = match (BucketOps { client, stats, bucket: &bucket.name, owner }).tags().await {
             Ok(Some(tags)) => tags,
             Ok(None) => continue,
             Err(err) => {
@@ -191,7 +226,19 @@ async fn find_orphaned_buckets(ctx: &Context, report: &mut Report) -> Result<(),
                 continue;
             }
         };
-        let Some(claim) = claim(&tags, settings, &["Bucket"]) else { continue };
+        let claim = match judge(&tags, settings, &["Bucket"]) {
+            Judgement::Claim(claim) => claim,
+            Judgement::OtherCluster(uid) => {
+                tracing::info!(bucket = %bucket.name, cluster_uid = %uid, "Left a bucket of another cluster alone");
+                report.other_cluster.push(bucket.name);
+                continue;
+            }
+            Judgement::NotOurs => continue,
+        };
+        // Released on purpose (deletionPolicy: Retain): the data was kept, not lost.
+        if tags.iter().any(|(k, _)| k == tag::RELEASED) {
+            continue;
+        }
         if bucket.name != names::bucket_name(&settings.bucket_prefix, &claim.uid) {
             continue;
         }
@@ -213,24 +260,54 @@ async fn find_orphaned_buckets(ctx: &Context, report: &mut Report) -> Result<(),
     Ok(())
 }
 
-/// The owner named by `tags`, when they say this controller made the object for one of `kinds` in its
-/// scope (its deploy environment and, with `--namespace`, its namespace). `None`: not ours to judge.
-pub fn claim(tags: &[(String, String)], settings: &Settings, kinds: &[&str]) -> Option<Claim> {
+/// What the sweeper makes of an AWS object's tags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// This controller made it, in this cluster, for this owner: judge whether the owner lives.
+    Claim(Claim),
+    /// This controller's kind of object, made in another cluster (this kube-system uid): never touched.
+    OtherCluster(String),
+    /// Not ours to judge: made by someone else, or out of this controller's scope.
+    NotOurs,
+}
+
+/// The owner named by `tags`, when they say this controller made the object for one of `kinds`, in this
+/// cluster and in its scope (its deploy environment and, with `--namespace`, its namespace).
+///
+/// The cluster is proven by the kube-system uid tag. An object without one was made before clusters were
+/// told apart by uid: it is judged only when it carries this cluster's non-empty `--cluster-name`, as
+/// before; otherwise it could be another cluster's, and is left alone.
+pub fn judge(tags: &[(String, String)], settings: &Settings, kinds: &[&str]) -> Judgement {
     let get = |key: &str| tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     if get(tag::CREATED_BY) != Some(tag::CREATED_BY_VALUE)
         || get(tag::DEPLOY_ENV) != Some(&settings.deploy_env)
-        // Another cluster's objects live in another API server: never judged here.
-        || get(tag::CLUSTER).unwrap_or_default() != settings.cluster_name
+        || !get(tag::KIND).is_some_and(|k| kinds.contains(&k))
     {
-        return None;
+        return Judgement::NotOurs;
     }
-    let kind = get(tag::KIND).filter(|k| kinds.contains(k))?;
+    let name = get(tag::CLUSTER).unwrap_or_default();
+    match get(tag::CLUSTER_UID) {
+        Some(uid) if uid != settings.cluster_uid => return Judgement::OtherCluster(uid.to_owned()),
+        Some(_) if name != settings.cluster_name => return Judgement::NotOurs,
+        Some(_) => {}
+        None if name.is_empty() || name != settings.cluster_name => return Judgement::NotOurs,
+        None => {}
+    }
+    match claim(tags, settings) {
+        Some(claim) => Judgement::Claim(claim),
+        None => Judgement::NotOurs,
+    }
+}
+
+/// The owner the tags name, within `--namespace` when set.
+fn claim(tags: &[(String, String)], settings: &Settings) -> Option<Claim> {
+    let get = |key: &str| tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let namespace = get(tag::NAMESPACE).filter(|n| !n.is_empty())?;
     if settings.namespace.as_deref().is_some_and(|watched| watched != namespace) {
         return None;
     }
     Some(Claim {
-        kind: kind.to_owned(),
+        kind: get(tag::KIND)?.to_owned(),
         namespace: namespace.to_owned(),
         name: get(tag::NAME).filter(|n| !n.is_empty())?.to_owned(),
         uid: get(tag::UID).filter(|u| !u.is_empty())?.to_owned(),
@@ -283,50 +360,77 @@ fn old_enough(created: Option<i64>, settings: &Settings) -> bool {
 #[cfg(all(test, feature = "local"))]
 mod tests {
     use super::*;
+    use crate::desired::names::Cluster;
+
+    const HERE: &str = "5e1f0c7a-0000-4000-8000-000000000001";
 
     fn settings(namespace: Option<&str>) -> Settings {
         let mut settings = crate::local::settings("team");
         settings.deploy_env = "prod".to_owned();
+        settings.cluster_uid = HERE.to_owned();
         settings.namespace = namespace.map(str::to_owned);
         settings
     }
 
-    fn tags(kind: &str, namespace: &str, deploy_env: &str) -> Vec<(String, String)> {
+    fn tags_in(kind: &str, namespace: &str, deploy_env: &str, cluster: Cluster<'_>) -> Vec<(String, String)> {
         let owner = names::Owner { kind, namespace, name: "app", uid: "0b6c3d4e" };
-        names::tags(&owner, deploy_env, "")
+        names::tags(&owner, deploy_env, &cluster)
+    }
+
+    fn tags(kind: &str, namespace: &str, deploy_env: &str) -> Vec<(String, String)> {
+        tags_in(kind, namespace, deploy_env, Cluster { name: "", uid: HERE })
+    }
+
+    fn claimed(judgement: Judgement) -> Option<Claim> {
+        match judgement {
+            Judgement::Claim(claim) => Some(claim),
+            _ => None,
+        }
     }
 
     #[test]
     fn only_our_tags_in_our_scope_make_a_claim() {
         let all = settings(None);
-        let claim = claim(&tags("BucketBinding", "team", "prod"), &all, &["BucketBinding"]).expect("ours");
+        let binding = ["BucketBinding"];
+        let claim = claimed(judge(&tags("BucketBinding", "team", "prod"), &all, &binding)).expect("ours");
         assert_eq!((claim.kind.as_str(), claim.namespace.as_str()), ("BucketBinding", "team"));
         assert_eq!((claim.name.as_str(), claim.uid.as_str()), ("app", "0b6c3d4e"));
-        assert_eq!(super::claim(&tags("Bucket", "team", "prod"), &all, &["BucketBinding"]), None, "kind");
-        assert_eq!(
-            super::claim(&tags("BucketBinding", "team", "dev"), &all, &["BucketBinding"]),
-            None,
-            "env"
-        );
+        assert_eq!(judge(&tags("Bucket", "team", "prod"), &all, &binding), Judgement::NotOurs, "kind");
+        assert_eq!(judge(&tags("BucketBinding", "team", "dev"), &all, &binding), Judgement::NotOurs, "env");
         let one = settings(Some("other"));
-        assert_eq!(super::claim(&tags("BucketBinding", "team", "prod"), &one, &["BucketBinding"]), None);
+        assert_eq!(judge(&tags("BucketBinding", "team", "prod"), &one, &binding), Judgement::NotOurs);
         let foreign: Vec<_> =
             tags("BucketBinding", "team", "prod").into_iter().filter(|(k, _)| k != tag::CREATED_BY).collect();
-        assert_eq!(super::claim(&foreign, &all, &["BucketBinding"]), None, "not made by us");
+        assert_eq!(judge(&foreign, &all, &binding), Judgement::NotOurs, "not made by us");
         let no_uid: Vec<_> =
             tags("BucketBinding", "team", "prod").into_iter().filter(|(k, _)| k != tag::UID).collect();
-        assert_eq!(super::claim(&no_uid, &all, &["BucketBinding"]), None, "no uid, no judgement");
-        let owner = names::Owner { kind: "BucketBinding", namespace: "team", name: "app", uid: "0b6c3d4e" };
-        let east = names::tags(&owner, "prod", "east");
-        assert_eq!(super::claim(&east, &all, &["BucketBinding"]), None, "another cluster's object");
+        assert_eq!(judge(&no_uid, &all, &binding), Judgement::NotOurs, "no uid, no judgement");
+    }
+
+    #[test]
+    fn another_clusters_objects_are_reported_never_claimed() {
+        let here = settings(None);
+        let binding = ["BucketBinding"];
+        let restored = tags_in("BucketBinding", "team", "prod", Cluster { name: "", uid: "another-uid" });
+        assert_eq!(
+            judge(&restored, &here, &binding),
+            Judgement::OtherCluster("another-uid".to_owned()),
+            "same namespace, name and environment; another kube-system"
+        );
         let mut named = settings(None);
         named.cluster_name = "east".to_owned();
-        assert!(super::claim(&east, &named, &["BucketBinding"]).is_some(), "this cluster's object");
+        let east = tags_in("BucketBinding", "team", "prod", Cluster { name: "east", uid: HERE });
+        assert!(claimed(judge(&east, &named, &binding)).is_some(), "this cluster's object");
         assert_eq!(
-            super::claim(&tags("BucketBinding", "team", "prod"), &named, &["BucketBinding"]),
-            None,
-            "a named cluster leaves unnamed objects alone"
+            judge(&east, &here, &binding),
+            Judgement::NotOurs,
+            "our uid under another name: not judged"
         );
+        // Made before the uid tag: judged only under this cluster's own non-empty name, as before.
+        let legacy_named = tags_in("BucketBinding", "team", "prod", Cluster { name: "east", uid: "" });
+        assert!(claimed(judge(&legacy_named, &named, &binding)).is_some());
+        let legacy_unnamed = tags_in("BucketBinding", "team", "prod", Cluster { name: "", uid: "" });
+        assert_eq!(judge(&legacy_unnamed, &here, &binding), Judgement::NotOurs, "could be any cluster's");
     }
 
     #[test]

@@ -48,12 +48,25 @@ impl Aws {
         }
     }
 
-    /// The ARN of the controller's own AWS identity (STS GetCallerIdentity): proves at start-up that
-    /// credentials were found and AWS accepts them.
-    pub async fn caller_identity(&self) -> Result<String, AwsError> {
+    /// The controller's own AWS identity (STS GetCallerIdentity): proves at start-up that credentials
+    /// were found and AWS accepts them, and names the account whose buckets are ours.
+    pub async fn caller_identity(&self) -> Result<Identity, AwsError> {
         let identity =
             call(&self.stats, "sts", "GetCallerIdentity", self.sts.get_caller_identity().send()).await?;
-        Ok(identity.arn().unwrap_or_default().to_owned())
+        let account = identity.account().unwrap_or_default().to_owned();
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AwsError {
+                service: "sts",
+                operation: "GetCallerIdentity",
+                kind: ErrorKind::Other,
+                code: None,
+                status: None,
+                message: format!(
+                    "the endpoint named no 12-digit account ({account:?}): check that it is AWS"
+                ),
+            });
+        }
+        Ok(Identity { arn: identity.arn().unwrap_or_default().to_owned(), account })
     }
 
     /// An S3 client for a bucket in another region than the default one.
@@ -64,6 +77,15 @@ impl Aws {
         let config = self.s3.config().to_builder().region(aws_sdk_s3::config::Region::new(region.to_owned()));
         aws_sdk_s3::Client::from_conf(config.build())
     }
+}
+
+/// Who the controller is in AWS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The ARN of the role or user: for the log only, never for tenants (it names the platform's account).
+    pub arn: String,
+    /// The 12-digit account id.
+    pub account: String,
 }
 
 /// What kind of failure an AWS error is: decides between retrying, reporting and treating as success.

@@ -50,13 +50,30 @@ pub struct BucketOps<'a> {
     pub client: Client,
     pub stats: &'a CallStats,
     pub bucket: &'a str,
+    /// The account the bucket must belong to, sent as `ExpectedBucketOwner` on every call that takes it:
+    /// S3 refuses the call (403) when the bucket is another account's, so a same-named bucket elsewhere is
+    /// never read, changed or deleted. `None` only in tests that inspect buckets as an administrator.
+    pub owner: Option<&'a str>,
 }
 
 impl BucketOps<'_> {
+    fn owner(&self) -> Option<String> {
+        self.owner.filter(|o| !o.is_empty()).map(str::to_owned)
+    }
+
     /// Whether the bucket exists (and is reachable with our credentials).
     pub async fn exists(&self) -> Result<bool, AwsError> {
-        let head = self.client.head_bucket().bucket(self.bucket).send();
+        let head =
+            self.client.head_bucket().bucket(self.bucket).set_expected_bucket_owner(self.owner()).send();
         Ok(optional(call(self.stats, S3, "HeadBucket", head).await)?.is_some())
+    }
+
+    /// Whether the bucket is one of this account's: ListBuckets lists only the caller's own buckets,
+    /// whatever the endpoint does with `ExpectedBucketOwner`. Asked only when a bucket's ownership is in
+    /// doubt (no uid tag, or a name in status), so it costs nothing in steady state.
+    pub async fn in_account(&self) -> Result<bool, AwsError> {
+        let listed = list_buckets(&self.client, self.stats, self.bucket).await?;
+        Ok(listed.iter().any(|b| b.name == self.bucket))
     }
 
     /// Creates the bucket; one we already own counts as created.
@@ -79,7 +96,12 @@ impl BucketOps<'_> {
     /// The bucket's tags (empty when it has none), or `None` when the bucket does not exist: one read
     /// answers both, which keeps a steady-state resync to five reads.
     pub async fn tags(&self) -> Result<Option<Vec<(String, String)>>, AwsError> {
-        let get = self.client.get_bucket_tagging().bucket(self.bucket).send();
+        let get = self
+            .client
+            .get_bucket_tagging()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .send();
         let tag_set = match call(self.stats, S3, "GetBucketTagging", get).await {
             Ok(tagging) => tagging.tag_set,
             Err(err) if err.has_code("NoSuchBucket") => return Ok(None),
@@ -109,14 +131,25 @@ impl BucketOps<'_> {
             .set_tag_set(Some(tag_set))
             .build()
             .map_err(|e| invalid("PutBucketTagging", e))?;
-        let put = self.client.put_bucket_tagging().bucket(self.bucket).tagging(tagging).send();
+        let put = self
+            .client
+            .put_bucket_tagging()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .tagging(tagging)
+            .send();
         call(self.stats, S3, "PutBucketTagging", put).await?;
         Ok(Change::Updated)
     }
 
     /// Default encryption with S3-managed keys (SSE-S3, AES256).
     pub async fn ensure_encryption(&self) -> Result<Change, AwsError> {
-        let get = self.client.get_bucket_encryption().bucket(self.bucket).send();
+        let get = self
+            .client
+            .get_bucket_encryption()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .send();
         let current = optional(call(self.stats, S3, "GetBucketEncryption", get).await)?;
         let is_sse_s3 = current.and_then(|c| c.server_side_encryption_configuration).is_some_and(|c| {
             c.rules.iter().any(|r| {
@@ -149,6 +182,7 @@ impl BucketOps<'_> {
             .client
             .put_bucket_encryption()
             .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
             .server_side_encryption_configuration(configuration)
             .send();
         call(self.stats, S3, "PutBucketEncryption", put).await?;
@@ -157,7 +191,12 @@ impl BucketOps<'_> {
 
     /// The public access block.
     pub async fn ensure_public_access_block(&self, desired: PublicAccessBlock) -> Result<Change, AwsError> {
-        let get = self.client.get_public_access_block().bucket(self.bucket).send();
+        let get = self
+            .client
+            .get_public_access_block()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .send();
         let current = optional(call(self.stats, S3, "GetPublicAccessBlock", get).await)?
             .and_then(|c| c.public_access_block_configuration)
             .map(|c| PublicAccessBlock {
@@ -184,6 +223,7 @@ impl BucketOps<'_> {
             .client
             .put_public_access_block()
             .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
             .public_access_block_configuration(configuration)
             .send();
         call(self.stats, S3, "PutPublicAccessBlock", put).await?;
@@ -192,7 +232,12 @@ impl BucketOps<'_> {
 
     /// Object ownership `BucketOwnerEnforced`: ACLs are disabled, the bucket owner owns every object.
     pub async fn ensure_owner_enforced(&self) -> Result<Change, AwsError> {
-        let get = self.client.get_bucket_ownership_controls().bucket(self.bucket).send();
+        let get = self
+            .client
+            .get_bucket_ownership_controls()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .send();
         let enforced = optional(call(self.stats, S3, "GetBucketOwnershipControls", get).await)?
             .and_then(|c| c.ownership_controls)
             .is_some_and(|c| {
@@ -218,15 +263,22 @@ impl BucketOps<'_> {
             .client
             .put_bucket_ownership_controls()
             .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
             .ownership_controls(controls)
             .send();
         call(self.stats, S3, "PutBucketOwnershipControls", put).await?;
         Ok(Change::Updated)
     }
 
-    /// The bucket policy: written when it differs in meaning, deleted when the desired one is empty.
+    /// The bucket policy: our statements written when they differ in meaning, others' kept; deleted when
+    /// nothing would be left.
     pub async fn ensure_policy(&self, desired: Option<&Value>) -> Result<Change, AwsError> {
-        let get = self.client.get_bucket_policy().bucket(self.bucket).send();
+        let get = self
+            .client
+            .get_bucket_policy()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .send();
         let current: Option<Value> = optional(call(self.stats, S3, "GetBucketPolicy", get).await)?
             .and_then(|p| p.policy)
             .and_then(|p| serde_json::from_str(&p).ok());
@@ -238,18 +290,30 @@ impl BucketOps<'_> {
         self.set_policy(None, desired).await
     }
 
+    /// Writes our statements (`desired`) into the policy, keeping every statement others added.
     async fn set_policy(&self, current: Option<Value>, desired: Option<&Value>) -> Result<Change, AwsError> {
-        match (current, desired) {
+        let merged = policy::merge_bucket_policy(current.as_ref(), desired);
+        match (current, merged.as_ref()) {
             (None, None) => Ok(Change::Unchanged),
             (Some(current), Some(desired)) if policy::equivalent(&current, desired) => Ok(Change::Unchanged),
             (Some(_), None) => {
-                let delete = self.client.delete_bucket_policy().bucket(self.bucket).send();
+                let delete = self
+                    .client
+                    .delete_bucket_policy()
+                    .bucket(self.bucket)
+                    .set_expected_bucket_owner(self.owner())
+                    .send();
                 optional(call(self.stats, S3, "DeleteBucketPolicy", delete).await)?;
                 Ok(Change::Deleted)
             }
             (current, Some(desired)) => {
-                let put =
-                    self.client.put_bucket_policy().bucket(self.bucket).policy(desired.to_string()).send();
+                let put = self
+                    .client
+                    .put_bucket_policy()
+                    .bucket(self.bucket)
+                    .set_expected_bucket_owner(self.owner())
+                    .policy(desired.to_string())
+                    .send();
                 call(self.stats, S3, "PutBucketPolicy", put).await?;
                 Ok(if current.is_some() { Change::Updated } else { Change::Created })
             }
@@ -259,7 +323,13 @@ impl BucketOps<'_> {
     /// How many objects the bucket holds, counting no further than `limit`: enough to tell a person how
     /// much is left, without listing a large bucket to the end.
     pub async fn count_objects(&self, limit: i32) -> Result<ObjectCount, AwsError> {
-        let list = self.client.list_objects_v2().bucket(self.bucket).max_keys(limit).send();
+        let list = self
+            .client
+            .list_objects_v2()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .max_keys(limit)
+            .send();
         let page = call(self.stats, S3, "ListObjectsV2", list).await?;
         let count = page.key_count.unwrap_or(0).max(0) as u64;
         Ok(ObjectCount { count, more: page.is_truncated.unwrap_or(false) })
@@ -267,7 +337,8 @@ impl BucketOps<'_> {
 
     /// Deletes the bucket; one already gone counts as deleted. A non-empty bucket is a `Conflict` error.
     pub async fn delete(&self) -> Result<Change, AwsError> {
-        let delete = self.client.delete_bucket().bucket(self.bucket).send();
+        let delete =
+            self.client.delete_bucket().bucket(self.bucket).set_expected_bucket_owner(self.owner()).send();
         match call(self.stats, S3, "DeleteBucket", delete).await {
             Ok(_) => Ok(Change::Deleted),
             Err(err) if err.is(ErrorKind::NotFound) => Ok(Change::Unchanged),

@@ -23,7 +23,8 @@ use super::memo::{Settled, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
-use crate::aws::s3::{BucketOps, Change, PublicAccessBlock};
+use crate::aws::ErrorKind;
+use crate::aws::s3::{Change, PublicAccessBlock};
 use crate::desired::conditions::{self, Observation, reasons};
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
@@ -98,9 +99,17 @@ async fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
         .unwrap_or_else(|| ctx.settings.region.clone());
     let mut name = derived.clone();
     if let Some(hint) = status.and_then(|s| s.bucket_name.as_deref()).filter(|h| *h != derived) {
-        let ops = BucketOps { client: ctx.aws.s3_in(&region), stats: &ctx.aws.stats, bucket: hint };
-        match ops.tags().await? {
-            Some(tags) if names::ownership(&tags, uid, &ctx.settings.cluster_name) == Ownership::Ours => {
+        let ops = ctx.bucket_ops(&region, hint);
+        let tags = match ops.tags().await {
+            // Another account's bucket (S3 refuses the expected owner) is not ours, whatever its tags.
+            Err(err) if err.is(ErrorKind::AccessDenied) => None,
+            tags => tags?,
+        };
+        match tags {
+            Some(tags)
+                if names::ownership(&tags, uid, &ctx.settings.cluster()) == Ownership::Ours
+                    && ops.in_account().await? =>
+            {
                 name = hint.to_owned()
             }
             _ => {
@@ -200,30 +209,48 @@ fn ready_message(bucket: &Bucket, ctx: &Context) -> String {
 /// Ensures the bucket and each of its settings; returns what had to change.
 async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Result<Vec<&'static str>, Error> {
     let owner = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?;
-    let ops = BucketOps {
-        client: ctx.aws.s3_in(&location.region),
-        stats: &ctx.aws.stats,
-        bucket: &location.bucket,
-    };
+    let ops = ctx.bucket_ops(&location.region, &location.bucket);
     let mut changes = Vec::new();
 
-    let current_tags = ops.tags().await?;
+    let current_tags = match ops.tags().await {
+        // S3 answers 403 for a bucket of another account (ExpectedBucketOwner), as for a permission we
+        // lack: creating the bucket tells the two apart.
+        Err(err) if err.is(ErrorKind::AccessDenied) => {
+            return match ops.create(&location.region).await {
+                Err(taken) if taken.has_code("BucketAlreadyExists") => Err(name_taken(&location.bucket)),
+                Err(other) if !other.is(ErrorKind::AccessDenied) => Err(other.into()),
+                _ => Err(err.into()),
+            };
+        }
+        tags => tags?,
+    };
     let existed = current_tags.is_some();
     // A bucket this pass created has AWS's defaults: its settings are written without reading them first.
-    let created = !existed && ops.create(&location.region).await? == Change::Created;
+    let created = !existed
+        && match ops.create(&location.region).await {
+            Ok(change) => change == Change::Created,
+            Err(err) if err.has_code("BucketAlreadyExists") => return Err(name_taken(&location.bucket)),
+            Err(err) => return Err(err.into()),
+        };
     if created {
         changes.push("created");
     }
     let current_tags = current_tags.unwrap_or_default();
     let derived = names::bucket_name(&ctx.settings.bucket_prefix, owner.uid);
-    if !names::may_manage(&current_tags, owner.uid, &ctx.settings.cluster_name, &location.bucket, &derived) {
+    if !names::may_manage(&current_tags, owner.uid, &ctx.settings.cluster(), &location.bucket, &derived) {
         return Err(Error::Conflict(format!(
             "the AWS bucket {} is not tagged as belonging to this Bucket; it is left untouched",
             location.bucket
         )));
     }
+    // An untagged bucket with our name is adopted only if it is this account's: a create of ours that was
+    // interrupted before tagging, not a bucket someone made elsewhere under the same name.
+    let untagged = names::ownership(&current_tags, owner.uid, &ctx.settings.cluster()) == Ownership::Untagged;
+    if existed && untagged && !ops.in_account().await? {
+        return Err(name_taken(&location.bucket));
+    }
     let desired_tags =
-        merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env, &ctx.settings.cluster_name));
+        merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env, &ctx.settings.cluster()));
     let access = PublicAccessBlock::for_bucket(bucket.spec.public);
     let desired_policy = policy::bucket_policy(&location.arn, bucket.spec.public, ctx.settings.require_tls);
     if created {
@@ -252,6 +279,13 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     Ok(changes)
 }
 
+fn name_taken(bucket: &str) -> Error {
+    Error::BucketNameTaken(format!(
+        "the bucket name {bucket} belongs to another AWS account; nothing was created or changed. Bucket \
+         names come from the Bucket's uid: delete this Bucket and create it again to get a new name"
+    ))
+}
+
 /// Our tags over whatever else is there: tags other teams add (cost allocation, say) are kept.
 fn merged_tags(current: &[(String, String)], ours: Vec<(String, String)>) -> Vec<(String, String)> {
     let mut tags: Vec<(String, String)> =
@@ -273,19 +307,30 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         );
         return blocked(bucket, ctx, message).await;
     }
+    let location = location(bucket, ctx).await?;
     if bucket.spec.deletion_policy == DeletionPolicy::Retain {
-        tracing::info!(namespace, name, "Released bucket (deletionPolicy Retain)");
+        release(bucket, ctx, &location).await?;
+        tracing::info!(namespace, name, bucket = %location.bucket, "Released bucket (deletionPolicy Retain)");
         return Ok(Action::await_change());
     }
-    let location = location(bucket, ctx).await?;
     let bucket_name = location.bucket.clone();
-    let ops =
-        BucketOps { client: ctx.aws.s3_in(&location.region), stats: &ctx.aws.stats, bucket: &bucket_name };
-    let Some(tags) = ops.tags().await? else {
+    let ops = ctx.bucket_ops(&location.region, &bucket_name);
+    let tags = match ops.tags().await {
+        // Another account's bucket (a name that was taken), or a permission we lack on our own.
+        Err(err) if err.is(ErrorKind::AccessDenied) && !ops.in_account().await? => {
+            tracing::info!(namespace, name, bucket = %bucket_name, "Released a Bucket whose name is another account's bucket");
+            return Ok(Action::await_change());
+        }
+        tags => tags?,
+    };
+    let Some(tags) = tags else {
         return Ok(Action::await_change());
     };
     let derived = names::bucket_name(&ctx.settings.bucket_prefix, uid);
-    if !names::may_manage(&tags, uid, &ctx.settings.cluster_name, &bucket_name, &derived) {
+    let untagged = names::ownership(&tags, uid, &ctx.settings.cluster()) == Ownership::Untagged;
+    if !names::may_manage(&tags, uid, &ctx.settings.cluster(), &bucket_name, &derived)
+        || (untagged && !ops.in_account().await?)
+    {
         tracing::warn!(namespace, name, bucket = %bucket_name, "Released a bucket not tagged for this Bucket without deleting it");
         return Ok(Action::await_change());
     }
@@ -319,6 +364,29 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         }
         Err(err) => Err(err.into()),
     }
+}
+
+/// Tags the AWS bucket of a Bucket deleted with `deletionPolicy: Retain` as released, so that the orphan
+/// sweeper knows its data was kept on purpose. A bucket that is gone, or not ours, is left as it is.
+async fn release(bucket: &Bucket, ctx: &Context, location: &Location) -> Result<(), Error> {
+    let uid = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?.uid;
+    let ops = ctx.bucket_ops(&location.region, &location.bucket);
+    let tags = match ops.tags().await {
+        Err(err) if err.is(ErrorKind::AccessDenied) && !ops.in_account().await? => return Ok(()),
+        tags => tags?,
+    };
+    let Some(tags) = tags else { return Ok(()) };
+    if names::ownership(&tags, uid, &ctx.settings.cluster()) != Ownership::Ours
+        || tags.iter().any(|(k, _)| k == names::tag::RELEASED)
+    {
+        return Ok(());
+    }
+    let at = k8s_openapi::jiff::Timestamp::now().round(k8s_openapi::jiff::Unit::Second).unwrap_or_default();
+    let released = merged_tags(&tags, vec![(names::tag::RELEASED.to_owned(), at.to_string())]);
+    ops.ensure_tags(&tags, &released).await?;
+    let message = format!("released bucket {} with its data (deletionPolicy Retain)", location.bucket);
+    ctx.event(&bucket.object_ref(&()), EventType::Normal, "Released", "Delete", message).await;
+    Ok(())
 }
 
 /// Keeps the Bucket with Ready=False, reason DeletionBlocked, and retries with backoff.

@@ -36,6 +36,12 @@ pub struct Settings {
     pub permissions_boundary_arn: Option<String>,
     pub common_user_policy_arn: Option<String>,
     pub require_tls: bool,
+    /// The AWS account id of the controller's identity (STS at start): every bucket-level S3 call expects
+    /// it as the bucket's owner, and every credential policy allows only its buckets (`s3:ResourceAccount`).
+    pub account_id: String,
+    /// The uid of the cluster's `kube-system` namespace, read at start: tagged on every AWS object, so that
+    /// clusters sharing an account never adopt, delete or sweep each other's objects, whatever their names.
+    pub cluster_uid: String,
     pub resync_interval: Duration,
     /// How long a new access key may stay unknown to STS before that is an error (IAM propagates in
     /// seconds; not a flag, tests shorten it).
@@ -53,6 +59,11 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The cluster, as AWS tags name it.
+    pub fn cluster(&self) -> crate::desired::names::Cluster<'_> {
+        crate::desired::names::Cluster { name: &self.cluster_name, uid: &self.cluster_uid }
+    }
+
     pub fn new(args: &RunArgs, region: String) -> Self {
         Settings {
             region,
@@ -66,9 +77,15 @@ impl Settings {
                 vpc_endpoints: args.platform_vpc_endpoints.clone(),
                 vpcs: args.platform_vpcs.clone(),
             },
-            permissions_boundary_arn: args.permissions_boundary_arn.clone(),
+            permissions_boundary_arn: args
+                .permissions_boundary_arn
+                .as_ref()
+                .and_then(|b| b.arn())
+                .map(str::to_owned),
             common_user_policy_arn: args.common_user_policy_arn.clone(),
             require_tls: args.require_tls,
+            account_id: String::new(),
+            cluster_uid: String::new(),
             resync_interval: args.resync_interval.0,
             key_propagation_timeout: KEY_PROPAGATION_TIMEOUT,
             max_key_age: args.max_key_age.map(|age| age.0),
@@ -109,9 +126,14 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, aws: Aws, settings: Settings) -> Arc<Self> {
+        let metrics = Metrics::new(aws.stats.clone());
+        Self::with_metrics(client, aws, settings, metrics)
+    }
+
+    /// A context reporting to `metrics` (served before the context exists, while the start-up checks run).
+    pub fn with_metrics(client: Client, aws: Aws, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
         let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
         let recorder = Recorder::new(client.clone(), reporter);
-        let metrics = Metrics::new(aws.stats.clone());
         let memo = Memo::new(settings.concurrency);
         let (wake_bucket, bucket_wakes) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Context {
@@ -259,6 +281,16 @@ impl Context {
     /// once, and each object keeps a steady period.
     pub fn resync_after(&self, uid: &str) -> Duration {
         self.settings.resync_interval.mul_f64(resync_spread(uid))
+    }
+
+    /// S3 calls on `bucket` in `region`, each expecting the bucket to be this account's.
+    pub fn bucket_ops<'a>(&'a self, region: &str, bucket: &'a str) -> crate::aws::s3::BucketOps<'a> {
+        crate::aws::s3::BucketOps {
+            client: self.aws.s3_in(region),
+            stats: &self.aws.stats,
+            bucket,
+            owner: Some(self.settings.account_id.as_str()),
+        }
     }
 
     /// An `Api` for a namespaced kind in `namespace`.

@@ -46,7 +46,6 @@ use crate::api::{
     AccessKeyStatus, AccessSpec, Bucket, CredentialStatus, KeyRotationStatus, KeyState, SecretRef,
 };
 use crate::aws::iam::{AccessKey, KeyCheck, User, UserOps, check_key};
-use crate::aws::s3::BucketOps;
 use crate::aws::{ErrorKind, Priority};
 use crate::desired::attachments;
 use crate::desired::conditions::{self, Observation, is_true, reasons, types};
@@ -205,7 +204,7 @@ async fn user_name<K: CredentialKind>(obj: &K, ctx: &Context, uid: &str) -> Resu
     let Some(hint) = hint else { return Ok(derived) };
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &hint };
     match ops.get().await? {
-        Some(user) if names::ownership(&user.tags, uid, &ctx.settings.cluster_name) == Ownership::Ours => {
+        Some(user) if names::ownership(&user.tags, uid, &ctx.settings.cluster()) == Ownership::Ours => {
             Ok(hint)
         }
         _ => Ok(derived),
@@ -467,13 +466,19 @@ impl Target {
 
 /// Checks with AWS that the target bucket is the Bucket's, before any policy grants access to it.
 async fn verify_bucket(ctx: &Context, target: &Target, bucket_ref: &str) -> Result<(), Error> {
-    let ops = BucketOps {
-        client: ctx.aws.s3_in(&target.region),
-        stats: &ctx.aws.stats,
-        bucket: &target.bucket_name,
-    };
+    let ops = ctx.bucket_ops(&target.region, &target.bucket_name);
     let derived = names::bucket_name(&ctx.settings.bucket_prefix, &target.bucket_uid);
-    match ops.tags().await? {
+    let tags = ops.tags().await?;
+    let untagged = tags.as_deref().is_some_and(|tags| {
+        names::ownership(tags, &target.bucket_uid, &ctx.settings.cluster()) == names::Ownership::Untagged
+    });
+    if untagged && !ops.in_account().await? {
+        return Err(Error::BucketUnverified(format!(
+            "the AWS bucket {} of Bucket {bucket_ref} is not this account's; no access is granted",
+            target.bucket_name
+        )));
+    }
+    match tags {
         None => Err(Error::BucketUnverified(format!(
             "the AWS bucket {} of Bucket {bucket_ref} does not exist yet; no access is granted",
             target.bucket_name
@@ -482,7 +487,7 @@ async fn verify_bucket(ctx: &Context, target: &Target, bucket_ref: &str) -> Resu
             if names::may_manage(
                 &tags,
                 &target.bucket_uid,
-                &ctx.settings.cluster_name,
+                &ctx.settings.cluster(),
                 &target.bucket_name,
                 &derived,
             ) =>
@@ -714,7 +719,7 @@ async fn deliver<K: CredentialKind>(
     let wake_at = [retiring.as_ref().map(|(_, deadline)| *deadline), next].into_iter().flatten().min();
     // The user as read (or as created, with the tags it was created with) is what AWS holds only if this
     // pass changed none of it since.
-    let derived = names::tags(owner, &ctx.settings.deploy_env, &ctx.settings.cluster_name);
+    let derived = names::tags(owner, &ctx.settings.deploy_env, &ctx.settings.cluster());
     let unchanged_user = if user_changed { None } else { RememberedUser::of(&iam_user, &derived) };
     Ok(Delivered {
         unchanged_user,
@@ -832,13 +837,13 @@ async fn provision<K: CredentialKind>(
     });
     let mut created = false;
     let found = match remembered {
-        Some(user) => Some(user.user(&names::tags(owner, &settings.deploy_env, &settings.cluster_name))),
+        Some(user) => Some(user.user(&names::tags(owner, &settings.deploy_env, &settings.cluster()))),
         None => ops.get().await?,
     };
     let existing = match found {
         Some(existing) => Some(existing),
         None => {
-            let mut tags = names::tags(owner, &settings.deploy_env, &settings.cluster_name);
+            let mut tags = names::tags(owner, &settings.deploy_env, &settings.cluster());
             // Recorded at creation: the boundary is set by CreateUser itself, and a common policy recorded
             // before it is attached is attached by the next step or pass (a record of something absent
             // removes nothing).
@@ -865,7 +870,7 @@ async fn provision<K: CredentialKind>(
             "the IAM user {user} vanished while being created; retrying"
         )));
     };
-    if !names::may_manage(&existing.tags, owner.uid, &settings.cluster_name, user, &derived) {
+    if !names::may_manage(&existing.tags, owner.uid, &settings.cluster(), user, &derived) {
         return Err(Error::Conflict(format!(
             "the IAM user {user} is not tagged as belonging to this object; it is left untouched"
         )));
@@ -878,6 +883,12 @@ async fn provision<K: CredentialKind>(
         ops.set_tag(names::tag::CLUSTER, Some(&settings.cluster_name)).await?;
         user_changed = true;
         changes.push("tagged the IAM user with the cluster name");
+    }
+    // A user made before clusters were told apart by their kube-system uid gets that tag too.
+    if !settings.cluster_uid.is_empty() && recorded(names::tag::CLUSTER_UID).is_none() {
+        ops.set_tag(names::tag::CLUSTER_UID, Some(&settings.cluster_uid)).await?;
+        user_changed = true;
+        changes.push("tagged the IAM user with the cluster's uid");
     }
     let current_boundary = existing.permissions_boundary.as_deref();
     let boundary = attachments::change(
@@ -900,6 +911,7 @@ async fn provision<K: CredentialKind>(
     }
     let desired = policy::user_policy(
         &target.bucket_arn,
+        &settings.account_id,
         spec.permissions,
         spec.allow_external_access,
         &settings.network,
@@ -1108,7 +1120,7 @@ async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Err
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
     match ops.get().await? {
         Some(existing)
-            if !names::may_manage(&existing.tags, uid, &ctx.settings.cluster_name, &user, &derived) =>
+            if !names::may_manage(&existing.tags, uid, &ctx.settings.cluster(), &user, &derived) =>
         {
             tracing::warn!(namespace, name, user = %user, "Left an IAM user not tagged for this object");
         }

@@ -23,6 +23,12 @@ pub enum Error {
     /// An AWS object with our name belongs to another Kubernetes object.
     #[error("{0}")]
     Conflict(String),
+    /// The bucket name derived from the uid is another AWS account's bucket: nothing is adopted.
+    #[error("{0}")]
+    BucketNameTaken(String),
+    /// The account's Block Public Access settings refuse the public policy a public Bucket needs.
+    #[error("{0}")]
+    PublicAccessBlockedByAccount(String),
     /// An AWS object changed under this pass (another pass made or deleted it meanwhile); retried.
     #[error("{0}")]
     ConcurrentChange(String),
@@ -58,6 +64,8 @@ impl Error {
             Error::Kube(_) => "KubernetesError",
             Error::DeletionBlocked(_) => reasons::DELETION_BLOCKED,
             Error::Conflict(_) => reasons::NAME_CONFLICT,
+            Error::BucketNameTaken(_) => reasons::BUCKET_NAME_TAKEN,
+            Error::PublicAccessBlockedByAccount(_) => reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT,
             Error::ConcurrentChange(_) => reasons::CONCURRENT_CHANGE,
             Error::Incomplete(_) => reasons::INVALID_SPEC,
             Error::CrdOutdated { .. } => reasons::CRD_OUTDATED,

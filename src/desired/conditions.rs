@@ -45,6 +45,10 @@ pub mod reasons {
     pub const NAME_CONFLICT: &str = "NameConflict";
     /// An AWS object changed under the pass (made or deleted by a concurrent pass): retried.
     pub const CONCURRENT_CHANGE: &str = "ConcurrentChange";
+    /// The bucket name derived from the uid belongs to another AWS account.
+    pub const BUCKET_NAME_TAKEN: &str = "BucketNameTaken";
+    /// The account's Block Public Access settings forbid the public policy a public Bucket needs.
+    pub const PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT: &str = "PublicAccessBlockedByAccount";
 }
 
 /// The `Ready=False` reasons that the controller cannot resolve by itself however often it retries, so
@@ -65,6 +69,10 @@ pub fn needs_a_person(reason: &str) -> bool {
         reasons::BUCKET_DELETING,
         // The AWS bucket or user with this name carries another object's ownership tag.
         reasons::NAME_CONFLICT,
+        // Another AWS account owns the bucket name: delete and re-create the Bucket (a new uid, a new name).
+        reasons::BUCKET_NAME_TAKEN,
+        // The account's Block Public Access forbids public buckets: ask the platform team, or make it private.
+        reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT,
     ]
     .contains(&reason)
 }
@@ -266,6 +274,8 @@ mod tests {
             reasons::CRD_OUTDATED,
             reasons::BUCKET_DELETING,
             reasons::NAME_CONFLICT,
+            reasons::BUCKET_NAME_TAKEN,
+            reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT,
         ] {
             assert!(needs_a_person(reason), "{reason}");
         }

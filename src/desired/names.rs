@@ -13,6 +13,11 @@ pub mod tag {
     pub const DEPLOY_ENV: &str = "deploy_env";
     /// The `--cluster-name` of the controller that made the object (absent when it has none).
     pub const CLUSTER: &str = "bucketbroker.io/cluster";
+    /// The uid of the `kube-system` namespace of the cluster whose controller made the object.
+    pub const CLUSTER_UID: &str = "bucketbroker.io/cluster-uid";
+    /// On a bucket released by `deletionPolicy: Retain`: when it was released (RFC 3339). Such a bucket
+    /// is no orphan: its data was kept on purpose.
+    pub const RELEASED: &str = "bucketbroker.io/released";
     /// The value of [`CREATED_BY`].
     pub const CREATED_BY_VALUE: &str = "bucket-broker";
 }
@@ -77,6 +82,14 @@ impl<'a> Owner<'a> {
     }
 }
 
+/// The cluster a controller runs in, as its AWS tags name it: `--cluster-name` (readable, chosen by the
+/// operator, may be empty) and the uid of its `kube-system` namespace (made by the cluster, unique).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cluster<'a> {
+    pub name: &'a str,
+    pub uid: &'a str,
+}
+
 /// Who an AWS object belongs to, by its `bucketbroker.io/uid` tag: the only authority the controller takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Ownership {
@@ -87,12 +100,15 @@ pub enum Ownership {
     Foreign(String),
 }
 
-/// The ownership of an AWS object with `tags`, for the object with `uid` in the cluster named `cluster`
-/// (`--cluster-name`, empty when unset). An object tagged for another cluster is never ours; one without a
-/// cluster tag (made before the name was set) is judged by its uid alone.
-pub fn ownership(tags: &[(String, String)], uid: &str, cluster: &str) -> Ownership {
-    if let Some((_, other)) = tags.iter().find(|(k, v)| k == tag::CLUSTER && v != cluster) {
+/// The ownership of an AWS object with `tags`, for the object with `uid` in `cluster`. An object tagged
+/// for another cluster (another name, or another kube-system uid) is never ours; one without a cluster tag
+/// (made before the name was set, or before clusters were told apart by uid) is judged by its uid alone.
+pub fn ownership(tags: &[(String, String)], uid: &str, cluster: &Cluster<'_>) -> Ownership {
+    if let Some((_, other)) = tags.iter().find(|(k, v)| k == tag::CLUSTER && v != cluster.name) {
         return Ownership::Foreign(format!("cluster {other}"));
+    }
+    if let Some((_, other)) = tags.iter().find(|(k, v)| k == tag::CLUSTER_UID && v != cluster.uid) {
+        return Ownership::Foreign(format!("cluster uid {other}"));
     }
     match tags.iter().find(|(k, _)| k == tag::UID) {
         Some((_, v)) if v == uid => Ownership::Ours,
@@ -103,7 +119,13 @@ pub fn ownership(tags: &[(String, String)], uid: &str, cluster: &str) -> Ownersh
 
 /// Whether the controller may adopt, change or delete the AWS object `name` for the object with `uid`:
 /// its uid tag says so, or it has no uid tag and `name` is exactly the name derived from that uid.
-pub fn may_manage(tags: &[(String, String)], uid: &str, cluster: &str, name: &str, derived: &str) -> bool {
+pub fn may_manage(
+    tags: &[(String, String)],
+    uid: &str,
+    cluster: &Cluster<'_>,
+    name: &str,
+    derived: &str,
+) -> bool {
     match ownership(tags, uid, cluster) {
         Ownership::Ours => true,
         Ownership::Untagged => name == derived,
@@ -119,7 +141,7 @@ pub fn stable_hash(value: &str) -> u64 {
 }
 
 /// The tags of every AWS object the controller creates, sorted by key.
-pub fn tags(owner: &Owner<'_>, deploy_env: &str, cluster: &str) -> Vec<(String, String)> {
+pub fn tags(owner: &Owner<'_>, deploy_env: &str, cluster: &Cluster<'_>) -> Vec<(String, String)> {
     let mut tags = vec![
         (tag::CREATED_BY.to_owned(), tag::CREATED_BY_VALUE.to_owned()),
         (tag::DEPLOY_ENV.to_owned(), deploy_env.to_owned()),
@@ -128,8 +150,11 @@ pub fn tags(owner: &Owner<'_>, deploy_env: &str, cluster: &str) -> Vec<(String, 
         (tag::NAMESPACE.to_owned(), owner.namespace.to_owned()),
         (tag::UID.to_owned(), owner.uid.to_owned()),
     ];
-    if !cluster.is_empty() {
-        tags.push((tag::CLUSTER.to_owned(), cluster.to_owned()));
+    if !cluster.name.is_empty() {
+        tags.push((tag::CLUSTER.to_owned(), cluster.name.to_owned()));
+    }
+    if !cluster.uid.is_empty() {
+        tags.push((tag::CLUSTER_UID.to_owned(), cluster.uid.to_owned()));
     }
     tags.sort();
     tags
@@ -140,6 +165,11 @@ mod tests {
     use super::*;
 
     const UID: &str = "0b6c3d4e-5f60-4a1b-8c2d-3e4f5a6b7c8d";
+    const NONE: Cluster<'static> = Cluster { name: "", uid: "" };
+
+    fn named(name: &str) -> Cluster<'_> {
+        Cluster { name, uid: "" }
+    }
 
     #[test]
     fn names_come_from_the_uid_and_fit_aws_limits() {
@@ -170,31 +200,50 @@ mod tests {
         let ours = vec![(tag::UID.to_owned(), UID.to_owned())];
         let theirs = vec![(tag::UID.to_owned(), "other".to_owned()), (tag::NAME.to_owned(), "x".to_owned())];
         let untagged = vec![("cost-centre".to_owned(), "42".to_owned())];
-        assert_eq!(ownership(&ours, UID, ""), Ownership::Ours);
-        assert_eq!(ownership(&theirs, UID, ""), Ownership::Foreign("other".to_owned()));
-        assert_eq!(ownership(&untagged, UID, ""), Ownership::Untagged);
-        assert!(may_manage(&ours, UID, "", "renamed-under-an-old-prefix", &derived));
-        assert!(may_manage(&untagged, UID, "", &derived, &derived), "a create interrupted before tagging");
-        assert!(!may_manage(&untagged, UID, "", "someone-elses-bucket", &derived));
-        assert!(!may_manage(&theirs, UID, "", &derived, &derived));
+        assert_eq!(ownership(&ours, UID, &NONE), Ownership::Ours);
+        assert_eq!(ownership(&theirs, UID, &NONE), Ownership::Foreign("other".to_owned()));
+        assert_eq!(ownership(&untagged, UID, &NONE), Ownership::Untagged);
+        assert!(may_manage(&ours, UID, &NONE, "renamed-under-an-old-prefix", &derived));
+        assert!(may_manage(&untagged, UID, &NONE, &derived, &derived), "a create interrupted before tagging");
+        assert!(!may_manage(&untagged, UID, &NONE, "someone-elses-bucket", &derived));
+        assert!(!may_manage(&theirs, UID, &NONE, &derived, &derived));
     }
 
     #[test]
     fn another_clusters_objects_are_never_ours() {
         let owner = Owner { kind: "Bucket", namespace: "team", name: "assets", uid: UID };
-        let east = tags(&owner, "prod", "east");
-        assert_eq!(ownership(&east, UID, "east"), Ownership::Ours);
-        assert_eq!(ownership(&east, UID, "west"), Ownership::Foreign("cluster east".to_owned()));
-        assert_eq!(ownership(&east, UID, ""), Ownership::Foreign("cluster east".to_owned()));
-        let unnamed = tags(&owner, "prod", "");
+        let east = tags(&owner, "prod", &named("east"));
+        assert_eq!(ownership(&east, UID, &named("east")), Ownership::Ours);
+        assert_eq!(ownership(&east, UID, &named("west")), Ownership::Foreign("cluster east".to_owned()));
+        assert_eq!(ownership(&east, UID, &NONE), Ownership::Foreign("cluster east".to_owned()));
+        let unnamed = tags(&owner, "prod", &NONE);
         assert!(!unnamed.iter().any(|(k, _)| k == tag::CLUSTER), "no cluster tag without a cluster name");
-        assert_eq!(ownership(&unnamed, UID, "east"), Ownership::Ours, "made before the name was set");
+        assert_eq!(ownership(&unnamed, UID, &named("east")), Ownership::Ours, "made before the name was set");
+    }
+
+    #[test]
+    fn a_cluster_is_told_apart_by_its_kube_system_uid_whatever_its_name() {
+        let owner = Owner { kind: "Bucket", namespace: "team", name: "assets", uid: UID };
+        let here = Cluster { name: "prod", uid: "11111111-aaaa" };
+        let restored = Cluster { name: "prod", uid: "22222222-bbbb" };
+        let tagged = tags(&owner, "prod", &here);
+        assert!(tagged.contains(&(tag::CLUSTER_UID.to_owned(), here.uid.to_owned())));
+        assert_eq!(ownership(&tagged, UID, &here), Ownership::Ours);
+        assert_eq!(
+            ownership(&tagged, UID, &restored),
+            Ownership::Foreign("cluster uid 11111111-aaaa".to_owned()),
+            "the same name and the same owner uid, another cluster"
+        );
+        let derived = bucket_name("bucket-broker-", UID);
+        assert!(!may_manage(&tagged, UID, &restored, &derived, &derived));
+        let before_upgrade = tags(&owner, "prod", &named("prod"));
+        assert_eq!(ownership(&before_upgrade, UID, &here), Ownership::Ours, "tagged before uids were");
     }
 
     #[test]
     fn tags_name_the_owner() {
         let owner = Owner { kind: "Bucket", namespace: "team", name: "assets", uid: UID };
-        let tags = tags(&owner, "prod", "");
+        let tags = tags(&owner, "prod", &NONE);
         let get = |k: &str| tags.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         assert_eq!(get(tag::UID), Some(UID));
         assert_eq!(get(tag::NAMESPACE), Some("team"));

@@ -12,6 +12,16 @@ use crate::config::Cidr;
 
 const VERSION: &str = "2012-10-17";
 
+/// IAM's limit on the inline policies of one user, in characters, not counting whitespace.
+pub const MAX_USER_INLINE_POLICY_SIZE: usize = 2048;
+/// S3's limit on a bucket policy, in bytes.
+pub const MAX_BUCKET_POLICY_SIZE: usize = 20 * 1024;
+
+/// The size IAM counts for a policy document: its characters, whitespace excluded.
+pub fn iam_size(document: &Value) -> usize {
+    document.to_string().chars().filter(|c| !c.is_whitespace()).count()
+}
+
 /// What a read-only credential may do: the seed's read-only column, plus reading object tags.
 pub const READ_ONLY_ACTIONS: &[&str] =
     &["s3:GetBucketLocation", "s3:ListBucket", "s3:GetBucketCORS", "s3:GetObject", "s3:GetObjectTagging"];
@@ -83,10 +93,44 @@ pub fn bucket_policy(bucket_arn: &str, public: bool, require_tls: bool) -> Optio
     (!statements.is_empty()).then(|| json!({"Version": VERSION, "Statement": statements}))
 }
 
-/// The inline policy of a credential's IAM user: access to exactly one bucket, and, unless external access
-/// is allowed and a platform network is configured, a deny of every request from outside that network.
+/// The `Sid`s of the bucket policy statements this controller writes. Only these are ours: any other
+/// statement (an organisation's deny rules, a log delivery grant) is kept on every pass.
+pub const BUCKET_POLICY_SIDS: &[&str] = &["DenyInsecureTransport", "PublicReadObjects"];
+
+/// The bucket policy to hold: every statement of `current` that is not ours, then `ours`; `None` when
+/// nothing is left (then the policy is deleted).
+pub fn merge_bucket_policy(current: Option<&Value>, ours: Option<&Value>) -> Option<Value> {
+    let statements = |policy: Option<&Value>| -> Vec<Value> {
+        match policy.map(|p| &p["Statement"]) {
+            Some(Value::Array(items)) => items.clone(),
+            Some(Value::Object(one)) => vec![Value::Object(one.clone())],
+            _ => Vec::new(),
+        }
+    };
+    let is_ours =
+        |statement: &Value| statement["Sid"].as_str().is_some_and(|sid| BUCKET_POLICY_SIDS.contains(&sid));
+    let mut merged: Vec<Value> = statements(current).into_iter().filter(|s| !is_ours(s)).collect();
+    merged.extend(statements(ours));
+    if merged.is_empty() {
+        return None;
+    }
+    let mut policy = current.or(ours).cloned().unwrap_or_else(|| json!({"Version": VERSION}));
+    if !policy.is_object() {
+        policy = json!({"Version": VERSION});
+    }
+    policy["Statement"] = Value::Array(merged);
+    Some(policy)
+}
+
+/// The inline policy of a credential's IAM user: access to exactly one bucket of our account, and, unless
+/// external access is allowed and a platform network is configured, a deny of every request from outside
+/// that network.
+///
+/// The Allow holds only while the bucket is `account`'s (`s3:ResourceAccount`): bucket names are global,
+/// and should ours be deleted and its name taken by another account, the key reaches nothing there.
 pub fn user_policy(
     bucket_arn: &str,
+    account: &str,
     permissions: Permissions,
     allow_external_access: bool,
     network: &PlatformNetwork,
@@ -95,12 +139,16 @@ pub fn user_policy(
     if permissions == Permissions::ReadWrite {
         actions.extend_from_slice(READ_WRITE_EXTRA_ACTIONS);
     }
-    let mut statements = vec![json!({
+    let mut allow = json!({
         "Sid": "BucketAccess",
         "Effect": "Allow",
         "Action": actions,
         "Resource": [bucket_arn, format!("{bucket_arn}/*")],
-    })];
+    });
+    if !account.is_empty() {
+        allow["Condition"] = json!({"StringEquals": {"s3:ResourceAccount": account}});
+    }
+    let mut statements = vec![allow];
     if !allow_external_access && network.is_configured() {
         // Conditions in one statement are ANDed, and a negated condition on a key the request lacks is
         // true: a request is denied only when it comes from no platform address, through no platform VPC
@@ -158,6 +206,7 @@ mod tests {
     use super::*;
 
     const ARN: &str = "arn:aws:s3:::bucket-broker-x";
+    const ACCOUNT: &str = "123456789012";
 
     fn network() -> PlatformNetwork {
         PlatformNetwork {
@@ -195,21 +244,79 @@ mod tests {
     }
 
     #[test]
+    fn other_teams_statements_survive_and_only_ours_change() {
+        let log_delivery = json!({
+            "Sid": "AllowLogDelivery",
+            "Effect": "Allow",
+            "Principal": {"Service": "logging.s3.amazonaws.com"},
+            "Action": "s3:PutObject",
+            "Resource": format!("{ARN}/logs/*"),
+        });
+        let unnamed_deny =
+            json!({"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket", "Resource": ARN});
+        let public = bucket_policy(ARN, true, true).expect("policy");
+        let mut current = public.clone();
+        current["Statement"].as_array_mut().expect("statements").push(log_delivery.clone());
+        current["Statement"].as_array_mut().expect("statements").push(unnamed_deny.clone());
+        current["Id"] = json!("SecurityTeam");
+
+        // Made private: our public statement goes, theirs stay, and so does the policy's Id.
+        let private = bucket_policy(ARN, false, true);
+        let merged = merge_bucket_policy(Some(&current), private.as_ref()).expect("a policy");
+        let sids: Vec<&str> = merged["Statement"]
+            .as_array()
+            .expect("statements")
+            .iter()
+            .filter_map(|s| s["Sid"].as_str())
+            .collect();
+        assert_eq!(sids, ["AllowLogDelivery", "DenyInsecureTransport"]);
+        assert!(merged["Statement"].as_array().expect("statements").contains(&unnamed_deny));
+        assert_eq!(merged["Id"], "SecurityTeam");
+
+        // Unchanged ours: the merge means what the current policy means, so nothing is written.
+        let same = merge_bucket_policy(Some(&current), Some(&public)).expect("a policy");
+        assert!(equivalent(&same, &current));
+
+        // Nothing of ours wanted and only ours there: the policy goes. Only theirs: it stays as it is.
+        assert_eq!(merge_bucket_policy(Some(&public), None), None);
+        let theirs = json!({"Version": VERSION, "Statement": log_delivery});
+        assert!(equivalent(&merge_bucket_policy(Some(&theirs), None).expect("kept"), &theirs));
+        assert_eq!(merge_bucket_policy(None, None), None);
+    }
+
+    #[test]
     fn an_empty_bucket_policy_is_none() {
         assert_eq!(bucket_policy(ARN, false, false), None);
     }
 
     #[test]
     fn read_only_policy_has_exactly_the_read_actions() {
-        let policy = user_policy(ARN, Permissions::ReadOnly, true, &network());
+        let policy = user_policy(ARN, ACCOUNT, Permissions::ReadOnly, true, &network());
         assert_eq!(actions(&policy), READ_ONLY_ACTIONS);
         assert_eq!(policy["Statement"][0]["Resource"], json!([ARN, format!("{ARN}/*")]));
         assert!(!actions(&policy).iter().any(|a| a.contains("Put") || a.contains("Delete")));
     }
 
     #[test]
+    fn access_holds_only_for_a_bucket_of_our_account() {
+        for permissions in [Permissions::ReadOnly, Permissions::ReadWrite] {
+            for external in [true, false] {
+                let policy = user_policy(ARN, ACCOUNT, permissions, external, &network());
+                let allows: Vec<&Value> = policy["Statement"]
+                    .as_array()
+                    .expect("statements")
+                    .iter()
+                    .filter(|s| s["Effect"] == "Allow")
+                    .collect();
+                assert_eq!(allows.len(), 1);
+                assert_eq!(allows[0]["Condition"], json!({"StringEquals": {"s3:ResourceAccount": ACCOUNT}}));
+            }
+        }
+    }
+
+    #[test]
     fn read_write_policy_adds_writes_and_multipart() {
-        let policy = user_policy(ARN, Permissions::ReadWrite, true, &network());
+        let policy = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, true, &network());
         let got = actions(&policy);
         assert_eq!(got.len(), READ_ONLY_ACTIONS.len() + READ_WRITE_EXTRA_ACTIONS.len());
         for action in READ_ONLY_ACTIONS.iter().chain(READ_WRITE_EXTRA_ACTIONS) {
@@ -220,7 +327,7 @@ mod tests {
 
     #[test]
     fn network_deny_is_present_exactly_when_it_should_be() {
-        let restricted = user_policy(ARN, Permissions::ReadWrite, false, &network());
+        let restricted = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &network());
         let deny = &restricted["Statement"][1];
         assert_eq!(deny["Effect"], "Deny");
         assert_eq!(deny["Action"], "s3:*");
@@ -236,19 +343,20 @@ mod tests {
             "calls AWS services make for the user are not denied"
         );
 
-        let external = user_policy(ARN, Permissions::ReadWrite, true, &network());
+        let external = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, true, &network());
         assert_eq!(external["Statement"].as_array().map(Vec::len), Some(1));
 
-        let unconfigured = user_policy(ARN, Permissions::ReadWrite, false, &PlatformNetwork::default());
+        let unconfigured =
+            user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &PlatformNetwork::default());
         assert_eq!(unconfigured["Statement"].as_array().map(Vec::len), Some(1));
 
         let cidrs_only = PlatformNetwork { vpc_endpoints: vec![], vpcs: vec![], ..network() };
-        let deny = &user_policy(ARN, Permissions::ReadOnly, false, &cidrs_only)["Statement"][1];
+        let deny = &user_policy(ARN, ACCOUNT, Permissions::ReadOnly, false, &cidrs_only)["Statement"][1];
         assert!(deny["Condition"].get("StringNotEquals").is_none());
 
         // Pods behind a gateway VPC endpoint send no aws:SourceIp: a VPC alone restricts them.
         let vpc_only = PlatformNetwork { vpcs: vec!["vpc-1".to_owned()], ..PlatformNetwork::default() };
-        let deny = &user_policy(ARN, Permissions::ReadOnly, false, &vpc_only)["Statement"][1];
+        let deny = &user_policy(ARN, ACCOUNT, Permissions::ReadOnly, false, &vpc_only)["Statement"][1];
         assert!(deny["Condition"].get("NotIpAddress").is_none());
         assert_eq!(deny["Condition"]["StringNotEquals"], json!({"aws:SourceVpc": ["vpc-1"]}));
         assert_eq!(vpc_only.describe(), "VPCs vpc-1");

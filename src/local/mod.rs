@@ -20,6 +20,8 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
         permissions_boundary_arn: None,
         common_user_policy_arn: None,
         require_tls: false,
+        account_id: moto::ACCOUNT_ID.to_owned(),
+        cluster_uid: String::new(),
         resync_interval: std::time::Duration::from_secs(600),
         key_propagation_timeout: crate::controller::KEY_PROPAGATION_TIMEOUT,
         max_key_age: None,

@@ -30,6 +30,8 @@ server.stop()
 
 /// The region the local environment uses; not us-east-1, so that location constraints are exercised.
 pub const REGION: &str = "eu-west-2";
+/// The account moto serves when a request names no other (its default).
+pub const ACCOUNT_ID: &str = "123456789012";
 
 /// How to start moto.
 #[derive(Clone, Copy, Debug, Default)]

@@ -88,7 +88,10 @@ pub async fn run(
 
     step(out, "Starting the controller")?;
     let aws = moto.aws(moto.admin_credentials()).await;
-    let settings = Settings { deploy_env: "quickstart".to_owned(), ..super::settings(NAMESPACE) };
+    let cluster_uid =
+        crate::run::cluster_identity(&client).await.map_err(|e| QuickstartError::Step(e.to_string()))?;
+    let settings =
+        Settings { deploy_env: "quickstart".to_owned(), cluster_uid, ..super::settings(NAMESPACE) };
     writeln!(out, "  (TLS-only bucket policies are off: moto serves plain HTTP)")?;
     writeln!(out, "  Its log: tail -f {}", log_path.display())?;
     let ctx = Context::new(client.clone(), aws, settings);

@@ -45,7 +45,7 @@ async fn put(env: &TestEnv, bucket: &str, key: &str) {
 }
 
 fn ops<'a>(env: &'a TestEnv, bucket: &'a str) -> BucketOps<'a> {
-    BucketOps { client: env.admin.s3.clone(), stats: &env.admin.stats, bucket }
+    BucketOps { client: env.admin.s3.clone(), stats: &env.admin.stats, bucket, owner: None }
 }
 
 #[tokio::test(flavor = "multi_thread")]

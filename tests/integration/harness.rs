@@ -78,6 +78,8 @@ pub struct TestEnv {
     /// The controller's ServiceAccount token, on a real cluster.
     controller_token: Option<String>,
     pub namespace: String,
+    /// The uid of the cluster's kube-system namespace: its identity on AWS tags.
+    pub cluster_uid: String,
     /// The in-memory API server, when no real cluster is used.
     pub server: Option<ApiServer>,
     pub moto: Moto,
@@ -163,6 +165,7 @@ impl TestEnv {
             }
         };
         let controller_client = Client::try_from(controller_config.clone()).expect("client");
+        let cluster_uid = bucket_broker::run::cluster_identity(&client).await.expect("kube-system's uid");
         let moto = Moto::start(options).await.expect("moto starts");
         let admin = aws_for(&moto, moto.admin_credentials()).await;
         TestEnv {
@@ -171,6 +174,7 @@ impl TestEnv {
             controller_config,
             controller_token,
             namespace,
+            cluster_uid,
             server,
             moto,
             admin,
@@ -254,6 +258,7 @@ impl TestEnv {
             bucket_prefix: "bb-".to_owned(),
             user_prefix: "bb-".to_owned(),
             concurrency: 2,
+            cluster_uid: self.cluster_uid.clone(),
             ..bucket_broker::local::settings(&self.namespace)
         }
     }

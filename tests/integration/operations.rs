@@ -271,7 +271,13 @@ async fn without_aws_credentials_the_process_is_not_ready_and_says_why() {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let port = free_port();
     let mut child = controller_process(&env, &dir)
-        .args(["run", "--region=eu-west-2", "--namespace", env.namespace.as_str()])
+        .args([
+            "run",
+            "--region=eu-west-2",
+            "--permissions-boundary-arn=none",
+            "--namespace",
+            env.namespace.as_str(),
+        ])
         .arg("--metrics-addr")
         .arg(format!("127.0.0.1:{port}"))
         .args(["--aws-endpoint-url", env.moto.endpoint_url()])
@@ -311,8 +317,15 @@ async fn the_aws_identity_is_resolved_before_the_controllers_start() {
     let env = TestEnv::new().await;
     let ctx = Context::new(env.controller_client.clone(), env.admin.clone(), env.settings());
     let (_stop, mut stopped) = watch::channel(false);
-    let arn = bucket_broker::run::await_aws_identity(&ctx, &mut stopped).await.expect("an identity");
-    assert!(arn.starts_with("arn:aws:"), "{arn}");
+    let identity = bucket_broker::run::await_aws_identity(&ctx.aws, &ctx.metrics, &mut stopped)
+        .await
+        .expect("an identity");
+    assert!(identity.arn.starts_with("arn:aws:"), "{identity:?}");
+    assert_eq!(
+        identity.account,
+        bucket_broker::local::moto::ACCOUNT_ID,
+        "the account, for ExpectedBucketOwner"
+    );
     assert_eq!(ctx.metrics.not_ready_because().as_deref(), Some("caches not synced yet"));
 }
 

@@ -31,7 +31,8 @@ fn dead_uid() -> String {
 /// The tags the controller gives an AWS object made for `kind/name` with `uid` in the test namespace.
 fn owner_tags(env: &TestEnv, kind: &str, name: &str, uid: &str) -> Vec<(String, String)> {
     let owner = Owner { kind, namespace: &env.namespace, name, uid };
-    names::tags(&owner, &env.settings().deploy_env, &env.settings().cluster_name)
+    let settings = env.settings();
+    names::tags(&owner, &settings.deploy_env, &settings.cluster())
 }
 
 /// An IAM user under the controller's path with `tags`, an inline policy and an access key, as an
@@ -60,7 +61,8 @@ async fn plant_user(env: &TestEnv, name: &str, tags: &[(String, String)]) {
 }
 
 async fn plant_bucket(env: &TestEnv, name: &str, tags: &[(String, String)]) {
-    let ops = s3::BucketOps { client: env.admin.s3.clone(), stats: &env.admin.stats, bucket: name };
+    let ops =
+        s3::BucketOps { client: env.admin.s3.clone(), stats: &env.admin.stats, bucket: name, owner: None };
     ops.create(&env.admin.region).await.expect("bucket planted");
     ops.ensure_tags(&[], tags).await.expect("bucket tagged");
 }
@@ -147,6 +149,7 @@ async fn the_sweeper_deletes_an_orphaned_user_and_its_key_and_keeps_an_orphaned_
         access_keys: 1,
         orphaned_buckets: vec![orphan_bucket.clone()],
         undecided: 0,
+        other_cluster: vec![],
     };
     assert_eq!(report, expected);
 
