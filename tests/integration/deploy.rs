@@ -535,7 +535,20 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
 
 /// Actions AWS defines no resource for, so a policy can only grant them on `*`. ListBuckets is sent with
 /// the bucket prefix, and only the prefix's buckets are read further.
-const UNSCOPABLE: &[&str] = &["s3:ListAllMyBuckets"];
+const UNSCOPABLE: &[&str] = &["s3:ListAllMyBuckets", "iam:ListUsers"];
+
+/// The permissions boundary every user must have, as the shipped policies name it.
+const BOUNDARY_ARN: &str = "arn:aws:iam::*:policy/bucket-broker-user-boundary";
+/// The one managed policy the controller may attach (`--common-user-policy-arn`).
+const COMMON_POLICY_ARN: &str = "arn:aws:iam::*:policy/bucket-broker-common-user-policy";
+/// IAM actions that could give a user more than the boundary allows, if they were granted without it.
+const NEED_THE_BOUNDARY: &[&str] = &[
+    "iam:CreateUser",
+    "iam:PutUserPermissionsBoundary",
+    "iam:DeleteUserPermissionsBoundary",
+    "iam:PutUserPolicy",
+    "iam:AttachUserPolicy",
+];
 
 /// One `call(stats, service, operation, future)` in the AWS layer.
 #[derive(Debug)]
@@ -686,6 +699,21 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
         for key in ["NotAction", "NotResource", "Principal", "NotPrincipal"] {
             assert!(statement.get(key).is_none(), "{sid}: {key} widens or misplaces the grant");
         }
+        let actions = strings(&statement["Action"]);
+        let condition = &statement["Condition"];
+        if actions.iter().any(|a| NEED_THE_BOUNDARY.contains(&a.as_str())) {
+            assert!(
+                actions.iter().all(|a| NEED_THE_BOUNDARY.contains(&a.as_str())),
+                "{sid}: mixes actions that need the boundary condition with others"
+            );
+            assert_eq!(condition["ArnLike"]["iam:PermissionsBoundary"], BOUNDARY_ARN, "{sid}");
+        } else {
+            assert!(condition.is_null(), "{sid}: a condition where none is checked: {condition}");
+        }
+        if actions.iter().any(|a| a == "iam:AttachUserPolicy") {
+            assert_eq!(actions, ["iam:AttachUserPolicy"], "{sid}: attaching has a statement of its own");
+            assert_eq!(condition["ArnLike"]["iam:PolicyARN"], COMMON_POLICY_ARN, "{sid}");
+        }
         let resources = strings(&statement["Resource"]);
         for action in strings(&statement["Action"]) {
             assert!(!action.contains('*') && !action.contains('?'), "{sid}: wildcard action {action}");
@@ -704,6 +732,50 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
     let extra: Vec<_> = granted.difference(&needed).collect();
     assert!(missing.is_empty(), "the policy does not grant {missing:?}, which the code needs");
     assert!(extra.is_empty(), "the policy grants {extra:?}, which the code never uses");
+}
+
+/// The boundary is the most a broker-made user may ever do: the credential policies' S3 actions on the
+/// prefix's buckets of the same account, nothing else; and the deployment names it.
+#[test]
+fn the_boundary_allows_exactly_what_credentials_are_given_and_denies_identity_changes() {
+    use bucket_broker::desired::policy::{READ_ONLY_ACTIONS, READ_WRITE_EXTRA_ACTIONS};
+    let boundary: Value = serde_json::from_str(&read("deploy/aws/boundary-policy.json")).expect("JSON");
+    let statements = boundary["Statement"].as_array().expect("statements");
+    let allows: Vec<&Value> = statements.iter().filter(|s| s["Effect"] == "Allow").collect();
+    assert_eq!(allows.len(), 1, "one Allow");
+    let allowed: BTreeSet<&str> =
+        allows[0]["Action"].as_array().expect("actions").iter().filter_map(Value::as_str).collect();
+    let given: BTreeSet<&str> = READ_ONLY_ACTIONS.iter().chain(READ_WRITE_EXTRA_ACTIONS).copied().collect();
+    assert_eq!(allowed, given, "the boundary and the credential policies list the same actions");
+    assert_eq!(
+        allows[0]["Resource"],
+        serde_json::json!([BUCKET_RESOURCE, format!("{BUCKET_RESOURCE}/*")]),
+        "the prefix's buckets and their objects only"
+    );
+    assert_eq!(
+        allows[0]["Condition"]["StringEquals"]["s3:ResourceAccount"], "${aws:PrincipalAccount}",
+        "buckets of the user's own account only"
+    );
+    let denied: BTreeSet<&str> = statements
+        .iter()
+        .filter(|s| s["Effect"] == "Deny" && s["Resource"] == "*")
+        .flat_map(|s| s["Action"].as_array().into_iter().flatten().filter_map(Value::as_str))
+        .collect();
+    for action in ["iam:*", "sts:AssumeRole", "sts:AssumeRoleWithWebIdentity", "kms:*"] {
+        assert!(denied.contains(action), "the boundary denies {action} outright");
+    }
+
+    let deployment = install().deployment;
+    let container = the_container(&deployment);
+    let arn = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN")
+        .and_then(|e| e.value.as_deref())
+        .expect("the deployment sets the required boundary");
+    let (prefix, name) = BOUNDARY_ARN.split_once('*').expect("a pattern");
+    assert!(arn.starts_with(prefix) && arn.ends_with(name), "{arn} matches {BOUNDARY_ARN}");
 }
 
 /// The policy's resources are the controller's defaults; a changed default must change the policy too.

@@ -428,3 +428,69 @@ async fn a_kill_storm_converges_with_working_keys_and_no_orphans() {
     assert_eq!(buckets(&env).await, BTreeSet::from([bucket_name]), "no orphaned bucket");
     assert!(report.orphaned_buckets.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_clusters_objects_and_a_retained_bucket_are_reported_or_left_never_swept() {
+    let mut env = TestEnv::new().await;
+    env.start_controller().await;
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "kept"}, "spec": {"deletionPolicy": "Retain"}}))
+        .await;
+    let kept = env
+        .wait_for::<Bucket>("kept", "ready", |b| {
+            b.status.as_ref().is_some_and(|s| {
+                bucket_broker::api::find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+            })
+        })
+        .await;
+    let kept_name = kept.status.and_then(|s| s.bucket_name).expect("bucket name");
+    env.delete::<Bucket>("kept").await;
+    env.wait_gone::<Bucket>("kept").await;
+    let tags = s3::BucketOps {
+        client: env.admin.s3.clone(),
+        stats: &env.admin.stats,
+        bucket: &kept_name,
+        owner: None,
+    }
+    .tags()
+    .await
+    .expect("tags read")
+    .expect("the retained bucket is still there");
+    assert!(tags.iter().any(|(k, _)| k == names::tag::RELEASED), "tagged as released: {tags:?}");
+
+    // The same namespace, names and environment, made by this controller in another cluster (an etcd
+    // restored elsewhere keeps namespaces and names, not the kube-system uid of the cluster it runs in).
+    let settings = env.settings();
+    let elsewhere =
+        names::Cluster { name: &settings.cluster_name, uid: "0d5c0000-0000-4000-8000-0000e15e1e1e" };
+    let user_uid = dead_uid();
+    let user = names::user_name(&settings.user_prefix, &user_uid);
+    let owner = Owner { kind: "BucketBinding", namespace: &env.namespace, name: "gone", uid: &user_uid };
+    plant_user(&env, &user, &names::tags(&owner, &settings.deploy_env, &elsewhere)).await;
+    let bucket_uid = dead_uid();
+    let bucket = names::bucket_name(&settings.bucket_prefix, &bucket_uid);
+    let owner = Owner { kind: "Bucket", namespace: &env.namespace, name: "gone", uid: &bucket_uid };
+    plant_bucket(&env, &bucket, &names::tags(&owner, &settings.deploy_env, &elsewhere)).await;
+
+    let ctx = sweeper_context(&env, Duration::ZERO).await;
+    let report = sweeper::sweep(&ctx).await.expect("sweep");
+    assert_eq!(report.users, Vec::<String>::new(), "no user swept");
+    assert_eq!(report.orphaned_buckets, Vec::<String>::new(), "the retained bucket is no orphan");
+    let mut other = report.other_cluster.clone();
+    other.sort();
+    let mut expected = vec![user.clone(), bucket.clone()];
+    expected.sort();
+    assert_eq!(other, expected, "another cluster's objects are reported");
+    assert!(users(&env).await.contains_key(&user), "and left alone");
+    assert_eq!(keys(&env, &user).await.len(), 1, "with their keys");
+    let page = ctx.metrics.render();
+    assert!(page.contains("bucket_broker_other_cluster_objects 2"), "{page}");
+    assert!(
+        page.contains("bucket_broker_orphan_sweep_last_success_timestamp_seconds{kind=\"User\"}"),
+        "{page}"
+    );
+    assert!(
+        page.contains("bucket_broker_orphan_sweep_last_success_timestamp_seconds{kind=\"Bucket\"}"),
+        "{page}"
+    );
+}
