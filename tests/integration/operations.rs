@@ -301,10 +301,15 @@ async fn without_aws_credentials_the_process_is_not_ready_and_says_why() {
         "{body}"
     );
     assert_eq!(body.lines().count(), 1, "one line: {body}");
+    // Running without a boundary was said explicitly, and is visible to whoever watches the metrics.
+    let (_, metrics) = http_get(&format!("http://127.0.0.1:{port}/metrics")).await;
+    assert!(metrics.contains("bucket_broker_permissions_boundary{state=\"none\"} 1"), "{metrics}");
+    assert!(metrics.contains("bucket_broker_permissions_boundary{state=\"set\"} 0"), "{metrics}");
 
     child.kill().expect("stop the controller");
     let output = child.wait_with_output().expect("the controller ends");
     let log = String::from_utf8_lossy(&output.stdout);
+    assert!(log.contains("--permissions-boundary-arn=none"), "a warning at start:\n{log}");
     assert!(log.contains("No AWS identity yet; not ready"), "the log says why:\n{log}");
     assert!(log.contains("no AWS credentials"), "{log}");
     assert!(!log.contains('\u{1b}'), "no colour codes when stdout is not a terminal:\n{log}");
@@ -349,6 +354,35 @@ fn a_bad_environment_variable_is_named_at_start_up() {
     );
 }
 
+/// A configuration that cannot work stops the process before it touches anything, naming the flag.
+#[test]
+fn a_missing_boundary_or_an_oversized_policy_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-refused"));
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bucket-broker"))
+            .env_clear()
+            .env("HOME", &dir)
+            // Nothing to reach: the checks come before any connection.
+            .env("KUBECONFIG", dir.join("absent"))
+            .arg("run")
+            .args(args)
+            .output()
+            .expect("the binary runs");
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (code, stderr) = run(&["--region=eu-west-2"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--permissions-boundary-arn is required"), "{stderr}");
+    assert!(stderr.contains("deploy/aws/boundary-policy.json") && stderr.contains("=none"), "{stderr}");
+
+    // 200 CIDRs do not fit in the 2,048 characters IAM allows a user's inline policies.
+    let cidrs: Vec<String> = (0..200).map(|i| format!("10.{}.{}.0/24", i / 250, i % 250)).collect();
+    let (code, stderr) =
+        run(&["--permissions-boundary-arn=none", &format!("--platform-cidrs={}", cidrs.join(","))]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("--platform-cidrs") && stderr.contains("2048"), "{stderr}");
+}
+
 /// Two controller processes with leader election, as two replicas of the Deployment: one leads, and when
 /// it dies without a word (SIGKILL, no release) the other takes the Lease over once it expires.
 #[tokio::test(flavor = "multi_thread")]
@@ -363,7 +397,7 @@ async fn two_controller_processes_contend_for_one_lease_and_the_survivor_takes_o
             .arg("run")
             .args(["--region", REGION, "--aws-endpoint-url", env.moto.endpoint_url()])
             .args(["--namespace", env.namespace.as_str(), "--require-tls=false", "--leader-election"])
-            .args(["--orphan-sweep-interval", "0"])
+            .args(["--orphan-sweep-interval", "0", "--permissions-boundary-arn=none"])
             .arg("--metrics-addr")
             .arg(format!("127.0.0.1:{}", free_port()))
             .env("POD_NAME", name)
