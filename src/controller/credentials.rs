@@ -1113,6 +1113,29 @@ async fn cleanup<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Er
     }
 }
 
+/// Whether a user or key of `obj` may be too new for IAM to show it everywhere: the object got a user, and
+/// it, or a key its status lists, is younger than `window`. IAM is eventually consistent: a user created seconds ago can be
+/// reported missing while it exists, and taking that as "gone" would leave a live key without an owner.
+/// Status is only a hint here, and can only make the controller look again: never past `window` after the
+/// deletion began, so a deletion waits at most that long for a user that really is gone.
+fn recently_issued<K: CredentialKind>(obj: &K, window: std::time::Duration) -> bool {
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    let now = Timestamp::now();
+    let window = SignedDuration::try_from(window).unwrap_or(SignedDuration::MAX);
+    let recent = |at: &Timestamp| now.duration_since(*at) < window;
+    let deleting_since = obj.meta().deletion_timestamp.as_ref().map(|t| t.0).unwrap_or(now);
+    if !recent(&deleting_since) {
+        return false;
+    }
+    // Only an object that got a user is waited for: one that never did (its Bucket never became ready, say)
+    // goes at once.
+    let Some(status) = obj.credential_status().filter(|s| s.user_name.is_some()) else { return false };
+    let keys = status.access_keys.iter().map(|k| k.created.0);
+    let rotated = status.key_rotation.as_ref().and_then(|r| r.last.as_ref()).map(|t| t.0);
+    let created = obj.meta().creation_timestamp.as_ref().map(|t| t.0);
+    created.into_iter().chain(keys).chain(rotated).any(|at| recent(&at))
+}
+
 async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let Owner { uid, namespace, name, .. } = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
     let user = user_name(obj, ctx, uid).await?;
@@ -1129,6 +1152,12 @@ async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Err
             tracing::info!(namespace, name, user = %user, "Deleted IAM user and its keys");
             let note = format!("revoked the credentials: deleted IAM user {user} and its keys");
             ctx.event(&obj.object_ref(&()), EventType::Normal, "Revoked", "Delete", note).await;
+        }
+        None if recently_issued(obj, ctx.settings.key_propagation_timeout) => {
+            return Err(Error::ConcurrentChange(format!(
+                "IAM does not show the user {user}, which may have been created moments ago and not be \
+                 visible yet; checked again before the credentials count as revoked"
+            )));
         }
         None => {}
     }

@@ -284,3 +284,33 @@ async fn every_user_gets_the_shipped_boundary_and_its_key_still_works() {
     let bucket = bucket_of(&secret);
     assert!(can_put(&key, &bucket, "a.txt").await && can_get(&key, &bucket, "a.txt").await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_iam_does_not_show_yet_is_looked_for_again_before_the_binding_goes() {
+    let mut env = TestEnv::new().await;
+    let window = Duration::from_secs(8);
+    env.start_controller_with(Settings { key_propagation_timeout: window, ..env.settings() }).await;
+    env.create::<Bucket>(bucket("data", json!({}))).await;
+    ready_bucket(&env, "data").await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = binding.status.as_ref().and_then(|s| s.user_name.clone()).expect("userName");
+    // What IAM's eventual consistency can look like right after a create: the user is not shown.
+    let ops = bucket_broker::aws::iam::UserOps {
+        client: env.admin.iam.clone(),
+        stats: &env.admin.stats,
+        user: &user,
+    };
+    ops.delete_all().await.expect("user removed behind the controller");
+    let deleted = tokio::time::Instant::now();
+    env.delete::<BucketBinding>("app").await;
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = env.api::<BucketBinding>().get("app").await.expect("still there: not taken as gone yet");
+    let ready = waiting.status.as_ref().and_then(|s| find_condition(&s.conditions, "Ready")).expect("Ready");
+    assert!(ready.message.contains("does not show the user"), "{}", ready.message);
+    env.wait_gone::<BucketBinding>("app").await;
+    let took = deleted.elapsed();
+    assert!(took < window + Duration::from_secs(10), "bounded by the window: {took:?}");
+}
