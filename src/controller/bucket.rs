@@ -145,7 +145,9 @@ fn status_for(bucket: &Bucket, location: &Location, observation: Observation, ap
         region: Some(location.region.clone()),
         arn: Some(location.arn.clone()),
         endpoint: Some(location.endpoint.clone()),
-        public_url: bucket.spec.public.then(|| location.endpoint.clone()),
+        // Never a URL that cannot work: not while the account blocks public access.
+        public_url: (bucket.spec.public && observation.reason != reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT)
+            .then(|| location.endpoint.clone()),
         observed_generation,
         conditions: conditions_after(&current.conditions, &[observation], generation),
     }
@@ -252,13 +254,12 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     let desired_tags =
         merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env, &ctx.settings.cluster()));
     let access = PublicAccessBlock::for_bucket(bucket.spec.public);
-    let desired_policy = policy::bucket_policy(&location.arn, bucket.spec.public, ctx.settings.require_tls);
     if created {
         ops.ensure_tags(&[], &desired_tags).await?;
         ops.put_encryption().await?;
         ops.put_public_access_block(access).await?;
         ops.put_owner_enforced().await?;
-        ops.put_policy(desired_policy.as_ref()).await?;
+        write_policy(&ops, bucket, ctx, location, true).await?;
         return Ok(changes);
     }
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
@@ -273,10 +274,53 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     if ops.ensure_owner_enforced().await? != Change::Unchanged && existed {
         changes.push("enforced object ownership of");
     }
-    if ops.ensure_policy(desired_policy.as_ref()).await? != Change::Unchanged && existed {
+    if write_policy(&ops, bucket, ctx, location, false).await? != Change::Unchanged && existed {
         changes.push("updated the policy of");
     }
     Ok(changes)
+}
+
+/// Writes our statements of the bucket policy (read first unless the bucket was `created` by this pass).
+///
+/// An account whose Block Public Access forbids public policies refuses a public one with a 403, as S3
+/// refuses a permission the controller lacks. Writing the same policy without the public statement tells
+/// the two apart (and leaves the bucket private, which is what the account allows): when that is accepted,
+/// the Bucket is `PublicAccessBlockedByAccount`, with no public URL; when nothing private is left to write,
+/// the two cannot be told apart and the original error stands.
+async fn write_policy(
+    ops: &crate::aws::s3::BucketOps<'_>,
+    bucket: &Bucket,
+    ctx: &Context,
+    location: &Location,
+    created: bool,
+) -> Result<Change, Error> {
+    let desired = policy::bucket_policy(&location.arn, bucket.spec.public, ctx.settings.require_tls);
+    let written = if created {
+        ops.put_policy(desired.as_ref()).await
+    } else {
+        ops.ensure_policy(desired.as_ref()).await
+    };
+    match written {
+        Err(refused) if bucket.spec.public && refused.is(ErrorKind::AccessDenied) => {
+            let private = policy::bucket_policy(&location.arn, false, ctx.settings.require_tls);
+            let probe = if created {
+                ops.put_policy(private.as_ref()).await
+            } else {
+                ops.ensure_policy(private.as_ref()).await
+            };
+            match probe {
+                Ok(change) if change != Change::Unchanged => {
+                    Err(Error::PublicAccessBlockedByAccount(format!(
+                        "the AWS account's Block Public Access settings forbid public bucket policies, so the bucket \
+                     {} stays private and has no public URL; ask the platform team, or set spec.public to false",
+                        location.bucket
+                    )))
+                }
+                _ => Err(refused.into()),
+            }
+        }
+        written => Ok(written?),
+    }
 }
 
 fn name_taken(bucket: &str) -> Error {

@@ -264,10 +264,11 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        // Tenants read events: the note goes without the platform's AWS identity (the log keeps it).
         let event = Event {
             type_,
             reason: reason.to_owned(),
-            note: Some(note),
+            note: Some(crate::desired::redact::for_tenants(&note)),
             action: action.to_owned(),
             secondary: None,
         };

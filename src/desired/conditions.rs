@@ -7,6 +7,7 @@
 //! by itself, `Stalled` when only a person can get it there (the reasons in [`needs_a_person`]). They are
 //! derived from Ready, so GitOps tools read one truth: kstatus says InProgress, then Current or Failed.
 
+use super::redact;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// Condition types.
@@ -95,12 +96,24 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// Tenants read conditions: the message goes without the platform's AWS identity ([`redact`]).
     pub fn ready(reason: &'static str, message: impl Into<String>) -> Self {
-        Observation { type_: types::READY, status: true, reason, message: message.into() }
+        Observation {
+            type_: types::READY,
+            status: true,
+            reason,
+            message: redact::for_tenants(&message.into()),
+        }
     }
 
+    /// Tenants read conditions: the message goes without the platform's AWS identity ([`redact`]).
     pub fn not_ready(reason: &'static str, message: impl Into<String>) -> Self {
-        Observation { type_: types::READY, status: false, reason, message: message.into() }
+        Observation {
+            type_: types::READY,
+            status: false,
+            reason,
+            message: redact::for_tenants(&message.into()),
+        }
     }
 }
 
@@ -177,6 +190,14 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn condition_messages_are_redacted_where_they_are_made() {
+        let message = "User: arn:aws:sts::123456789012:assumed-role/bucket-broker/s is not authorized";
+        for observation in [Observation::ready("R", message), Observation::not_ready("R", message)] {
+            assert_eq!(observation.message, "User: <the controller's AWS role> is not authorized");
+        }
+    }
     use k8s_openapi::jiff::Timestamp;
 
     fn at(seconds: i64) -> Time {

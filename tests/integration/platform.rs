@@ -25,7 +25,10 @@ use crate::harness::{TestEnv, aws_for};
 /// Every request the SDK sends, as `METHOD path?query`, with its `x-amz-expected-bucket-owner` header and
 /// its body (IAM's are form-encoded queries).
 #[derive(Clone, Debug, Default)]
-struct SentRequests(Arc<Mutex<Vec<(String, Option<String>, String)>>>);
+struct SentRequests(Arc<Mutex<Vec<Sent>>>);
+
+/// `METHOD path?query`, the expected bucket owner header, the body.
+type Sent = (String, Option<String>, String);
 
 impl Intercept for SentRequests {
     fn name(&self) -> &'static str {
@@ -54,7 +57,7 @@ impl Intercept for SentRequests {
 }
 
 impl SentRequests {
-    fn take(&self) -> Vec<(String, Option<String>, String)> {
+    fn take(&self) -> Vec<Sent> {
         self.0.lock().map(|mut sent| std::mem::take(&mut *sent)).unwrap_or_default()
     }
 }
@@ -313,4 +316,161 @@ async fn a_user_iam_does_not_show_yet_is_looked_for_again_before_the_binding_goe
     env.wait_gone::<BucketBinding>("app").await;
     let took = deleted.elapsed();
     assert!(took < window + Duration::from_secs(10), "bounded by the window: {took:?}");
+}
+
+/// An S3 endpoint in front of `upstream` that answers a bucket policy with a public statement as an account
+/// whose Block Public Access forbids public policies does (403 AccessDenied), and forwards everything else.
+/// moto has no account-level Block Public Access.
+async fn blocking_public_policies(upstream: &str) -> String {
+    let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(serve_blocking(client, upstream.clone()));
+        }
+    });
+    url
+}
+
+/// One HTTP/1.1 message from `stream`: its head and its body (by Content-Length). `None` at the end.
+async fn read_message(
+    stream: &mut tokio::net::TcpStream,
+    buffer: &mut Vec<u8>,
+    has_body: impl Fn(&str) -> bool,
+) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end + 4]).into_owned();
+            let length = head
+                .lines()
+                .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .filter(|_| has_body(&head))
+                .unwrap_or(0);
+            while buffer.len() < end + 4 + length {
+                let mut chunk = [0u8; 8192];
+                let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+                buffer.extend_from_slice(&chunk[..n]);
+            }
+            let body = buffer[end + 4..end + 4 + length].to_vec();
+            buffer.drain(..end + 4 + length);
+            return Some((head, body));
+        }
+        let mut chunk = [0u8; 8192];
+        let n = stream.read(&mut chunk).await.ok().filter(|n| *n > 0)?;
+        buffer.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn serve_blocking(mut client: tokio::net::TcpStream, upstream: String) {
+    use tokio::io::AsyncWriteExt;
+    let mut from_client = Vec::new();
+    while let Some((head, body)) = read_message(&mut client, &mut from_client, |_| true).await {
+        let public_policy = head.starts_with("PUT ")
+            && head.lines().next().is_some_and(|l| l.contains("?policy"))
+            && String::from_utf8_lossy(&body).contains("PublicReadObjects");
+        if public_policy {
+            let error = "<Error><Code>AccessDenied</Code><Message>Access Denied: public policies are blocked by \
+                         the BlockPublicPolicy block public access setting.</Message></Error>";
+            let answer = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{error}",
+                error.len()
+            );
+            if client.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+        if server.write_all(head.as_bytes()).await.is_err() || server.write_all(&body).await.is_err() {
+            return;
+        }
+        let is_head = head.starts_with("HEAD ");
+        let mut from_server = Vec::new();
+        let Some((answer, answer_body)) = read_message(&mut server, &mut from_server, |h| {
+            !is_head && !h.starts_with("HTTP/1.1 204") && !h.starts_with("HTTP/1.1 304")
+        })
+        .await
+        else {
+            return;
+        };
+        if client.write_all(answer.as_bytes()).await.is_err() || client.write_all(&answer_body).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_that_blocks_public_access_gets_a_private_bucket_and_a_clear_condition() {
+    let mut env = TestEnv::new().await;
+    let endpoint = blocking_public_policies(env.moto.endpoint_url()).await;
+    let sdk = env.moto.sdk_config(env.moto.admin_credentials()).await;
+    let aws = Aws::new(&sdk, env.admin.region.clone(), Some(endpoint));
+    // With the TLS-only statement there is a private policy to write, which tells the account's block from
+    // a permission the controller lacks.
+    env.start_controller_on(Settings { require_tls: true, ..env.settings() }, aws);
+    env.create::<Bucket>(bucket("site", json!({"public": true}))).await;
+    let blocked = env
+        .wait_for::<Bucket>("site", "PublicAccessBlockedByAccount", |b| {
+            ready_reason(b).as_deref() == Some("PublicAccessBlockedByAccount")
+        })
+        .await;
+    let status = blocked.status.as_ref().expect("status");
+    assert_eq!(status.public_url, None, "no URL that cannot work");
+    let ready = find_condition(&status.conditions, "Ready").expect("Ready");
+    assert!(
+        ready.message.contains("Block Public Access") && ready.message.contains("spec.public"),
+        "{}",
+        ready.message
+    );
+    assert!(!ready.message.contains("IAM permissions"), "not blamed on the controller's permissions");
+    assert!(find_condition(&status.conditions, "Stalled").is_some_and(|c| c.status == "True"));
+    let name = status.bucket_name.clone().expect("bucket name");
+    let policy = env.admin.s3.get_bucket_policy().bucket(&name).send().await.expect("a policy");
+    let policy = policy.policy.expect("text");
+    assert!(
+        policy.contains("DenyInsecureTransport") && !policy.contains("PublicReadObjects"),
+        "private: {policy}"
+    );
+
+    // Made private, it is Ready.
+    env.api::<Bucket>()
+        .patch("site", &PatchParams::default(), &Patch::Merge(json!({"spec": {"public": false}})))
+        .await
+        .expect("patched");
+    ready_bucket(&env, "site").await;
+}
+
+/// Conditions and events are redacted where they are made (the redaction itself is unit-tested): a
+/// twelve-digit name a tenant writes into a status, echoed in the controller's event, comes out redacted.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_tenants_read_goes_through_the_redaction() {
+    let mut env = TestEnv::new().await;
+    env.start_controller().await;
+    env.create::<Bucket>(bucket("data", json!({}))).await;
+    ready_bucket(&env, "data").await;
+    let api = env.api::<Bucket>();
+    let forged = json!({"status": {"bucketName": ACCOUNT_ID}});
+    api.patch_status("data", &PatchParams::default(), &Patch::Merge(forged)).await.expect("status forged");
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), &env.namespace);
+    let mut notes = Vec::new();
+    crate::operations::until("the StatusIgnored event", async || {
+        notes = events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("StatusIgnored"))
+            .filter_map(|e| e.note)
+            .collect();
+        !notes.is_empty()
+    })
+    .await;
+    assert!(notes.iter().all(|n| !n.contains(ACCOUNT_ID)), "{notes:?}");
+    assert!(notes.iter().all(|n| n.contains("status.bucketName names <account>")), "{notes:?}");
 }
