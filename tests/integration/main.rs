@@ -15,7 +15,7 @@ mod image;
 mod kubectl;
 mod operations;
 mod orphans;
-mod platform;
+mod account;
 mod proxy;
 mod quickstart;
 mod rotation;
