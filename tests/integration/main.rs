@@ -15,6 +15,7 @@ mod image;
 mod kubectl;
 mod operations;
 mod orphans;
+mod platform;
 mod proxy;
 mod quickstart;
 mod rotation;
