@@ -1,6 +1,6 @@
 //! What a cluster admin applies, checked without a cluster or an AWS account: `deploy/` (the kustomize
-//! install of the controller and its admission policy), its optional ServiceMonitor component,
-//! `crds/kustomization.yaml` (installed apart, so that uninstalling the controller never
+//! install of the controller and its admission policy), its optional components (ServiceMonitor,
+//! namespace-scoped), `crds/kustomization.yaml` (installed apart, so that uninstalling the controller never
 //! deletes a CRD) and `deploy/aws/controller-policy.json`.
 //!
 //! The manifests are parsed into their k8s-openapi types (a wrong apiVersion or kind fails), the
@@ -181,6 +181,10 @@ fn the_kustomizations_list_exactly_the_files_present() {
     assert_eq!(monitor.kind, "Component", "optional: included only by an overlay that asks for it");
     let listed: BTreeSet<String> = monitor.resources.iter().cloned().collect();
     assert_eq!(listed, yaml_files("deploy/components/servicemonitor"));
+    let scoped: Kustomization = parse("deploy/components/namespace-scoped/kustomization.yaml");
+    assert_eq!(scoped.kind, "Component", "optional: included only by an overlay that asks for it");
+    let listed: BTreeSet<String> = scoped.resources.iter().cloned().collect();
+    assert_eq!(listed, yaml_files("deploy/components/namespace-scoped"));
 
     let crds: Kustomization = parse("crds/kustomization.yaml");
     assert_eq!(crds.kind, "Kustomization");
@@ -400,6 +404,36 @@ fn kustomize_overlay(body: impl Fn(&str) -> String) -> Vec<Value> {
     let rendered = kustomize(&overlay);
     let _ = std::fs::remove_dir_all(&overlay);
     rendered
+}
+
+/// The placeholder namespace of the overlay that `deploy/components/namespace-scoped` documents.
+const DOCUMENTED_NAMESPACE: &str = "team-a";
+
+/// `deploy/` with the component `deploy/components/namespace-scoped`, watching `namespace`: the overlay its
+/// kustomization.yaml shows in a comment (so that what users copy is what is tested), rendered by
+/// `kubectl kustomize`.
+pub(crate) fn namespace_scoped_install(namespace: &str) -> Vec<Value> {
+    let path = "deploy/components/namespace-scoped/kustomization.yaml";
+    let text = read(path);
+    let overlay: Vec<&str> = text
+        .lines()
+        .skip_while(|line| *line != "#   resources:")
+        .take_while(|line| *line != "#")
+        .map(|line| {
+            line.strip_prefix("#   ").unwrap_or_else(|| panic!("{path}: the overlay's line {line:?}"))
+        })
+        .collect();
+    assert!(overlay.len() > 5, "{path} shows the overlay in a comment, from `#   resources:` to a `#` line");
+    let overlay = overlay.join("\n");
+    assert!(
+        overlay.contains(DOCUMENTED_NAMESPACE),
+        "{path}: the overlay sets the namespace {DOCUMENTED_NAMESPACE}"
+    );
+    kustomize_overlay(|repo| {
+        format!("{overlay}\n")
+            .replace("<path to this repository>", repo)
+            .replace(DOCUMENTED_NAMESPACE, namespace)
+    })
 }
 
 fn kinds(objects: &[Value]) -> BTreeSet<String> {
@@ -837,4 +871,84 @@ fn the_admission_policy_guards_our_finalizers_from_everyone_but_the_controller()
     assert_eq!(binding.validation_actions, ["Deny"]);
     assert!(binding.match_resources.is_none(), "enforced in every namespace");
     assert!(binding.param_ref.is_none());
+}
+
+#[test]
+fn the_namespace_scoped_component_grants_one_namespace_and_reads_the_cluster_identity() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cluster_wide = kustomize(&root.join("deploy"));
+    let scoped = namespace_scoped_install(DOCUMENTED_NAMESPACE);
+    let of_kind = |kind: &'static str| scoped.iter().filter(move |o| o["kind"] == kind);
+    let install = install();
+    let main_role = name(&install.cluster_role.metadata);
+    let the_service_account = serde_json::json!([{
+        "kind": "ServiceAccount",
+        "name": name(&install.service_account.metadata),
+        "namespace": NAMESPACE,
+    }]);
+
+    // The main ClusterRole is bound in the watched namespace, and nowhere else.
+    assert!(
+        of_kind("ClusterRoleBinding").all(|b| b["roleRef"]["name"] != main_role),
+        "no ClusterRoleBinding of {main_role} is left"
+    );
+    let bindings: Vec<&Value> =
+        of_kind("RoleBinding").filter(|b| b["roleRef"]["name"] == main_role).collect();
+    assert_eq!(bindings.len(), 1, "{bindings:?}");
+    assert_eq!(bindings[0]["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(bindings[0]["metadata"]["namespace"], DOCUMENTED_NAMESPACE);
+    assert_eq!(bindings[0]["subjects"], the_service_account);
+
+    // What stays cluster-wide: reading the kube-system Namespace.
+    let mut cluster_wide_grants = BTreeSet::new();
+    for binding in of_kind("ClusterRoleBinding") {
+        assert_eq!(binding["subjects"], the_service_account);
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+        let role = of_kind("ClusterRole").find(|r| r["metadata"]["name"] == binding["roleRef"]["name"]);
+        let role: ClusterRole =
+            serde_json::from_value(role.expect("the bound ClusterRole").clone()).expect("role");
+        cluster_wide_grants.extend(grants(role.rules.as_deref().unwrap_or_default()));
+    }
+    assert_eq!(cluster_wide_grants, grants(&[rule("", &["namespaces"], &["get"], &["kube-system"])]));
+
+    // The controller watches that namespace: --namespace, set by its environment variable, once.
+    let flag = Cli::command()
+        .find_subcommand("run")
+        .and_then(|run| run.get_arguments().find(|a| a.get_long() == Some("namespace")).cloned())
+        .and_then(|arg| arg.get_env().and_then(|e| e.to_str()).map(str::to_owned));
+    assert_eq!(flag.as_deref(), Some("BUCKET_BROKER_NAMESPACE"));
+    let deployment = of_kind("Deployment").next().expect("the Deployment");
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let env = containers[0]["env"].as_array().expect("env");
+    let watched: Vec<&Value> = env.iter().filter(|e| e["name"] == "BUCKET_BROKER_NAMESPACE").collect();
+    assert_eq!(
+        watched,
+        [&serde_json::json!({"name": "BUCKET_BROKER_NAMESPACE", "value": DOCUMENTED_NAMESPACE})]
+    );
+
+    // Nothing else changed: one ClusterRoleBinding gone, a RoleBinding, a ClusterRole and its binding added.
+    assert_eq!(scoped.len(), cluster_wide.len() + 2);
+    let unchanged = |objects: &[Value]| -> BTreeSet<String> {
+        objects
+            .iter()
+            .filter(|o| {
+                !matches!(
+                    o["kind"].as_str(),
+                    Some("Deployment" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding")
+                )
+            })
+            .map(|o| o.to_string())
+            .collect()
+    };
+    assert_eq!(unchanged(&scoped), unchanged(&cluster_wide));
+    let default_env: Vec<&Value> = cluster_wide
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .and_then(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].as_array())
+        .expect("the default env")
+        .iter()
+        .collect();
+    let other_env: Vec<&Value> = env.iter().filter(|e| e["name"] != "BUCKET_BROKER_NAMESPACE").collect();
+    assert_eq!(other_env, default_env, "the other variables are kept, in their order");
 }

@@ -245,6 +245,24 @@ impl TestEnv {
         self.server.as_ref()
     }
 
+    /// On a real cluster, the controller acts from now on as the ServiceAccount [`NAMESPACED_IDENTITY`]
+    /// (made here from `deploy/`'s file), once the RBAC the test applied for it lets it list Buckets and
+    /// read its Lease in the test namespace. [`Self::controller_client`] and [`Self::controller_kubeconfig`]
+    /// then act as it too.
+    pub async fn act_as_namespaced_identity(&mut self) {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        assert!(self.controller.is_none(), "the controller is already running");
+        let Cluster::Real(path) = &self.cluster else { panic!("only a real cluster has RBAC") };
+        let mut account: ServiceAccount = deploy_file("serviceaccount.yaml");
+        account.metadata.name = Some(NAMESPACED_IDENTITY.to_owned());
+        apply(Api::<ServiceAccount>::namespaced(self.client.clone(), TEST_IDENTITY), &account).await;
+        let (config, token) =
+            service_account_identity(&self.client, path, NAMESPACED_IDENTITY, &self.namespace).await;
+        self.controller_client = Client::try_from(config.clone()).expect("client");
+        self.controller_config = config;
+        self.controller_token = Some(token);
+    }
+
     /// On a real cluster, a client of the tenant `user`, as a team is set up (README, "Give teams access"):
     /// the built-in `edit` ClusterRole granted in the test namespace by a RoleBinding, with
     /// `deploy/tenant-roles` aggregated into it (applied under the names `bucket-broker-tests-*`). The
@@ -570,6 +588,10 @@ const CONTROLLER_SERVICE_ACCOUNT: &str = "bucket-broker";
 /// README's Development section says.
 pub const TEST_IDENTITY: &str = "bucket-broker-tests";
 
+/// The ServiceAccount, in the namespace [`TEST_IDENTITY`], that the test of the namespace-scoped install
+/// (`platform.rs`) runs the controller as: bound only by what `deploy/components/namespace-scoped` renders.
+pub const NAMESPACED_IDENTITY: &str = "bucket-broker-tests-namespaced";
+
 /// `deploy/`'s bindings name its ServiceAccount: they are pointed at the tests' ServiceAccount `account`
 /// (in the namespace [`TEST_IDENTITY`]) instead.
 pub fn subjects_for(
@@ -681,7 +703,7 @@ async fn service_account_identity(
 static ADMISSION_POLICY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 /// `deploy/`'s finalizer policy and its binding, under the name [`TEST_IDENTITY`], with the controller's
-/// user name changed to the tests' ServiceAccount [`TEST_IDENTITY`], and
+/// user name changed to the tests' ServiceAccounts ([`TEST_IDENTITY`] and [`NAMESPACED_IDENTITY`]), and
 /// bound only in test namespaces: the policy is cluster-wide, and must neither refuse an installed
 /// release's controller nor this run's. Test teardowns strip finalizers as the admin: through the
 /// break-glass `system:masters` on the suite's control plane, and on another cluster, whose admin may not
@@ -710,6 +732,7 @@ async fn install_admission_policy(admin: &Client) {
         name: name.to_owned(),
         expression: format!("request.userInfo.username != {}", cel_string(user)),
     };
+    conditions.push(exempt("not-the-namespace-scoped-controller", &user_of(NAMESPACED_IDENTITY)));
     let me = Api::<SelfSubjectReview>::all(admin.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
