@@ -1,6 +1,7 @@
 //! What a cluster admin applies, checked without a cluster or an AWS account: `deploy/` (the kustomize
-//! install of the controller), its optional ServiceMonitor component, `crds/kustomization.yaml` (installed
-//! apart, so that uninstalling the controller never deletes a CRD) and `deploy/aws/controller-policy.json`.
+//! install of the controller and its admission policy), its optional components (ServiceMonitor,
+//! namespace-scoped), `crds/kustomization.yaml` (installed apart, so that uninstalling the controller never
+//! deletes a CRD) and `deploy/aws/controller-policy.json`.
 //!
 //! The manifests are parsed into their k8s-openapi types (a wrong apiVersion or kind fails), the
 //! Deployment must run the real command line with the hardening the namespace's Pod Security level asks
@@ -11,8 +12,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use bucket_broker::api::{BucketBinding, BucketServiceKey};
 use bucket_broker::cli::{Cli, Command};
+use bucket_broker::controller::credentials::CredentialKind;
 use clap::{CommandFactory, Parser};
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -74,6 +80,8 @@ struct Install {
     deployment: Deployment,
     service: Service,
     disruption_budget: PodDisruptionBudget,
+    admission_policy: ValidatingAdmissionPolicy,
+    admission_binding: ValidatingAdmissionPolicyBinding,
 }
 
 fn install() -> Install {
@@ -87,6 +95,8 @@ fn install() -> Install {
         deployment: parse("deploy/deployment.yaml"),
         service: parse("deploy/service.yaml"),
         disruption_budget: parse("deploy/poddisruptionbudget.yaml"),
+        admission_policy: parse("deploy/validatingadmissionpolicy.yaml"),
+        admission_binding: parse("deploy/validatingadmissionpolicybinding.yaml"),
     }
 }
 
@@ -116,6 +126,10 @@ fn every_deploy_manifest_parses_into_its_kubernetes_type() {
             "Deployment" => parse::<Deployment>(&path).metadata.namespace,
             "Service" => parse::<Service>(&path).metadata.namespace,
             "PodDisruptionBudget" => parse::<PodDisruptionBudget>(&path).metadata.namespace,
+            "ValidatingAdmissionPolicy" => parse::<ValidatingAdmissionPolicy>(&path).metadata.namespace,
+            "ValidatingAdmissionPolicyBinding" => {
+                parse::<ValidatingAdmissionPolicyBinding>(&path).metadata.namespace
+            }
             other => panic!("{path}: kind {other} is not checked by this test; add it"),
         };
         assert!(
@@ -136,6 +150,8 @@ fn every_deploy_manifest_parses_into_its_kubernetes_type() {
         "RoleBinding",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ];
     assert_eq!(kinds.keys().map(String::as_str).collect::<Vec<_>>(), expected);
     assert_eq!(name(&install().namespace.metadata), NAMESPACE);
@@ -165,6 +181,10 @@ fn the_kustomizations_list_exactly_the_files_present() {
     assert_eq!(monitor.kind, "Component", "optional: included only by an overlay that asks for it");
     let listed: BTreeSet<String> = monitor.resources.iter().cloned().collect();
     assert_eq!(listed, yaml_files("deploy/components/servicemonitor"));
+    let scoped: Kustomization = parse("deploy/components/namespace-scoped/kustomization.yaml");
+    assert_eq!(scoped.kind, "Component", "optional: included only by an overlay that asks for it");
+    let listed: BTreeSet<String> = scoped.resources.iter().cloned().collect();
+    assert_eq!(listed, yaml_files("deploy/components/namespace-scoped"));
 
     let crds: Kustomization = parse("crds/kustomization.yaml");
     assert_eq!(crds.kind, "Kustomization");
@@ -370,6 +390,52 @@ fn kustomize(dir: &Path) -> Vec<Value> {
     text.split("\n---\n").map(|doc| serde_saphyr::from_str(doc).expect("rendered YAML")).collect()
 }
 
+/// `kubectl kustomize` of an overlay in a directory of its own, whose kustomization is `body` (given the
+/// repository's path, relative to the overlay) after the apiVersion and kind.
+fn kustomize_overlay(body: impl Fn(&str) -> String) -> Vec<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let overlay = std::env::temp_dir().join(crate::harness::unique_name("bb-overlay"));
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    // kustomize takes only relative paths: up from the overlay to `/`, then down to the repository.
+    let up = "../".repeat(overlay.components().count() - 1);
+    let repo = format!("{up}{}", root.display().to_string().trim_start_matches('/'));
+    let text = format!("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n{}", body(&repo));
+    std::fs::write(overlay.join("kustomization.yaml"), text).expect("overlay written");
+    let rendered = kustomize(&overlay);
+    let _ = std::fs::remove_dir_all(&overlay);
+    rendered
+}
+
+/// The placeholder namespace of the overlay that `deploy/components/namespace-scoped` documents.
+const DOCUMENTED_NAMESPACE: &str = "team-a";
+
+/// `deploy/` with the component `deploy/components/namespace-scoped`, watching `namespace`: the overlay its
+/// kustomization.yaml shows in a comment (so that what users copy is what is tested), rendered by
+/// `kubectl kustomize`.
+pub(crate) fn namespace_scoped_install(namespace: &str) -> Vec<Value> {
+    let path = "deploy/components/namespace-scoped/kustomization.yaml";
+    let text = read(path);
+    let overlay: Vec<&str> = text
+        .lines()
+        .skip_while(|line| *line != "#   resources:")
+        .take_while(|line| *line != "#")
+        .map(|line| {
+            line.strip_prefix("#   ").unwrap_or_else(|| panic!("{path}: the overlay's line {line:?}"))
+        })
+        .collect();
+    assert!(overlay.len() > 5, "{path} shows the overlay in a comment, from `#   resources:` to a `#` line");
+    let overlay = overlay.join("\n");
+    assert!(
+        overlay.contains(DOCUMENTED_NAMESPACE),
+        "{path}: the overlay sets the namespace {DOCUMENTED_NAMESPACE}"
+    );
+    kustomize_overlay(|repo| {
+        format!("{overlay}\n")
+            .replace("<path to this repository>", repo)
+            .replace(DOCUMENTED_NAMESPACE, namespace)
+    })
+}
+
 fn kinds(objects: &[Value]) -> BTreeSet<String> {
     objects.iter().filter_map(|o| o["kind"].as_str().map(str::to_owned)).collect()
 }
@@ -388,18 +454,9 @@ fn kustomize_renders_the_crds_and_the_controller_apart_and_the_monitor_on_reques
     assert!(rendered.contains("PodDisruptionBudget") && rendered.contains("Deployment"), "{rendered:?}");
 
     // The overlay the component's kustomization.yaml shows.
-    let overlay = std::env::temp_dir().join(crate::harness::unique_name("bb-overlay"));
-    std::fs::create_dir_all(&overlay).expect("overlay dir");
-    // kustomize takes only relative paths: up from the overlay to `/`, then down to the repository.
-    let up = "../".repeat(overlay.components().count() - 1);
-    let repo = format!("{up}{}", root.display().to_string().trim_start_matches('/'));
-    let text = format!(
-        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {repo}/deploy\n\
-         components:\n  - {repo}/deploy/components/servicemonitor\n"
-    );
-    std::fs::write(overlay.join("kustomization.yaml"), text).expect("overlay written");
-    let with_monitor = kustomize(&overlay);
-    let _ = std::fs::remove_dir_all(&overlay);
+    let with_monitor = kustomize_overlay(|repo| {
+        format!("resources:\n  - {repo}/deploy\ncomponents:\n  - {repo}/deploy/components/servicemonitor\n")
+    });
     let monitor = with_monitor.iter().find(|o| o["kind"] == "ServiceMonitor").expect("a ServiceMonitor");
     assert_eq!(monitor["metadata"]["namespace"], NAMESPACE, "next to the Service it selects");
     assert_eq!(with_monitor.len(), controller.len() + 1);
@@ -817,4 +874,153 @@ fn tenant_roles_aggregate_into_edit_and_view_and_never_grant_status() {
             assert!(!verbs.contains("*"), "{path}: no wildcard verb");
         }
     }
+}
+
+/// The finalizers the controller puts on its kinds (`FINALIZER` in src/controller).
+fn our_finalizers() -> BTreeSet<String> {
+    let finalizers = [
+        bucket_broker::controller::bucket::FINALIZER,
+        <BucketBinding as CredentialKind>::FINALIZER,
+        <BucketServiceKey as CredentialKind>::FINALIZER,
+    ];
+    finalizers.into_iter().map(str::to_owned).collect()
+}
+
+/// The single-quoted string literals of a CEL expression.
+fn cel_strings(expression: &str) -> Vec<&str> {
+    expression.split('\'').skip(1).step_by(2).collect()
+}
+
+/// What the policy's CEL does is tried on the real control plane (`platform.rs`); this checks what it is
+/// given: our three finalizers, the updates of our three kinds, the controller's user name and the
+/// break-glass group, a message that says what to do, and enforcement everywhere.
+#[test]
+fn the_admission_policy_guards_our_finalizers_from_everyone_but_the_controller() {
+    let install = install();
+    let policy = &install.admission_policy;
+    let spec = policy.spec.as_ref().expect("the policy's spec");
+    assert_eq!(
+        spec.failure_policy.as_deref(),
+        Some("Fail"),
+        "an expression that cannot be evaluated refuses"
+    );
+    assert!(spec.param_kind.is_none(), "no parameters: nothing else to install");
+    let rules = spec.match_constraints.as_ref().and_then(|m| m.resource_rules.clone()).unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let strings = |values: &[&str]| Some(values.iter().map(|v| v.to_string()).collect::<Vec<_>>());
+    assert_eq!(rules[0].api_groups, strings(&["bucketbroker.io"]));
+    assert_eq!(rules[0].api_versions, strings(&["*"]), "every version of the API, present and future");
+    assert_eq!(rules[0].operations, strings(&["UPDATE"]), "a patch is an UPDATE; delete stays allowed");
+    assert_eq!(rules[0].resources, strings(&["buckets", "bucketbindings", "bucketservicekeys"]));
+    assert!(rules[0].resource_names.is_none());
+
+    let conditions: BTreeMap<&str, &str> =
+        spec.match_conditions.iter().flatten().map(|c| (c.name.as_str(), c.expression.as_str())).collect();
+    assert_eq!(conditions.keys().copied().collect::<Vec<_>>(), ["not-break-glass", "not-the-controller"]);
+    let controller = format!(
+        "system:serviceaccount:{}:{}",
+        name(&install.namespace.metadata),
+        name(&install.service_account.metadata)
+    );
+    let not_the_controller = conditions["not-the-controller"];
+    assert!(not_the_controller.starts_with("request.userInfo.username != "), "{not_the_controller}");
+    assert_eq!(cel_strings(not_the_controller), [controller.as_str()], "deploy/'s ServiceAccount");
+    assert_eq!(cel_strings(conditions["not-break-glass"]), ["system:masters"]);
+
+    let variables: BTreeMap<&str, &str> =
+        spec.variables.iter().flatten().map(|v| (v.name.as_str(), v.expression.as_str())).collect();
+    let ours: BTreeSet<String> = cel_strings(variables["ours"]).into_iter().map(str::to_owned).collect();
+    assert_eq!(ours, our_finalizers(), "the policy's finalizers are the controller's");
+    let validations = spec.validations.as_deref().unwrap_or_default();
+    assert_eq!(validations.len(), 1, "{validations:?}");
+    assert!(validations[0].expression.contains("variables.ours"), "{}", validations[0].expression);
+    let message = validations[0].message.as_deref().unwrap_or_default();
+    assert!(message.contains("delete the object"), "the message says what to do instead: {message}");
+    assert!(validations[0].message_expression.is_none(), "one fixed message");
+
+    let binding = &install.admission_binding.spec;
+    assert_eq!(binding.policy_name, name(&policy.metadata));
+    assert_eq!(binding.validation_actions, ["Deny"]);
+    assert!(binding.match_resources.is_none(), "enforced in every namespace");
+    assert!(binding.param_ref.is_none());
+}
+
+#[test]
+fn the_namespace_scoped_component_grants_one_namespace_and_reads_the_cluster_identity() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cluster_wide = kustomize(&root.join("deploy"));
+    let scoped = namespace_scoped_install(DOCUMENTED_NAMESPACE);
+    let of_kind = |kind: &'static str| scoped.iter().filter(move |o| o["kind"] == kind);
+    let install = install();
+    let main_role = name(&install.cluster_role.metadata);
+    let the_service_account = serde_json::json!([{
+        "kind": "ServiceAccount",
+        "name": name(&install.service_account.metadata),
+        "namespace": NAMESPACE,
+    }]);
+
+    // The main ClusterRole is bound in the watched namespace, and nowhere else.
+    assert!(
+        of_kind("ClusterRoleBinding").all(|b| b["roleRef"]["name"] != main_role),
+        "no ClusterRoleBinding of {main_role} is left"
+    );
+    let bindings: Vec<&Value> =
+        of_kind("RoleBinding").filter(|b| b["roleRef"]["name"] == main_role).collect();
+    assert_eq!(bindings.len(), 1, "{bindings:?}");
+    assert_eq!(bindings[0]["roleRef"]["kind"], "ClusterRole");
+    assert_eq!(bindings[0]["metadata"]["namespace"], DOCUMENTED_NAMESPACE);
+    assert_eq!(bindings[0]["subjects"], the_service_account);
+
+    // What stays cluster-wide: reading the kube-system Namespace.
+    let mut cluster_wide_grants = BTreeSet::new();
+    for binding in of_kind("ClusterRoleBinding") {
+        assert_eq!(binding["subjects"], the_service_account);
+        assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
+        let role = of_kind("ClusterRole").find(|r| r["metadata"]["name"] == binding["roleRef"]["name"]);
+        let role: ClusterRole =
+            serde_json::from_value(role.expect("the bound ClusterRole").clone()).expect("role");
+        cluster_wide_grants.extend(grants(role.rules.as_deref().unwrap_or_default()));
+    }
+    assert_eq!(cluster_wide_grants, grants(&[rule("", &["namespaces"], &["get"], &["kube-system"])]));
+
+    // The controller watches that namespace: --namespace, set by its environment variable, once.
+    let flag = Cli::command()
+        .find_subcommand("run")
+        .and_then(|run| run.get_arguments().find(|a| a.get_long() == Some("namespace")).cloned())
+        .and_then(|arg| arg.get_env().and_then(|e| e.to_str()).map(str::to_owned));
+    assert_eq!(flag.as_deref(), Some("BUCKET_BROKER_NAMESPACE"));
+    let deployment = of_kind("Deployment").next().expect("the Deployment");
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let env = containers[0]["env"].as_array().expect("env");
+    let watched: Vec<&Value> = env.iter().filter(|e| e["name"] == "BUCKET_BROKER_NAMESPACE").collect();
+    assert_eq!(
+        watched,
+        [&serde_json::json!({"name": "BUCKET_BROKER_NAMESPACE", "value": DOCUMENTED_NAMESPACE})]
+    );
+
+    // Nothing else changed: one ClusterRoleBinding gone, a RoleBinding, a ClusterRole and its binding added.
+    assert_eq!(scoped.len(), cluster_wide.len() + 2);
+    let unchanged = |objects: &[Value]| -> BTreeSet<String> {
+        objects
+            .iter()
+            .filter(|o| {
+                !matches!(
+                    o["kind"].as_str(),
+                    Some("Deployment" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding")
+                )
+            })
+            .map(|o| o.to_string())
+            .collect()
+    };
+    assert_eq!(unchanged(&scoped), unchanged(&cluster_wide));
+    let default_env: Vec<&Value> = cluster_wide
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .and_then(|d| d["spec"]["template"]["spec"]["containers"][0]["env"].as_array())
+        .expect("the default env")
+        .iter()
+        .collect();
+    let other_env: Vec<&Value> = env.iter().filter(|e| e["name"] != "BUCKET_BROKER_NAMESPACE").collect();
+    assert_eq!(other_env, default_env, "the other variables are kept, in their order");
 }

@@ -249,6 +249,65 @@ impl TestEnv {
         self.server.as_ref()
     }
 
+    /// On a real cluster, the controller acts from now on as the ServiceAccount [`NAMESPACED_IDENTITY`]
+    /// (made here from `deploy/`'s file), once the RBAC the test applied for it lets it list Buckets and
+    /// read its Lease in the test namespace. [`Self::controller_client`] and [`Self::controller_kubeconfig`]
+    /// then act as it too.
+    pub async fn act_as_namespaced_identity(&mut self) {
+        use k8s_openapi::api::core::v1::ServiceAccount;
+        assert!(self.controller.is_none(), "the controller is already running");
+        let Cluster::Real(path) = &self.cluster else { panic!("only a real cluster has RBAC") };
+        let mut account: ServiceAccount = deploy_file("serviceaccount.yaml");
+        account.metadata.name = Some(NAMESPACED_IDENTITY.to_owned());
+        apply(Api::<ServiceAccount>::namespaced(self.client.clone(), TEST_IDENTITY), &account).await;
+        let (config, token) =
+            service_account_identity(&self.client, path, NAMESPACED_IDENTITY, &self.namespace).await;
+        self.controller_client = Client::try_from(config.clone()).expect("client");
+        self.controller_config = config;
+        self.controller_token = Some(token);
+    }
+
+    /// On a real cluster, a client of the tenant `user`, as a team is set up (README, "Give teams access"):
+    /// the built-in `edit` ClusterRole granted in the test namespace by a RoleBinding, with
+    /// `deploy/tenant-roles` aggregated into it (applied under the names `bucket-broker-tests-*`). The
+    /// admin impersonates `user`.
+    pub async fn tenant_client(&self, user: &str) -> Client {
+        use k8s_openapi::api::rbac::v1::{ClusterRole, RoleBinding};
+        let Cluster::Real(path) = &self.cluster else { panic!("only a real cluster has RBAC") };
+        for file in ["tenant-roles/edit.yaml", "tenant-roles/view.yaml"] {
+            let mut role: ClusterRole = deploy_file(file);
+            let name = role.metadata.name.as_deref().expect("a named ClusterRole");
+            let renamed = name.replacen(CONTROLLER_SERVICE_ACCOUNT, TEST_IDENTITY, 1);
+            role.metadata.name = Some(renamed);
+            apply(Api::<ClusterRole>::all(self.client.clone()), &role).await;
+        }
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("tenant-{user}")},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }))
+        .expect("a RoleBinding");
+        apply(Api::<RoleBinding>::namespaced(self.client.clone(), &self.namespace), &binding).await;
+        let mut config = real_cluster_config(path).await;
+        config.auth_info.impersonate = Some(user.to_owned());
+        let tenant = Client::try_from(config).expect("client");
+
+        // The aggregation controller adds the tenant roles' rules to `edit` asynchronously.
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            match Api::<Bucket>::namespaced(tenant.clone(), &self.namespace)
+                .list(&ListParams::default())
+                .await
+            {
+                Ok(_) => return tenant,
+                Err(e) => {
+                    assert!(tokio::time::Instant::now() < deadline, "the tenant {user} cannot act: {e}")
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Settings for functional tests: no TLS-only policy and no platform network, because moto applies
     /// a conditional Deny as an unconditional one (DESIGN.md, Tests); those documents are unit-tested.
     pub fn settings(&self) -> Settings {
@@ -417,6 +476,16 @@ impl Drop for TestEnv {
     }
 }
 
+/// Whether the tests run on a real cluster. On the in-memory server, says in the test output that what
+/// needs a real one (`needs`) is skipped.
+pub fn on_real_cluster(needs: &str) -> bool {
+    let real = std::env::var(KUBECONFIG_ENV).is_ok_and(|path| !path.is_empty());
+    if !real {
+        eprintln!("skipped on the in-memory server: needs {needs}");
+    }
+    real
+}
+
 /// True for the finalizers the controller puts on our kinds.
 fn is_ours(finalizer: &str) -> bool {
     finalizer.ends_with("bucketbroker.io/finalizer")
@@ -518,41 +587,50 @@ async fn real_cluster_config(path: &str) -> kube::Config {
 
 /// The ServiceAccount `deploy/` runs the controller as, in `deploy/`'s namespace.
 const CONTROLLER_SERVICE_ACCOUNT: &str = "bucket-broker";
-/// The name the tests give `deploy/`'s Namespace, ServiceAccount, ClusterRole and ClusterRoleBinding, so
-/// that a cluster where bucket-broker is installed keeps its own (nothing of an installed release is
-/// changed). Delete them after a run on a shared cluster: `kubectl delete namespace,clusterrole,
-/// clusterrolebinding bucket-broker-tests`.
+/// The name the tests give `deploy/`'s Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding and
+/// admission policy with its binding, so that a cluster where bucket-broker is installed keeps its own
+/// (nothing of an installed release is changed). Delete them after a run on a shared cluster, as the
+/// README's Development section says.
 pub const TEST_IDENTITY: &str = "bucket-broker-tests";
+
+/// The ServiceAccount, in the namespace [`TEST_IDENTITY`], that the test of the namespace-scoped install
+/// (`platform.rs`) runs the controller as: bound only by what `deploy/components/namespace-scoped` renders.
+pub const NAMESPACED_IDENTITY: &str = "bucket-broker-tests-namespaced";
+
+/// `deploy/`'s bindings name its ServiceAccount: they are pointed at the tests' ServiceAccount `account`
+/// (in the namespace [`TEST_IDENTITY`]) instead.
+pub fn subjects_for(
+    subjects: Option<Vec<k8s_openapi::api::rbac::v1::Subject>>,
+    account: &str,
+) -> Option<Vec<k8s_openapi::api::rbac::v1::Subject>> {
+    let subjects = subjects.unwrap_or_default();
+    assert!(
+        subjects.iter().all(|s| s.kind == "ServiceAccount" && s.name == CONTROLLER_SERVICE_ACCOUNT),
+        "deploy/ binds its roles to the ServiceAccount {CONTROLLER_SERVICE_ACCOUNT}: {subjects:?}"
+    );
+    let to_tests = |s| k8s_openapi::api::rbac::v1::Subject {
+        name: account.to_owned(),
+        namespace: Some(TEST_IDENTITY.to_owned()),
+        ..s
+    };
+    Some(subjects.into_iter().map(to_tests).collect())
+}
 
 /// A client acting as the controller's ServiceAccount, installed from `deploy/`'s own files under the
 /// name [`TEST_IDENTITY`]: the Namespace, ServiceAccount, ClusterRole (its rules as shipped) and
 /// ClusterRoleBinding, and the leader-election Role and RoleBinding in the test namespace (the
 /// controller's own namespace, for a test). Its token comes from the TokenRequest API, as a pod's projected
-/// token does.
+/// token does. `deploy/`'s admission policy is installed too, once per run (see [`install_admission_policy`]).
 async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &str) -> (kube::Config, String) {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, Subject};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 
     let ns = TEST_IDENTITY;
     let named = |mut meta: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         meta.name = Some(TEST_IDENTITY.to_owned());
         meta
     };
-    // deploy/'s bindings name its ServiceAccount: they are pointed at the tests' one instead.
-    let to_tests = |subjects: Option<Vec<Subject>>| {
-        let subjects = subjects.unwrap_or_default();
-        assert!(
-            subjects.iter().all(|s| s.kind == "ServiceAccount" && s.name == CONTROLLER_SERVICE_ACCOUNT),
-            "deploy/ binds its roles to the ServiceAccount {CONTROLLER_SERVICE_ACCOUNT}: {subjects:?}"
-        );
-        Some(
-            subjects
-                .into_iter()
-                .map(|s| Subject { name: TEST_IDENTITY.to_owned(), namespace: Some(ns.to_owned()), ..s })
-                .collect(),
-        )
-    };
+    let to_tests = |subjects| subjects_for(subjects, TEST_IDENTITY);
     let mut namespace: Namespace = deploy_file("namespace.yaml");
     namespace.metadata = named(namespace.metadata);
     apply(Api::<Namespace>::all(admin.clone()), &namespace).await;
@@ -573,12 +651,28 @@ async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &st
     election_binding.subjects = to_tests(election_binding.subjects);
     apply(Api::<RoleBinding>::namespaced(admin.clone(), test_namespace), &election_binding).await;
 
+    ADMISSION_POLICY.get_or_init(|| install_admission_policy(admin)).await;
+    service_account_identity(admin, kubeconfig, TEST_IDENTITY, test_namespace).await
+}
+
+/// A config and token acting as the ServiceAccount `account` of the namespace [`TEST_IDENTITY`], once its
+/// RBAC lets it list Buckets and read the leader-election Lease in the test namespace. The token comes
+/// from the TokenRequest API, as a pod's projected token does.
+async fn service_account_identity(
+    admin: &Client,
+    kubeconfig: &str,
+    account: &str,
+    test_namespace: &str,
+) -> (kube::Config, String) {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
     let request = TokenRequest {
         spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
         ..Default::default()
     };
-    let token = Api::<ServiceAccount>::namespaced(admin.clone(), ns)
-        .create_token_request(TEST_IDENTITY, &PostParams::default(), &request)
+    let token = Api::<ServiceAccount>::namespaced(admin.clone(), TEST_IDENTITY)
+        .create_token_request(account, &PostParams::default(), &request)
         .await
         .expect("a token for the controller's ServiceAccount")
         .status
@@ -601,13 +695,76 @@ async fn deployed_identity(admin: &Client, kubeconfig: &str, test_namespace: &st
             (Ok(_), Ok(_)) => return (config, token),
             (b, l) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "the controller's ServiceAccount cannot act: {:?} {:?}",
+                "the ServiceAccount {account} cannot act: {:?} {:?}",
                 b.err(),
                 l.err()
             ),
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether `deploy/`'s admission policy is installed on the real cluster of this run.
+static ADMISSION_POLICY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+/// `deploy/`'s finalizer policy and its binding, under the name [`TEST_IDENTITY`], with the controller's
+/// user name changed to the tests' ServiceAccounts ([`TEST_IDENTITY`] and [`NAMESPACED_IDENTITY`]), and
+/// bound only in test namespaces: the policy is cluster-wide, and must neither refuse an installed
+/// release's controller nor this run's. Test teardowns strip finalizers as the admin: through the
+/// break-glass `system:masters` on the suite's control plane, and on another cluster, whose admin may not
+/// be in that group, through one more exemption for the admin's user name.
+async fn install_admission_policy(admin: &Client) {
+    use k8s_openapi::api::admissionregistration::v1::{
+        MatchCondition, MatchResources, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+    let cel_string = |s: &str| serde_json::to_string(s).expect("a JSON string is a CEL string");
+    let user_of = |account: &str| format!("system:serviceaccount:{TEST_IDENTITY}:{account}");
+    let mut policy: ValidatingAdmissionPolicy = deploy_file("validatingadmissionpolicy.yaml");
+    policy.metadata.name = Some(TEST_IDENTITY.to_owned());
+    let spec = policy.spec.as_mut().expect("the policy's spec");
+    let conditions = spec.match_conditions.as_mut().expect("the policy's matchConditions");
+    let controller =
+        conditions.iter_mut().find(|c| c.name == "not-the-controller").expect("the controller's exemption");
+    let deploy_namespace: Namespace = deploy_file("namespace.yaml");
+    let deploy_namespace = deploy_namespace.metadata.name.expect("deploy/'s namespace");
+    let deployed = format!("'system:serviceaccount:{deploy_namespace}:{CONTROLLER_SERVICE_ACCOUNT}'");
+    assert_eq!(controller.expression.matches(&deployed).count(), 1, "{}", controller.expression);
+    controller.expression = controller.expression.replace(&deployed, &cel_string(&user_of(TEST_IDENTITY)));
+    let exempt = |name: &str, user: &str| MatchCondition {
+        name: name.to_owned(),
+        expression: format!("request.userInfo.username != {}", cel_string(user)),
+    };
+    conditions.push(exempt("not-the-namespace-scoped-controller", &user_of(NAMESPACED_IDENTITY)));
+    let me = Api::<SelfSubjectReview>::all(admin.clone())
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect("the admin's user info")
+        .status
+        .and_then(|s| s.user_info)
+        .unwrap_or_default();
+    if !me.groups.unwrap_or_default().iter().any(|g| g == "system:masters") {
+        conditions.push(exempt("not-the-tests-admin", &me.username.expect("the admin's user name")));
+    }
+    apply(Api::<ValidatingAdmissionPolicy>::all(admin.clone()), &policy).await;
+
+    let mut binding: ValidatingAdmissionPolicyBinding = deploy_file("validatingadmissionpolicybinding.yaml");
+    binding.metadata.name = Some(TEST_IDENTITY.to_owned());
+    let spec = &mut binding.spec;
+    spec.policy_name = TEST_IDENTITY.to_owned();
+    assert!(
+        spec.match_resources.is_none(),
+        "deploy/ binds the policy everywhere: {:?}",
+        spec.match_resources
+    );
+    let test_namespaces = [("bucketbroker.io/test".to_owned(), "true".to_owned())].into();
+    spec.match_resources = Some(MatchResources {
+        namespace_selector: Some(LabelSelector { match_labels: Some(test_namespaces), ..Default::default() }),
+        ..Default::default()
+    });
+    apply(Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()), &binding).await;
 }
 
 /// One file of `deploy/`.

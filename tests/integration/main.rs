@@ -4,6 +4,7 @@
 //! `crds/`, one namespace per test), otherwise the project's in-memory API server. AWS is a moto server
 //! per test, started by the harness.
 
+mod account;
 mod apps;
 mod bucket;
 mod credentials;
@@ -15,7 +16,7 @@ mod image;
 mod kubectl;
 mod operations;
 mod orphans;
-mod account;
+mod platform;
 mod proxy;
 mod quickstart;
 mod rotation;
