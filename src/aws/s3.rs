@@ -273,16 +273,38 @@ impl BucketOps<'_> {
     /// The bucket policy: our statements written when they differ in meaning, others' kept; deleted when
     /// nothing would be left.
     pub async fn ensure_policy(&self, desired: Option<&Value>) -> Result<Change, AwsError> {
+        let current = self.current_policy().await?;
+        self.set_policy(current, desired).await
+    }
+
+    async fn current_policy(&self) -> Result<Option<Value>, AwsError> {
         let get = self
             .client
             .get_bucket_policy()
             .bucket(self.bucket)
             .set_expected_bucket_owner(self.owner())
             .send();
-        let current: Option<Value> = optional(call(self.stats, S3, "GetBucketPolicy", get).await)?
+        Ok(optional(call(self.stats, S3, "GetBucketPolicy", get).await)?
             .and_then(|p| p.policy)
-            .and_then(|p| serde_json::from_str(&p).ok());
-        self.set_policy(current, desired).await
+            .and_then(|p| serde_json::from_str(&p).ok()))
+    }
+
+    /// Writes our statements (`desired`, merged with others') even when they are there already: whether S3
+    /// accepts it tells that writing the policy is allowed at all. `Unchanged` when there is nothing to write.
+    pub async fn rewrite_policy(&self, desired: Option<&Value>) -> Result<Change, AwsError> {
+        let current = self.current_policy().await?;
+        let Some(merged) = policy::merge_bucket_policy(current.as_ref(), desired) else {
+            return Ok(Change::Unchanged);
+        };
+        let put = self
+            .client
+            .put_bucket_policy()
+            .bucket(self.bucket)
+            .set_expected_bucket_owner(self.owner())
+            .policy(merged.to_string())
+            .send();
+        call(self.stats, S3, "PutBucketPolicy", put).await?;
+        Ok(Change::Updated)
     }
 
     /// The bucket policy of a bucket this pass created (it has none), without reading first.

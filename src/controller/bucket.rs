@@ -286,7 +286,9 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
 /// refuses a permission the controller lacks. Writing the same policy without the public statement tells
 /// the two apart (and leaves the bucket private, which is what the account allows): when that is accepted,
 /// the Bucket is `PublicAccessBlockedByAccount`, with no public URL; when nothing private is left to write,
-/// the two cannot be told apart and the original error stands.
+/// the two cannot be told apart and the original error stands. An account that only restricts public
+/// buckets (`RestrictPublicBuckets`) refuses no write and is not detected: that needs the account's own
+/// settings (S3 Control), which this controller does not read.
 async fn write_policy(
     ops: &crate::aws::s3::BucketOps<'_>,
     bucket: &Bucket,
@@ -302,13 +304,9 @@ async fn write_policy(
     };
     match written {
         Err(refused) if bucket.spec.public && refused.is(ErrorKind::AccessDenied) => {
+            // Written even when it is there already (from an earlier pass refused the same way).
             let private = policy::bucket_policy(&location.arn, false, ctx.settings.require_tls);
-            let probe = if created {
-                ops.put_policy(private.as_ref()).await
-            } else {
-                ops.ensure_policy(private.as_ref()).await
-            };
-            match probe {
+            match ops.rewrite_policy(private.as_ref()).await {
                 Ok(change) if change != Change::Unchanged => {
                     Err(Error::PublicAccessBlockedByAccount(format!(
                         "the AWS account's Block Public Access settings forbid public bucket policies, so the bucket \

@@ -411,7 +411,7 @@ async fn an_account_that_blocks_public_access_gets_a_private_bucket_and_a_clear_
     let aws = Aws::new(&sdk, env.admin.region.clone(), Some(endpoint));
     // With the TLS-only statement there is a private policy to write, which tells the account's block from
     // a permission the controller lacks.
-    env.start_controller_on(Settings { require_tls: true, ..env.settings() }, aws);
+    let ctx = env.start_controller_on(Settings { require_tls: true, ..env.settings() }, aws);
     env.create::<Bucket>(bucket("site", json!({"public": true}))).await;
     let blocked = env
         .wait_for::<Bucket>("site", "PublicAccessBlockedByAccount", |b| {
@@ -428,6 +428,20 @@ async fn an_account_that_blocks_public_access_gets_a_private_bucket_and_a_clear_
     );
     assert!(!ready.message.contains("IAM permissions"), "not blamed on the controller's permissions");
     assert!(find_condition(&status.conditions, "Stalled").is_some_and(|c| c.status == "True"));
+    // Retried with backoff, it stays so: the next passes find the private policy in place and tell the
+    // account's block from a missing permission all the same.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let again = env.api::<Bucket>().get("site").await.expect("Bucket");
+    assert_eq!(ready_reason(&again).as_deref(), Some("PublicAccessBlockedByAccount"));
+    let puts: u64 = ctx
+        .aws
+        .stats
+        .snapshot()
+        .iter()
+        .filter(|((_, op, _), _)| *op == "PutBucketPolicy")
+        .map(|(_, n)| n)
+        .sum();
+    assert!(puts >= 4, "two passes at least, each a refused public policy and a private one: {puts}");
     let name = status.bucket_name.clone().expect("bucket name");
     let policy = env.admin.s3.get_bucket_policy().bucket(&name).send().await.expect("a policy");
     let policy = policy.policy.expect("text");
