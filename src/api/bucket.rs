@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
            Apps get credentials to it with a BucketBinding; people and tools outside the cluster with a \
            BucketServiceKey. The AWS bucket name is derived from this object's uid and shown in status.bucketName.",
     printcolumn = r#"{"name":"Bucket","type":"string","description":"The AWS bucket name","jsonPath":".status.bucketName"}"#,
+    printcolumn = r#"{"name":"Class","type":"string","description":"The BucketClass in effect","jsonPath":".status.class"}"#,
     printcolumn = r#"{"name":"Public","type":"boolean","description":"Objects are readable anonymously","jsonPath":".spec.public"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","description":"The bucket is provisioned and secured","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -27,6 +28,9 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new(
     "has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)"
 ).message("region is immutable"))]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.className) || (has(self.className) && self.className == oldSelf.className)"
+).message("className is immutable once set: delete and re-create the Bucket to change it"))]
 #[serde(rename_all = "camelCase")]
 pub struct BucketSpec {
     /// Makes every object in the bucket readable by anyone with its HTTPS URL (status.publicUrl plus the
@@ -35,13 +39,24 @@ pub struct BucketSpec {
     #[serde(default)]
     pub public: bool,
 
-    /// What happens to the AWS bucket when this Bucket is deleted. `Delete` (the default) deletes the AWS
-    /// bucket, but only once it is empty: a bucket that still holds objects is never deleted, and this
-    /// Bucket waits with Ready=False, reason DeletionBlocked. `Retain` leaves the AWS bucket and its data
-    /// untouched in AWS. Can be changed while the Bucket is being deleted: switching a blocked Bucket to
-    /// `Retain` releases it and keeps the AWS bucket with its data.
-    #[serde(default)]
-    pub deletion_policy: DeletionPolicy,
+    /// What happens to the AWS bucket when this Bucket is deleted. `Delete` deletes the AWS bucket, but
+    /// only once it is empty: a bucket that still holds objects is never deleted, and this Bucket waits
+    /// with Ready=False, reason DeletionBlocked. `Retain` leaves the AWS bucket and its data untouched in
+    /// AWS. Default: the class's deletionPolicy, itself `Delete` by default. The class may allow only some
+    /// policies. Can be changed while the Bucket is being deleted: switching a blocked Bucket to `Retain`
+    /// releases it and keeps the AWS bucket with its data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// The BucketClass of this bucket: what the platform team allows it to be. Default: the class annotated
+    /// bucketbroker.io/is-default-class: "true", or the controller's built-in default when there is none.
+    /// Set once; it cannot be changed after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub class_name: Option<String>,
 
     /// The AWS region to create the bucket in, for example `eu-west-2`. Defaults to the controller's
     /// region. Cannot be changed after creation.
@@ -72,6 +87,10 @@ pub struct BucketStatus {
     /// The AWS region the bucket lives in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+
+    /// The BucketClass in effect: spec.className, or the default class it was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 
     /// The bucket's ARN, for IAM and bucket policies (`arn:aws:s3:::<bucketName>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,15 +1,18 @@
 //! The user-facing API: group `bucketbroker.io`, version `v1alpha1`.
 //!
-//! Three namespaced kinds: a [`Bucket`] is an S3 bucket; a [`BucketBinding`] (for apps in the cluster) and a
+//! A cluster-scoped [`BucketClass`] is what platform teams allow a bucket to be. Three namespaced kinds: a
+//! [`Bucket`] is an S3 bucket; a [`BucketBinding`] (for apps in the cluster) and a
 //! [`BucketServiceKey`] (for use outside it) are credentials to one Bucket, delivered in a Secret. The doc
 //! comments on every field are what `kubectl explain` shows, so they are written for the user.
 
 mod bucket;
+mod class;
 mod credentials;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 pub use bucket::{Bucket, BucketSpec, BucketStatus, DeletionPolicy};
+pub use class::{BucketClass, BucketClassSpec, DEFAULT_CLASS_ANNOTATION};
 pub use credentials::{
     AccessKeyStatus, AccessSpec, BucketBinding, BucketBindingSpec, BucketRef, BucketServiceKey,
     BucketServiceKeySpec, CredentialStatus, KeyRotation, KeyRotationStatus, KeyState, Permissions, SecretRef,
@@ -27,11 +30,14 @@ pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// The three CRDs, in the order a cluster admin applies them.
+/// The four CRDs, in the order a cluster admin applies them.
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
     use kube::CustomResourceExt;
-    [Bucket::crd(), BucketBinding::crd(), BucketServiceKey::crd()].into_iter().map(with_new_status).collect()
+    [BucketClass::crd(), Bucket::crd(), BucketBinding::crd(), BucketServiceKey::crd()]
+        .into_iter()
+        .map(with_new_status)
+        .collect()
 }
 
 /// A new object's status is `{observedGeneration: 0}`, which the API server fills in from the schema's

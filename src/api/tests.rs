@@ -80,6 +80,7 @@ fn printer_columns_follow_the_design() {
         columns(&Bucket::crd(), false),
         [
             column("BUCKET", ".status.bucketName"),
+            column("CLASS", ".status.class"),
             column("PUBLIC", ".spec.public"),
             column("READY", ready),
             column("AGE", ".metadata.creationTimestamp"),
@@ -125,8 +126,21 @@ fn spec_defaults_enums_and_required_fields() {
     let bucket = schema_of(&Bucket::crd());
     let spec = &bucket["properties"]["spec"];
     assert_eq!(spec["properties"]["public"]["default"], json!(false));
-    assert_eq!(spec["properties"]["deletionPolicy"]["default"], json!("Delete"));
+    assert_eq!(spec["properties"]["deletionPolicy"].get("default"), None, "the class's default applies");
     assert_eq!(spec["properties"]["deletionPolicy"]["enum"], json!(["Delete", "Retain"]));
+    assert_eq!(spec["properties"]["className"]["maxLength"], json!(253));
+
+    let class = schema_of(&BucketClass::crd());
+    let spec = &class["properties"]["spec"];
+    assert_eq!(
+        spec["properties"]["allowPublic"]["default"],
+        json!(false),
+        "a class made by hand allows little"
+    );
+    assert_eq!(spec["properties"]["allowExternalAccess"]["default"], json!(false));
+    assert!(spec["required"].as_array().is_none_or(|r| r.is_empty()), "a class needs no field");
+    assert_eq!(BucketClass::crd().spec.scope, "Cluster");
+    assert_eq!(BucketClass::crd().spec.names.short_names, Some(vec!["bkc".to_owned()]));
     assert!(spec["required"].as_array().is_none_or(|r| r.is_empty()), "a Bucket needs no spec field");
 
     for crd in [BucketBinding::crd(), BucketServiceKey::crd()] {
@@ -215,7 +229,8 @@ fn schemas_are_structural_and_fit_kubernetes_1_28() {
 
 #[test]
 fn conditions_are_a_list_map_keyed_by_type() {
-    for crd in crds() {
+    // A BucketClass has no status: nothing reconciles it.
+    for crd in crds().into_iter().filter(|c| c.spec.names.kind != "BucketClass") {
         let conditions = &schema_of(&crd)["properties"]["status"]["properties"]["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], json!("map"), "{}", crd.spec.names.kind);
         assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
@@ -265,6 +280,19 @@ fn bucket_region_is_immutable_and_public_may_change() {
     }
     let public = bucket(json!({"region": "eu-west-2", "public": true, "deletionPolicy": "Retain"}));
     validate_cel_update(&public, &old).expect("public and deletionPolicy are mutable");
+}
+
+#[test]
+fn class_name_is_set_once() {
+    let unset = bucket(json!({}));
+    let standard = bucket(json!({"className": "standard"}));
+    let gold = bucket(json!({"className": "gold"}));
+    validate_cel_update(&standard, &unset).expect("a class may be set on a Bucket that has none yet");
+    validate_cel_update(&standard, &standard).expect("pinned to the value in effect");
+    for (new, previous) in [(&gold, &standard), (&unset, &standard)] {
+        let errors = validate_cel_update(new, previous).expect_err("a class change is rejected");
+        assert!(format!("{errors:?}").contains("className is immutable once set"), "{errors:?}");
+    }
 }
 
 #[test]

@@ -14,17 +14,20 @@ use kube::runtime::Controller;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::Event as Finalizer;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
+use super::class::class_of;
 use super::context::SharedWatch;
 use super::error::error_policy;
 use super::finalizer::finalized;
-use super::memo::{Settled, looks_converged};
+use super::memo::{Settled, Touch, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
-use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
+use crate::api::{Bucket, BucketBinding, BucketClass, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::ErrorKind;
 use crate::aws::s3::{Change, PublicAccessBlock};
+use crate::desired::class::{self, Class};
 use crate::desired::conditions::{self, Observation, reasons};
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
@@ -41,14 +44,33 @@ const COUNT_LIMIT: i32 = 1000;
 pub async fn run(
     ctx: Arc<Context>,
     buckets: &SharedWatch<Bucket>,
+    classes: &SharedWatch<BucketClass>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     ctx.watch_cache(KIND, buckets.store.clone(), |b: &Bucket| {
         b.status.as_ref().is_some_and(|s| crate::desired::conditions::is_true(&s.conditions, "Ready"))
     });
+    let (store, on_class) = (buckets.store.clone(), ctx.clone());
     Controller::for_shared_stream(buckets.changes_by_others(ctx.clone()), buckets.store.clone())
         // A Bucket waiting for its bindings and service keys to go is woken as soon as one is gone.
         .reconcile_on(ctx.bucket_wakes())
+        // A changed class applies to its Buckets at once: those naming it, and those naming none (whose
+        // default it may have become, or stopped being).
+        .watches_shared_stream(classes.changes(), move |class: Arc<BucketClass>| {
+            let name = class.name_any();
+            let version = class.metadata.resource_version.clone().unwrap_or_default();
+            store
+                .state()
+                .into_iter()
+                .filter(|b| b.spec.class_name.as_ref().is_none_or(|n| *n == name))
+                .filter(|b| {
+                    on_class
+                        .memo
+                        .touch(b.metadata.uid.as_deref().unwrap_or_default(), Touch::Class(version.clone()))
+                })
+                .map(|b| ObjectRef::from_obj(b.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |obj, err, ctx| error_policy(KIND, obj.as_ref(), err, &ctx), ctx)
@@ -88,7 +110,7 @@ struct Location {
 /// The bucket's name derives from the uid. A different name in status (tenant-writable) is used only when
 /// AWS shows that bucket carries this Bucket's uid tag (made under an earlier `--bucket-prefix`); any other
 /// is ignored, reported, and overwritten by the next status write.
-async fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
+async fn location(bucket: &Bucket, ctx: &Context, class: Option<&Class>) -> Result<Location, Error> {
     let uid = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?.uid;
     let status = bucket.status.as_ref();
     let derived = names::bucket_name(&ctx.settings.bucket_prefix, uid);
@@ -96,6 +118,7 @@ async fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
     let region = status
         .and_then(|s| s.region.clone())
         .or_else(|| bucket.spec.region.clone())
+        .or_else(|| class.and_then(|c| c.spec.region.clone()))
         .unwrap_or_else(|| ctx.settings.region.clone());
     let mut name = derived.clone();
     if let Some(hint) = status.and_then(|s| s.bucket_name.as_deref()).filter(|h| *h != derived) {
@@ -135,7 +158,13 @@ async fn location(bucket: &Bucket, ctx: &Context) -> Result<Location, Error> {
 
 /// The status after `observation`. `observedGeneration` moves only when this generation's spec was fully
 /// applied, or found to need a person ([`conditions::handled`]).
-fn status_for(bucket: &Bucket, location: &Location, observation: Observation, applied: bool) -> BucketStatus {
+fn status_for(
+    bucket: &Bucket,
+    location: &Location,
+    class: Option<&Class>,
+    observation: Observation,
+    applied: bool,
+) -> BucketStatus {
     let current = bucket.status.clone().unwrap_or_default();
     let generation = bucket.metadata.generation;
     let handled = conditions::handled(applied, std::slice::from_ref(&observation));
@@ -145,9 +174,11 @@ fn status_for(bucket: &Bucket, location: &Location, observation: Observation, ap
         region: Some(location.region.clone()),
         arn: Some(location.arn.clone()),
         endpoint: Some(location.endpoint.clone()),
-        // Never a URL that cannot work: not while the account blocks public access.
-        public_url: (bucket.spec.public && observation.reason != reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT)
+        // Never a URL that cannot work: not while the account blocks public access, nor the class forbids it.
+        public_url: (is_public(bucket, class)
+            && observation.reason != reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT)
             .then(|| location.endpoint.clone()),
+        class: class.map(|c| c.name.clone()),
         observed_generation,
         conditions: conditions_after(&current.conditions, &[observation], generation),
     }
@@ -160,41 +191,68 @@ async fn write_status(bucket: &Bucket, ctx: &Context, status: &BucketStatus) -> 
     Ok(())
 }
 
+/// Public as asked, and as the class allows (a class that stops allowing it makes the bucket private).
+fn is_public(bucket: &Bucket, class: Option<&Class>) -> bool {
+    bucket.spec.public && class.is_some_and(|c| c.spec.allow_public)
+}
+
 async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
+    let namespace = bucket.namespace().unwrap_or_default();
+    // What the class refuses is reported, and nothing is created for it; a bucket that exists already is
+    // still kept within its class (made private, say), never left looser.
+    let (class, refused) = match class_of(ctx, &bucket.spec, &namespace).await? {
+        Ok(class) => {
+            let refused = class::check_bucket(&bucket.spec, &class).err();
+            (Some(class), refused)
+        }
+        Err(refusal) => (None, Some(refusal)),
+    };
+    let class = class.as_ref();
     // The name derives from the uid, so an interrupted reconcile finds the same bucket again: status only
     // displays it, and is written once the pass is done.
-    let location = location(bucket, ctx).await?;
+    let location = location(bucket, ctx, class).await?;
     let reference = bucket.object_ref(&());
     let owner_uid = bucket.metadata.uid.as_deref().unwrap_or_default();
 
-    let provisioned = match provision(bucket, ctx, &location).await {
+    let provisioned = match class {
+        Some(class) => provision(bucket, ctx, &location, class, refused.is_none()).await,
+        None => Ok(Vec::new()),
+    };
+    let provisioned = match provisioned {
         Ok(changes) => {
             if !changes.is_empty() {
                 let note = format!("{} bucket {}", changes.join(", "), location.bucket);
                 tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, changes = ?changes, "Provisioned bucket");
                 ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
             }
-            let current = bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-            let ready = Observation::ready(reasons::PROVISIONED, ready_message(bucket, ctx));
-            let (observation, held) = ready_or_held(current, ready.clone());
-            let mut written =
-                write_status(bucket, ctx, &status_for(bucket, &location, observation, !held)).await;
-            if held && written.is_ok() {
-                // That write kept every field: the CRD was fixed, so success can be reported now.
-                written = write_status(bucket, ctx, &status_for(bucket, &location, ready, true)).await;
+            match refused {
+                Some(refusal) => Err(Error::from(refusal)),
+                None => {
+                    let current = bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                    let ready = Observation::ready(reasons::PROVISIONED, ready_message(bucket, ctx, class));
+                    let (observation, held) = ready_or_held(current, ready.clone());
+                    let mut written =
+                        write_status(bucket, ctx, &status_for(bucket, &location, class, observation, !held))
+                            .await;
+                    if held && written.is_ok() {
+                        // That write kept every field: the CRD was fixed, so success can be reported now.
+                        let status = status_for(bucket, &location, class, ready, true);
+                        written = write_status(bucket, ctx, &status).await;
+                    }
+                    let after = ctx.resync_after(owner_uid);
+                    written.map(|()| {
+                        ctx.memo.settle(bucket, Settled { converged: true, after, user: None });
+                        Action::requeue(after)
+                    })
+                }
             }
-            let after = ctx.resync_after(owner_uid);
-            written.map(|()| {
-                ctx.memo.settle(bucket, Settled { converged: true, after, user: None });
-                Action::requeue(after)
-            })
         }
         Err(err) => Err(err),
     };
     let Err(err) = provisioned else { return provisioned };
     let message = err.to_string();
     ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
-    let status = status_for(bucket, &location, Observation::not_ready(err.reason(), message), false);
+    let status = status_for(bucket, &location, class, Observation::not_ready(err.reason(), message), false);
     // The failure that led here is what the backoff and the log report, whatever this write does.
     if let Err(write) = write_status(bucket, ctx, &status).await {
         tracing::debug!(error = %write, "Failed to report a failure in status");
@@ -202,14 +260,23 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     Err(err)
 }
 
-fn ready_message(bucket: &Bucket, ctx: &Context) -> String {
-    let access = if bucket.spec.public { "public-read" } else { "private" };
+fn ready_message(bucket: &Bucket, ctx: &Context, class: Option<&Class>) -> String {
+    let access = if is_public(bucket, class) { "public-read" } else { "private" };
     let transport = if ctx.settings.require_tls { ", TLS only" } else { "" };
-    format!("the bucket is {access}, encrypted with SSE-S3{transport}")
+    let class = class.map(|c| format!(" (class {})", c.name)).unwrap_or_default();
+    format!("the bucket is {access}, encrypted with SSE-S3{transport}{class}")
 }
 
 /// Ensures the bucket and each of its settings; returns what had to change.
-async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Result<Vec<&'static str>, Error> {
+///
+/// `create`: whether a missing bucket may be created (not while the class refuses what the Bucket asks).
+async fn provision(
+    bucket: &Bucket,
+    ctx: &Context,
+    location: &Location,
+    class: &Class,
+    create: bool,
+) -> Result<Vec<&'static str>, Error> {
     let owner = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?;
     let ops = ctx.bucket_ops(&location.region, &location.bucket);
     let mut changes = Vec::new();
@@ -227,6 +294,9 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
         tags => tags?,
     };
     let existed = current_tags.is_some();
+    if !existed && !create {
+        return Ok(changes);
+    }
     // A bucket this pass created has AWS's defaults: its settings are written without reading them first.
     let created = !existed
         && match ops.create(&location.region).await {
@@ -251,15 +321,18 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     if existed && untagged && !ops.in_account().await? {
         return Err(name_taken(&location.bucket));
     }
-    let desired_tags =
-        merged_tags(&current_tags, names::tags(&owner, &ctx.settings.deploy_env, &ctx.settings.cluster()));
-    let access = PublicAccessBlock::for_bucket(bucket.spec.public);
+    // The class's tags under ours: a class cannot set the controller's own (its schema refuses them).
+    let mut ours = class.tags();
+    ours.extend(names::tags(&owner, &ctx.settings.deploy_env, &ctx.settings.cluster()));
+    let desired_tags = merged_tags(&current_tags, ours);
+    let public = is_public(bucket, Some(class));
+    let access = PublicAccessBlock::for_bucket(public);
     if created {
         ops.ensure_tags(&[], &desired_tags).await?;
         ops.put_encryption().await?;
         ops.put_public_access_block(access).await?;
         ops.put_owner_enforced().await?;
-        write_policy(&ops, bucket, ctx, location, true).await?;
+        write_policy(&ops, public, ctx, location, true).await?;
         return Ok(changes);
     }
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
@@ -274,7 +347,7 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     if ops.ensure_owner_enforced().await? != Change::Unchanged && existed {
         changes.push("enforced object ownership of");
     }
-    if write_policy(&ops, bucket, ctx, location, false).await? != Change::Unchanged && existed {
+    if write_policy(&ops, public, ctx, location, false).await? != Change::Unchanged && existed {
         changes.push("updated the policy of");
     }
     Ok(changes)
@@ -291,19 +364,19 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
 /// settings (S3 Control), which this controller does not read.
 async fn write_policy(
     ops: &crate::aws::s3::BucketOps<'_>,
-    bucket: &Bucket,
+    public: bool,
     ctx: &Context,
     location: &Location,
     created: bool,
 ) -> Result<Change, Error> {
-    let desired = policy::bucket_policy(&location.arn, bucket.spec.public, ctx.settings.require_tls);
+    let desired = policy::bucket_policy(&location.arn, public, ctx.settings.require_tls);
     let written = if created {
         ops.put_policy(desired.as_ref()).await
     } else {
         ops.ensure_policy(desired.as_ref()).await
     };
     match written {
-        Err(refused) if bucket.spec.public && refused.is(ErrorKind::AccessDenied) => {
+        Err(refused) if public && refused.is(ErrorKind::AccessDenied) => {
             // Written even when it is there already (from an earlier pass refused the same way).
             let private = policy::bucket_policy(&location.arn, false, ctx.settings.require_tls);
             match ops.rewrite_policy(private.as_ref()).await {
@@ -349,8 +422,10 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         );
         return blocked(bucket, ctx, message).await;
     }
-    let location = location(bucket, ctx).await?;
-    if bucket.spec.deletion_policy == DeletionPolicy::Retain {
+    // The class may be gone by now: then the Bucket's own policy, or Delete (which never deletes data).
+    let class = class_of(ctx, &bucket.spec, namespace).await?.ok();
+    let location = location(bucket, ctx, class.as_ref()).await?;
+    if class::deletion_policy(&bucket.spec, class.as_ref()) == DeletionPolicy::Retain {
         release(bucket, ctx, &location).await?;
         tracing::info!(namespace, name, bucket = %location.bucket, "Released bucket (deletionPolicy Retain)");
         return Ok(Action::await_change());
@@ -433,7 +508,7 @@ async fn release(bucket: &Bucket, ctx: &Context, location: &Location) -> Result<
 
 /// Keeps the Bucket with Ready=False, reason DeletionBlocked, and retries with backoff.
 async fn blocked(bucket: &Bucket, ctx: &Context, message: String) -> Result<Action, Error> {
-    let location = location(bucket, ctx).await?;
+    let location = location(bucket, ctx, None).await?;
     let already = bucket
         .status
         .as_ref()
@@ -443,9 +518,12 @@ async fn blocked(bucket: &Bucket, ctx: &Context, message: String) -> Result<Acti
         let reference = bucket.object_ref(&());
         ctx.event(&reference, EventType::Warning, reasons::DELETION_BLOCKED, "Delete", message.clone()).await;
     }
+    let class = bucket.status.as_ref().and_then(|s| s.class.clone());
+    let class = class.map(|name| Class { name, spec: Default::default() });
     let status = status_for(
         bucket,
         &location,
+        class.as_ref(),
         Observation::not_ready(reasons::DELETION_BLOCKED, message.clone()),
         false,
     );

@@ -122,6 +122,8 @@ pub struct Context {
     /// Wakes a Bucket whose binding or service key was just deleted (a deleting Bucket waits for them).
     wake_bucket: tokio::sync::mpsc::UnboundedSender<ObjectRef<crate::api::Bucket>>,
     bucket_wakes: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<crate::api::Bucket>>>>,
+    /// The cluster's BucketClasses, once their watch has listed them.
+    classes: std::sync::OnceLock<Store<crate::api::BucketClass>>,
 }
 
 impl Context {
@@ -146,7 +148,18 @@ impl Context {
             memo,
             wake_bucket,
             bucket_wakes: Mutex::new(Some(bucket_wakes)),
+            classes: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Hands the controllers the BucketClasses' cache (once, when its watch has listed them).
+    pub fn set_classes(&self, store: Store<crate::api::BucketClass>) {
+        let _ = self.classes.set(store);
+    }
+
+    /// Every BucketClass in the cluster, as last seen.
+    pub fn classes(&self) -> Vec<crate::api::BucketClass> {
+        self.classes.get().map(|s| s.state().iter().map(|c| c.as_ref().clone()).collect()).unwrap_or_default()
     }
 
     /// Wakes the Bucket `name` in `namespace` (a binding or service key of it is gone).

@@ -36,6 +36,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::app_secret;
+use super::class::class_of;
 use super::context::SharedWatch;
 use super::error::error_policy;
 use super::finalizer::finalized;
@@ -43,11 +44,13 @@ use super::memo::{RememberedUser, Settled, Touch, bucket_view, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, MANAGER, ReconcileError};
 use crate::api::{
-    AccessKeyStatus, AccessSpec, Bucket, CredentialStatus, KeyRotationStatus, KeyState, SecretRef,
+    AccessKeyStatus, AccessSpec, Bucket, BucketClass, CredentialStatus, KeyRotationStatus, KeyState,
+    SecretRef,
 };
 use crate::aws::iam::{AccessKey, KeyCheck, User, UserOps, check_key};
 use crate::aws::{ErrorKind, Priority};
 use crate::desired::attachments;
+use crate::desired::class;
 use crate::desired::conditions::{self, Observation, is_true, reasons, types};
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::secret::Credentials;
@@ -94,6 +97,7 @@ pub async fn run<K: CredentialKind>(
     ctx: Arc<Context>,
     objects: &SharedWatch<K>,
     buckets: &SharedWatch<Bucket>,
+    classes: &SharedWatch<BucketClass>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let store = objects.store.clone();
@@ -125,7 +129,8 @@ pub async fn run<K: CredentialKind>(
             Err(err) => Some(Err(err)),
         })
     });
-    let (on_secret, on_bucket) = (ctx.clone(), ctx.clone());
+    let (on_secret, on_bucket, on_class) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let (class_objects, class_buckets) = (store.clone(), buckets.store.clone());
     Controller::for_shared_stream(objects.changes_by_others(ctx.clone()), store.clone())
         // A Secret deleted or edited by someone else is restored: its own Secret wakes the object, an app
         // Secret every binding it lists. The controller's own writes wake nothing.
@@ -156,6 +161,30 @@ pub async fn run<K: CredentialKind>(
                 .filter(|o| o.namespace() == namespace && o.access().bucket_ref.name == bucket.name_any())
                 .filter(|o| {
                     on_bucket.memo.touch(o.meta().uid.as_deref().unwrap_or_default(), Touch::Bucket(view))
+                })
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // A changed class may allow or forbid external access: the credentials of its Buckets (those naming
+        // it, and those naming none, whose default it may be) look again.
+        .watches_shared_stream(classes.changes(), move |class: Arc<BucketClass>| {
+            let name = class.name_any();
+            let version = class.metadata.resource_version.clone().unwrap_or_default();
+            let of_class: Vec<(Option<String>, String)> = class_buckets
+                .state()
+                .iter()
+                .filter(|b| b.spec.class_name.as_ref().is_none_or(|n| *n == name))
+                .map(|b| (b.namespace(), b.name_any()))
+                .collect();
+            class_objects
+                .state()
+                .into_iter()
+                .filter(|o| {
+                    of_class.iter().any(|(ns, b)| *ns == o.namespace() && *b == o.access().bucket_ref.name)
+                })
+                .filter(|o| {
+                    let uid = o.meta().uid.as_deref().unwrap_or_default();
+                    on_class.memo.touch(uid, Touch::Class(version.clone()))
                 })
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect::<Vec<_>>()
@@ -239,9 +268,9 @@ async fn write_status<K: CredentialKind>(
     Ok(())
 }
 
-fn network_observation(spec: &AccessSpec, ctx: &Context) -> Observation {
+fn network_observation(external_access: bool, ctx: &Context) -> Observation {
     let network = &ctx.settings.network;
-    let (status, reason, message) = if spec.allow_external_access {
+    let (status, reason, message) = if external_access {
         (
             false,
             reasons::EXTERNAL_ACCESS_ALLOWED,
@@ -324,7 +353,26 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         return Ok(Step::waiting(BUCKET_RECHECK));
     }
     let Some(bucket) = bucket else { return Ok(Step::waiting(BUCKET_RECHECK)) };
-    let target = Target::of(&bucket, ctx)?;
+    let mut target = Target::of(&bucket, ctx)?;
+    // The Bucket's class decides whether credentials may work from outside the platform network. A class
+    // that cannot be decided allows nothing more than the platform network.
+    let class = class_of(ctx, &bucket.spec, owner.namespace).await?.ok();
+    let forbidden = class
+        .as_ref()
+        .map_or(Some("the Bucket's class cannot be decided".to_owned()), |c| {
+            class::check_external_access(spec.allow_external_access, c).err().map(|r| match r {
+                class::Refusal::Forbids(m) | class::Refusal::NotFound(m) => m,
+            })
+        })
+        .filter(|_| spec.allow_external_access);
+    target.external_access = spec.allow_external_access && forbidden.is_none();
+    // No credentials are issued for what the class forbids; existing ones are confined to the platform
+    // network (below), and the condition says why.
+    if let Some(message) = &forbidden
+        && previous.user_name.is_none()
+    {
+        return Err(Error::ClassForbids(message.clone()));
+    }
 
     // 2. Never take over a Secret that is not provably ours, and hold no key while it is in the way.
     let secret_name = secret_name(obj);
@@ -383,7 +431,12 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 .await;
             }
             let conflict = Observation::not_ready(reasons::SECRET_CONFLICT, message);
-            status = status_with(obj, status, &[conflict, network_observation(spec, ctx)], false);
+            status = status_with(
+                obj,
+                status,
+                &[conflict, network_observation(target.external_access, ctx)],
+                false,
+            );
             write_status(obj, ctx, &status).await?;
             return Ok(Step::waiting(CONFLICT_RECHECK));
         }
@@ -396,13 +449,19 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
             reasons::CREDENTIALS_PROPAGATING,
             "waiting for AWS to accept the new access key",
         );
-        status = status_with(obj, status, &[waiting, network_observation(spec, ctx)], false);
+        status =
+            status_with(obj, status, &[waiting, network_observation(target.external_access, ctx)], false);
         write_status(obj, ctx, &status).await?;
         return Ok(Step::waiting(PROPAGATION_RECHECK));
     }
+    if let Some(message) = forbidden {
+        return Err(Error::ClassForbids(format!(
+            "{message}; the credentials in Secret {secret_name} work only from the platform network"
+        )));
+    }
     let ready =
         Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
-    let network = network_observation(spec, ctx);
+    let network = network_observation(target.external_access, ctx);
     let (observation, held) = ready_or_held(&previous.conditions, ready.clone());
     write_status(obj, ctx, &status_with(obj, status.clone(), &[observation, network.clone()], !held)).await?;
     if held {
@@ -445,6 +504,8 @@ struct Target {
     bucket_name: String,
     region: String,
     bucket_arn: String,
+    /// The credential works from outside the platform network: it asks to, and the Bucket's class allows it.
+    external_access: bool,
 }
 
 impl Target {
@@ -460,7 +521,7 @@ impl Target {
             .or_else(|| bucket.spec.region.clone())
             .unwrap_or_else(|| ctx.settings.region.clone());
         let bucket_arn = names::bucket_arn(names::partition(&region), &bucket_name);
-        Ok(Target { bucket_uid: uid.to_owned(), bucket_name, region, bucket_arn })
+        Ok(Target { bucket_uid: uid.to_owned(), bucket_name, region, bucket_arn, external_access: false })
     }
 }
 
@@ -913,7 +974,7 @@ async fn provision<K: CredentialKind>(
         &target.bucket_arn,
         &settings.account_id,
         spec.permissions,
-        spec.allow_external_access,
+        target.external_access,
         &settings.network,
     );
     // A user this pass created has no policy yet.

@@ -29,6 +29,12 @@ pub enum Error {
     /// The account's Block Public Access settings refuse the public policy a public Bucket needs.
     #[error("{0}")]
     PublicAccessBlockedByAccount(String),
+    /// The BucketClass the Bucket names does not exist.
+    #[error("{0}")]
+    ClassNotFound(String),
+    /// The Bucket's class forbids what it asks for.
+    #[error("{0}")]
+    ClassForbids(String),
     /// An AWS object changed under this pass (another pass made or deleted it meanwhile); retried.
     #[error("{0}")]
     ConcurrentChange(String),
@@ -65,6 +71,8 @@ impl Error {
             Error::DeletionBlocked(_) => reasons::DELETION_BLOCKED,
             Error::Conflict(_) => reasons::NAME_CONFLICT,
             Error::BucketNameTaken(_) => reasons::BUCKET_NAME_TAKEN,
+            Error::ClassNotFound(_) => reasons::CLASS_NOT_FOUND,
+            Error::ClassForbids(_) => reasons::CLASS_FORBIDS,
             Error::PublicAccessBlockedByAccount(_) => reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT,
             Error::ConcurrentChange(_) => reasons::CONCURRENT_CHANGE,
             Error::Incomplete(_) => reasons::INVALID_SPEC,
@@ -93,6 +101,15 @@ impl Error {
             Error::Aws(err) => err.is(ErrorKind::Transient),
             Error::Kube(_) | Error::Timeout(_) | Error::ConcurrentChange(_) => true,
             _ => false,
+        }
+    }
+}
+
+impl From<crate::desired::class::Refusal> for Error {
+    fn from(refusal: crate::desired::class::Refusal) -> Self {
+        match refusal {
+            crate::desired::class::Refusal::NotFound(message) => Error::ClassNotFound(message),
+            crate::desired::class::Refusal::Forbids(message) => Error::ClassForbids(message),
         }
     }
 }

@@ -141,6 +141,8 @@ impl Entry {
                 secrets.and_then(|s| s.get(key)) != Some(resource_version)
             }
             Touch::Bucket(view) => self.bucket != Some(*view),
+            // Nothing of a class is remembered: any change someone made to it may matter.
+            Touch::Class(_) => true,
         }
     }
 }
@@ -152,6 +154,8 @@ pub enum Touch {
     Secret { key: String, resource_version: String },
     /// The object's Bucket changed: it matters if it no longer looks as the last pass saw it.
     Bucket(u64),
+    /// The BucketClass of the object (or of its Bucket) changed, to this resourceVersion.
+    Class(String),
 }
 
 /// At most this many touches are kept per object; past that, the object is simply dirty.

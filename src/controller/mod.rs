@@ -17,6 +17,7 @@
 mod app_secret;
 pub mod binding;
 pub mod bucket;
+pub mod class;
 mod context;
 pub mod credentials;
 mod error;
@@ -27,7 +28,7 @@ mod status;
 
 use std::sync::Arc;
 
-use crate::api::{Bucket, BucketBinding, BucketServiceKey};
+use crate::api::{Bucket, BucketBinding, BucketClass, BucketServiceKey};
 use context::SharedWatch;
 pub use context::{Context, KEY_PROPAGATION_TIMEOUT, ORPHAN_GRACE, PASS_TIMEOUT, Settings};
 pub use error::{Error, ReconcileError};
@@ -42,14 +43,24 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
     let (buckets, watching_buckets) = SharedWatch::<Bucket>::start(ctx.api_for(namespace), 3);
     let (bindings, watching_bindings) = SharedWatch::<BucketBinding>::start(ctx.api_for(namespace), 1);
     let (keys, watching_keys) = SharedWatch::<BucketServiceKey>::start(ctx.api_for(namespace), 1);
+    // BucketClasses are cluster-scoped: every controller decides with them, and a change wakes the Buckets
+    // (and credentials) of the class.
+    let (classes, watching_classes) =
+        SharedWatch::<BucketClass>::start(kube::Api::all(ctx.client.clone()), 3);
     let watches = async {
-        tokio::join!(watching_buckets, watching_bindings, watching_keys);
+        tokio::join!(watching_buckets, watching_bindings, watching_keys, watching_classes);
     };
     let controllers = async {
+        // No decision before the classes are known: a Bucket naming a class is not refused as ClassNotFound
+        // while the cache is still filling.
+        if classes.store.wait_until_ready().await.is_err() {
+            return;
+        }
+        ctx.set_classes(classes.store.clone());
         tokio::join!(
-            bucket::run(ctx.clone(), &buckets, stopped(shutdown.clone())),
-            credentials::run(ctx.clone(), &bindings, &buckets, stopped(shutdown.clone())),
-            credentials::run(ctx.clone(), &keys, &buckets, stopped(shutdown.clone())),
+            bucket::run(ctx.clone(), &buckets, &classes, stopped(shutdown.clone())),
+            credentials::run(ctx.clone(), &bindings, &buckets, &classes, stopped(shutdown.clone())),
+            credentials::run(ctx.clone(), &keys, &buckets, &classes, stopped(shutdown.clone())),
         );
     };
     // The watches run as long as the controllers (which finish their reconciles in flight first).

@@ -46,6 +46,10 @@ pub mod reasons {
     pub const NAME_CONFLICT: &str = "NameConflict";
     /// An AWS object changed under the pass (made or deleted by a concurrent pass): retried.
     pub const CONCURRENT_CHANGE: &str = "ConcurrentChange";
+    /// The BucketClass a Bucket names does not exist.
+    pub const CLASS_NOT_FOUND: &str = "ClassNotFound";
+    /// The Bucket's class forbids what it (or a credential of it) asks for.
+    pub const CLASS_FORBIDS: &str = "ClassForbids";
     /// The bucket name derived from the uid belongs to another AWS account.
     pub const BUCKET_NAME_TAKEN: &str = "BucketNameTaken";
     /// The account's Block Public Access settings forbid the public policy a public Bucket needs.
@@ -74,6 +78,9 @@ pub fn needs_a_person(reason: &str) -> bool {
         reasons::BUCKET_NAME_TAKEN,
         // The account's Block Public Access forbids public buckets: ask the platform team, or make it private.
         reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT,
+        // The class is missing, or forbids what is asked: change the spec, or ask the platform team.
+        reasons::CLASS_NOT_FOUND,
+        reasons::CLASS_FORBIDS,
     ]
     .contains(&reason)
 }
@@ -297,6 +304,8 @@ mod tests {
             reasons::NAME_CONFLICT,
             reasons::BUCKET_NAME_TAKEN,
             reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT,
+            reasons::CLASS_NOT_FOUND,
+            reasons::CLASS_FORBIDS,
         ] {
             assert!(needs_a_person(reason), "{reason}");
         }

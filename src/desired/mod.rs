@@ -7,6 +7,7 @@
 //! is tested without any server.
 
 pub mod attachments;
+pub mod class;
 pub mod conditions;
 pub mod names;
 pub mod policy;

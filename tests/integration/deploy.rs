@@ -191,7 +191,7 @@ fn the_kustomizations_list_exactly_the_files_present() {
     let listed: BTreeSet<String> = crds.resources.iter().cloned().collect();
     assert_eq!(listed.len(), crds.resources.len(), "crds/kustomization.yaml lists a file twice");
     let present = yaml_files("crds");
-    assert_eq!(present.len(), 3, "one CRD per kind: {present:?}");
+    assert_eq!(present.len(), 4, "one CRD per kind: {present:?}");
     assert_eq!(listed, present, "crds/kustomization.yaml must list exactly the CRD files");
 }
 
@@ -445,7 +445,7 @@ fn kustomize_renders_the_crds_and_the_controller_apart_and_the_monitor_on_reques
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let crds = kustomize(&root.join("crds"));
     assert_eq!(kinds(&crds), BTreeSet::from(["CustomResourceDefinition".to_owned()]));
-    assert_eq!(crds.len(), 3);
+    assert_eq!(crds.len(), 4);
 
     let controller = kustomize(&root.join("deploy"));
     let rendered = kinds(&controller);
@@ -532,7 +532,8 @@ fn rbac_grants_exactly_what_the_controller_uses() {
         rule("bucketbroker.io", &owners, &["update"], &[]),
         rule("", &["secrets"], &["get", "list", "watch", "create", "update", "delete"], &[]),
         rule("events.k8s.io", &["events"], &["create", "patch"], &[]),
-        rule("", &["namespaces"], &["get"], &["kube-system"]),
+        rule("", &["namespaces"], &["get"], &[]),
+        rule("bucketbroker.io", &["bucketclasses"], &["get", "list", "watch"], &[]),
     ]);
     let missing: Vec<_> = wanted.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&wanted).collect();
@@ -845,6 +846,18 @@ fn the_aws_policy_resources_follow_the_default_prefix_and_path() {
 }
 
 #[test]
+fn every_signed_in_user_may_read_the_classes_and_nobody_write_them() {
+    let role: ClusterRole = parse("deploy/tenant-roles/classes-reader.yaml");
+    let expected = grants(&[rule("bucketbroker.io", &["bucketclasses"], &["get", "list", "watch"], &[])]);
+    assert_eq!(grants(role.rules.as_deref().unwrap_or_default()), expected);
+    let binding: ClusterRoleBinding = parse("deploy/tenant-roles/classes-reader-binding.yaml");
+    assert_eq!(binding.role_ref.name, "bucket-broker-classes-reader");
+    let subjects = binding.subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!((subjects[0].kind.as_str(), subjects[0].name.as_str()), ("Group", "system:authenticated"));
+}
+
+#[test]
 fn tenant_roles_aggregate_into_edit_and_view_and_never_grant_status() {
     let kinds = ["buckets", "bucketbindings", "bucketservicekeys"];
     let cases = [
@@ -971,9 +984,12 @@ fn the_namespace_scoped_component_grants_one_namespace_and_reads_the_cluster_ide
     assert_eq!(bindings[0]["metadata"]["namespace"], DOCUMENTED_NAMESPACE);
     assert_eq!(bindings[0]["subjects"], the_service_account);
 
-    // What stays cluster-wide: reading the kube-system Namespace.
+    // What stays cluster-wide: reading the kube-system Namespace and the BucketClasses.
     let mut cluster_wide_grants = BTreeSet::new();
-    for binding in of_kind("ClusterRoleBinding") {
+    // (The tenant roles' reader of BucketClasses is every signed-in user's, not the controller's.)
+    for binding in
+        of_kind("ClusterRoleBinding").filter(|b| b["metadata"]["name"] != "bucket-broker-classes-reader")
+    {
         assert_eq!(binding["subjects"], the_service_account);
         assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
         let role = of_kind("ClusterRole").find(|r| r["metadata"]["name"] == binding["roleRef"]["name"]);
@@ -981,7 +997,11 @@ fn the_namespace_scoped_component_grants_one_namespace_and_reads_the_cluster_ide
             serde_json::from_value(role.expect("the bound ClusterRole").clone()).expect("role");
         cluster_wide_grants.extend(grants(role.rules.as_deref().unwrap_or_default()));
     }
-    assert_eq!(cluster_wide_grants, grants(&[rule("", &["namespaces"], &["get"], &["kube-system"])]));
+    let expected = grants(&[
+        rule("", &["namespaces"], &["get"], &["kube-system"]),
+        rule("bucketbroker.io", &["bucketclasses"], &["get", "list", "watch"], &[]),
+    ]);
+    assert_eq!(cluster_wide_grants, expected);
 
     // The controller watches that namespace: --namespace, set by its environment variable, once.
     let flag = Cli::command()

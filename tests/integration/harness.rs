@@ -281,6 +281,21 @@ impl TestEnv {
             role.metadata.name = Some(renamed);
             apply(Api::<ClusterRole>::all(self.client.clone()), &role).await;
         }
+        // Reading the BucketClasses: every signed-in user's, by a ClusterRoleBinding (classes are cluster-scoped).
+        let mut reader: ClusterRole = deploy_file("tenant-roles/classes-reader.yaml");
+        let reader_name = reader.metadata.name.as_deref().expect("named").replacen(
+            CONTROLLER_SERVICE_ACCOUNT,
+            TEST_IDENTITY,
+            1,
+        );
+        reader.metadata.name = Some(reader_name.clone());
+        apply(Api::<ClusterRole>::all(self.client.clone()), &reader).await;
+        let mut everyone: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+            deploy_file("tenant-roles/classes-reader-binding.yaml");
+        everyone.metadata.name = Some(reader_name.clone());
+        everyone.role_ref.name = reader_name;
+        apply(Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(self.client.clone()), &everyone)
+            .await;
         let binding: RoleBinding = serde_json::from_value(serde_json::json!({
             "metadata": {"name": format!("tenant-{user}")},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},

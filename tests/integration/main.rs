@@ -7,6 +7,7 @@
 mod account;
 mod apps;
 mod bucket;
+mod classes;
 mod credentials;
 mod deploy;
 mod gitops;

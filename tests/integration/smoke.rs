@@ -35,11 +35,7 @@ async fn a_bucket_object_is_watched_patched_and_deleted_through_a_finalizer() {
     .await
     .expect("the watch sees the Bucket");
     assert!(seen.spec.public);
-    assert_eq!(
-        seen.spec.deletion_policy,
-        bucket_broker::api::DeletionPolicy::Delete,
-        "schema default applied"
-    );
+    assert_eq!(seen.spec.deletion_policy, None, "no schema default: the Bucket's class decides");
 
     let status = BucketStatus { bucket_name: Some("smoke-bucket".into()), ..Default::default() };
     let patch =

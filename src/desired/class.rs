@@ -1,0 +1,291 @@
+//! Which BucketClass a Bucket has, and what that class allows: decided from the Bucket's spec, the classes
+//! in the cluster and its namespace's labels, without I/O.
+//!
+//! A Bucket names its class (`spec.className`), or gets the class annotated as the default (the newest,
+//! when several are, as Kubernetes does for StorageClasses), or, when none is, the built-in default made
+//! from the controller's flags, which allows what the controller allowed before classes existed.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::api::{BucketClass, BucketClassSpec, BucketSpec, DEFAULT_CLASS_ANNOTATION, DeletionPolicy};
+
+/// The name `status.class` shows for the built-in default (not a valid object name: no class can take it).
+pub const BUILT_IN: &str = "(built-in)";
+
+/// The class a Bucket gets, and what it allows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Class {
+    /// The BucketClass's name, or [`BUILT_IN`].
+    pub name: String,
+    pub spec: BucketClassSpec,
+}
+
+impl Class {
+    /// The built-in default: any region (the controller's by default), public buckets and external access
+    /// allowed, every namespace, no tags. What the controller did before classes existed.
+    pub fn built_in() -> Self {
+        Class {
+            name: BUILT_IN.to_owned(),
+            spec: BucketClassSpec {
+                allow_public: true,
+                allow_external_access: true,
+                ..BucketClassSpec::default()
+            },
+        }
+    }
+
+    /// The class's tags, as AWS tags.
+    pub fn tags(&self) -> Vec<(String, String)> {
+        self.spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Why a Bucket cannot have what it asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The named class does not exist.
+    NotFound(String),
+    /// The class exists and forbids something the Bucket asks for; the message names the field and class.
+    Forbids(String),
+}
+
+/// The class of a Bucket: `Err(NotFound)` when the named class does not exist. Whether the class is offered
+/// to the Bucket's namespace ([`check_namespace`]) and admits what it asks ([`check_bucket`]) is checked apart.
+pub fn choose(spec: &BucketSpec, classes: &[BucketClass], region: &str) -> Result<Class, Refusal> {
+    let chosen = match &spec.class_name {
+        Some(name) => {
+            let found = classes.iter().find(|c| c.metadata.name.as_deref() == Some(name.as_str()));
+            found.ok_or_else(|| {
+                Refusal::NotFound(format!(
+                    "the BucketClass {name} does not exist: ask the platform team which classes there are (kubectl get bucketclasses)"
+                ))
+            })?
+        }
+        None => match default_class(classes) {
+            Some(class) => class,
+            None => return Ok(Class::built_in()),
+        },
+    };
+    let mut spec = chosen.spec.clone();
+    spec.region.get_or_insert_with(|| region.to_owned());
+    Ok(Class { name: chosen.metadata.name.clone().unwrap_or_default(), spec })
+}
+
+/// Whether the class is offered to `namespace`, whose labels are `labels`.
+pub fn check_namespace(
+    class: &Class,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), Refusal> {
+    match &class.spec.namespace_selector {
+        Some(selector) if !selects(selector, labels) => Err(Refusal::Forbids(format!(
+            "spec.className: the BucketClass {} is not offered to namespace {namespace} (its namespaceSelector leaves it out)",
+            class.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The default class: annotated `bucketbroker.io/is-default-class: "true"`; the newest when several are.
+pub fn default_class(classes: &[BucketClass]) -> Option<&BucketClass> {
+    classes
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter(|c| {
+            c.metadata.annotations.as_ref().and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION)).map(String::as_str)
+                == Some("true")
+        })
+        .max_by(|a, b| {
+            let at = |c: &BucketClass| c.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            at(a).cmp(&at(b)).then_with(|| b.metadata.name.cmp(&a.metadata.name))
+        })
+}
+
+/// Whether the class's settings admit what the Bucket asks for; the message names the field and class.
+pub fn check_bucket(spec: &BucketSpec, class: &Class) -> Result<(), Refusal> {
+    let name = &class.name;
+    if spec.public && !class.spec.allow_public {
+        return Err(Refusal::Forbids(format!(
+            "spec.public: the BucketClass {name} does not allow public buckets; the bucket is kept private"
+        )));
+    }
+    if let (Some(asked), Some(region)) = (&spec.region, &class.spec.region)
+        && asked != region
+    {
+        return Err(Refusal::Forbids(format!(
+            "spec.region: the BucketClass {name} puts its buckets in {region}, not {asked}; leave spec.region out or choose another class"
+        )));
+    }
+    if let Some(policy) = spec.deletion_policy
+        && !class.spec.allows_deletion_policy(policy)
+    {
+        return Err(Refusal::Forbids(format!(
+            "spec.deletionPolicy: the BucketClass {name} does not allow {policy:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether credentials under this class may ask for external access.
+pub fn check_external_access(allow_external_access: bool, class: &Class) -> Result<(), Refusal> {
+    if allow_external_access && !class.spec.allow_external_access {
+        return Err(Refusal::Forbids(format!(
+            "spec.allowExternalAccess: the BucketClass {} of the Bucket does not allow credentials to work from \
+             outside the platform network",
+            class.name
+        )));
+    }
+    Ok(())
+}
+
+/// The deletion policy in effect: the Bucket's, else its class's, else `Delete`.
+pub fn deletion_policy(spec: &BucketSpec, class: Option<&Class>) -> DeletionPolicy {
+    spec.deletion_policy.or_else(|| class.and_then(|c| c.spec.deletion_policy)).unwrap_or_default()
+}
+
+/// Whether a label selector selects an object with `labels` (`matchLabels` and `matchExpressions`, ANDed;
+/// an empty selector selects everything; an unknown operator selects nothing).
+pub fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_match = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let expressions_match = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    labels_match && expressions_match
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
+
+    fn class(name: &str, default: bool, created: i64, spec: BucketClassSpec) -> BucketClass {
+        let mut class = BucketClass::new(name, spec);
+        if default {
+            class.metadata.annotations =
+                Some([(DEFAULT_CLASS_ANNOTATION.to_owned(), "true".to_owned())].into_iter().collect());
+        }
+        class.metadata.creation_timestamp =
+            Some(Time(k8s_openapi::jiff::Timestamp::from_second(created).expect("time")));
+        class
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_bucket_gets_its_named_class_the_newest_default_or_the_built_in() {
+        let spec = BucketSpec::default();
+        assert_eq!(choose(&spec, &[], "eu-west-2"), Ok(Class::built_in()));
+        let classes = [
+            class("old-default", true, 100, BucketClassSpec::default()),
+            class("new-default", true, 200, BucketClassSpec::default()),
+            class(
+                "standard",
+                false,
+                300,
+                BucketClassSpec { region: Some("eu-west-1".into()), ..Default::default() },
+            ),
+        ];
+        let chosen = choose(&spec, &classes, "eu-west-2").expect("a class");
+        assert_eq!(chosen.name, "new-default");
+        assert_eq!(chosen.spec.region.as_deref(), Some("eu-west-2"), "the controller's region by default");
+        let named = BucketSpec { class_name: Some("standard".into()), ..Default::default() };
+        let chosen = choose(&named, &classes, "eu-west-2").expect("a class");
+        assert_eq!((chosen.name.as_str(), chosen.spec.region.as_deref()), ("standard", Some("eu-west-1")));
+        let missing = BucketSpec { class_name: Some("gold".into()), ..Default::default() };
+        assert!(matches!(choose(&missing, &classes, "r"), Err(Refusal::NotFound(m)) if m.contains("gold")));
+        // Without a default, a Bucket that names no class gets the built-in one.
+        assert_eq!(choose(&spec, &classes[2..], "r").map(|c| c.name), Ok(BUILT_IN.to_owned()));
+    }
+
+    #[test]
+    fn a_class_is_offered_only_to_the_namespaces_it_selects() {
+        let selector = LabelSelector {
+            match_labels: Some([("tier".to_owned(), "prod".to_owned())].into_iter().collect()),
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "team".into(),
+                operator: "NotIn".into(),
+                values: Some(vec!["guests".into()]),
+            }]),
+        };
+        let classes = [class(
+            "prod",
+            true,
+            1,
+            BucketClassSpec { namespace_selector: Some(selector), ..Default::default() },
+        )];
+        let class = choose(&BucketSpec::default(), &classes, "r").expect("the default class");
+        assert!(check_namespace(&class, "shop", &labels(&[("tier", "prod")])).is_ok());
+        let refused = check_namespace(&class, "guests", &labels(&[("tier", "prod"), ("team", "guests")]));
+        assert!(matches!(refused, Err(Refusal::Forbids(m)) if m.contains("guests") && m.contains("prod")));
+        assert!(check_namespace(&class, "dev", &labels(&[("tier", "dev")])).is_err());
+        assert!(selects(&LabelSelector::default(), &labels(&[])), "an empty selector selects everything");
+        let unknown = LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "a".into(),
+                operator: "Gt".into(),
+                values: None,
+            }]),
+            ..Default::default()
+        };
+        assert!(!selects(&unknown, &labels(&[("a", "1")])));
+    }
+
+    #[test]
+    fn what_a_class_forbids_is_refused_with_the_field_and_the_class() {
+        let strict = Class {
+            name: "strict".into(),
+            spec: BucketClassSpec {
+                region: Some("eu-west-2".into()),
+                allowed_deletion_policies: Some(vec![DeletionPolicy::Retain]),
+                deletion_policy: Some(DeletionPolicy::Retain),
+                ..Default::default()
+            },
+        };
+        let refused = |spec: BucketSpec| match check_bucket(&spec, &strict) {
+            Err(Refusal::Forbids(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            refused(BucketSpec { public: true, ..Default::default() })
+                .starts_with("spec.public: the BucketClass strict")
+        );
+        assert!(
+            refused(BucketSpec { region: Some("us-east-1".into()), ..Default::default() })
+                .starts_with("spec.region")
+        );
+        let delete = BucketSpec { deletion_policy: Some(DeletionPolicy::Delete), ..Default::default() };
+        assert!(refused(delete).starts_with("spec.deletionPolicy"));
+        assert_eq!(
+            check_bucket(&BucketSpec { region: Some("eu-west-2".into()), ..Default::default() }, &strict),
+            Ok(())
+        );
+        assert_eq!(
+            deletion_policy(&BucketSpec::default(), Some(&strict)),
+            DeletionPolicy::Retain,
+            "the class's default"
+        );
+        assert_eq!(deletion_policy(&BucketSpec::default(), None), DeletionPolicy::Delete);
+        assert!(check_external_access(true, &strict).is_err());
+        assert!(check_external_access(false, &strict).is_ok());
+        let built_in = Class::built_in();
+        assert!(
+            check_bucket(
+                &BucketSpec { public: true, region: Some("ap-south-1".into()), ..Default::default() },
+                &built_in
+            )
+            .is_ok()
+        );
+        assert!(check_external_access(true, &built_in).is_ok(), "the built-in class keeps today's behaviour");
+    }
+}

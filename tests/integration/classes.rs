@@ -1,0 +1,284 @@
+//! BucketClasses: what platform teams allow a bucket to be, and what happens to what a class forbids.
+//!
+//! Classes are cluster-scoped, and a real cluster is shared by the tests running at once: every class here
+//! has a name of its own test's, and none is the default (that would change every other test's Buckets).
+
+use bucket_broker::api::{Bucket, BucketBinding, BucketClass, find_condition};
+use bucket_broker::aws::iam;
+use bucket_broker::aws::s3::BucketOps;
+use bucket_broker::desired::{class::BUILT_IN, names};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use crate::credentials::{credential, ready_binding};
+use crate::harness::{TestEnv, on_real_cluster, unique_name};
+
+fn bucket(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "metadata": {"name": name}, "spec": spec})
+}
+
+fn ready(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<(String, String)> {
+    find_condition(conditions, "Ready").map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+fn bucket_ready(b: &Bucket) -> Option<(String, String)> {
+    ready(&b.status.as_ref()?.conditions)
+}
+
+/// A class of this test's own (labelled, so that a run's leftovers can be found), deleted by [`Classes`].
+async fn make_class(env: &TestEnv, prefix: &str, spec: Value) -> String {
+    let name = unique_name(prefix);
+    let class: BucketClass = serde_json::from_value(json!({
+        "apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketClass",
+        "metadata": {"name": name, "labels": {"bucketbroker.io/test": "true"}},
+        "spec": spec,
+    }))
+    .expect("a BucketClass");
+    Api::<BucketClass>::all(env.client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("class created");
+    name
+}
+
+async fn patch_class(env: &TestEnv, name: &str, spec: Value) {
+    let patch = Patch::Merge(json!({"spec": spec}));
+    Api::<BucketClass>::all(env.client.clone())
+        .patch(name, &PatchParams::default(), &patch)
+        .await
+        .expect("class patched");
+}
+
+async fn delete_classes(env: &TestEnv, names: &[&str]) {
+    let api = Api::<BucketClass>::all(env.client.clone());
+    for name in names {
+        let _ = api.delete(name, &DeleteParams::default()).await;
+    }
+}
+
+async fn aws_bucket_exists(env: &TestEnv, name: &str) -> bool {
+    let uid = env.api::<Bucket>().get(name).await.expect("Bucket").metadata.uid.expect("uid");
+    let bucket = names::bucket_name(&env.settings().bucket_prefix, &uid);
+    let ops =
+        BucketOps { client: env.admin.s3.clone(), stats: &env.admin.stats, bucket: &bucket, owner: None };
+    ops.exists().await.expect("HeadBucket")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_gets_its_class_and_what_the_class_forbids_or_lacks_is_refused_without_aws_changes() {
+    let mut env = TestEnv::new().await;
+    let strict = make_class(
+        &env,
+        "strict",
+        json!({"region": "eu-west-2", "tags": {"cost-centre": "42"},
+               "deletionPolicy": "Retain", "allowedDeletionPolicies": ["Retain"]}),
+    )
+    .await;
+    env.start_controller().await;
+    env.create::<Bucket>(bucket("kept", json!({"className": strict}))).await;
+    env.create::<Bucket>(bucket("public", json!({"className": strict, "public": true}))).await;
+    env.create::<Bucket>(bucket("elsewhere", json!({"className": strict, "region": "us-east-1"}))).await;
+    let missing = unique_name("gold");
+    env.create::<Bucket>(bucket("missing", json!({"className": missing}))).await;
+    env.create::<Bucket>(bucket("plain", json!({}))).await;
+
+    let kept = env
+        .wait_for::<Bucket>("kept", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    let status = kept.status.as_ref().expect("status");
+    assert_eq!(status.class.as_deref(), Some(strict.as_str()));
+    let (_, message) = bucket_ready(&kept).expect("Ready");
+    assert!(message.contains(&format!("class {strict}")), "{message}");
+    let tags = BucketOps {
+        client: env.admin.s3.clone(),
+        stats: &env.admin.stats,
+        bucket: status.bucket_name.as_deref().expect("name"),
+        owner: None,
+    }
+    .tags()
+    .await
+    .expect("tags")
+    .expect("the bucket");
+    assert!(tags.contains(&("cost-centre".to_owned(), "42".to_owned())), "the class's tags: {tags:?}");
+    let plain = env
+        .wait_for::<Bucket>("plain", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    assert_eq!(
+        plain.status.and_then(|s| s.class).as_deref(),
+        Some(BUILT_IN),
+        "no default class: the built-in one"
+    );
+
+    for (name, field) in [("public", "spec.public"), ("elsewhere", "spec.region")] {
+        let refused = env
+            .wait_for::<Bucket>(name, "ClassForbids", |b| {
+                bucket_ready(b).is_some_and(|(r, _)| r == "ClassForbids")
+            })
+            .await;
+        let (_, message) = bucket_ready(&refused).expect("Ready");
+        assert!(message.starts_with(&format!("{field}: the BucketClass {strict}")), "{message}");
+        let stalled = refused.status.as_ref().and_then(|s| find_condition(&s.conditions, "Stalled"));
+        assert!(stalled.is_some_and(|c| c.status == "True"), "a person must act");
+        assert!(!aws_bucket_exists(&env, name).await, "{name}: nothing was created in AWS");
+    }
+    let refused = env
+        .wait_for::<Bucket>("missing", "ClassNotFound", |b| {
+            bucket_ready(b).is_some_and(|(r, _)| r == "ClassNotFound")
+        })
+        .await;
+    assert!(bucket_ready(&refused).is_some_and(|(_, m)| m.contains(&missing)), "{refused:?}");
+    assert!(!aws_bucket_exists(&env, "missing").await);
+
+    // The missing class appears: its Bucket goes on by itself.
+    let class: BucketClass = serde_json::from_value(json!({
+        "apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketClass",
+        "metadata": {"name": missing, "labels": {"bucketbroker.io/test": "true"}}, "spec": {}
+    }))
+    .expect("class");
+    Api::<BucketClass>::all(env.client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("created");
+    env.wait_for::<Bucket>("missing", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+
+    // The class's deletion policy applies to a Bucket that sets none: its bucket is kept, released.
+    let name = status.bucket_name.clone().expect("name");
+    env.delete::<Bucket>("kept").await;
+    env.wait_gone::<Bucket>("kept").await;
+    let ops = BucketOps { client: env.admin.s3.clone(), stats: &env.admin.stats, bucket: &name, owner: None };
+    let tags = ops.tags().await.expect("tags").expect("the class retains its buckets");
+    assert!(tags.iter().any(|(k, _)| k == names::tag::RELEASED), "{tags:?}");
+    delete_classes(&env, &[&strict, &missing]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_class_that_stops_allowing_public_makes_its_public_buckets_private_and_says_so() {
+    let mut env = TestEnv::new().await;
+    let class = make_class(&env, "assets", json!({"allowPublic": true})).await;
+    env.start_controller().await;
+    env.create::<Bucket>(bucket("site", json!({"className": class, "public": true}))).await;
+    let site = env
+        .wait_for::<Bucket>("site", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    let name = site.status.as_ref().and_then(|s| s.bucket_name.clone()).expect("name");
+    assert!(site.status.as_ref().is_some_and(|s| s.public_url.is_some()));
+    let s3 = &env.admin.s3;
+    assert!(s3.get_bucket_policy().bucket(&name).send().await.is_ok(), "a public policy");
+
+    patch_class(&env, &class, json!({"allowPublic": false})).await;
+    let tightened = env
+        .wait_for::<Bucket>("site", "ClassForbids", |b| {
+            bucket_ready(b).is_some_and(|(r, _)| r == "ClassForbids")
+        })
+        .await;
+    let (_, message) = bucket_ready(&tightened).expect("Ready");
+    assert!(message.contains("kept private"), "{message}");
+    assert_eq!(tightened.status.as_ref().and_then(|s| s.public_url.clone()), None);
+    assert!(s3.get_bucket_policy().bucket(&name).send().await.is_err(), "the public policy is gone");
+    let block = s3.get_public_access_block().bucket(&name).send().await.expect("a block");
+    let block = block.public_access_block_configuration.expect("configuration");
+    assert_eq!((block.block_public_policy, block.restrict_public_buckets), (Some(true), Some(true)));
+
+    // Made private by its owner too, it is Ready again.
+    env.api::<Bucket>()
+        .patch("site", &PatchParams::default(), &Patch::Merge(json!({"spec": {"public": false}})))
+        .await
+        .expect("patched");
+    env.wait_for::<Bucket>("site", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    delete_classes(&env, &[&class]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_access_is_what_the_class_allows_and_no_key_is_issued_for_more() {
+    let mut env = TestEnv::new().await;
+    let class = make_class(&env, "internal", json!({})).await;
+    env.start_controller().await;
+    env.create::<Bucket>(bucket("data", json!({"className": class}))).await;
+    env.wait_for::<Bucket>("data", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "laptop",
+        json!({"bucketRef": {"name": "data"}, "allowExternalAccess": true}),
+    ))
+    .await;
+    let refused = env
+        .wait_for::<BucketBinding>("laptop", "ClassForbids", |b| {
+            b.status.as_ref().and_then(|s| ready(&s.conditions)).is_some_and(|(r, _)| r == "ClassForbids")
+        })
+        .await;
+    let message =
+        refused.status.as_ref().and_then(|s| ready(&s.conditions)).map(|(_, m)| m).unwrap_or_default();
+    assert!(message.starts_with(&format!("spec.allowExternalAccess: the BucketClass {class}")), "{message}");
+    let users =
+        iam::list_users(&env.admin.iam, &env.admin.stats, &env.settings().iam_path).await.expect("users");
+    assert!(users.is_empty(), "no IAM user, no key: {users:?}");
+
+    patch_class(&env, &class, json!({"allowExternalAccess": true})).await;
+    let binding = ready_binding(&env, "laptop").await;
+    let network = binding.status.as_ref().and_then(|s| find_condition(&s.conditions, "NetworkRestricted"));
+    assert_eq!(network.map(|c| c.reason.as_str()), Some("ExternalAccessAllowed"));
+    delete_classes(&env, &[&class]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_class_is_offered_only_to_the_namespaces_it_selects() {
+    let mut env = TestEnv::new().await;
+    let tier = unique_name("tier");
+    let class = make_class(
+        &env,
+        "gold",
+        json!({"namespaceSelector": {"matchLabels": {"bucketbroker.io/test-tier": tier}}}),
+    )
+    .await;
+    env.start_controller().await;
+    env.create::<Bucket>(bucket("data", json!({"className": class}))).await;
+    let refused = env
+        .wait_for::<Bucket>("data", "ClassForbids", |b| {
+            bucket_ready(b).is_some_and(|(r, _)| r == "ClassForbids")
+        })
+        .await;
+    let (_, message) = bucket_ready(&refused).expect("Ready");
+    assert!(message.contains(&format!("not offered to namespace {}", env.namespace)), "{message}");
+
+    // Once the namespace carries the label, the class is offered (the refusal is retried with backoff).
+    let labelled = Patch::Merge(json!({"metadata": {"labels": {"bucketbroker.io/test-tier": tier}}}));
+    Api::<Namespace>::all(env.client.clone())
+        .patch(&env.namespace, &PatchParams::default(), &labelled)
+        .await
+        .expect("namespace labelled");
+    env.wait_for::<Bucket>("data", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    delete_classes(&env, &[&class]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_read_classes_and_cannot_write_them() {
+    let env = TestEnv::new().await;
+    if !on_real_cluster("RBAC and the tenant roles") {
+        return;
+    }
+    let class = make_class(&env, "visible", json!({})).await;
+    let tenant = env.tenant_client("class-reader").await;
+    let api = Api::<BucketClass>::all(tenant);
+    let listed = api.list(&Default::default()).await.expect("a tenant lists the classes");
+    assert!(listed.items.iter().any(|c| c.metadata.name.as_deref() == Some(class.as_str())));
+    let own: BucketClass = serde_json::from_value(json!({
+        "apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketClass",
+        "metadata": {"name": unique_name("mine")}, "spec": {"allowPublic": true, "allowExternalAccess": true}
+    }))
+    .expect("class");
+    match api.create(&PostParams::default(), &own).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("a tenant made a class: {other:?}"),
+    }
+    let loosen = Patch::Merge(json!({"spec": {"allowPublic": true}}));
+    assert!(api.patch(&class, &PatchParams::default(), &loosen).await.is_err(), "nor loosen one");
+    delete_classes(&env, &[&class]).await;
+}
