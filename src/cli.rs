@@ -21,6 +21,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller against the cluster of the current kubeconfig or in-cluster config.
+    ///
+    /// A Bucket that names no BucketClass, while no class is annotated bucketbroker.io/is-default-class:
+    /// "true", gets the built-in default class: any region (--region by default), public buckets and
+    /// external access allowed, both deletion policies (Delete by default), every namespace, no extra tags.
+    /// That is what the controller did before classes existed.
     Run(Box<RunArgs>),
     /// Run everything locally, with no cluster and no AWS account: moto, an in-memory Kubernetes API
     /// server and the controller; apply the examples and show what an app gets.

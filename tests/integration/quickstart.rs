@@ -165,3 +165,37 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
     assert!(log.contains("INFO") && !log.contains('\u{1b}'), "a plain log: {log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The example classes are what `kubectl apply` accepts (the API server's own schema and rules, dry run:
+/// nothing is stored, so no other test sees a default class appear).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_example_classes_are_accepted_by_the_api_server() {
+    use bucket_broker::api::BucketClass;
+    use kube::api::PostParams;
+    let env = crate::harness::TestEnv::new().await;
+    let api = kube::Api::<BucketClass>::all(env.client.clone());
+    let dry_run = PostParams { dry_run: true, ..Default::default() };
+    for file in ["classes/standard.yaml", "classes/public-assets.yaml"] {
+        let class: BucketClass = example(file);
+        let accepted = api.create(&dry_run, &class).await.unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(accepted.spec, class.spec, "{file}");
+    }
+    let standard: BucketClass = example("classes/standard.yaml");
+    let annotations = standard.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations.get(bucket_broker::api::DEFAULT_CLASS_ANNOTATION).map(String::as_str),
+        Some("true")
+    );
+    let public: BucketClass = example("classes/public-assets.yaml");
+    assert!(public.spec.allow_public && public.spec.namespace_selector.is_some());
+    // A class whose default deletion policy it does not allow is refused at apply.
+    let mut wrong = public.clone();
+    wrong.metadata.name = Some(crate::harness::unique_name("wrong"));
+    wrong.spec.deletion_policy = Some(bucket_broker::api::DeletionPolicy::Delete);
+    let refused =
+        api.create(&dry_run, &wrong).await.expect_err("deletionPolicy outside allowedDeletionPolicies");
+    assert!(
+        refused.to_string().contains("deletionPolicy must be one of allowedDeletionPolicies"),
+        "{refused}"
+    );
+}
