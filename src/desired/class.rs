@@ -140,9 +140,16 @@ pub fn check_external_access(allow_external_access: bool, class: &Class) -> Resu
     Ok(())
 }
 
-/// The deletion policy in effect: the Bucket's, else its class's, else `Delete`.
+/// The deletion policy in effect: the Bucket's, else its class's, else `Delete`; but never one the class
+/// does not allow (a Bucket asking for it is refused, and deleting it follows the class), then the first the
+/// class allows, `Delete` before `Retain`.
 pub fn deletion_policy(spec: &BucketSpec, class: Option<&Class>) -> DeletionPolicy {
-    spec.deletion_policy.or_else(|| class.and_then(|c| c.spec.deletion_policy)).unwrap_or_default()
+    let allowed = |policy: &DeletionPolicy| class.is_none_or(|c| c.spec.allows_deletion_policy(*policy));
+    spec.deletion_policy
+        .filter(allowed)
+        .or_else(|| class.and_then(|c| c.spec.deletion_policy).filter(allowed))
+        .or_else(|| [DeletionPolicy::Delete, DeletionPolicy::Retain].into_iter().find(allowed))
+        .unwrap_or(DeletionPolicy::Retain)
 }
 
 /// Whether a label selector selects an object with `labels` (`matchLabels` and `matchExpressions`, ANDed;
@@ -276,6 +283,20 @@ mod tests {
             "the class's default"
         );
         assert_eq!(deletion_policy(&BucketSpec::default(), None), DeletionPolicy::Delete);
+        let asked = BucketSpec { deletion_policy: Some(DeletionPolicy::Delete), ..Default::default() };
+        assert_eq!(
+            deletion_policy(&asked, Some(&strict)),
+            DeletionPolicy::Retain,
+            "never what the class forbids"
+        );
+        let no_default = Class {
+            name: "keep".into(),
+            spec: BucketClassSpec {
+                allowed_deletion_policies: Some(vec![DeletionPolicy::Retain]),
+                ..Default::default()
+            },
+        };
+        assert_eq!(deletion_policy(&BucketSpec::default(), Some(&no_default)), DeletionPolicy::Retain);
         assert!(check_external_access(true, &strict).is_err());
         assert!(check_external_access(false, &strict).is_ok());
         let built_in = Class::built_in();

@@ -117,11 +117,12 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     // The printer columns, for one kind and for the whole category.
     let buckets = kubectl.ok(&["get", "bkt"]).await;
     let header: Vec<&str> = buckets.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "BUCKET", "PUBLIC", "READY", "AGE"]);
+    assert_eq!(header, ["NAME", "BUCKET", "CLASS", "PUBLIC", "READY", "AGE"]);
     let assets = env.api::<Bucket>().get("assets").await.expect("assets");
     let bucket_name = assets.status.and_then(|s| s.bucket_name).expect("bucket name");
-    assert_eq!(row(&buckets, "assets")[..4], ["assets", bucket_name.as_str(), "false", "True"]);
-    assert_eq!(row(&buckets, "public-assets")[2..4], ["true", "True"]);
+    // No class is the default here: the examples get the built-in one.
+    assert_eq!(row(&buckets, "assets")[..5], ["assets", bucket_name.as_str(), "(built-in)", "false", "True"]);
+    assert_eq!(row(&buckets, "public-assets")[3..5], ["true", "True"]);
     let all = kubectl.ok(&["get", "bucketbroker"]).await;
     // The APP column of a binding without an app is an empty cell (the API server sends null).
     assert!(
@@ -144,7 +145,7 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
         row(&all, "bucketservicekey.bucketbroker.io/migration")[1..5],
         ["assets", "ReadWrite", "migration", "True"]
     );
-    assert_eq!(row(&all, "bucket.bucketbroker.io/assets")[3], "True");
+    assert_eq!(row(&all, "bucket.bucketbroker.io/assets")[4], "True");
     let shop = kubectl.ok(&["get", "bkb", "shop-assets"]).await;
     assert_eq!(
         row(&shop, "shop-assets")[..6],
@@ -157,8 +158,8 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     // `-o wide` adds the priority-1 columns.
     let wide = kubectl.ok(&["get", "bkt", "-o", "wide"]).await;
     let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "BUCKET", "PUBLIC", "READY", "AGE", "REASON", "REGION", "DELETION"]);
-    assert_eq!(row(&wide, "assets")[5..], ["Provisioned", "eu-west-2", "Delete"]);
+    assert_eq!(header, ["NAME", "BUCKET", "CLASS", "PUBLIC", "READY", "AGE", "REASON", "REGION", "DELETION"]);
+    assert_eq!(row(&wide, "assets")[6..], ["Provisioned", "eu-west-2", "Delete"]);
     let wide = kubectl.ok(&["get", "bkb", "-o", "wide"]).await;
     let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(

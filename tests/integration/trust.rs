@@ -182,9 +182,13 @@ async fn bindings_racing_for_one_secret_name_leave_one_owner_and_no_stray_key() 
 
 /// The Bucket CRD as an older release might have it: its status schema has no `bucketName`.
 fn bucket_crd_without_bucket_name() -> CustomResourceDefinition {
-    let mut crd =
-        serde_json::to_value(bucket_broker::api::crds().into_iter().next().expect("the Bucket CRD"))
-            .expect("crd json");
+    let mut crd = serde_json::to_value(
+        bucket_broker::api::crds()
+            .into_iter()
+            .find(|c| c.spec.names.kind == "Bucket")
+            .expect("the Bucket CRD"),
+    )
+    .expect("crd json");
     let status =
         &mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
     status.as_object_mut().expect("status properties").remove("bucketName");
@@ -245,7 +249,10 @@ async fn a_stale_crd_is_reported_and_costs_few_writes() {
     }
 
     // With the current CRD back, the Bucket recovers by itself.
-    let current = bucket_broker::api::crds().into_iter().next().expect("the Bucket CRD");
+    let current = bucket_broker::api::crds()
+        .into_iter()
+        .find(|c| c.spec.names.kind == "Bucket")
+        .expect("the Bucket CRD");
     crds.patch("buckets.bucketbroker.io", &PatchParams::apply("test").force(), &Patch::Apply(&current))
         .await
         .expect("the current CRD is installed");
