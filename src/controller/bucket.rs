@@ -24,7 +24,7 @@ use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::ErrorKind;
-use crate::aws::s3::{Change, PublicAccessBlock};
+use crate::aws::s3::{Change, Encryption, PublicAccessBlock};
 use crate::desired::conditions::{self, Observation, reasons};
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
@@ -256,7 +256,7 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     let access = PublicAccessBlock::for_bucket(bucket.spec.public);
     if created {
         ops.ensure_tags(&[], &desired_tags).await?;
-        ops.put_encryption().await?;
+        ops.put_encryption(&Encryption::SseS3).await?;
         ops.put_public_access_block(access).await?;
         ops.put_owner_enforced().await?;
         write_policy(&ops, bucket, ctx, location, true).await?;
@@ -265,7 +265,7 @@ async fn provision(bucket: &Bucket, ctx: &Context, location: &Location) -> Resul
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
         changes.push("tagged");
     }
-    if ops.ensure_encryption().await? != Change::Unchanged && existed {
+    if ops.ensure_encryption(&Encryption::SseS3).await? != Change::Unchanged && existed {
         changes.push("encrypted");
     }
     if ops.ensure_public_access_block(access).await? != Change::Unchanged && existed {
