@@ -9,6 +9,7 @@ mod apps;
 mod bucket;
 mod credentials;
 mod deploy;
+mod features;
 mod gitops;
 mod harness;
 mod hostile;
