@@ -28,7 +28,10 @@ use crate::harness::TestEnv;
 
 /// The `x-amz-expected-bucket-owner` header of every request sent, by `METHOD path?query`.
 #[derive(Clone, Debug, Default)]
-struct Owners(Arc<Mutex<Vec<(String, Option<String>)>>>);
+struct Owners(Arc<Mutex<Vec<Sent>>>);
+
+/// `METHOD path?query` and the expected bucket owner header.
+type Sent = (String, Option<String>);
 
 impl Intercept for Owners {
     fn name(&self) -> &'static str {
@@ -54,7 +57,7 @@ impl Intercept for Owners {
 }
 
 impl Owners {
-    fn take(&self) -> Vec<(String, Option<String>)> {
+    fn take(&self) -> Vec<Sent> {
         self.0.lock().map(|mut sent| std::mem::take(&mut *sent)).unwrap_or_default()
     }
 }
