@@ -154,6 +154,8 @@ const NOT_FOUND: &[&str] = &[
     "NoSuchTagSetError",
     "NoSuchBucketPolicy",
     "NoSuchPublicAccessBlockConfiguration",
+    "NoSuchLifecycleConfiguration",
+    "NoSuchCORSConfiguration",
     "ServerSideEncryptionConfigurationNotFoundError",
     "OwnershipControlsNotFoundError",
 ];
@@ -559,6 +561,8 @@ mod tests {
     #[test]
     fn errors_are_classified_by_code_then_status() {
         assert_eq!(classify(Some("NoSuchBucket"), Some(404)), ErrorKind::NotFound);
+        assert_eq!(classify(Some("NoSuchLifecycleConfiguration"), Some(404)), ErrorKind::NotFound);
+        assert_eq!(classify(Some("NoSuchCORSConfiguration"), Some(404)), ErrorKind::NotFound);
         assert_eq!(classify(Some("BucketAlreadyOwnedByYou"), Some(409)), ErrorKind::AlreadyExists);
         assert_eq!(classify(Some("BucketNotEmpty"), Some(409)), ErrorKind::Conflict);
         assert_eq!(classify(Some("SlowDown"), Some(503)), ErrorKind::Transient);

@@ -26,7 +26,7 @@ use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketClass, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::ErrorKind;
-use crate::aws::s3::{Change, PublicAccessBlock};
+use crate::aws::s3::{Change, Encryption, PublicAccessBlock};
 use crate::desired::class::{self, Class};
 use crate::desired::conditions::{self, Observation, reasons};
 use crate::desired::names::{self, Owner, Ownership};
@@ -329,7 +329,7 @@ async fn provision(
     let access = PublicAccessBlock::for_bucket(public);
     if created {
         ops.ensure_tags(&[], &desired_tags).await?;
-        ops.put_encryption().await?;
+        ops.put_encryption(&Encryption::SseS3).await?;
         ops.put_public_access_block(access).await?;
         ops.put_owner_enforced().await?;
         write_policy(&ops, public, ctx, location, true).await?;
@@ -338,7 +338,7 @@ async fn provision(
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
         changes.push("tagged");
     }
-    if ops.ensure_encryption().await? != Change::Unchanged && existed {
+    if ops.ensure_encryption(&Encryption::SseS3).await? != Change::Unchanged && existed {
         changes.push("encrypted");
     }
     if ops.ensure_public_access_block(access).await? != Change::Unchanged && existed {

@@ -182,6 +182,28 @@ pub fn user_policy(
     json!({"Version": VERSION, "Statement": statements})
 }
 
+/// The statement a user policy gets for a bucket encrypted with the KMS key `key_arn` (SSE-KMS): exactly
+/// `kms:GenerateDataKey` (to write objects) and `kms:Decrypt` (to read them, and to finish multipart
+/// uploads) on that key, and only when S3 asks KMS for the user (`kms:ViaService`) in the key's region,
+/// which is the bucket's: the key cannot be used directly, nor through any other service.
+///
+/// The region is read from the ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`); in the China
+/// partition the service's name ends in `.amazonaws.com.cn`. An ARN without a region gives a condition
+/// that no request meets: the statement then grants nothing rather than too much.
+pub fn kms_statement(key_arn: &str) -> Value {
+    let mut parts = key_arn.split(':');
+    let partition = parts.nth(1).unwrap_or_default();
+    let region = parts.nth(1).unwrap_or_default();
+    let suffix = if partition == "aws-cn" { "amazonaws.com.cn" } else { "amazonaws.com" };
+    json!({
+        "Sid": "BucketKey",
+        "Effect": "Allow",
+        "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+        "Resource": key_arn,
+        "Condition": {"StringEquals": {"kms:ViaService": format!("s3.{region}.{suffix}")}},
+    })
+}
+
 /// Whether two policy documents mean the same, ignoring what AWS rewrites when it stores one: key order,
 /// whitespace, a one-element list written as a scalar, and the order of list items.
 pub fn equivalent(a: &Value, b: &Value) -> bool {
@@ -364,6 +386,40 @@ mod tests {
             network().describe(),
             "addresses 10.0.0.0/16, 2001:db8::/32; VPC endpoints vpce-0123abcd; VPCs vpc-0a1b2c3d"
         );
+    }
+
+    #[test]
+    fn a_kms_key_is_usable_only_through_s3_in_its_region_and_only_to_encrypt_and_decrypt() {
+        let key = "arn:aws:kms:eu-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert_eq!(
+            kms_statement(key),
+            json!({
+                "Sid": "BucketKey",
+                "Effect": "Allow",
+                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                "Resource": key,
+                "Condition": {"StringEquals": {"kms:ViaService": "s3.eu-west-2.amazonaws.com"}},
+            })
+        );
+        let china = "arn:aws-cn:kms:cn-north-1:123456789012:key/1234abcd";
+        assert_eq!(
+            kms_statement(china)["Condition"]["StringEquals"]["kms:ViaService"],
+            "s3.cn-north-1.amazonaws.com.cn"
+        );
+        let gov = "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/1234abcd";
+        assert_eq!(
+            kms_statement(gov)["Condition"]["StringEquals"]["kms:ViaService"],
+            "s3.us-gov-west-1.amazonaws.com"
+        );
+        // No region to read: a service name no request carries, so nothing is granted.
+        for bad in ["not-an-arn", "arn:aws:kms::123456789012:key/x", ""] {
+            let via = kms_statement(bad)["Condition"]["StringEquals"]["kms:ViaService"].clone();
+            assert!(via.as_str().is_some_and(|v| v.starts_with("s3..")), "{bad}: {via}");
+        }
+        // It fits next to the credential's own statements within IAM's inline size limit.
+        let mut policy = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &network());
+        policy["Statement"].as_array_mut().expect("statements").push(kms_statement(key));
+        assert!(iam_size(&policy) <= MAX_USER_INLINE_POLICY_SIZE, "{}", iam_size(&policy));
     }
 
     #[test]

@@ -334,7 +334,7 @@ async fn blocking_public_policies(upstream: &str) -> String {
 }
 
 /// One HTTP/1.1 message from `stream`: its head and its body (by Content-Length). `None` at the end.
-async fn read_message(
+pub(crate) async fn read_message(
     stream: &mut tokio::net::TcpStream,
     buffer: &mut Vec<u8>,
     has_body: impl Fn(&str) -> bool,

@@ -566,6 +566,16 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("s3", "GetBucketPolicy", &["s3:GetBucketPolicy"]),
     ("s3", "PutBucketPolicy", &["s3:PutBucketPolicy"]),
     ("s3", "DeleteBucketPolicy", &["s3:DeleteBucketPolicy"]),
+    // The BucketClass settings: versioning, lifecycle rules, CORS. IAM has no action of its own for the two
+    // deletes: each is authorized by the Put of its configuration.
+    ("s3", "GetBucketVersioning", &["s3:GetBucketVersioning"]),
+    ("s3", "PutBucketVersioning", &["s3:PutBucketVersioning"]),
+    ("s3", "GetBucketLifecycleConfiguration", &["s3:GetLifecycleConfiguration"]),
+    ("s3", "PutBucketLifecycleConfiguration", &["s3:PutLifecycleConfiguration"]),
+    ("s3", "DeleteBucketLifecycle", &["s3:PutLifecycleConfiguration"]),
+    ("s3", "GetBucketCors", &["s3:GetBucketCORS"]),
+    ("s3", "PutBucketCors", &["s3:PutBucketCORS"]),
+    ("s3", "DeleteBucketCors", &["s3:PutBucketCORS"]),
     // The orphan sweeper: buckets listed by prefix, users by IAM path.
     ("s3", "ListBuckets", &["s3:ListAllMyBuckets"]),
     ("iam", "ListUsers", &["iam:ListUsers"]),
@@ -793,34 +803,98 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
 }
 
 /// The boundary is the most a broker-made user may ever do: the credential policies' S3 actions on the
-/// prefix's buckets of the same account, nothing else; and the deployment names it.
+/// prefix's buckets of the same account, the two KMS actions S3 needs for a bucket encrypted with a KMS key
+/// (only when S3 makes the request), nothing else; and the deployment names it.
 #[test]
 fn the_boundary_allows_exactly_what_credentials_are_given_and_denies_identity_changes() {
-    use bucket_broker::desired::policy::{READ_ONLY_ACTIONS, READ_WRITE_EXTRA_ACTIONS};
+    use bucket_broker::desired::policy::{READ_ONLY_ACTIONS, READ_WRITE_EXTRA_ACTIONS, kms_statement};
     let boundary: Value = serde_json::from_str(&read("deploy/aws/boundary-policy.json")).expect("JSON");
     let statements = boundary["Statement"].as_array().expect("statements");
+    let strings = |value: &Value| -> Vec<String> {
+        match value {
+            Value::Null => Vec::new(),
+            Value::String(s) => vec![s.clone()],
+            Value::Array(items) => items.iter().map(|i| i.as_str().expect("a string").to_owned()).collect(),
+            other => panic!("expected a string or a list of strings, found {other}"),
+        }
+    };
     let allows: Vec<&Value> = statements.iter().filter(|s| s["Effect"] == "Allow").collect();
-    assert_eq!(allows.len(), 1, "one Allow");
-    let allowed: BTreeSet<&str> =
-        allows[0]["Action"].as_array().expect("actions").iter().filter_map(Value::as_str).collect();
-    let given: BTreeSet<&str> = READ_ONLY_ACTIONS.iter().chain(READ_WRITE_EXTRA_ACTIONS).copied().collect();
+    assert_eq!(allows.len(), 2, "two Allows: the buckets, and their KMS keys through S3");
+    for allow in &allows {
+        for key in ["NotAction", "NotResource", "Principal", "NotPrincipal"] {
+            assert!(allow.get(key).is_none(), "{}: {key} widens the Allow", allow["Sid"]);
+        }
+    }
+    let (s3, kms): (Vec<&Value>, Vec<&Value>) =
+        allows.iter().partition(|a| strings(&a["Action"]).iter().all(|action| action.starts_with("s3:")));
+    assert_eq!((s3.len(), kms.len()), (1, 1), "one Allow of S3 actions, one of KMS actions: {allows:?}");
+    let allowed: BTreeSet<String> = strings(&s3[0]["Action"]).into_iter().collect();
+    let given: BTreeSet<String> =
+        READ_ONLY_ACTIONS.iter().chain(READ_WRITE_EXTRA_ACTIONS).map(|a| a.to_string()).collect();
     assert_eq!(allowed, given, "the boundary and the credential policies list the same actions");
     assert_eq!(
-        allows[0]["Resource"],
+        s3[0]["Resource"],
         serde_json::json!([BUCKET_RESOURCE, format!("{BUCKET_RESOURCE}/*")]),
         "the prefix's buckets and their objects only"
     );
     assert_eq!(
-        allows[0]["Condition"]["StringEquals"]["s3:ResourceAccount"], "${aws:PrincipalAccount}",
+        s3[0]["Condition"]["StringEquals"]["s3:ResourceAccount"], "${aws:PrincipalAccount}",
         "buckets of the user's own account only"
     );
-    let denied: BTreeSet<&str> = statements
-        .iter()
-        .filter(|s| s["Effect"] == "Deny" && s["Resource"] == "*")
-        .flat_map(|s| s["Action"].as_array().into_iter().flatten().filter_map(Value::as_str))
-        .collect();
-    for action in ["iam:*", "sts:AssumeRole", "sts:AssumeRoleWithWebIdentity", "kms:*"] {
-        assert!(denied.contains(action), "the boundary denies {action} outright");
+
+    // KMS: what a user of an SSE-KMS bucket is given, on keys only, and only when S3 asks for it.
+    let key = "arn:aws:kms:eu-west-2:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let statement = kms_statement(key);
+    let kms_allowed: BTreeSet<String> = strings(&kms[0]["Action"]).into_iter().collect();
+    let kms_given: BTreeSet<String> = strings(&statement["Action"]).into_iter().collect();
+    assert_eq!(kms_allowed, kms_given, "the boundary allows exactly the KMS actions a credential is given");
+    assert_eq!(kms_allowed, BTreeSet::from(["kms:Decrypt".to_owned(), "kms:GenerateDataKey".to_owned()]));
+    assert_eq!(kms[0]["Resource"], "arn:aws:kms:*:*:key/*", "keys only, not aliases or custom key stores");
+    assert!(iam_matches("arn:aws:kms:*:*:key/*", key));
+    assert_eq!(
+        kms[0]["Condition"],
+        serde_json::json!({"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}),
+        "only through S3, and nothing else in the condition"
+    );
+    let via = statement["Condition"]["StringEquals"]["kms:ViaService"].as_str().expect("kms:ViaService");
+    assert!(iam_matches("s3.*.amazonaws.com", via), "the credential's {via} is within the boundary");
+    assert!(!iam_matches("s3.*.amazonaws.com", "ec2.eu-west-2.amazonaws.com"));
+
+    // The Denies, evaluated as IAM does: an action is denied when a Deny on every resource names it in
+    // `Action`, or leaves it out of `NotAction`.
+    let denies: Vec<&Value> =
+        statements.iter().filter(|s| s["Effect"] == "Deny" && s["Resource"] == "*").collect();
+    assert!(denies.iter().all(|d| d["Condition"].is_null()), "the Denies hold unconditionally");
+    let denied = |action: &str| {
+        denies.iter().any(|d| {
+            let listed = |key: &str| strings(&d[key]).iter().any(|p| iam_matches(p, action));
+            if d.get("NotAction").is_some() { !listed("NotAction") } else { listed("Action") }
+        })
+    };
+    let explicitly: BTreeSet<String> = denies.iter().flat_map(|d| strings(&d["Action"])).collect();
+    for action in ["iam:*", "sts:AssumeRole", "sts:AssumeRoleWithWebIdentity", "sts:GetSessionToken"] {
+        assert!(explicitly.contains(action), "the boundary denies {action} by name");
+    }
+    for action in [
+        "iam:CreateAccessKey",
+        "sts:AssumeRole",
+        "kms:Encrypt",
+        "kms:ReEncryptFrom",
+        "kms:GenerateDataKeyWithoutPlaintext",
+        "kms:GenerateDataKeyPair",
+        "kms:CreateGrant",
+        "kms:CreateKey",
+        "kms:DescribeKey",
+        "kms:PutKeyPolicy",
+        "kms:ScheduleKeyDeletion",
+        "kms:Sign",
+        "kms:SomeActionAddedLater",
+        "ec2:RunInstances",
+    ] {
+        assert!(denied(action), "the boundary denies {action}");
+    }
+    for action in given.iter().map(String::as_str).chain(["kms:GenerateDataKey", "kms:Decrypt"]) {
+        assert!(!denied(action), "the boundary denies {action}, which credentials are given");
     }
 
     let deployment = install().deployment;
@@ -834,6 +908,31 @@ fn the_boundary_allows_exactly_what_credentials_are_given_and_denies_identity_ch
         .expect("the deployment sets the required boundary");
     let (prefix, name) = BOUNDARY_ARN.split_once('*').expect("a pattern");
     assert!(arn.starts_with(prefix) && arn.ends_with(name), "{arn} matches {BOUNDARY_ARN}");
+}
+
+/// IAM's wildcard matching of an action or a resource: `*` is any run of characters, `?` any one;
+/// actions are case-insensitive (resources are not, but the ones here are lower case).
+fn iam_matches(pattern: &str, value: &str) -> bool {
+    fn matches(p: &[u8], v: &[u8]) -> bool {
+        match (p.first(), v.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => matches(&p[1..], v) || (!v.is_empty() && matches(p, &v[1..])),
+            (Some(b'?'), Some(_)) => matches(&p[1..], &v[1..]),
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b) && matches(&p[1..], &v[1..]),
+            _ => false,
+        }
+    }
+    matches(pattern.as_bytes(), value.as_bytes())
+}
+
+#[test]
+fn the_iam_matcher_matches_as_iam_does() {
+    assert!(iam_matches("kms:*", "kms:Decrypt"));
+    assert!(iam_matches("s3:GetBucketCORS", "s3:getbucketcors"));
+    assert!(iam_matches("s3.*.amazonaws.com", "s3.eu-west-2.amazonaws.com"));
+    assert!(iam_matches("kms:De?rypt", "kms:Decrypt"));
+    assert!(!iam_matches("kms:Decrypt", "kms:DecryptMore"));
+    assert!(!iam_matches("s3:*", "kms:Decrypt"));
 }
 
 /// The policy's resources are the controller's defaults; a changed default must change the policy too.
