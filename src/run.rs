@@ -134,7 +134,9 @@ pub fn check_policy_sizes(args: &RunArgs) -> Result<(), RunError> {
     };
     let bucket = names::bucket_name(&args.bucket_prefix, &"f".repeat(36));
     let arn = names::bucket_arn("aws-us-gov", &bucket);
-    let user = policy::user_policy(&arn, "123456789012", Permissions::ReadWrite, false, &network);
+    // The longest key ARN a class can name (a partition with a suffix, a long region, a 36-character id).
+    let key = format!("arn:aws-us-gov:kms:ap-southeast-5:123456789012:key/{}", "f".repeat(36));
+    let user = policy::user_policy(&arn, "123456789012", Permissions::ReadWrite, false, &network, Some(&key));
     let size = policy::iam_size(&user);
     if size > policy::MAX_USER_INLINE_POLICY_SIZE {
         return Err(RunError::PolicyTooLarge(format!(

@@ -23,7 +23,8 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"description":"Why the bucket is (not) ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Region","type":"string","priority":1,"description":"The AWS region","jsonPath":".status.region"}"#,
-    printcolumn = r#"{"name":"Deletion","type":"string","priority":1,"description":"What deleting the Bucket does to the AWS bucket","jsonPath":".spec.deletionPolicy"}"#
+    printcolumn = r#"{"name":"Deletion","type":"string","priority":1,"description":"What deleting the Bucket does to the AWS bucket","jsonPath":".spec.deletionPolicy"}"#,
+    printcolumn = r#"{"name":"Versioning","type":"string","priority":1,"description":"Object versioning as applied","jsonPath":".status.versioning"}"#
 )]
 #[x_kube(validation = Rule::new(
     "has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)"
@@ -48,6 +49,23 @@ pub struct BucketSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_policy: Option<DeletionPolicy>,
 
+    /// CORS rules, for web pages on other sites that read or write this bucket from the browser. Only when
+    /// the class allows it (allowCORS). Empty: no cross-origin requests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub cors: Vec<CorsRule>,
+
+    /// Object versioning, when the class leaves it to the Bucket (versioning: TenantChoice): `Enabled`
+    /// keeps every overwritten or deleted version; `Suspended` keeps no new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<BucketVersioning>,
+
+    /// Deletes objects this many days after they were written. At most the class's
+    /// lifecycle.maxObjectExpirationDays. Default: objects are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub expire_objects_after_days: Option<i32>,
+
     /// The BucketClass of this bucket: what the platform team allows it to be. Default: the class annotated
     /// bucketbroker.io/is-default-class: "true", or the controller's built-in default when there is none.
     /// Set once; it cannot be changed after.
@@ -63,6 +81,46 @@ pub struct BucketSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
     pub region: Option<String>,
+}
+
+/// One CORS rule: which web origins may make which requests.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsRule {
+    /// Origins allowed, such as `https://app.example.com` (one `*` wildcard allowed).
+    #[schemars(length(min = 1, max = 100))]
+    pub allowed_origins: Vec<String>,
+    /// HTTP methods allowed.
+    #[schemars(length(min = 1))]
+    pub allowed_methods: Vec<CorsMethod>,
+    /// Request headers a browser may send (`*` allows any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_headers: Vec<String>,
+    /// Response headers a page may read, such as `ETag`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// How long a browser may cache the answer to its preflight request, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub max_age_seconds: Option<i32>,
+}
+
+/// An HTTP method a CORS rule allows.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(clippy::upper_case_acronyms)]
+pub enum CorsMethod {
+    GET,
+    PUT,
+    POST,
+    DELETE,
+    HEAD,
+}
+
+/// A Bucket's own versioning, when its class leaves it to the Bucket.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BucketVersioning {
+    Enabled,
+    Suspended,
 }
 
 /// What deleting a Bucket does to the AWS bucket.
@@ -91,6 +149,10 @@ pub struct BucketStatus {
     /// The BucketClass in effect: spec.className, or the default class it was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
+
+    /// Object versioning as applied: `Enabled` or `Suspended`; unset while never enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<String>,
 
     /// The bucket's ARN, for IAM and bucket policies (`arn:aws:s3:::<bucketName>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

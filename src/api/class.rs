@@ -51,6 +51,28 @@ pub struct BucketClassSpec {
     #[serde(default)]
     pub allow_external_access: bool,
 
+    /// How the class's buckets are encrypted at rest. Default: SSE-S3 (keys managed by S3). With SSE-KMS and
+    /// the platform's own key, the credentials of these buckets get exactly kms:GenerateDataKey and
+    /// kms:Decrypt on that key, through S3 only. Changing the key re-encrypts nothing: new objects use the
+    /// new key, existing ones keep theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ClassEncryption>,
+
+    /// Object versioning of the class's buckets: `Enabled` (every overwrite and delete keeps the previous
+    /// version), `Suspended`, `Disabled` (never turned on; the default), or `TenantChoice` (each Bucket
+    /// decides with spec.versioning). S3 cannot turn versioning off once enabled: it can only be suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioning: Option<ClassVersioning>,
+
+    /// Lifecycle rules every bucket of the class gets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<ClassLifecycle>,
+
+    /// Whether a Bucket of this class may set its own CORS rules (spec.cors), for browsers on other sites.
+    /// Default false.
+    #[serde(default, rename = "allowCORS")]
+    pub allow_cors: bool,
+
     /// The deletion policy of a Bucket of this class that sets none. Default `Delete` (the AWS bucket is
     /// deleted once it is empty; data is never deleted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,6 +96,71 @@ pub struct BucketClassSpec {
     /// Which namespaces may use this class, by their labels. Default: every namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+}
+
+/// How a class's buckets are encrypted at rest.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("self.type != 'SSE-KMS' || has(self.kmsKeyArn)").message("SSE-KMS needs kmsKeyArn"))]
+#[x_kube(validation = Rule::new("self.type == 'SSE-KMS' || !has(self.kmsKeyArn)").message("kmsKeyArn is for SSE-KMS only"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClassEncryption {
+    /// `SSE-S3` (the default): keys managed by S3. `SSE-KMS`: the platform's KMS key, kmsKeyArn.
+    #[serde(default, rename = "type")]
+    pub type_: EncryptionType,
+    /// The ARN of the KMS key, for SSE-KMS: `arn:aws:kms:<region>:<account>:key/<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$"))]
+    pub kms_key_arn: Option<String>,
+    /// With SSE-KMS, an S3 Bucket Key: far fewer calls to KMS (and a lower KMS bill). Default true.
+    #[serde(default = "default_true")]
+    pub bucket_key_enabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The kind of encryption at rest.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EncryptionType {
+    #[default]
+    #[serde(rename = "SSE-S3")]
+    SseS3,
+    #[serde(rename = "SSE-KMS")]
+    SseKms,
+}
+
+/// A class's versioning.
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassVersioning {
+    Enabled,
+    Suspended,
+    Disabled,
+    TenantChoice,
+}
+
+/// Lifecycle rules of a class's buckets; days count from an object's creation (or its replacement).
+#[derive(Serialize, Deserialize, schemars::JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassLifecycle {
+    /// Old versions (replaced or deleted, with versioning) are deleted this many days after they became old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub noncurrent_version_expiration_days: Option<i32>,
+    /// Multipart uploads never completed are aborted (their parts deleted) this many days after they
+    /// started. Default 7.
+    #[serde(default = "default_abort_days")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub abort_incomplete_multipart_upload_days: i32,
+    /// The longest a Bucket of the class may keep objects with spec.expireObjectsAfterDays. Default: no
+    /// ceiling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub max_object_expiration_days: Option<i32>,
+}
+
+fn default_abort_days() -> i32 {
+    7
 }
 
 impl BucketClassSpec {

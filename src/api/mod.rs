@@ -11,8 +11,11 @@ mod credentials;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-pub use bucket::{Bucket, BucketSpec, BucketStatus, DeletionPolicy};
-pub use class::{BucketClass, BucketClassSpec, DEFAULT_CLASS_ANNOTATION};
+pub use bucket::{Bucket, BucketSpec, BucketStatus, BucketVersioning, CorsMethod, CorsRule, DeletionPolicy};
+pub use class::{
+    BucketClass, BucketClassSpec, ClassEncryption, ClassLifecycle, ClassVersioning, DEFAULT_CLASS_ANNOTATION,
+    EncryptionType,
+};
 pub use credentials::{
     AccessKeyStatus, AccessSpec, BucketBinding, BucketBindingSpec, BucketRef, BucketServiceKey,
     BucketServiceKeySpec, CredentialStatus, KeyRotation, KeyRotationStatus, KeyState, Permissions, SecretRef,

@@ -91,7 +91,8 @@ fn printer_columns_follow_the_design() {
         [
             column("REASON", reason),
             column("REGION", ".status.region"),
-            column("DELETION", ".spec.deletionPolicy")
+            column("DELETION", ".spec.deletionPolicy"),
+            column("VERSIONING", ".status.versioning"),
         ]
     );
     let narrow = |app: bool| {

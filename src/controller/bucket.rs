@@ -26,7 +26,7 @@ use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{Bucket, BucketBinding, BucketClass, BucketServiceKey, BucketStatus, DeletionPolicy};
 use crate::aws::ErrorKind;
-use crate::aws::s3::{Change, Encryption, PublicAccessBlock};
+use crate::aws::s3::{Change, PublicAccessBlock};
 use crate::desired::class::{self, Class};
 use crate::desired::conditions::{self, Observation, reasons};
 use crate::desired::names::{self, Owner, Ownership};
@@ -179,6 +179,7 @@ fn status_for(
             && observation.reason != reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT)
             .then(|| location.endpoint.clone()),
         class: class.map(|c| c.name.clone()),
+        versioning: class.and_then(|c| class::features(&bucket.spec, c).versioning).map(|v| format!("{v:?}")),
         observed_generation,
         conditions: conditions_after(&current.conditions, &[observation], generation),
     }
@@ -202,7 +203,9 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     // still kept within its class (made private, say), never left looser.
     let (class, refused) = match class_of(ctx, &bucket.spec, &namespace).await? {
         Ok(class) => {
-            let refused = class::check_bucket(&bucket.spec, &class).err();
+            let refused = class::check_bucket(&bucket.spec, &class)
+                .and_then(|()| class::check_features(&bucket.spec, &class))
+                .err();
             (Some(class), refused)
         }
         Err(refusal) => (None, Some(refusal)),
@@ -263,8 +266,12 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
 fn ready_message(bucket: &Bucket, ctx: &Context, class: Option<&Class>) -> String {
     let access = if is_public(bucket, class) { "public-read" } else { "private" };
     let transport = if ctx.settings.require_tls { ", TLS only" } else { "" };
+    let encryption = match class.map(|c| class::features(&bucket.spec, c).encryption) {
+        Some(crate::aws::s3::Encryption::SseKms { .. }) => "SSE-KMS with the class's key".to_owned(),
+        _ => "SSE-S3".to_owned(),
+    };
     let class = class.map(|c| format!(" (class {})", c.name)).unwrap_or_default();
-    format!("the bucket is {access}, encrypted with SSE-S3{transport}{class}")
+    format!("the bucket is {access}, encrypted with {encryption}{transport}{class}")
 }
 
 /// Ensures the bucket and each of its settings; returns what had to change.
@@ -327,18 +334,22 @@ async fn provision(
     let desired_tags = merged_tags(&current_tags, ours);
     let public = is_public(bucket, Some(class));
     let access = PublicAccessBlock::for_bucket(public);
+    let features = class::features(&bucket.spec, class);
     if created {
         ops.ensure_tags(&[], &desired_tags).await?;
-        ops.put_encryption(&Encryption::SseS3).await?;
+        ops.put_encryption(&features.encryption).await?;
         ops.put_public_access_block(access).await?;
         ops.put_owner_enforced().await?;
         write_policy(&ops, public, ctx, location, true).await?;
+        // Versioning, lifecycle and CORS are read first even here: each is one read, and S3's defaults
+        // (none of them) make the write the same.
+        ensure_features(&ops, &features, existed, &mut changes).await?;
         return Ok(changes);
     }
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
         changes.push("tagged");
     }
-    if ops.ensure_encryption(&Encryption::SseS3).await? != Change::Unchanged && existed {
+    if ops.ensure_encryption(&features.encryption).await? != Change::Unchanged && existed {
         changes.push("encrypted");
     }
     if ops.ensure_public_access_block(access).await? != Change::Unchanged && existed {
@@ -350,7 +361,33 @@ async fn provision(
     if write_policy(&ops, public, ctx, location, false).await? != Change::Unchanged && existed {
         changes.push("updated the policy of");
     }
+    ensure_features(&ops, &features, existed, &mut changes).await?;
     Ok(changes)
+}
+
+/// The class's versioning, lifecycle rules and CORS, each written only when it differs.
+async fn ensure_features(
+    ops: &crate::aws::s3::BucketOps<'_>,
+    features: &class::Features,
+    existed: bool,
+    changes: &mut Vec<&'static str>,
+) -> Result<(), Error> {
+    let versioning = ops.ensure_versioning(features.versioning).await?;
+    if versioning != Change::Unchanged {
+        changes.push(match features.versioning {
+            Some(crate::aws::s3::Versioning::Enabled) => "enabled versioning on",
+            _ => "suspended versioning on",
+        });
+    }
+    if ops.ensure_lifecycle(&features.lifecycle).await? != Change::Unchanged {
+        changes.push(if existed { "updated the lifecycle rules of" } else { "set the lifecycle rules of" });
+    }
+    if let Some(cors) = &features.cors
+        && ops.ensure_cors(cors).await? != Change::Unchanged
+    {
+        changes.push("updated the CORS rules of");
+    }
+    Ok(())
 }
 
 /// Writes our statements of the bucket policy (read first unless the bucket was `created` by this pass).

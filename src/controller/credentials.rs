@@ -366,6 +366,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         })
         .filter(|_| spec.allow_external_access);
     target.external_access = spec.allow_external_access && forbidden.is_none();
+    target.kms_key = class.as_ref().and_then(class::kms_key).map(str::to_owned);
     // No credentials are issued for what the class forbids; existing ones are confined to the platform
     // network (below), and the condition says why.
     if let Some(message) = &forbidden
@@ -506,6 +507,8 @@ struct Target {
     bucket_arn: String,
     /// The credential works from outside the platform network: it asks to, and the Bucket's class allows it.
     external_access: bool,
+    /// The platform's KMS key the bucket is encrypted with (its class's SSE-KMS), which the credential uses.
+    kms_key: Option<String>,
 }
 
 impl Target {
@@ -521,7 +524,14 @@ impl Target {
             .or_else(|| bucket.spec.region.clone())
             .unwrap_or_else(|| ctx.settings.region.clone());
         let bucket_arn = names::bucket_arn(names::partition(&region), &bucket_name);
-        Ok(Target { bucket_uid: uid.to_owned(), bucket_name, region, bucket_arn, external_access: false })
+        Ok(Target {
+            bucket_uid: uid.to_owned(),
+            bucket_name,
+            region,
+            bucket_arn,
+            external_access: false,
+            kms_key: None,
+        })
     }
 }
 
@@ -976,6 +986,7 @@ async fn provision<K: CredentialKind>(
         spec.permissions,
         target.external_access,
         &settings.network,
+        target.kms_key.as_deref(),
     );
     // A user this pass created has no policy yet.
     if created || !ops.has_policy(&desired).await? {

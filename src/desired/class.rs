@@ -9,7 +9,11 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::api::{BucketClass, BucketClassSpec, BucketSpec, DEFAULT_CLASS_ANNOTATION, DeletionPolicy};
+use crate::api::{
+    BucketClass, BucketClassSpec, BucketSpec, BucketVersioning, ClassVersioning, DEFAULT_CLASS_ANNOTATION,
+    DeletionPolicy, EncryptionType,
+};
+use crate::aws::s3::{CorsRule, Encryption, Lifecycle, Versioning};
 
 /// The name `status.class` shows for the built-in default (not a valid object name: no class can take it).
 pub const BUILT_IN: &str = "(built-in)";
@@ -126,6 +130,112 @@ pub fn check_bucket(spec: &BucketSpec, class: &Class) -> Result<(), Refusal> {
         )));
     }
     Ok(())
+}
+
+/// What the class decides about the features a Bucket asks for: versioning (unless the class leaves it to
+/// the Bucket), object expiry (within the class's ceiling) and CORS (only when the class allows it).
+pub fn check_features(spec: &BucketSpec, class: &Class) -> Result<(), Refusal> {
+    let name = &class.name;
+    if let Some(asked) = spec.versioning {
+        // Pinning the value in effect is accepted (a GitOps tool writing a default, say).
+        let allowed = match class.spec.versioning {
+            Some(ClassVersioning::TenantChoice) => true,
+            Some(ClassVersioning::Enabled) => asked == BucketVersioning::Enabled,
+            Some(ClassVersioning::Suspended | ClassVersioning::Disabled) | None => {
+                asked == BucketVersioning::Suspended
+            }
+        };
+        if !allowed {
+            return Err(Refusal::Forbids(format!(
+                "spec.versioning: the BucketClass {name} decides versioning ({}); leave spec.versioning out",
+                class.spec.versioning.map_or("Disabled".to_owned(), |v| format!("{v:?}"))
+            )));
+        }
+    }
+    let ceiling = class.spec.lifecycle.as_ref().and_then(|l| l.max_object_expiration_days);
+    if let (Some(asked), Some(ceiling)) = (spec.expire_objects_after_days, ceiling)
+        && asked > ceiling
+    {
+        return Err(Refusal::Forbids(format!(
+            "spec.expireObjectsAfterDays: the BucketClass {name} keeps objects at most {ceiling} days, not {asked}"
+        )));
+    }
+    if !spec.cors.is_empty() && !class.spec.allow_cors {
+        return Err(Refusal::Forbids(format!("spec.cors: the BucketClass {name} does not allow CORS rules")));
+    }
+    Ok(())
+}
+
+/// What a bucket of the class gets in AWS: its encryption, its versioning (`None`: never asked for, not
+/// touched), its lifecycle rules, and its CORS rules (`None`: not managed; the class does not allow them,
+/// and apps may keep setting their own with read-write credentials, as before classes).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Features {
+    pub encryption: Encryption,
+    pub versioning: Option<Versioning>,
+    pub lifecycle: Lifecycle,
+    pub cors: Option<Vec<CorsRule>>,
+}
+
+/// The features of a Bucket with `spec` in `class`, with what the class forbids left out (the refusal says
+/// why): never looser than the class.
+pub fn features(spec: &BucketSpec, class: &Class) -> Features {
+    let encryption = match &class.spec.encryption {
+        Some(e) if e.type_ == EncryptionType::SseKms => Encryption::SseKms {
+            key_arn: e.kms_key_arn.clone().unwrap_or_default(),
+            bucket_key: e.bucket_key_enabled,
+        },
+        _ => Encryption::SseS3,
+    };
+    let versioning = match class.spec.versioning {
+        Some(ClassVersioning::Enabled) => Some(Versioning::Enabled),
+        Some(ClassVersioning::Suspended) => Some(Versioning::Suspended),
+        Some(ClassVersioning::TenantChoice) => spec.versioning.map(|v| match v {
+            BucketVersioning::Enabled => Versioning::Enabled,
+            BucketVersioning::Suspended => Versioning::Suspended,
+        }),
+        Some(ClassVersioning::Disabled) | None => None,
+    };
+    // A class made by hand aborts forgotten multipart uploads after 7 days (its schema's default); the
+    // built-in class adds no rule, as before classes.
+    let class_rules = class.spec.lifecycle.clone().or_else(|| {
+        (class.name != BUILT_IN).then(|| serde_json::from_value(serde_json::json!({})).unwrap_or_default())
+    });
+    let ceiling = class_rules.as_ref().and_then(|l| l.max_object_expiration_days);
+    let lifecycle = Lifecycle {
+        noncurrent_version_expiration_days: class_rules
+            .as_ref()
+            .and_then(|l| l.noncurrent_version_expiration_days),
+        abort_incomplete_multipart_upload_days: class_rules
+            .as_ref()
+            .map(|l| l.abort_incomplete_multipart_upload_days),
+        expire_objects_after_days: spec
+            .expire_objects_after_days
+            .filter(|days| ceiling.is_none_or(|c| *days <= c)),
+    };
+    let cors = class.spec.allow_cors.then(|| {
+        spec.cors
+            .iter()
+            .map(|rule| CorsRule {
+                allowed_origins: rule.allowed_origins.clone(),
+                allowed_methods: rule.allowed_methods.iter().map(|m| format!("{m:?}")).collect(),
+                allowed_headers: rule.allowed_headers.clone(),
+                expose_headers: rule.expose_headers.clone(),
+                max_age_seconds: rule.max_age_seconds,
+            })
+            .collect()
+    });
+    Features { encryption, versioning, lifecycle, cors }
+}
+
+/// The KMS key the credentials of a bucket of the class need, with SSE-KMS.
+pub fn kms_key(class: &Class) -> Option<&str> {
+    class
+        .spec
+        .encryption
+        .as_ref()
+        .filter(|e| e.type_ == EncryptionType::SseKms)
+        .and_then(|e| e.kms_key_arn.as_deref())
 }
 
 /// Whether credentials under this class may ask for external access.
@@ -246,6 +356,74 @@ mod tests {
             ..Default::default()
         };
         assert!(!selects(&unknown, &labels(&[("a", "1")])));
+    }
+
+    #[test]
+    fn features_follow_the_class_and_what_it_leaves_to_the_bucket() {
+        use crate::api::{ClassEncryption, ClassLifecycle, CorsMethod, CorsRule as ApiCors};
+        let kms = "arn:aws:kms:eu-west-2:123456789012:key/k";
+        let class = |spec: BucketClassSpec| Class { name: "c".into(), spec };
+        let versioned = class(BucketClassSpec {
+            encryption: Some(ClassEncryption {
+                type_: EncryptionType::SseKms,
+                kms_key_arn: Some(kms.into()),
+                bucket_key_enabled: true,
+            }),
+            versioning: Some(ClassVersioning::Enabled),
+            lifecycle: Some(ClassLifecycle {
+                noncurrent_version_expiration_days: Some(30),
+                abort_incomplete_multipart_upload_days: 7,
+                max_object_expiration_days: Some(90),
+            }),
+            ..Default::default()
+        });
+        let spec = BucketSpec { expire_objects_after_days: Some(60), ..Default::default() };
+        let got = features(&spec, &versioned);
+        assert_eq!(got.encryption, Encryption::SseKms { key_arn: kms.into(), bucket_key: true });
+        assert_eq!(got.versioning, Some(Versioning::Enabled));
+        assert_eq!(got.lifecycle.noncurrent_version_expiration_days, Some(30));
+        assert_eq!(got.lifecycle.expire_objects_after_days, Some(60));
+        assert_eq!(got.cors, None, "CORS is not managed where the class does not allow it");
+        assert_eq!(kms_key(&versioned), Some(kms));
+        assert!(check_features(&spec, &versioned).is_ok());
+        let too_long = BucketSpec { expire_objects_after_days: Some(120), ..Default::default() };
+        assert!(
+            matches!(check_features(&too_long, &versioned), Err(Refusal::Forbids(m)) if m.starts_with("spec.expireObjectsAfterDays"))
+        );
+        assert_eq!(
+            features(&too_long, &versioned).lifecycle.expire_objects_after_days,
+            None,
+            "never past the ceiling"
+        );
+        let suspended = BucketSpec { versioning: Some(BucketVersioning::Suspended), ..Default::default() };
+        assert!(check_features(&suspended, &versioned).is_err(), "the class decides");
+        let pinned = BucketSpec { versioning: Some(BucketVersioning::Enabled), ..Default::default() };
+        assert!(check_features(&pinned, &versioned).is_ok(), "pinning the value in effect is accepted");
+        let choice =
+            class(BucketClassSpec { versioning: Some(ClassVersioning::TenantChoice), ..Default::default() });
+        assert_eq!(features(&suspended, &choice).versioning, Some(Versioning::Suspended));
+        assert_eq!(features(&BucketSpec::default(), &choice).versioning, None, "never asked: untouched");
+        let cors = BucketSpec {
+            cors: vec![ApiCors {
+                allowed_origins: vec!["https://a".into()],
+                allowed_methods: vec![CorsMethod::GET],
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert!(
+            matches!(check_features(&cors, &choice), Err(Refusal::Forbids(m)) if m.starts_with("spec.cors"))
+        );
+        let web = class(BucketClassSpec { allow_cors: true, ..Default::default() });
+        let rules = features(&cors, &web).cors.expect("managed");
+        assert_eq!(rules[0].allowed_methods, ["GET"]);
+        assert_eq!(features(&BucketSpec::default(), &web).cors, Some(vec![]), "no rule: none in AWS");
+        // A class made by hand aborts forgotten uploads after 7 days; the built-in one adds no rule.
+        assert_eq!(
+            features(&BucketSpec::default(), &choice).lifecycle.abort_incomplete_multipart_upload_days,
+            Some(7)
+        );
+        assert_eq!(features(&BucketSpec::default(), &Class::built_in()).lifecycle, Lifecycle::default());
     }
 
     #[test]

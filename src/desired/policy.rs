@@ -134,6 +134,7 @@ pub fn user_policy(
     permissions: Permissions,
     allow_external_access: bool,
     network: &PlatformNetwork,
+    kms_key: Option<&str>,
 ) -> Value {
     let mut actions: Vec<&str> = READ_ONLY_ACTIONS.to_vec();
     if permissions == Permissions::ReadWrite {
@@ -149,6 +150,10 @@ pub fn user_policy(
         allow["Condition"] = json!({"StringEquals": {"s3:ResourceAccount": account}});
     }
     let mut statements = vec![allow];
+    // A bucket encrypted with the platform's key: that key, to encrypt and decrypt through S3, nothing more.
+    if let Some(key) = kms_key {
+        statements.push(kms_statement(key));
+    }
     if !allow_external_access && network.is_configured() {
         // Conditions in one statement are ANDed, and a negated condition on a key the request lacks is
         // true: a request is denied only when it comes from no platform address, through no platform VPC
@@ -313,7 +318,7 @@ mod tests {
 
     #[test]
     fn read_only_policy_has_exactly_the_read_actions() {
-        let policy = user_policy(ARN, ACCOUNT, Permissions::ReadOnly, true, &network());
+        let policy = user_policy(ARN, ACCOUNT, Permissions::ReadOnly, true, &network(), None);
         assert_eq!(actions(&policy), READ_ONLY_ACTIONS);
         assert_eq!(policy["Statement"][0]["Resource"], json!([ARN, format!("{ARN}/*")]));
         assert!(!actions(&policy).iter().any(|a| a.contains("Put") || a.contains("Delete")));
@@ -323,7 +328,7 @@ mod tests {
     fn access_holds_only_for_a_bucket_of_our_account() {
         for permissions in [Permissions::ReadOnly, Permissions::ReadWrite] {
             for external in [true, false] {
-                let policy = user_policy(ARN, ACCOUNT, permissions, external, &network());
+                let policy = user_policy(ARN, ACCOUNT, permissions, external, &network(), None);
                 let allows: Vec<&Value> = policy["Statement"]
                     .as_array()
                     .expect("statements")
@@ -338,7 +343,7 @@ mod tests {
 
     #[test]
     fn read_write_policy_adds_writes_and_multipart() {
-        let policy = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, true, &network());
+        let policy = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, true, &network(), None);
         let got = actions(&policy);
         assert_eq!(got.len(), READ_ONLY_ACTIONS.len() + READ_WRITE_EXTRA_ACTIONS.len());
         for action in READ_ONLY_ACTIONS.iter().chain(READ_WRITE_EXTRA_ACTIONS) {
@@ -349,7 +354,7 @@ mod tests {
 
     #[test]
     fn network_deny_is_present_exactly_when_it_should_be() {
-        let restricted = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &network());
+        let restricted = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &network(), None);
         let deny = &restricted["Statement"][1];
         assert_eq!(deny["Effect"], "Deny");
         assert_eq!(deny["Action"], "s3:*");
@@ -365,20 +370,21 @@ mod tests {
             "calls AWS services make for the user are not denied"
         );
 
-        let external = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, true, &network());
+        let external = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, true, &network(), None);
         assert_eq!(external["Statement"].as_array().map(Vec::len), Some(1));
 
         let unconfigured =
-            user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &PlatformNetwork::default());
+            user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &PlatformNetwork::default(), None);
         assert_eq!(unconfigured["Statement"].as_array().map(Vec::len), Some(1));
 
         let cidrs_only = PlatformNetwork { vpc_endpoints: vec![], vpcs: vec![], ..network() };
-        let deny = &user_policy(ARN, ACCOUNT, Permissions::ReadOnly, false, &cidrs_only)["Statement"][1];
+        let deny =
+            &user_policy(ARN, ACCOUNT, Permissions::ReadOnly, false, &cidrs_only, None)["Statement"][1];
         assert!(deny["Condition"].get("StringNotEquals").is_none());
 
         // Pods behind a gateway VPC endpoint send no aws:SourceIp: a VPC alone restricts them.
         let vpc_only = PlatformNetwork { vpcs: vec!["vpc-1".to_owned()], ..PlatformNetwork::default() };
-        let deny = &user_policy(ARN, ACCOUNT, Permissions::ReadOnly, false, &vpc_only)["Statement"][1];
+        let deny = &user_policy(ARN, ACCOUNT, Permissions::ReadOnly, false, &vpc_only, None)["Statement"][1];
         assert!(deny["Condition"].get("NotIpAddress").is_none());
         assert_eq!(deny["Condition"]["StringNotEquals"], json!({"aws:SourceVpc": ["vpc-1"]}));
         assert_eq!(vpc_only.describe(), "VPCs vpc-1");
@@ -417,7 +423,7 @@ mod tests {
             assert!(via.as_str().is_some_and(|v| v.starts_with("s3..")), "{bad}: {via}");
         }
         // It fits next to the credential's own statements within IAM's inline size limit.
-        let mut policy = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &network());
+        let mut policy = user_policy(ARN, ACCOUNT, Permissions::ReadWrite, false, &network(), None);
         policy["Statement"].as_array_mut().expect("statements").push(kms_statement(key));
         assert!(iam_size(&policy) <= MAX_USER_INLINE_POLICY_SIZE, "{}", iam_size(&policy));
     }

@@ -282,3 +282,176 @@ async fn tenants_read_classes_and_cannot_write_them() {
     assert!(api.patch(&class, &PatchParams::default(), &loosen).await.is_err(), "nor loosen one");
     delete_classes(&env, &[&class]).await;
 }
+
+/// A class with the platform's KMS key, versioning and lifecycle rules: its buckets get all three, its
+/// credentials exactly that key, and a resync writes nothing. (moto's versioning answers go through the
+/// tests' fixing front, `features::versioning_readable`.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_versioned_kms_class_gives_its_buckets_the_platform_key_versioning_and_lifecycle() {
+    use bucket_broker::controller::Settings;
+    let mut env = TestEnv::new().await;
+    let key = crate::features::create_kms_key(env.moto.endpoint_url()).await;
+    let class = make_class(
+        &env,
+        "versioned-kms",
+        json!({"encryption": {"type": "SSE-KMS", "kmsKeyArn": key},
+               "versioning": "Enabled",
+               "lifecycle": {"noncurrentVersionExpirationDays": 30, "maxObjectExpirationDays": 90}}),
+    )
+    .await;
+    let front = crate::features::versioning_readable(env.moto.endpoint_url()).await;
+    let sdk = env.moto.sdk_config(env.moto.admin_credentials()).await;
+    let mut aws = bucket_broker::aws::Aws::new(
+        &sdk,
+        env.admin.region.clone(),
+        Some(env.moto.endpoint_url().to_owned()),
+    );
+    let s3 = aws.s3.config().to_builder().endpoint_url(&front).build();
+    aws.s3 = aws_sdk_s3::Client::from_conf(s3);
+    let ctx = env.start_controller_on(
+        Settings { resync_interval: std::time::Duration::from_secs(1), ..env.settings() },
+        aws,
+    );
+    env.create::<Bucket>(bucket("data", json!({"className": class, "expireObjectsAfterDays": 60}))).await;
+    env.create::<Bucket>(bucket("forever", json!({"className": class, "expireObjectsAfterDays": 120}))).await;
+    env.create::<Bucket>(bucket("unversioned", json!({"className": class, "versioning": "Suspended"}))).await;
+
+    let data = env
+        .wait_for::<Bucket>("data", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    let status = data.status.clone().expect("status");
+    assert_eq!(status.versioning.as_deref(), Some("Enabled"));
+    assert!(bucket_ready(&data).is_some_and(|(_, m)| m.contains("SSE-KMS with the class's key")), "{data:?}");
+    let name = status.bucket_name.expect("name");
+    let admin =
+        aws_sdk_s3::Client::from_conf(env.admin.s3.config().to_builder().endpoint_url(&front).build());
+    let versioning = admin.get_bucket_versioning().bucket(&name).send().await.expect("versioning");
+    assert_eq!(versioning.status.map(|s| s.as_str().to_owned()).as_deref(), Some("Enabled"));
+    let encryption = admin.get_bucket_encryption().bucket(&name).send().await.expect("encryption");
+    let rule = encryption.server_side_encryption_configuration.expect("configuration").rules.remove(0);
+    let by_default = rule.apply_server_side_encryption_by_default.expect("default encryption");
+    assert_eq!(by_default.sse_algorithm.as_str(), "aws:kms");
+    assert_eq!(by_default.kms_master_key_id.as_deref(), Some(key.as_str()));
+    let rules =
+        admin.get_bucket_lifecycle_configuration().bucket(&name).send().await.expect("lifecycle").rules;
+    let ids: Vec<&str> = rules.iter().flatten().filter_map(|r| r.id.as_deref()).collect();
+    for id in [
+        "bucket-broker-noncurrent-version-expiration",
+        "bucket-broker-abort-incomplete-multipart-upload",
+        "bucket-broker-expire-objects",
+    ] {
+        assert!(ids.contains(&id), "{id} in {ids:?}");
+    }
+
+    for (name, field) in [("forever", "spec.expireObjectsAfterDays"), ("unversioned", "spec.versioning")] {
+        let refused = env
+            .wait_for::<Bucket>(name, "ClassForbids", |b| {
+                bucket_ready(b).is_some_and(|(r, _)| r == "ClassForbids")
+            })
+            .await;
+        assert!(bucket_ready(&refused).is_some_and(|(_, m)| m.starts_with(field)), "{refused:?}");
+    }
+
+    // The binding's key may use exactly the class's key, and works.
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = binding.status.as_ref().and_then(|s| s.user_name.clone()).expect("user");
+    let policy = env
+        .admin
+        .iam
+        .get_user_policy()
+        .user_name(&user)
+        .policy_name(iam::POLICY_NAME)
+        .send()
+        .await
+        .expect("policy");
+    let document = urlencoding_decode(&policy.policy_document);
+    let document: Value = serde_json::from_str(&document).expect("JSON");
+    let kms: Vec<&Value> = document["Statement"]
+        .as_array()
+        .expect("statements")
+        .iter()
+        .filter(|s| s["Sid"] == "BucketKey")
+        .collect();
+    assert_eq!(kms.len(), 1, "{document}");
+    assert_eq!(kms[0]["Resource"], json!(key));
+    let secret = crate::credentials::secret(&env, "app").await;
+    let credentials = crate::credentials::client_from(&env, &secret).await;
+    let bucket = crate::credentials::bucket_of(&secret);
+    assert!(crate::credentials::can_put(&credentials, &bucket, "a.txt").await);
+    assert!(crate::credentials::can_get(&credentials, &bucket, "a.txt").await);
+
+    // Steady: resyncs every second read, and write nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let writes = ctx.aws.stats.writes();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert_eq!(
+        ctx.aws.stats.writes(),
+        writes,
+        "no AWS write in steady state: {:?}",
+        ctx.aws.stats.snapshot()
+    );
+    delete_classes(&env, &[&class]).await;
+}
+
+/// IAM returns policy documents URL-encoded.
+fn urlencoding_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_rules_are_the_buckets_own_where_the_class_allows_them() {
+    let mut env = TestEnv::new().await;
+    let web = make_class(&env, "web", json!({"allowCORS": true})).await;
+    let plain = make_class(&env, "plain", json!({})).await;
+    env.start_controller().await;
+    let rule = json!([{"allowedOrigins": ["https://shop.example.com"], "allowedMethods": ["GET", "PUT"], "maxAgeSeconds": 600}]);
+    env.create::<Bucket>(bucket("site", json!({"className": web, "cors": rule}))).await;
+    env.create::<Bucket>(bucket("refused", json!({"className": plain, "cors": rule}))).await;
+    let site = env
+        .wait_for::<Bucket>("site", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
+        .await;
+    let name = site.status.and_then(|s| s.bucket_name).expect("name");
+    let cors = env.admin.s3.get_bucket_cors().bucket(&name).send().await.expect("CORS");
+    let rules = cors.cors_rules.unwrap_or_default();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].allowed_origins, ["https://shop.example.com"]);
+    let refused = env
+        .wait_for::<Bucket>("refused", "ClassForbids", |b| {
+            bucket_ready(b).is_some_and(|(r, _)| r == "ClassForbids")
+        })
+        .await;
+    assert!(bucket_ready(&refused).is_some_and(|(_, m)| m.starts_with("spec.cors")), "{refused:?}");
+
+    // Rules removed from the spec are removed from the bucket.
+    env.api::<Bucket>()
+        .patch("site", &PatchParams::default(), &Patch::Merge(json!({"spec": {"cors": null}})))
+        .await
+        .expect("patched");
+    let mut gone = false;
+    for _ in 0..100 {
+        if env.admin.s3.get_bucket_cors().bucket(&name).send().await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the CORS configuration is deleted with the spec's last rule");
+    delete_classes(&env, &[&web, &plain]).await;
+}

@@ -139,7 +139,7 @@ impl Fixture {
 /// where S3 (and its API model) has `VersioningConfiguration`, which the Rust SDK refuses ("invalid XML
 /// root"); boto3 does not check it. Only that element's name is rewritten: the status inside is moto's,
 /// so what the versioning tests prove (what was written, read back and repaired) is unchanged.
-async fn versioning_readable(upstream: &str) -> String {
+pub(crate) async fn versioning_readable(upstream: &str) -> String {
     let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("address"));
@@ -509,7 +509,7 @@ async fn cors_is_the_tenants_whole_configuration_written_only_when_it_means_some
 /// unsigned): so this request carries an `Authorization` header whose scope names `kms` and whose
 /// signature is a placeholder. That is enough for a moto that does not enforce IAM (`TestEnv::new()`),
 /// which checks no signature; with enforcement, this would need a real SigV4 signature.
-async fn create_kms_key(endpoint: &str) -> String {
+pub(crate) async fn create_kms_key(endpoint: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = endpoint.strip_prefix("http://").expect("an http:// endpoint");
     let body = r#"{"Description":"bucket-broker test key","KeyUsage":"ENCRYPT_DECRYPT"}"#;

@@ -158,7 +158,10 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     // `-o wide` adds the priority-1 columns.
     let wide = kubectl.ok(&["get", "bkt", "-o", "wide"]).await;
     let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "BUCKET", "CLASS", "PUBLIC", "READY", "AGE", "REASON", "REGION", "DELETION"]);
+    assert_eq!(
+        header,
+        ["NAME", "BUCKET", "CLASS", "PUBLIC", "READY", "AGE", "REASON", "REGION", "DELETION", "VERSIONING"]
+    );
     assert_eq!(row(&wide, "assets")[6..], ["Provisioned", "eu-west-2", "Delete"]);
     let wide = kubectl.ok(&["get", "bkb", "-o", "wide"]).await;
     let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
