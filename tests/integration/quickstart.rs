@@ -175,7 +175,7 @@ async fn the_example_classes_are_accepted_by_the_api_server() {
     let env = crate::harness::TestEnv::new().await;
     let api = kube::Api::<BucketClass>::all(env.client.clone());
     let dry_run = PostParams { dry_run: true, ..Default::default() };
-    for file in ["classes/standard.yaml", "classes/public-assets.yaml"] {
+    for file in ["classes/standard.yaml", "classes/public-assets.yaml", "classes/versioned-kms.yaml"] {
         let class: BucketClass = example(file);
         let accepted = api.create(&dry_run, &class).await.unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_eq!(accepted.spec, class.spec, "{file}");
@@ -187,7 +187,9 @@ async fn the_example_classes_are_accepted_by_the_api_server() {
         Some("true")
     );
     let public: BucketClass = example("classes/public-assets.yaml");
-    assert!(public.spec.allow_public && public.spec.namespace_selector.is_some());
+    assert!(public.spec.allow_public && public.spec.allow_cors && public.spec.namespace_selector.is_some());
+    let kms: BucketClass = example("classes/versioned-kms.yaml");
+    assert!(kms.spec.encryption.is_some_and(|e| e.kms_key_arn.is_some()));
     // A class whose default deletion policy it does not allow is refused at apply.
     let mut wrong = public.clone();
     wrong.metadata.name = Some(crate::harness::unique_name("wrong"));
