@@ -367,6 +367,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         .filter(|_| spec.allow_external_access);
     target.external_access = spec.allow_external_access && forbidden.is_none();
     target.kms_key = class.as_ref().and_then(class::kms_key).map(str::to_owned);
+    target.class_tags = class.as_ref().map(class::Class::tags).unwrap_or_default();
     // No credentials are issued for what the class forbids; existing ones are confined to the platform
     // network (below), and the condition says why.
     if let Some(message) = &forbidden
@@ -509,6 +510,8 @@ struct Target {
     external_access: bool,
     /// The platform's KMS key the bucket is encrypted with (its class's SSE-KMS), which the credential uses.
     kms_key: Option<String>,
+    /// The cost-allocation tags of the Bucket's class, for the IAM user too.
+    class_tags: Vec<(String, String)>,
 }
 
 impl Target {
@@ -531,6 +534,7 @@ impl Target {
             bucket_arn,
             external_access: false,
             kms_key: None,
+            class_tags: Vec::new(),
         })
     }
 }
@@ -914,7 +918,9 @@ async fn provision<K: CredentialKind>(
     let existing = match found {
         Some(existing) => Some(existing),
         None => {
-            let mut tags = names::tags(owner, &settings.deploy_env, &settings.cluster());
+            // The class's cost tags first: ours, after, are what ownership is judged by.
+            let mut tags = target.class_tags.clone();
+            tags.extend(names::tags(owner, &settings.deploy_env, &settings.cluster()));
             // Recorded at creation: the boundary is set by CreateUser itself, and a common policy recorded
             // before it is attached is attached by the next step or pass (a record of something absent
             // removes nothing).
@@ -960,6 +966,19 @@ async fn provision<K: CredentialKind>(
         ops.set_tag(names::tag::CLUSTER_UID, Some(&settings.cluster_uid)).await?;
         user_changed = true;
         changes.push("tagged the IAM user with the cluster's uid");
+    }
+    // The class's cost tags, as they are now (a tag the class no longer has stays: nothing records which
+    // tags a class put there).
+    let mut class_tagged = false;
+    for (key, value) in &target.class_tags {
+        if recorded(key) != Some(value.as_str()) {
+            ops.set_tag(key, Some(value)).await?;
+            class_tagged = true;
+        }
+    }
+    if class_tagged {
+        user_changed = true;
+        changes.push("tagged the IAM user with its class's tags");
     }
     let current_boundary = existing.permissions_boundary.as_deref();
     let boundary = attachments::change(

@@ -104,6 +104,26 @@ async fn a_bucket_gets_its_class_and_what_the_class_forbids_or_lacks_is_refused_
     .expect("tags")
     .expect("the bucket");
     assert!(tags.contains(&("cost-centre".to_owned(), "42".to_owned())), "the class's tags: {tags:?}");
+    // ... and on the IAM user of a binding to it.
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "kept"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = binding.status.as_ref().and_then(|s| s.user_name.clone()).expect("user");
+    let found = bucket_broker::aws::iam::UserOps {
+        client: env.admin.iam.clone(),
+        stats: &env.admin.stats,
+        user: &user,
+    }
+    .get()
+    .await
+    .expect("user read")
+    .expect("the user");
+    assert!(
+        found.tags.contains(&("cost-centre".to_owned(), "42".to_owned())),
+        "the class's tags: {:?}",
+        found.tags
+    );
+    env.delete::<BucketBinding>("app").await;
     let plain = env
         .wait_for::<Bucket>("plain", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
         .await;
