@@ -123,7 +123,8 @@ pub enum BucketVersioning {
     Suspended,
 }
 
-/// What deleting a Bucket does to the AWS bucket.
+// What deleting a Bucket does to the AWS bucket. (A plain comment: a type's doc comment would replace the
+// description of the optional fields of this type in the schema, and `kubectl explain` would lose them.)
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DeletionPolicy {
     /// Delete the AWS bucket once it is empty; never delete data.

@@ -350,7 +350,9 @@ async fn provision(
         changes.push("tagged");
     }
     if ops.ensure_encryption(&features.encryption).await? != Change::Unchanged && existed {
-        changes.push("encrypted");
+        // A changed default encryption (another KMS key, say) applies to new objects only: S3 re-encrypts
+        // nothing, and the event says so.
+        changes.push("set the default encryption (new objects only; objects already there keep theirs) of");
     }
     if ops.ensure_public_access_block(access).await? != Change::Unchanged && existed {
         changes.push("set the public access block of");

@@ -350,27 +350,42 @@ where
     /// Starts watching `api` for `consumers` subscribers, each of which takes its subscription
     /// ([`Self::changes`]); the returned future drives the watch and must be polled meanwhile.
     pub fn start(api: Api<K>, consumers: usize) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        Self::start_watching(api, consumers, false)
+    }
+
+    /// As [`Self::start`], and deleted objects are changes too (the subscribers of BucketClasses must hear
+    /// that a class is gone).
+    pub fn start_with_deletions(
+        api: Api<K>,
+        consumers: usize,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
+        Self::start_watching(api, consumers, true)
+    }
+
+    fn start_watching(
+        api: Api<K>,
+        consumers: usize,
+        deletions: bool,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let (store, writer) = reflector::store();
         let (senders, subscriptions): (Vec<_>, Vec<_>) =
             (0..consumers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
         let config = watcher::Config::default().page_size(LIST_PAGE);
-        let drive = watcher::watcher(api, config)
-            .default_backoff()
-            .modify(trim)
-            .reflect(writer)
-            .applied_objects()
-            .for_each(move |changed| {
-                match changed {
-                    Ok(obj) => {
-                        let obj = Arc::new(obj);
-                        for sender in &senders {
-                            let _ = sender.send(obj.clone());
-                        }
+        let events = watcher::watcher(api, config).default_backoff().modify(trim).reflect(writer);
+        let changed: futures::stream::BoxStream<'static, Result<K, watcher::Error>> =
+            if deletions { events.touched_objects().boxed() } else { events.applied_objects().boxed() };
+        let drive = changed.for_each(move |changed| {
+            match changed {
+                Ok(obj) => {
+                    let obj = Arc::new(obj);
+                    for sender in &senders {
+                        let _ = sender.send(obj.clone());
                     }
-                    Err(err) => tracing::warn!(kind = %K::kind(&()), error = %err, "Watch failed; retrying"),
                 }
-                std::future::ready(())
-            });
+                Err(err) => tracing::warn!(kind = %K::kind(&()), error = %err, "Watch failed; retrying"),
+            }
+            std::future::ready(())
+        });
         (SharedWatch { store, subscriptions: Mutex::new(subscriptions) }, drive)
     }
 

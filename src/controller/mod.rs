@@ -46,7 +46,7 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
     // BucketClasses are cluster-scoped: every controller decides with them, and a change wakes the Buckets
     // (and credentials) of the class.
     let (classes, watching_classes) =
-        SharedWatch::<BucketClass>::start(kube::Api::all(ctx.client.clone()), 3);
+        SharedWatch::<BucketClass>::start_with_deletions(kube::Api::all(ctx.client.clone()), 3);
     let watches = async {
         tokio::join!(watching_buckets, watching_bindings, watching_keys, watching_classes);
     };

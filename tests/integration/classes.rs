@@ -211,7 +211,14 @@ async fn a_class_that_stops_allowing_public_makes_its_public_buckets_private_and
         .expect("patched");
     env.wait_for::<Bucket>("site", "ready", |b| bucket_ready(b).is_some_and(|(r, _)| r == "Provisioned"))
         .await;
+
+    // The class deleted while in use: the Bucket says so, and its AWS bucket is left as it is.
     delete_classes(&env, &[&class]).await;
+    env.wait_for::<Bucket>("site", "ClassNotFound", |b| {
+        bucket_ready(b).is_some_and(|(r, _)| r == "ClassNotFound")
+    })
+    .await;
+    assert!(s3.head_bucket().bucket(&name).send().await.is_ok(), "the bucket and its data stay");
 }
 
 #[tokio::test(flavor = "multi_thread")]

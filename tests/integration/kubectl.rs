@@ -203,6 +203,8 @@ async fn kubectl_explains_every_kind_from_the_served_schema() {
         ("bucketbinding.spec.bucketRef", "BucketBinding", "name"),
         ("bucketservicekey.spec", "BucketServiceKey", "allowExternalAccess"),
         ("bkt.status", "Bucket", "publicUrl"),
+        ("bucket.spec", "Bucket", "className"),
+        ("bkc.spec.lifecycle", "BucketClass", "maxObjectExpirationDays"),
     ] {
         let explained = kubectl.ok(&["explain", resource]).await;
         assert!(explained.contains(&format!("KIND:       {kind}")), "{explained}");
@@ -211,6 +213,34 @@ async fn kubectl_explains_every_kind_from_the_served_schema() {
     }
     let top = kubectl.ok(&["explain", "bucketbindings"]).await;
     assert!(top.contains("VCAP_SERVICES"), "the kind's own description: {top}");
+    // Every field of a class is documented in sentences, for the platform team writing one.
+    let class = kubectl.ok(&["explain", "bucketclass.spec"]).await;
+    for field in [
+        "region",
+        "encryption",
+        "versioning",
+        "lifecycle",
+        "allowPublic",
+        "allowCORS",
+        "allowExternalAccess",
+        "deletionPolicy",
+        "allowedDeletionPolicies",
+        "tags",
+        "namespaceSelector",
+    ] {
+        let at =
+            class.find(&format!("\n  {field}\t")).unwrap_or_else(|| panic!("{field} is listed: {class}"));
+        let description = class[at..]
+            .lines()
+            .skip(2)
+            .map(str::trim)
+            .find(|line| !line.starts_with("enum:"))
+            .unwrap_or_default();
+        assert!(
+            description.len() > 20 && description.chars().next().is_some_and(char::is_uppercase),
+            "{field}: {description:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
