@@ -452,6 +452,10 @@ fn merged_tags(current: &[(String, String)], ours: Vec<(String, String)>) -> Vec
 async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     let Owner { uid, namespace, name, .. } = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?;
     let reference = bucket.object_ref(&());
+    // The class may be gone by now: then the Bucket's own policy, or Delete (which never deletes data).
+    let class = class_of(ctx, &bucket.spec, namespace).await?.ok();
+    let class = class.as_ref();
+    let location = location(bucket, ctx, class).await?;
     let dependents = dependents(ctx, namespace, name).await?;
     if !dependents.is_empty() {
         let message = format!(
@@ -459,12 +463,9 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
             dependents.len(),
             dependents.join(", ")
         );
-        return blocked(bucket, ctx, message).await;
+        return blocked(bucket, ctx, class, &location, message).await;
     }
-    // The class may be gone by now: then the Bucket's own policy, or Delete (which never deletes data).
-    let class = class_of(ctx, &bucket.spec, namespace).await?.ok();
-    let location = location(bucket, ctx, class.as_ref()).await?;
-    if class::deletion_policy(&bucket.spec, class.as_ref()) == DeletionPolicy::Retain {
+    if class::deletion_policy(&bucket.spec, class) == DeletionPolicy::Retain {
         release(bucket, ctx, &location).await?;
         tracing::info!(namespace, name, bucket = %location.bucket, "Released bucket (deletionPolicy Retain)");
         return Ok(Action::await_change());
@@ -496,7 +497,7 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
             "the bucket {bucket_name} still holds {objects}; it is deleted once it is empty, or released \
                  with its data if spec.deletionPolicy is set to Retain"
         );
-        return blocked(bucket, ctx, message).await;
+        return blocked(bucket, ctx, class, &location, message).await;
     }
     match ops.delete().await {
         Ok(_) => {
@@ -516,7 +517,7 @@ async fn cleanup(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
             let message = format!(
                 "the bucket {bucket_name} is not empty (object versions or unfinished uploads remain)"
             );
-            blocked(bucket, ctx, message).await
+            blocked(bucket, ctx, class, &location, message).await
         }
         Err(err) => Err(err.into()),
     }
@@ -546,8 +547,13 @@ async fn release(bucket: &Bucket, ctx: &Context, location: &Location) -> Result<
 }
 
 /// Keeps the Bucket with Ready=False, reason DeletionBlocked, and retries with backoff.
-async fn blocked(bucket: &Bucket, ctx: &Context, message: String) -> Result<Action, Error> {
-    let location = location(bucket, ctx, None).await?;
+async fn blocked(
+    bucket: &Bucket,
+    ctx: &Context,
+    class: Option<&Class>,
+    location: &Location,
+    message: String,
+) -> Result<Action, Error> {
     let already = bucket
         .status
         .as_ref()
@@ -557,12 +563,10 @@ async fn blocked(bucket: &Bucket, ctx: &Context, message: String) -> Result<Acti
         let reference = bucket.object_ref(&());
         ctx.event(&reference, EventType::Warning, reasons::DELETION_BLOCKED, "Delete", message.clone()).await;
     }
-    let class = bucket.status.as_ref().and_then(|s| s.class.clone());
-    let class = class.map(|name| Class { name, spec: Default::default() });
     let status = status_for(
         bucket,
-        &location,
-        class.as_ref(),
+        location,
+        class,
         Observation::not_ready(reasons::DELETION_BLOCKED, message.clone()),
         false,
     );

@@ -25,10 +25,10 @@ use crate::harness::{TestEnv, aws_for};
 /// Every request the SDK sends, as `METHOD path?query`, with its `x-amz-expected-bucket-owner` header and
 /// its body (IAM's are form-encoded queries).
 #[derive(Clone, Debug, Default)]
-struct SentRequests(Arc<Mutex<Vec<Sent>>>);
+pub(crate) struct SentRequests(Arc<Mutex<Vec<Sent>>>);
 
 /// `METHOD path?query`, the expected bucket owner header, the body.
-type Sent = (String, Option<String>, String);
+pub(crate) type Sent = (String, Option<String>, String);
 
 impl Intercept for SentRequests {
     fn name(&self) -> &'static str {
@@ -57,7 +57,7 @@ impl Intercept for SentRequests {
 }
 
 impl SentRequests {
-    fn take(&self) -> Vec<Sent> {
+    pub(crate) fn take(&self) -> Vec<Sent> {
         self.0.lock().map(|mut sent| std::mem::take(&mut *sent)).unwrap_or_default()
     }
 }

@@ -7,11 +7,7 @@
 //! `moto_ignores_the_expected_owner_so_it_is_checked_on_the_wire`): moto ignores `ExpectedBucketOwner` on
 //! all of these calls, so the header is checked at the HTTP level, as in `account.rs`.
 
-use std::sync::{Arc, Mutex};
-
-use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     BucketLifecycleConfiguration, BucketVersioningStatus, CorsConfiguration, ExpirationStatus,
@@ -23,44 +19,8 @@ use bucket_broker::aws::CallStats;
 use bucket_broker::aws::s3::{BucketOps, Change, CorsRule, Encryption, Lifecycle, Versioning};
 use bucket_broker::local::moto::{ACCOUNT_ID, REGION};
 
-use crate::account::read_message;
+use crate::account::{SentRequests, read_message};
 use crate::harness::TestEnv;
-
-/// The `x-amz-expected-bucket-owner` header of every request sent, by `METHOD path?query`.
-#[derive(Clone, Debug, Default)]
-struct Owners(Arc<Mutex<Vec<Sent>>>);
-
-/// `METHOD path?query` and the expected bucket owner header.
-type Sent = (String, Option<String>);
-
-impl Intercept for Owners {
-    fn name(&self) -> &'static str {
-        "Owners"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request();
-        let uri = request.uri();
-        let after_scheme = uri.split_once("://").map_or(uri, |(_, rest)| rest);
-        let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
-        let owner = request.headers().get("x-amz-expected-bucket-owner").map(str::to_owned);
-        if let Ok(mut sent) = self.0.lock() {
-            sent.push((format!("{} {path}", request.method()), owner));
-        }
-        Ok(())
-    }
-}
-
-impl Owners {
-    fn take(&self) -> Vec<Sent> {
-        self.0.lock().map(|mut sent| std::mem::take(&mut *sent)).unwrap_or_default()
-    }
-}
 
 /// One bucket, created by the administrator, and the controller's view of it: its operations with our
 /// account as the expected owner, their own call counts, and every request recorded.
@@ -71,7 +31,7 @@ struct Fixture {
     /// The administrator's client, through the same endpoint as `client`.
     admin: aws_sdk_s3::Client,
     stats: CallStats,
-    sent: Owners,
+    sent: SentRequests,
 }
 
 impl Fixture {
@@ -86,7 +46,7 @@ impl Fixture {
 
     async fn start(bucket: &str, fix_versioning: bool) -> Fixture {
         let env = TestEnv::new().await;
-        let sent = Owners::default();
+        let sent = SentRequests::default();
         let mut config = env.admin.s3.config().to_builder();
         if fix_versioning {
             config = config.endpoint_url(versioning_readable(env.moto.endpoint_url()).await);
@@ -126,7 +86,7 @@ impl Fixture {
     /// Every request since the last look named our account as the bucket's owner; how many there were.
     fn every_request_expected_our_account(&self) -> usize {
         let sent = self.sent.take();
-        for (line, owner) in &sent {
+        for (line, owner, _) in &sent {
             assert!(line.contains(&self.bucket), "{line}: a bucket-level request");
             assert_eq!(owner.as_deref(), Some(ACCOUNT_ID), "{line} names no expected owner");
         }
@@ -650,7 +610,7 @@ async fn moto_ignores_the_expected_owner_so_it_is_checked_on_the_wire() {
     let sent = f.sent.take();
     assert!(sent.len() >= 11, "{sent:?}");
     assert!(
-        sent.iter().all(|(_, owner)| owner.as_deref() == Some("111111111111")),
+        sent.iter().all(|(_, owner, _)| owner.as_deref() == Some("111111111111")),
         "the header was sent, and ignored: {sent:?}"
     );
 }
