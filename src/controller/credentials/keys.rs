@@ -1,0 +1,319 @@
+//! Access keys and their rotation: exactly one key, the one in the Secret, plus a retiring one during a
+//! rotation's overlap; a new key's secret is stored before anything else can fail.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use super::delivery::{as_bytes, secret_value, write_secret};
+use super::identity::{Provisioned, provision};
+use super::target::Target;
+use super::{CredentialKind, secret_name};
+use crate::api::{AccessKeyStatus, KeyRotationStatus, KeyState};
+use crate::aws::iam::{AccessKey, KeyCheck, UserOps, check_key};
+use crate::controller::memo::RememberedUser;
+use crate::controller::{Context, Error};
+use crate::desired::conditions::{is_true, types};
+use crate::desired::names::{self, Owner};
+use crate::desired::rotation;
+use crate::desired::secret::Credentials;
+
+/// What [`deliver`] did.
+pub(super) struct Delivered {
+    /// The IAM user, when this pass left it as it read it (then a background pass may skip reading it).
+    pub(super) unchanged_user: Option<RememberedUser>,
+    pub(super) user_arn: String,
+    pub(super) key_id: String,
+    /// AWS accepts the key.
+    pub(super) works: bool,
+    pub(super) changes: Vec<&'static str>,
+    /// The user's keys and the rotation schedule, for status.
+    pub(super) keys: Vec<AccessKeyStatus>,
+    pub(super) rotation: KeyRotationStatus,
+    /// When this object needs a pass before its resync: a retiring key's deadline, or the next rotation.
+    pub(super) wake_at: Option<i64>,
+}
+
+/// Seconds since the Unix epoch.
+pub(super) fn unix_now() -> i64 {
+    k8s_openapi::jiff::Timestamp::now().as_second()
+}
+
+fn time_at(seconds: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .ok()
+        .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time)
+}
+
+/// Ensures the user and its policies, keeps the key in our Secret (while it is intact or still accepted by
+/// AWS; a new one otherwise) plus, during a rotation's overlap, the retiring one, and nothing else; rotates
+/// when due; and writes the Secret.
+pub(super) async fn deliver<K: CredentialKind>(
+    obj: &K,
+    ctx: &Context,
+    owner: &Owner<'_>,
+    user: &str,
+    target: &Target,
+    secrets: &Api<Secret>,
+    existing: Option<&Secret>,
+) -> Result<Delivered, Error> {
+    let spec = obj.access();
+    let rotation_spec = spec.key_rotation.as_ref();
+    let policy = rotation::policy(
+        rotation_spec.and_then(|r| r.interval.as_deref()),
+        rotation_spec.and_then(|r| r.overlap.as_deref()),
+        ctx.settings.max_key_age,
+    )
+    .map_err(Error::InvalidSpec)?;
+    let Provisioned { user: iam_user, mut changes, created, mut user_changed } =
+        provision(obj, ctx, owner, user, target).await?;
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
+    let data_for = |id: &str, secret: &str| {
+        let credentials = Credentials {
+            access_key_id: id,
+            secret_access_key: secret,
+            region: &target.region,
+            bucket_name: &target.bucket_name,
+            deploy_env: &ctx.settings.deploy_env,
+            endpoint_url: ctx.aws.endpoint_url.as_deref(),
+        };
+        as_bytes(K::secret_data(&spec.bucket_ref.name, &credentials))
+    };
+    let recorded = |key: &str| iam_user.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let now = unix_now();
+
+    // A user this pass created has no keys yet.
+    let keys = if created { Vec::new() } else { ops.access_keys().await? };
+    let in_secret = existing
+        .and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"))
+        .zip(existing.and_then(|s| secret_value(s, "AWS_SECRET_ACCESS_KEY")))
+        .and_then(|(id, secret)| keys.iter().find(|k| k.id == id).map(|k| (k.clone(), secret)));
+    let reusable = match in_secret {
+        Some((key, secret)) => {
+            let intact = existing.and_then(|s| s.data.as_ref()) == Some(&data_for(&key.id, &secret));
+            // A Secret edited by hand may carry a wrong secret key: reuse it only if AWS accepts it.
+            let usable = intact
+                || check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, &secret).await? == KeyCheck::Accepted;
+            usable.then_some((key, secret))
+        }
+        None => None,
+    };
+
+    // The retiring key of a rotation, as recorded in AWS. A record naming the key still in the Secret is
+    // a rotation interrupted before the Secret switched: its new key's secret was never stored.
+    let record = recorded(rotation::tag::RETIRING);
+    let valid = record
+        .and_then(rotation::parse_retiring)
+        .filter(|r| keys.iter().any(|k| k.id == r.id))
+        .filter(|r| reusable.as_ref().is_none_or(|(key, _)| key.id != r.id));
+    // A switched rotation that answered a request: the request is done, even if the pass that switched
+    // stopped before saying so.
+    let answered = valid.and_then(|r| r.request);
+    if let Some(request) = answered
+        && recorded(rotation::tag::ROTATED_FOR) != Some(request)
+    {
+        ops.set_tag(rotation::tag::ROTATED_FOR, Some(request)).await?;
+        user_changed = true;
+    }
+    let mut retiring = valid.map(|r| (r.id.to_owned(), r.deadline));
+    if let Some((id, deadline)) = &retiring
+        && now >= *deadline
+    {
+        ops.delete_access_key(id).await?;
+        changes.push("deleted the retired access key");
+        retiring = None;
+    }
+    if record.is_some() && retiring.is_none() {
+        ops.set_tag(rotation::tag::RETIRING, None).await?;
+        user_changed = true;
+    }
+    let kept = |id: &str| {
+        reusable.as_ref().is_some_and(|(key, _)| key.id == id)
+            || retiring.as_ref().is_some_and(|(r, _)| r == id)
+    };
+    // At most two keys, and never one that is neither in the Secret nor retiring: a leftover of an
+    // interrupted pass, whose secret nobody has.
+    for stale in keys.iter().filter(|k| !kept(&k.id)) {
+        ops.delete_access_key(&stale.id).await?;
+    }
+    let (mut key, mut key_secret, mut new_key) = match reusable {
+        Some((key, secret)) => (key, secret, false),
+        None => {
+            let created = ops.create_access_key().await?;
+            changes.push("issued a new access key");
+            // AWS's creation time, as later listings report it (not ours: status would change then).
+            let at = created.created.unwrap_or(now);
+            (AccessKey { id: created.id, created: Some(at) }, created.secret, true)
+        }
+    };
+
+    // Rotation: a second key, checked with STS before it goes anywhere; the old key recorded as retiring;
+    // then the Secret switches. The user never holds more than two keys.
+    let requested = obj.meta().annotations.as_ref().and_then(|a| a.get(rotation::ROTATE_ANNOTATION));
+    let mut rotated = None;
+    if !new_key && retiring.is_none() {
+        let handled = answered.or(recorded(rotation::tag::ROTATED_FOR));
+        let created = key.created.unwrap_or(now);
+        if let Some(due) = rotation::due(now, created, &policy, requested.map(String::as_str), handled) {
+            let fresh = ops.create_access_key().await?;
+            let fresh_key = AccessKey { id: fresh.id, created: Some(fresh.created.unwrap_or(now)) };
+            if !propagated(ctx, &fresh_key, &fresh.secret).await? {
+                // Its secret is nowhere else: a key that cannot be verified now is not kept.
+                ops.delete_access_key(&fresh_key.id).await?;
+                ctx.metrics.rotated(K::KIND, "failed");
+                return Err(Error::CredentialsRejected(format!(
+                    "AWS STS did not accept the new access key {} in time; the rotation is retried",
+                    fresh_key.id
+                )));
+            }
+            let deadline = now.saturating_add(policy.overlap.as_secs() as i64);
+            let request = requested.filter(|_| due == rotation::Due::Requested).map(|v| rotation::digest(v));
+            let record = rotation::retiring(&key.id, deadline, request.as_deref());
+            ops.set_tag(rotation::tag::RETIRING, Some(&record)).await?;
+            user_changed = true;
+            retiring = Some((key.id.clone(), deadline));
+            rotated = Some(due);
+            (key, key_secret, new_key) = (fresh_key, fresh.secret, true);
+        }
+    }
+
+    // Written before anything else can fail, so that a new key's secret is never lost; a new key that
+    // cannot be stored is deleted, so that no live key is held outside the Secret.
+    let data = data_for(&key.id, &key_secret);
+    let name = secret_name(obj);
+    match write_secret::<K>(obj, secrets, &name, existing, data, &key.id).await {
+        Ok(Some(version)) => {
+            ctx.memo.wrote_secret(owner.namespace, &name, Some(&version));
+            changes.push("wrote the Secret");
+        }
+        Ok(None) => {}
+        Err(err) => {
+            // Only a definite refusal proves the Secret does not hold the key: after a timeout the write
+            // may have landed, and the next pass deletes the key if it did not.
+            if new_key && err.is_refusal() {
+                ops.delete_access_key(&key.id).await?;
+            }
+            return Err(err);
+        }
+    }
+    if let Some(due) = rotated {
+        if due == rotation::Due::Requested
+            && let Some(value) = requested
+        {
+            ops.set_tag(rotation::tag::ROTATED_FOR, Some(&rotation::digest(value))).await?;
+            user_changed = true;
+        }
+        ctx.metrics.rotated(K::KIND, "success");
+        changes.push("rotated the access key");
+    }
+
+    let status = obj.credential_status();
+    let verified = !new_key
+        && status.and_then(|s| s.access_key_id.as_deref()) == Some(key.id.as_str())
+        && status.is_some_and(|s| is_true(&s.conditions, types::READY));
+    let works = verified || rotated.is_some() || accepted(ctx, &key, &key_secret).await?;
+
+    let created_of = |id: &str| {
+        keys.iter()
+            .find(|k| k.id == id)
+            .and_then(|k| k.created)
+            .or((id == key.id).then_some(key.created).flatten())
+    };
+    let mut listed = vec![AccessKeyStatus {
+        id: key.id.clone(),
+        created: time_at(created_of(&key.id).unwrap_or(now)).unwrap_or_else(now_time),
+        state: KeyState::Active,
+    }];
+    if let Some((id, _)) = &retiring {
+        listed.push(AccessKeyStatus {
+            id: id.clone(),
+            created: created_of(id).and_then(time_at).unwrap_or_else(now_time),
+            state: KeyState::Retiring,
+        });
+    }
+    let issued = created_of(&key.id).unwrap_or(now);
+    let next = rotation::next_rotation(issued, &policy);
+    let wake_at = [retiring.as_ref().map(|(_, deadline)| *deadline), next].into_iter().flatten().min();
+    // The user as read (or as created, with the tags it was created with) is what AWS holds only if this
+    // pass changed none of it since.
+    let derived = names::tags(owner, &ctx.settings.deploy_env, &ctx.settings.cluster());
+    let unchanged_user = if user_changed { None } else { RememberedUser::of(&iam_user, &derived) };
+    Ok(Delivered {
+        unchanged_user,
+        user_arn: iam_user.arn,
+        key_id: key.id,
+        works,
+        changes,
+        keys: listed,
+        rotation: KeyRotationStatus { last: time_at(issued), next: next.and_then(time_at) },
+        wake_at,
+    })
+}
+
+fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Waits, briefly and boundedly, for STS to accept a key created for a rotation. The one wait inside a
+/// pass: a rotation's new key must be proven before the Secret switches to it, and its secret exists only
+/// in this pass (storing an unproven key would break the promise that the Secret always works).
+async fn propagated(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, Error> {
+    for pause in [0, 500, 1000, 2000, 4000] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, secret).await? {
+            KeyCheck::Accepted => return Ok(true),
+            KeyCheck::NotYetKnown => {}
+            KeyCheck::WrongSecret => return Ok(false),
+        }
+    }
+    Ok(false)
+}
+
+/// Key hygiene that does not wait for a Bucket: deletes every key of the user that is neither the one our
+/// Secret names nor a retiring key within its overlap, and drops a retiring record that no longer applies
+/// (expired, or naming the key still in the Secret: an interrupted rotation).
+pub(super) async fn prune_keys(ctx: &Context, user: &str, secret: Option<&Secret>) -> Result<(), Error> {
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
+    let Some(iam_user) = ops.get().await? else { return Ok(()) };
+    let in_secret = secret.and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"));
+    let now = unix_now();
+    let record = iam_user.tags.iter().find(|(k, _)| k == rotation::tag::RETIRING).map(|(_, v)| v.as_str());
+    let retiring = record
+        .and_then(rotation::parse_retiring)
+        .filter(|r| Some(r.id) != in_secret.as_deref() && now < r.deadline);
+    for key in ops.access_keys().await? {
+        let kept = Some(&key.id) == in_secret.as_ref() || retiring.is_some_and(|r| r.id == key.id);
+        if !kept {
+            ops.delete_access_key(&key.id).await?;
+        }
+    }
+    if record.is_some() && retiring.is_none() {
+        ops.set_tag(rotation::tag::RETIRING, None).await?;
+    }
+    Ok(())
+}
+
+/// Whether AWS accepts `key` now: `Ok(false)` while STS does not know it yet, within the propagation
+/// window counted from the key's creation as AWS reports it; an error after that, or for any other refusal.
+async fn accepted(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, Error> {
+    match check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, secret).await? {
+        KeyCheck::Accepted => Ok(true),
+        KeyCheck::NotYetKnown => {
+            let now = k8s_openapi::jiff::Timestamp::now().as_second();
+            let age = key.created.map(|created| now.saturating_sub(created)).unwrap_or(i64::MAX);
+            let window = ctx.settings.key_propagation_timeout.as_secs();
+            if age <= window as i64 {
+                return Ok(false);
+            }
+            Err(Error::CredentialsRejected(format!(
+                "AWS STS still does not recognise access key {} (InvalidClientTokenId) more than {} s after it was created",
+                key.id, window
+            )))
+        }
+        KeyCheck::WrongSecret => Err(Error::CredentialsRejected(format!(
+            "AWS refuses the secret of access key {} (SignatureDoesNotMatch)",
+            key.id
+        ))),
+    }
+}

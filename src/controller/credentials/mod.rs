@@ -1,0 +1,214 @@
+//! The credentials logic shared by BucketBinding and BucketServiceKey (they differ only in their Secret).
+//!
+//! `apply`: wait for a ready Bucket -> refuse a Secret name taken by a Secret not provably ours, holding no
+//! key meanwhile -> ensure the IAM user, its inline policy (written only once AWS shows the bucket carries
+//! the Bucket's uid tag), boundary and common policy -> keep exactly one access key, the one in the Secret
+//! -> create the Secret, or update it with its resourceVersion as precondition -> check the key works
+//! (bounded) -> Ready.
+//!
+//! Trust: the user's name derives from this object's uid, the bucket's from the Bucket's uid. A name found
+//! in a status (tenant-writable) is used only when AWS shows the object carries the right uid tag (a
+//! user or bucket made under an earlier prefix); status is otherwise a display.
+//!
+//! A new key's secret exists only in the response to CreateAccessKey, so it is written to the Secret
+//! before anything that could fail or requeue: a reconcile interrupted after that finds it there; one
+//! interrupted before finds an unknown key, deletes it and makes a new one. A key that cannot be stored
+//! (the Secret name was taken in between) is deleted at once.
+//!
+//! The files follow the lifecycle: `pass` runs one pass in the order above, `target` finds and
+//! verifies the bucket, `identity` ensures who the credentials are for, `keys` keeps the access keys
+//! and rotates them, `delivery` writes the Secrets, and `revocation` takes everything back on deletion.
+
+mod delivery;
+mod identity;
+mod keys;
+mod pass;
+mod revocation;
+mod target;
+
+pub use delivery::MANAGED_BY;
+pub(super) use delivery::is_ours;
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::Event as Finalizer;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use self::pass::apply;
+use self::revocation::cleanup;
+use super::context::SharedWatch;
+use super::error::error_policy;
+use super::finalizer::finalized;
+use super::memo::{Touch, bucket_view, looks_converged};
+use super::{Context, ReconcileError};
+use crate::api::{AccessSpec, Bucket, BucketClass, CredentialStatus};
+use crate::desired::conditions::{is_true, types};
+use crate::desired::secret::Credentials;
+
+/// What a credential kind adds to the shared logic.
+pub trait CredentialKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + DeserializeOwned
+    + Serialize
+    + Debug
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+    const FINALIZER: &'static str;
+    const SECRET_TYPE: &'static str;
+    fn access(&self) -> &AccessSpec;
+    fn credential_status(&self) -> Option<&CredentialStatus>;
+    /// The Secret's data. `instance_name` is the Bucket's name.
+    fn secret_data(instance_name: &str, credentials: &Credentials<'_>) -> BTreeMap<String, String>;
+    /// The app whose shared Secret also lists these credentials (BucketBinding's `spec.app`).
+    fn app(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// Runs the controller of one credential kind until shutdown.
+pub async fn run<K: CredentialKind>(
+    ctx: Arc<Context>,
+    objects: &SharedWatch<K>,
+    buckets: &SharedWatch<Bucket>,
+    classes: &SharedWatch<BucketClass>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let store = objects.store.clone();
+    ctx.watch_cache(K::KIND, store.clone(), |o: &K| {
+        o.credential_status().is_some_and(|s| is_true(&s.conditions, types::READY))
+    });
+    let aged = store.clone();
+    ctx.metrics.track_key_ages(K::KIND, move || {
+        aged.state()
+            .iter()
+            .filter_map(|o| o.credential_status())
+            .flat_map(|s| s.access_keys.iter().map(|k| k.created.0.as_second()))
+            .min()
+    });
+    // Secrets are watched as metadata only (`PartialObjectMeta`): which one changed, never their data.
+    let secrets = ctx.api_for::<PartialObjectMeta<Secret>>(&ctx.settings.namespace);
+    let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    // The initial list (and a relist) is no change: every object has its first pass anyway, and a relist
+    // after a long disconnection leaves what changed meanwhile to the resync.
+    let secret_events = watcher::watcher(secrets, managed).default_backoff().filter_map(|event| {
+        std::future::ready(match event {
+            Ok(watcher::Event::Apply(secret)) => Some(Ok(secret)),
+            // A deletion always matters: it carries no version that could be an own write's.
+            Ok(watcher::Event::Delete(mut secret)) => {
+                secret.metadata.resource_version = None;
+                Some(Ok(secret))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+            Err(err) => Some(Err(err)),
+        })
+    });
+    let (on_secret, on_bucket, on_class) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let (class_objects, class_buckets) = (store.clone(), buckets.store.clone());
+    Controller::for_shared_stream(objects.changes_by_others(ctx.clone()), store.clone())
+        // A Secret deleted or edited by someone else is restored: its own Secret wakes the object, an app
+        // Secret every binding it lists. The controller's own writes wake nothing.
+        .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
+            let namespace = secret.namespace().unwrap_or_default();
+            let key = format!("{namespace}/{}", secret.name_any());
+            let version = secret.metadata.resource_version.clone().unwrap_or_default();
+            secret
+                .metadata
+                .owner_references
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.kind == K::KIND)
+                .filter(|r| {
+                    let touch = Touch::Secret { key: key.clone(), resource_version: version.clone() };
+                    on_secret.memo.touch(&r.uid, touch)
+                })
+                .map(|r| ObjectRef::<K>::new(&r.name).within(&namespace))
+                .collect::<Vec<_>>()
+        })
+        // A binding waiting for its Bucket goes on as soon as the Bucket changes in a way it depends on.
+        .watches_shared_stream(buckets.changes(), move |bucket: Arc<Bucket>| {
+            let namespace = bucket.namespace();
+            let view = bucket_view(Some(&bucket));
+            store
+                .state()
+                .into_iter()
+                .filter(|o| o.namespace() == namespace && o.access().bucket_ref.name == bucket.name_any())
+                .filter(|o| {
+                    on_bucket.memo.touch(o.meta().uid.as_deref().unwrap_or_default(), Touch::Bucket(view))
+                })
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        // A changed class may allow or forbid external access: the credentials of its Buckets (those naming
+        // it, and those naming none, whose default it may be) look again.
+        .watches_shared_stream(classes.changes(), move |class: Arc<BucketClass>| {
+            let name = class.name_any();
+            let version = class.metadata.resource_version.clone().unwrap_or_default();
+            let of_class: Vec<(Option<String>, String)> = class_buckets
+                .state()
+                .iter()
+                .filter(|b| b.spec.class_name.as_ref().is_none_or(|n| *n == name))
+                .map(|b| (b.namespace(), b.name_any()))
+                .collect();
+            class_objects
+                .state()
+                .into_iter()
+                .filter(|o| {
+                    of_class.iter().any(|(ns, b)| *ns == o.namespace() && *b == o.access().bucket_ref.name)
+                })
+                .filter(|o| {
+                    let uid = o.meta().uid.as_deref().unwrap_or_default();
+                    on_class.memo.touch(uid, Touch::Class(version.clone()))
+                })
+                .map(|o| ObjectRef::from_obj(o.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<K>, |obj, err, ctx| error_policy(K::KIND, obj.as_ref(), err, &ctx), ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
+    let converged = obj
+        .credential_status()
+        .is_some_and(|s| looks_converged(obj.meta(), s.observed_generation, &s.conditions));
+    let pass = finalized(&api, K::FINALIZER, obj.clone(), |event| async {
+        match event {
+            Finalizer::Apply(obj) => apply(obj.as_ref(), &ctx).await,
+            Finalizer::Cleanup(obj) => {
+                let revoked = cleanup(obj.as_ref(), &ctx).await;
+                if revoked.is_ok() {
+                    ctx.memo.forget(obj.meta().uid.as_deref().unwrap_or_default());
+                }
+                revoked
+            }
+        }
+    });
+    let result = ctx.reconcile(K::KIND, obj.as_ref(), converged, pass).await;
+    if result.is_ok() && obj.meta().deletion_timestamp.is_some() {
+        // The finalizer is gone, so is the object: a Bucket being deleted may have waited for it.
+        ctx.wake_bucket(&obj.namespace().unwrap_or_default(), &obj.access().bucket_ref.name);
+    }
+    result
+}
+
+pub(super) fn secret_name<K: CredentialKind>(obj: &K) -> String {
+    obj.access().secret_name.clone().unwrap_or_else(|| obj.name_any())
+}

@@ -1,0 +1,278 @@
+//! One pass over a credential object, in order: its Bucket, its class, the Secret name, the identity and
+//! what it holds, the app Secret, and the conditions that say where it stands.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+
+use super::delivery::{conflict, is_ours, sync_apps, taken_message};
+use super::identity::user_name;
+use super::keys::{deliver, prune_keys, unix_now};
+use super::target::Target;
+use super::{CredentialKind, secret_name};
+use crate::api::{Bucket, CredentialStatus, SecretRef};
+use crate::controller::class::class_of;
+use crate::controller::memo::{RememberedUser, Settled, bucket_view};
+use crate::controller::status::{apply_status, conditions_after, ready_or_held};
+use crate::controller::{Context, Error};
+use crate::desired::class;
+use crate::desired::conditions::{self, Observation, is_true, reasons, types};
+use crate::desired::names::Owner;
+
+/// How often a key that AWS does not accept yet is checked again.
+const PROPAGATION_RECHECK: Duration = Duration::from_secs(2);
+
+/// How long a binding waits for its Bucket before checking again (the Bucket watch usually wakes it first).
+const BUCKET_RECHECK: Duration = Duration::from_secs(60);
+
+/// How long a foreign Secret in the way is waited on before checking again.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+
+/// The status after `observations`, with the other fields as given. `observedGeneration` moves only when
+/// the spec of this generation was fully applied, or found to need a person ([`conditions::handled`]).
+pub(super) fn status_with<K: CredentialKind>(
+    obj: &K,
+    mut status: CredentialStatus,
+    observations: &[Observation],
+    applied: bool,
+) -> CredentialStatus {
+    let current = obj.credential_status().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = obj.meta().generation;
+    if conditions::handled(applied, observations) {
+        status.observed_generation = generation;
+    }
+    status.conditions = conditions_after(current, observations, generation);
+    status
+}
+
+pub(super) async fn write_status<K: CredentialKind>(
+    obj: &K,
+    ctx: &Context,
+    status: &CredentialStatus,
+) -> Result<(), Error> {
+    let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
+    let written = apply_status(&api, obj, obj.credential_status(), status).await?;
+    ctx.memo.wrote(obj.meta().uid.as_deref().unwrap_or_default(), written.as_deref());
+    Ok(())
+}
+
+fn network_observation(external_access: bool, ctx: &Context) -> Observation {
+    let network = &ctx.settings.network;
+    let (status, reason, message) = if external_access {
+        (
+            false,
+            reasons::EXTERNAL_ACCESS_ALLOWED,
+            "the credentials work from anywhere (allowExternalAccess)".to_owned(),
+        )
+    } else if !network.is_configured() {
+        (
+            false,
+            reasons::PLATFORM_NETWORK_NOT_CONFIGURED,
+            "the controller has no platform network configured".to_owned(),
+        )
+    } else {
+        let message = format!("the credentials work only from the platform network: {}", network.describe());
+        (true, reasons::PLATFORM_NETWORK, message)
+    };
+    Observation { type_: types::NETWORK_RESTRICTED, status, reason, message }
+}
+
+/// Why a binding cannot be provisioned for its Bucket yet, if it cannot.
+fn bucket_wait(bucket: Option<&Bucket>, name: &str) -> Option<(&'static str, String)> {
+    match bucket {
+        None => Some((reasons::BUCKET_NOT_READY, format!("waiting for Bucket {name} to exist"))),
+        Some(b) if b.meta().deletion_timestamp.is_some() => Some((
+            reasons::BUCKET_DELETING,
+            format!("Bucket {name} is being deleted; no credentials are issued for it"),
+        )),
+        Some(b) if !b.status.as_ref().is_some_and(|s| is_true(&s.conditions, types::READY)) => {
+            Some((reasons::BUCKET_NOT_READY, format!("waiting for Bucket {name} to be ready")))
+        }
+        Some(_) => None,
+    }
+}
+
+/// How a pass that did not fail ended: when the object is next due, whether it converged, what the pass
+/// saw of the Bucket, and the IAM user when this pass left it as it read it.
+struct Step {
+    pub(super) after: Duration,
+    pub(super) converged: bool,
+    pub(super) user: Option<RememberedUser>,
+}
+
+impl Step {
+    pub(super) fn waiting(after: Duration) -> Self {
+        Step { after, converged: false, user: None }
+    }
+}
+
+/// One pass; any failure, including a status write the CRD drops, ends in the Ready condition.
+pub(super) async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    match pass(obj, ctx).await {
+        Ok(step) => {
+            let settled = Settled { converged: step.converged, after: step.after, user: step.user };
+            ctx.memo.settle(obj, settled);
+            Ok(Action::requeue(step.after))
+        }
+        Err(err) => fail(obj, ctx, err).await,
+    }
+}
+
+async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> {
+    let owner = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
+    let spec = obj.access();
+    let reference = obj.object_ref(&());
+    let previous = obj.credential_status().cloned().unwrap_or_default();
+
+    // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
+    let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
+    ctx.memo.saw_bucket(owner.uid, bucket_view(bucket.as_ref()));
+    let user = user_name(obj, ctx, owner.uid).await?;
+    if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
+        // Waiting for the Bucket must not keep keys alive past their time. An object that never had
+        // credentials (its status says so: a hint, deciding only whether to look now or once the Bucket is
+        // ready) has none to prune: no IAM call while it waits.
+        if previous.user_name.is_some() || !previous.access_keys.is_empty() {
+            let existing = ctx.api::<Secret>(owner.namespace).get_opt(&secret_name(obj)).await?;
+            prune_keys(ctx, &user, existing.as_ref().filter(|s| is_ours(s, owner.uid))).await?;
+        }
+        let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
+        write_status(obj, ctx, &status).await?;
+        return Ok(Step::waiting(BUCKET_RECHECK));
+    }
+    let Some(bucket) = bucket else { return Ok(Step::waiting(BUCKET_RECHECK)) };
+    let mut target = Target::of(&bucket, ctx)?;
+    // The Bucket's class decides whether credentials may work from outside the platform network. A class
+    // that cannot be decided allows nothing more than the platform network.
+    let class = class_of(ctx, &bucket.spec, owner.namespace).await?.ok();
+    let forbidden = class
+        .as_ref()
+        .map_or(Some("the Bucket's class cannot be decided".to_owned()), |c| {
+            class::check_external_access(spec.allow_external_access, c).err().map(|r| match r {
+                class::Refusal::Forbids(m) | class::Refusal::NotFound(m) => m,
+            })
+        })
+        .filter(|_| spec.allow_external_access);
+    target.external_access = spec.allow_external_access && forbidden.is_none();
+    target.kms_key = class.as_ref().and_then(class::kms_key).map(str::to_owned);
+    target.class_tags = class.as_ref().map(class::Class::tags).unwrap_or_default();
+    // No credentials are issued for what the class forbids; existing ones are confined to the platform
+    // network (below), and the condition says why.
+    if let Some(message) = &forbidden
+        && previous.user_name.is_none()
+    {
+        return Err(Error::ClassForbids(message.clone()));
+    }
+
+    // 2. Never take over a Secret that is not provably ours, and hold no key while it is in the way.
+    let secret_name = secret_name(obj);
+    let secrets = ctx.api::<Secret>(owner.namespace);
+    let existing = secrets.get_opt(&secret_name).await?;
+    if let Some(secret) = &existing
+        && !is_ours(secret, owner.uid)
+    {
+        conflict(obj, ctx, &user, previous, taken_message(&secret_name)).await?;
+        return Ok(Step::waiting(CONFLICT_RECHECK));
+    }
+
+    // 3. The IAM user, its policies, exactly one key, and the Secret.
+    let delivered = match deliver(obj, ctx, &owner, &user, &target, &secrets, existing.as_ref()).await {
+        Ok(delivered) => delivered,
+        Err(Error::SecretConflict(message)) => {
+            conflict(obj, ctx, &user, previous, message).await?;
+            return Ok(Step::waiting(CONFLICT_RECHECK));
+        }
+        Err(err) => return Err(err),
+    };
+    // A retiring key's deadline or the next rotation may come before the resync.
+    let next_pass = delivered
+        .wake_at
+        .map(|at| Duration::from_secs(at.saturating_sub(unix_now()).max(1) as u64))
+        .map_or(ctx.resync_after(owner.uid), |wake| wake.min(ctx.resync_after(owner.uid)));
+    let mut status = CredentialStatus {
+        binding: Some(SecretRef { name: secret_name.clone() }),
+        user_name: Some(user.clone()),
+        user_arn: Some(delivered.user_arn),
+        access_key_id: Some(delivered.key_id.clone()),
+        access_keys: delivered.keys,
+        key_rotation: Some(delivered.rotation),
+        ..previous.clone()
+    };
+    if !delivered.changes.is_empty() {
+        let note = format!("{} for IAM user {user}", delivered.changes.join(", "));
+        tracing::info!(namespace = owner.namespace, name = owner.name, user = %user, key = %delivered.key_id, changes = ?delivered.changes, "Provisioned credentials");
+        ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+    }
+
+    // 4. The app Secret lists this binding, and a previous app's no longer does.
+    match sync_apps(obj, ctx, owner.namespace, &previous).await {
+        Ok(app_secret_name) => status.app_secret_name = app_secret_name,
+        // The binding's own credentials stay: they are in its own Secret.
+        Err(Error::SecretConflict(message)) => {
+            let already = previous.conditions.iter().any(|c| c.reason == reasons::SECRET_CONFLICT);
+            if !already {
+                ctx.event(
+                    &reference,
+                    EventType::Warning,
+                    reasons::SECRET_CONFLICT,
+                    "WriteSecret",
+                    message.clone(),
+                )
+                .await;
+            }
+            let conflict = Observation::not_ready(reasons::SECRET_CONFLICT, message);
+            status = status_with(
+                obj,
+                status,
+                &[conflict, network_observation(target.external_access, ctx)],
+                false,
+            );
+            write_status(obj, ctx, &status).await?;
+            return Ok(Step::waiting(CONFLICT_RECHECK));
+        }
+        Err(err) => return Err(err),
+    }
+
+    // 5. Ready once AWS accepts the key.
+    if !delivered.works {
+        let waiting = Observation::not_ready(
+            reasons::CREDENTIALS_PROPAGATING,
+            "waiting for AWS to accept the new access key",
+        );
+        status =
+            status_with(obj, status, &[waiting, network_observation(target.external_access, ctx)], false);
+        write_status(obj, ctx, &status).await?;
+        return Ok(Step::waiting(PROPAGATION_RECHECK));
+    }
+    if let Some(message) = forbidden {
+        return Err(Error::ClassForbids(format!(
+            "{message}; the credentials in Secret {secret_name} work only from the platform network"
+        )));
+    }
+    let ready =
+        Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
+    let network = network_observation(target.external_access, ctx);
+    let (observation, held) = ready_or_held(&previous.conditions, ready.clone());
+    write_status(obj, ctx, &status_with(obj, status.clone(), &[observation, network.clone()], !held)).await?;
+    if held {
+        // That write kept every field: the CRD was fixed, so success can be reported now.
+        write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
+    }
+    Ok(Step { after: next_pass, converged: true, user: delivered.unchanged_user })
+}
+
+/// Reports a failed pass in the Ready condition and an event, and returns the failure for the backoff.
+pub(super) async fn fail<K: CredentialKind>(obj: &K, ctx: &Context, err: Error) -> Result<Action, Error> {
+    let message = err.to_string();
+    ctx.event(&obj.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
+    let previous = obj.credential_status().cloned().unwrap_or_default();
+    let status = status_with(obj, previous, &[Observation::not_ready(err.reason(), message)], false);
+    // The failure that led here is what the backoff and the log report, whatever this write does.
+    if let Err(write) = write_status(obj, ctx, &status).await {
+        tracing::debug!(error = %write, "Failed to report a failure in status");
+    }
+    Err(err)
+}
