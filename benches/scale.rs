@@ -1035,8 +1035,7 @@ async fn preload_pair(env: &Env, i: usize) {
     let key_id = format!("AKIA{:016}", i);
     let secret_key = format!("{:040}", i).replace('0', "k");
     let credentials = secret::Credentials {
-        access_key_id: &key_id,
-        secret_access_key: &secret_key,
+        grant: bucket_broker::desired::secret::Grant::Key { id: &key_id, secret: &secret_key },
         region,
         bucket_name: &aws_bucket,
         deploy_env: "bench",

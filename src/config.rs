@@ -82,6 +82,27 @@ pub struct RunArgs {
     #[arg(long, env = "BUCKET_BROKER_COMMON_USER_POLICY_ARN", value_parser = parse_policy_arn)]
     pub common_user_policy_arn: Option<String>,
 
+    /// Keyless bindings through IRSA: the ARN of the cluster's IAM OIDC provider
+    /// (`arn:aws:iam::<account>:oidc-provider/oidc.eks.<region>.amazonaws.com/id/<id>`). A BucketBinding with
+    /// serviceAccountName then gets a role that only that ServiceAccount may assume, and the ServiceAccount
+    /// the `eks.amazonaws.com/role-arn` annotation.
+    #[arg(long, env = "BUCKET_BROKER_OIDC_PROVIDER_ARN", value_parser = parse_oidc_provider,
+          conflicts_with = "pod_identity_cluster_name")]
+    pub oidc_provider_arn: Option<crate::desired::keyless::Setup>,
+
+    /// Keyless bindings through EKS Pod Identity: the EKS cluster's name. A BucketBinding with
+    /// serviceAccountName then gets a role trusted by `pods.eks.amazonaws.com` for that ServiceAccount
+    /// only, and a Pod Identity association.
+    #[arg(long, env = "BUCKET_BROKER_POD_IDENTITY_CLUSTER_NAME", value_parser = parse_eks_cluster_name)]
+    pub pod_identity_cluster_name: Option<String>,
+
+    /// Whether access keys may be issued. `allowed` (the default): BucketBindings without
+    /// serviceAccountName and BucketServiceKeys get keys. `required`: no access key is ever issued; those
+    /// are refused with the reason KeysNotAllowed (for accounts where keys are banned). `required` needs
+    /// --oidc-provider-arn or --pod-identity-cluster-name.
+    #[arg(long, env = "BUCKET_BROKER_KEYLESS", default_value = "allowed")]
+    pub keyless: Keyless,
+
     // Booleans take a value (`--require-tls=false` and `--require-tls false`); the flag alone means true.
     /// Deny every request to a bucket that does not use TLS. Turn off only for plain-HTTP S3-compatible
     /// endpoints and local emulators.
@@ -161,6 +182,46 @@ fn parse_boundary(s: &str) -> Result<Boundary, String> {
         return Ok(Boundary::None);
     }
     parse_policy_arn(s).map(Boundary::Arn).map_err(|e| format!("{e}, or none"))
+}
+
+/// `--keyless`: whether access keys may be issued.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keyless {
+    /// Keys for bindings without a ServiceAccount, and for service keys.
+    Allowed,
+    /// No access key, ever: only keyless BucketBindings are served.
+    Required,
+}
+
+impl RunArgs {
+    /// How keyless bindings get their role, if the controller is set up for them.
+    pub fn keyless_setup(&self) -> Option<crate::desired::keyless::Setup> {
+        use crate::desired::keyless::Setup;
+        self.oidc_provider_arn
+            .clone()
+            .or_else(|| self.pod_identity_cluster_name.clone().map(|cluster| Setup::PodIdentity { cluster }))
+    }
+}
+
+fn parse_oidc_provider(s: &str) -> Result<crate::desired::keyless::Setup, String> {
+    crate::desired::keyless::Setup::irsa(s).ok_or_else(|| {
+        format!(
+            "{s:?} is not an IAM OIDC provider ARN such as \
+             arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-2.amazonaws.com/id/EXAMPLE"
+        )
+    })
+}
+
+fn parse_eks_cluster_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && s.len() <= 100
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    if valid {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not an EKS cluster name (letters, digits, - and _, at most 100)"))
+    }
 }
 
 /// Log output format.
@@ -359,6 +420,28 @@ mod tests {
     fn parse(args: &[&str]) -> Result<RunArgs, String> {
         let argv = std::iter::once("bucket-broker").chain(args.iter().copied());
         Cli::try_parse_from(argv).map(|c| c.run).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn keyless_takes_one_setup_and_is_allowed_by_default() {
+        use crate::desired::keyless::Setup;
+        let run = parse(&[]).expect("defaults");
+        assert_eq!((run.keyless, run.keyless_setup()), (Keyless::Allowed, None));
+        let provider = "arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-2.amazonaws.com/id/ABC";
+        let irsa = parse(&["--oidc-provider-arn", provider, "--keyless=required"]).expect("irsa");
+        assert_eq!(irsa.keyless, Keyless::Required);
+        assert!(
+            matches!(irsa.keyless_setup(), Some(Setup::Irsa { issuer, .. }) if issuer.ends_with("/id/ABC"))
+        );
+        let pod = parse(&["--pod-identity-cluster-name", "prod-1"]).expect("pod identity");
+        assert_eq!(pod.keyless_setup(), Some(Setup::PodIdentity { cluster: "prod-1".to_owned() }));
+        let both = parse(&["--oidc-provider-arn", provider, "--pod-identity-cluster-name", "prod"]);
+        assert!(both.is_err_and(|e| e.contains("cannot be used with")));
+        let bad =
+            parse(&["--oidc-provider-arn", "oidc.eks.eu-west-2.amazonaws.com/id/ABC"]).expect_err("bad");
+        assert!(bad.contains("not an IAM OIDC provider ARN"), "{bad}");
+        assert!(parse(&["--pod-identity-cluster-name", "-x"]).is_err());
+        assert!(parse(&["--keyless", "sometimes"]).is_err());
     }
 
     #[test]

@@ -54,12 +54,19 @@ pub enum RunError {
     NoClusterUid,
     #[error("{0}")]
     PolicyTooLarge(String),
+    #[error(
+        "--keyless=required needs a way to give pods a role: --oidc-provider-arn (IRSA) or --pod-identity-cluster-name (EKS Pod Identity)"
+    )]
+    KeylessWithoutSetup,
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     init_tracing(args.log_format);
     let boundary = args.permissions_boundary_arn.clone().ok_or(RunError::NoBoundary)?;
+    if args.keyless == crate::config::Keyless::Required && args.keyless_setup().is_none() {
+        return Err(RunError::KeylessWithoutSetup);
+    }
     check_policy_sizes(&args)?;
     let client = Client::try_default().await.map_err(RunError::Kubeconfig)?;
     check_crds(&client, args.namespace.as_deref()).await?;

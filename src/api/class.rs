@@ -51,6 +51,13 @@ pub struct BucketClassSpec {
     #[serde(default)]
     pub allow_external_access: bool,
 
+    /// Whether the credentials of this class's buckets must be keyless: a BucketBinding must name its app's
+    /// ServiceAccount (serviceAccountName) and gets a role, never an access key; a BucketBinding without
+    /// one, and a BucketServiceKey, are refused with the reason KeysNotAllowed. Default false. Existing
+    /// keyed credentials of a class that starts requiring it are revoked at their next reconcile.
+    #[serde(default)]
+    pub require_keyless: bool,
+
     /// How the class's buckets are encrypted at rest. Default: SSE-S3 (keys managed by S3). With SSE-KMS and
     /// the platform's own key, the credentials of these buckets get exactly kms:GenerateDataKey and
     /// kms:Decrypt on that key, through S3 only. Changing the key re-encrypts nothing: new objects use the

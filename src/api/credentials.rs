@@ -81,7 +81,12 @@ pub enum Permissions {
 }
 
 /// Credentials for an app in the cluster: what `cf bind-service` gave a Cloud Foundry app.
-#[derive(CustomResource, Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new(
+    "has(self.serviceAccountName) == has(oldSelf.serviceAccountName) && (!has(self.serviceAccountName) || self.serviceAccountName == oldSelf.serviceAccountName)"
+).message("serviceAccountName is immutable: moving between keys and a ServiceAccount's role is a new BucketBinding"))]
+#[x_kube(validation = Rule::new("!has(self.serviceAccountName) || !has(self.keyRotation)")
+    .message("keyRotation rotates access keys, and a binding with serviceAccountName has none: remove one of them"))]
 #[kube(
     group = "bucketbroker.io",
     version = "v1alpha1",
@@ -91,9 +96,10 @@ pub enum Permissions {
     shortname = "bkb",
     category = "bucketbroker",
     doc = "Credentials for an app in the cluster to use a Bucket: a dedicated IAM user with a least-privilege \
-           policy on that bucket alone and one access key, written to a Secret (status.binding.name) whose \
-           VCAP_SERVICES entry is what Cloud Foundry apps already parse, plus AWS_* keys for envFrom and \
-           servicebinding.io files. Deleting it revokes the credentials; the bucket and its data stay.",
+           policy on that bucket alone and one access key (or, with serviceAccountName, no key: a role the \
+           app's ServiceAccount assumes), written to a Secret (status.binding.name) whose VCAP_SERVICES entry \
+           is what Cloud Foundry apps already parse, plus AWS_* keys for envFrom and servicebinding.io files. \
+           Deleting it revokes the credentials; the bucket and its data stay.",
     printcolumn = r#"{"name":"Bucket","type":"string","description":"The Bucket these credentials are for","jsonPath":".spec.bucketRef.name"}"#,
     printcolumn = r#"{"name":"Permissions","type":"string","jsonPath":".spec.permissions"}"#,
     printcolumn = r#"{"name":"Secret","type":"string","description":"The Secret holding the credentials","jsonPath":".status.binding.name"}"#,
@@ -102,8 +108,10 @@ pub enum Permissions {
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"description":"Why the credentials are (not) ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"External","type":"boolean","priority":1,"description":"Usable from outside the platform network","jsonPath":".spec.allowExternalAccess"}"#,
-    printcolumn = r#"{"name":"User","type":"string","priority":1,"description":"The IAM user","jsonPath":".status.userName"}"#
+    printcolumn = r#"{"name":"User","type":"string","priority":1,"description":"The IAM user","jsonPath":".status.userName"}"#,
+    printcolumn = r#"{"name":"ServiceAccount","type":"string","priority":1,"description":"The ServiceAccount whose role holds the access (keyless)","jsonPath":".spec.serviceAccountName"}"#
 )]
+#[serde(rename_all = "camelCase")]
 pub struct BucketBindingSpec {
     #[serde(flatten)]
     pub access: AccessSpec,
@@ -114,6 +122,19 @@ pub struct BucketBindingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 240), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
     pub app: Option<String>,
+
+    /// Keyless: the app's ServiceAccount, in this namespace. Instead of an IAM user and an access key, the
+    /// ServiceAccount gets an IAM role with this binding's permissions, which its pods assume through IRSA
+    /// or EKS Pod Identity (whichever the platform set up); the Secret then holds the role's ARN and no
+    /// key. The ServiceAccount may be created before or after this binding. Several bindings may name the
+    /// same ServiceAccount: its one role gets each binding's access. Cannot be added, changed or removed
+    /// after creation: to move an app between keys and a role, create a new BucketBinding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub service_account_name: Option<String>,
 }
 
 /// Credentials for use outside the cluster: what `cf create-service-key` gave.
@@ -174,6 +195,16 @@ pub struct CredentialStatus {
     /// data there (for example when migrating with `aws s3 sync`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_arn: Option<String>,
+
+    /// The IAM role holding the access of a keyless binding: its ServiceAccount's role, named from the
+    /// ServiceAccount's uid. For information, like userName.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_name: Option<String>,
+
+    /// The ARN of that role: what the ServiceAccount's pods assume, and what a bucket policy in another
+    /// AWS account names to let them copy data there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
 
     /// The shared Secret `<app>-vcap-services` listing this binding with the other bindings of its app
     /// (BucketBinding with spec.app only).

@@ -110,15 +110,16 @@ fn printer_columns_follow_the_design() {
     };
     assert_eq!(columns(&BucketBinding::crd(), false), narrow(true), "bindings show their app");
     assert_eq!(columns(&BucketServiceKey::crd(), false), narrow(false));
-    for crd in [BucketBinding::crd(), BucketServiceKey::crd()] {
-        assert_eq!(
-            columns(&crd, true),
-            [
-                column("REASON", reason),
-                column("EXTERNAL", ".spec.allowExternalAccess"),
-                column("USER", ".status.userName"),
-            ]
-        );
+    for (crd, keyless) in [(BucketBinding::crd(), true), (BucketServiceKey::crd(), false)] {
+        let mut wide = vec![
+            column("REASON", reason),
+            column("EXTERNAL", ".spec.allowExternalAccess"),
+            column("USER", ".status.userName"),
+        ];
+        if keyless {
+            wide.push(column("SERVICEACCOUNT", ".spec.serviceAccountName"));
+        }
+        assert_eq!(columns(&crd, true), wide);
     }
 }
 
@@ -313,8 +314,13 @@ fn service_key_shares_the_binding_spec() {
         spec.as_object_mut().and_then(|s| s.remove("description"));
         spec
     };
-    // The same spec, except `app`, which only an app in the cluster has.
+    // The same spec, except `app` and `serviceAccountName` (with its two rules), which only an app in the
+    // cluster has.
     let mut binding = spec_without_description(BucketBinding::crd());
-    binding["properties"].as_object_mut().and_then(|p| p.remove("app")).expect("bindings have an app");
+    let properties = binding["properties"].as_object_mut().expect("properties");
+    properties.remove("app").expect("bindings have an app");
+    properties.remove("serviceAccountName").expect("bindings may name a ServiceAccount");
+    let rules = binding["x-kubernetes-validations"].as_array_mut().expect("rules");
+    rules.retain(|r| !r["rule"].as_str().is_some_and(|r| r.contains("serviceAccountName")));
     assert_eq!(spec_without_description(BucketServiceKey::crd()), binding);
 }

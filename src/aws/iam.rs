@@ -1,4 +1,5 @@
-//! IAM and STS operations for one credential: its user, inline policy, attached policy and access keys.
+//! IAM and STS operations for one credential: its user, inline policy, attached policy and access keys, or
+//! the role of a ServiceAccount (keyless bindings) and its inline policies.
 //! Creating what exists and deleting what is gone are successes.
 
 use aws_sdk_iam::Client;
@@ -215,6 +216,136 @@ impl UserOps<'_> {
         }
         let delete = self.client.delete_user().user_name(self.user).send();
         optional(call(self.stats, IAM, "DeleteUser", delete).await)?;
+        Ok(())
+    }
+}
+
+/// An IAM role as the controller sees it: the keyless identity of a ServiceAccount.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Role {
+    pub arn: String,
+    pub tags: Vec<(String, String)>,
+    pub permissions_boundary: Option<String>,
+    /// The trust policy, parsed (IAM returns it URL-encoded).
+    pub trust: Option<Value>,
+}
+
+/// IAM calls on one role. Each binding of the role's ServiceAccount owns one inline policy on it.
+pub struct RoleOps<'a> {
+    pub client: Client,
+    pub stats: &'a CallStats,
+    pub role: &'a str,
+}
+
+impl RoleOps<'_> {
+    /// The role, or `None` when it does not exist.
+    pub async fn get(&self) -> Result<Option<Role>, AwsError> {
+        let get = self.client.get_role().role_name(self.role).send();
+        let output = optional(call(self.stats, IAM, "GetRole", get).await)?;
+        Ok(output.and_then(|o| o.role).map(|r| Role {
+            arn: r.arn().to_owned(),
+            tags: r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect(),
+            permissions_boundary: r
+                .permissions_boundary()
+                .and_then(|b| b.permissions_boundary_arn())
+                .map(str::to_owned),
+            trust: r.assume_role_policy_document().and_then(parse_document),
+        }))
+    }
+
+    /// Creates the role with its path, trust policy, tags and permissions boundary; returns its ARN.
+    pub async fn create(
+        &self,
+        path: &str,
+        trust: &Value,
+        tags: &[(String, String)],
+        boundary: Option<&str>,
+    ) -> Result<String, AwsError> {
+        let tags = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("CreateRole", e))?;
+        let create = self
+            .client
+            .create_role()
+            .role_name(self.role)
+            .path(path)
+            .assume_role_policy_document(trust.to_string())
+            .set_tags(Some(tags))
+            .set_permissions_boundary(boundary.map(str::to_owned))
+            .send();
+        let output = call(self.stats, IAM, "CreateRole", create).await?;
+        output.role.map(|r| r.arn).ok_or_else(|| invalid("CreateRole", "no role in the response"))
+    }
+
+    pub async fn set_trust(&self, trust: &Value) -> Result<(), AwsError> {
+        let update = self
+            .client
+            .update_assume_role_policy()
+            .role_name(self.role)
+            .policy_document(trust.to_string())
+            .send();
+        call(self.stats, IAM, "UpdateAssumeRolePolicy", update).await?;
+        Ok(())
+    }
+
+    pub async fn set_boundary(&self, arn: &str) -> Result<(), AwsError> {
+        let put =
+            self.client.put_role_permissions_boundary().role_name(self.role).permissions_boundary(arn).send();
+        call(self.stats, IAM, "PutRolePermissionsBoundary", put).await?;
+        Ok(())
+    }
+
+    /// Sets one tag on the role.
+    pub async fn set_tag(&self, key: &str, value: &str) -> Result<(), AwsError> {
+        let tag = Tag::builder().key(key).value(value).build().map_err(|e| invalid("TagRole", e))?;
+        let put = self.client.tag_role().role_name(self.role).tags(tag).send();
+        call(self.stats, IAM, "TagRole", put).await?;
+        Ok(())
+    }
+
+    /// Whether the inline policy `name` means the same as `desired`.
+    pub async fn has_policy(&self, name: &str, desired: &Value) -> Result<bool, AwsError> {
+        let get = self.client.get_role_policy().role_name(self.role).policy_name(name).send();
+        let current = optional(call(self.stats, IAM, "GetRolePolicy", get).await)?
+            .and_then(|p| parse_document(&p.policy_document));
+        Ok(current.is_some_and(|c| policy::equivalent(&c, desired)))
+    }
+
+    pub async fn put_policy(&self, name: &str, desired: &Value) -> Result<(), AwsError> {
+        let put = self
+            .client
+            .put_role_policy()
+            .role_name(self.role)
+            .policy_name(name)
+            .policy_document(desired.to_string())
+            .send();
+        call(self.stats, IAM, "PutRolePolicy", put).await?;
+        Ok(())
+    }
+
+    /// Deletes the inline policy `name`; one already gone (or a role already gone) counts as deleted.
+    pub async fn delete_policy(&self, name: &str) -> Result<(), AwsError> {
+        let delete = self.client.delete_role_policy().role_name(self.role).policy_name(name).send();
+        optional(call(self.stats, IAM, "DeleteRolePolicy", delete).await)?;
+        Ok(())
+    }
+
+    /// The names of the role's inline policies (none for a role that does not exist).
+    pub async fn policies(&self) -> Result<Vec<String>, AwsError> {
+        let list = self.client.list_role_policies().role_name(self.role).send();
+        Ok(optional(call(self.stats, IAM, "ListRolePolicies", list).await)?
+            .map(|o| o.policy_names)
+            .unwrap_or_default())
+    }
+
+    /// Deletes the role, which must hold no policy any more: IAM refuses (`DeleteConflict`) while one is
+    /// left, so a binding that put its policy meanwhile keeps the role. A role already gone counts as
+    /// deleted.
+    pub async fn delete(&self) -> Result<(), AwsError> {
+        let delete = self.client.delete_role().role_name(self.role).send();
+        optional(call(self.stats, IAM, "DeleteRole", delete).await)?;
         Ok(())
     }
 }

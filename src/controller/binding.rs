@@ -27,4 +27,10 @@ impl CredentialKind for BucketBinding {
     fn app(&self) -> Option<&str> {
         self.spec.app.as_deref()
     }
+
+    const KEYLESS: bool = true;
+
+    fn service_account(&self) -> Option<&str> {
+        self.spec.service_account_name.as_deref()
+    }
 }

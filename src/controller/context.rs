@@ -56,6 +56,11 @@ pub struct Settings {
     pub orphan_grace: Duration,
     /// The longest a pass may take before it is stopped and retried (not a flag, tests shorten it).
     pub pass_timeout: Duration,
+    /// How keyless BucketBindings get their role (`--oidc-provider-arn`, `--pod-identity-cluster-name`);
+    /// `None`: a BucketBinding naming a ServiceAccount is refused.
+    pub keyless: Option<crate::desired::keyless::Setup>,
+    /// Whether access keys may be issued at all (`--keyless=allowed`).
+    pub keys_allowed: bool,
 }
 
 impl Settings {
@@ -94,6 +99,8 @@ impl Settings {
             orphan_sweep_interval: args.orphan_sweep_interval.0,
             orphan_grace: ORPHAN_GRACE,
             pass_timeout: PASS_TIMEOUT,
+            keyless: args.keyless_setup(),
+            keys_allowed: args.keyless == crate::config::Keyless::Allowed,
         }
     }
 }

@@ -35,6 +35,18 @@ pub enum Error {
     /// The Bucket's class forbids what it asks for.
     #[error("{0}")]
     ClassForbids(String),
+    /// Access keys are not allowed here; the message says by whom.
+    #[error("{0}")]
+    KeysNotAllowed(String),
+    /// A keyless binding's ServiceAccount does not exist (yet).
+    #[error("{0}")]
+    ServiceAccountNotFound(String),
+    /// The ServiceAccount names a role the controller did not make for it.
+    #[error("{0}")]
+    ServiceAccountConflict(String),
+    /// A binding names a ServiceAccount, and the controller has no keyless setup.
+    #[error("{0}")]
+    KeylessNotConfigured(String),
     /// An AWS object changed under this pass (another pass made or deleted it meanwhile); retried.
     #[error("{0}")]
     ConcurrentChange(String),
@@ -75,6 +87,10 @@ impl Error {
             Error::ClassForbids(_) => reasons::CLASS_FORBIDS,
             Error::PublicAccessBlockedByAccount(_) => reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT,
             Error::ConcurrentChange(_) => reasons::CONCURRENT_CHANGE,
+            Error::KeysNotAllowed(_) => reasons::KEYS_NOT_ALLOWED,
+            Error::ServiceAccountNotFound(_) => reasons::SERVICE_ACCOUNT_NOT_FOUND,
+            Error::ServiceAccountConflict(_) => reasons::SERVICE_ACCOUNT_CONFLICT,
+            Error::KeylessNotConfigured(_) => reasons::KEYLESS_NOT_CONFIGURED,
             Error::Incomplete(_) => reasons::INVALID_SPEC,
             Error::CrdOutdated { .. } => reasons::CRD_OUTDATED,
             Error::SecretConflict(_) => reasons::SECRET_CONFLICT,

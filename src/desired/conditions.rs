@@ -54,6 +54,14 @@ pub mod reasons {
     pub const BUCKET_NAME_TAKEN: &str = "BucketNameTaken";
     /// The account's Block Public Access settings forbid the public policy a public Bucket needs.
     pub const PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT: &str = "PublicAccessBlockedByAccount";
+    /// Access keys are not allowed (`--keyless=required`, or the class requires keyless bindings).
+    pub const KEYS_NOT_ALLOWED: &str = "KeysNotAllowed";
+    /// A keyless binding names a ServiceAccount that does not exist (yet).
+    pub const SERVICE_ACCOUNT_NOT_FOUND: &str = "ServiceAccountNotFound";
+    /// The ServiceAccount already names a role the controller did not make for it.
+    pub const SERVICE_ACCOUNT_CONFLICT: &str = "ServiceAccountConflict";
+    /// A binding names a ServiceAccount, and the platform has no keyless setup.
+    pub const KEYLESS_NOT_CONFIGURED: &str = "KeylessNotConfigured";
 }
 
 /// The `Ready=False` reasons that the controller cannot resolve by itself however often it retries, so
@@ -81,6 +89,12 @@ pub fn needs_a_person(reason: &str) -> bool {
         // The class is missing, or forbids what is asked: change the spec, or ask the platform team.
         reasons::CLASS_NOT_FOUND,
         reasons::CLASS_FORBIDS,
+        // Keys are banned here: bind the app's ServiceAccount instead (serviceAccountName).
+        reasons::KEYS_NOT_ALLOWED,
+        // The ServiceAccount names another role: remove that annotation, or bind another ServiceAccount.
+        reasons::SERVICE_ACCOUNT_CONFLICT,
+        // The platform cannot give roles to ServiceAccounts: ask the platform team, or use a keyed binding.
+        reasons::KEYLESS_NOT_CONFIGURED,
     ]
     .contains(&reason)
 }

@@ -9,6 +9,7 @@
 pub mod attachments;
 pub mod class;
 pub mod conditions;
+pub mod keyless;
 pub mod names;
 pub mod policy;
 pub mod redact;

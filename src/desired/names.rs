@@ -32,6 +32,12 @@ pub fn user_name(prefix: &str, uid: &str) -> String {
     format!("{prefix}{uid}")
 }
 
+/// The IAM role name of a ServiceAccount (keyless bindings): the ServiceAccount owns the role, since IRSA
+/// lets a ServiceAccount name one role, whatever number of bindings name it.
+pub fn role_name(prefix: &str, service_account_uid: &str) -> String {
+    format!("{prefix}{service_account_uid}")
+}
+
 /// The AWS partition a region belongs to (`aws`, `aws-cn`, `aws-us-gov`).
 pub fn partition(region: &str) -> &'static str {
     if region.starts_with("cn-") {

@@ -14,11 +14,17 @@ pub const VCAP_SERVICES: &str = "VCAP_SERVICES";
 /// The servicebinding.io Secret type of a BucketBinding's Secret.
 pub const BINDING_SECRET_TYPE: &str = "servicebinding.io/s3";
 
+/// What a credential grants its holder: an access key, or a role its pods assume (keyless).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Grant<'a> {
+    Key { id: &'a str, secret: &'a str },
+    Role { arn: &'a str },
+}
+
 /// What a credential Secret carries.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials<'a> {
-    pub access_key_id: &'a str,
-    pub secret_access_key: &'a str,
+    pub grant: Grant<'a>,
     pub region: &'a str,
     pub bucket_name: &'a str,
     pub deploy_env: &'a str,
@@ -29,36 +35,55 @@ pub struct Credentials<'a> {
 // Never print a secret, even in a debug log.
 impl std::fmt::Debug for Credentials<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("access_key_id", &self.access_key_id)
-            .field("secret_access_key", &"<redacted>")
-            .field("bucket_name", &self.bucket_name)
-            .finish_non_exhaustive()
+        let mut out = f.debug_struct("Credentials");
+        match self.grant {
+            Grant::Key { id, .. } => {
+                out.field("access_key_id", &id).field("secret_access_key", &"<redacted>")
+            }
+            Grant::Role { arn } => out.field("role_arn", &arn),
+        };
+        out.field("bucket_name", &self.bucket_name).finish_non_exhaustive()
     }
 }
 
-/// The `credentials` object of the seed: five keys, in this order.
+/// The `credentials` object of the seed: five keys, in this order; a keyless binding's has its role's ARN
+/// where the seed has the two key fields.
 fn credentials_json(c: &Credentials<'_>) -> serde_json::Value {
-    json!({
-        "aws_access_key_id": c.access_key_id,
-        "aws_region": c.region,
-        "aws_secret_access_key": c.secret_access_key,
-        "bucket_name": c.bucket_name,
-        "deploy_env": c.deploy_env,
-    })
+    match c.grant {
+        Grant::Key { id, secret } => json!({
+            "aws_access_key_id": id,
+            "aws_region": c.region,
+            "aws_secret_access_key": secret,
+            "bucket_name": c.bucket_name,
+            "deploy_env": c.deploy_env,
+        }),
+        Grant::Role { arn } => json!({
+            "aws_region": c.region,
+            "bucket_name": c.bucket_name,
+            "deploy_env": c.deploy_env,
+            "role_arn": arn,
+        }),
+    }
 }
 
 /// The flat keys for `envFrom` and the servicebinding.io keys, shared by both Secrets.
 fn flat_keys(c: &Credentials<'_>) -> BTreeMap<String, String> {
     let mut data = BTreeMap::from([
-        ("AWS_ACCESS_KEY_ID".to_owned(), c.access_key_id.to_owned()),
-        ("AWS_SECRET_ACCESS_KEY".to_owned(), c.secret_access_key.to_owned()),
         ("AWS_REGION".to_owned(), c.region.to_owned()),
         ("AWS_DEFAULT_REGION".to_owned(), c.region.to_owned()),
         ("BUCKET_NAME".to_owned(), c.bucket_name.to_owned()),
         ("type".to_owned(), "s3".to_owned()),
         ("provider".to_owned(), "aws".to_owned()),
     ]);
+    match c.grant {
+        Grant::Key { id, secret } => {
+            data.insert("AWS_ACCESS_KEY_ID".to_owned(), id.to_owned());
+            data.insert("AWS_SECRET_ACCESS_KEY".to_owned(), secret.to_owned());
+        }
+        Grant::Role { arn } => {
+            data.insert("AWS_ROLE_ARN".to_owned(), arn.to_owned());
+        }
+    }
     if let Some(endpoint) = c.endpoint_url {
         data.insert("AWS_ENDPOINT_URL_S3".to_owned(), endpoint.to_owned());
     }
@@ -110,8 +135,7 @@ mod tests {
 
     fn creds() -> Credentials<'static> {
         Credentials {
-            access_key_id: "AKIAEXAMPLE",
-            secret_access_key: "secret/key",
+            grant: Grant::Key { id: "AKIAEXAMPLE", secret: "secret/key" },
             region: "eu-west-2",
             bucket_name: "bucket-broker-uid",
             deploy_env: "prod",
@@ -173,6 +197,25 @@ mod tests {
         assert_eq!(parsed["aws_secret_access_key"], "secret/key");
         assert!(!data.contains_key("VCAP_SERVICES"));
         assert_eq!(data["AWS_ACCESS_KEY_ID"], "AKIAEXAMPLE");
+    }
+
+    #[test]
+    fn a_keyless_secret_names_the_role_and_holds_no_key() {
+        let keyless =
+            Credentials { grant: Grant::Role { arn: "arn:aws:iam::123456789012:role/r" }, ..creds() };
+        let data = binding_data("b", &keyless);
+        assert!(!data.contains_key("AWS_ACCESS_KEY_ID") && !data.contains_key("AWS_SECRET_ACCESS_KEY"));
+        assert_eq!(data["AWS_ROLE_ARN"], "arn:aws:iam::123456789012:role/r");
+        assert_eq!(data["BUCKET_NAME"], "bucket-broker-uid");
+        assert_eq!(data["AWS_REGION"], "eu-west-2");
+        assert_eq!(data["type"], "s3");
+        let vcap: Value = serde_json::from_str(&data["VCAP_SERVICES"]).expect("json");
+        assert_eq!(
+            vcap[LABEL][0]["credentials"],
+            json!({"bucket_name": "bucket-broker-uid", "aws_region": "eu-west-2", "deploy_env": "prod",
+                   "role_arn": "arn:aws:iam::123456789012:role/r"})
+        );
+        assert!(format!("{keyless:?}").contains("role_arn"));
     }
 
     #[test]

@@ -30,5 +30,7 @@ pub fn settings(namespace: &str) -> crate::controller::Settings {
         orphan_sweep_interval: std::time::Duration::from_secs(3600),
         orphan_grace: crate::controller::ORPHAN_GRACE,
         pass_timeout: crate::controller::PASS_TIMEOUT,
+        keyless: None,
+        keys_allowed: true,
     }
 }

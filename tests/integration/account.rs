@@ -63,7 +63,7 @@ impl SentRequests {
 }
 
 /// The controller's AWS clients, with every S3 and IAM request recorded.
-async fn recorded_aws(env: &TestEnv) -> (Aws, SentRequests) {
+pub(crate) async fn recorded_aws(env: &TestEnv) -> (Aws, SentRequests) {
     let sent = SentRequests::default();
     let mut aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
     let config = aws.s3.config().to_builder().interceptor(sent.clone()).build();

@@ -39,6 +39,7 @@ const LEASE_NAME: &str = "bucket-broker";
 /// Where the IAM policy confines the controller: the default bucket prefix and IAM path.
 const BUCKET_RESOURCE: &str = "arn:aws:s3:::bucket-broker-*";
 const USER_RESOURCE: &str = "arn:aws:iam::*:user/bucket-broker/*";
+const ROLE_RESOURCE: &str = "arn:aws:iam::*:role/bucket-broker/*";
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -534,6 +535,7 @@ fn rbac_grants_exactly_what_the_controller_uses() {
         rule("events.k8s.io", &["events"], &["create", "patch"], &[]),
         rule("", &["namespaces"], &["get"], &[]),
         rule("bucketbroker.io", &["bucketclasses"], &["get", "list", "watch"], &[]),
+        rule("", &["serviceaccounts"], &["get", "list", "watch", "patch"], &[]),
     ]);
     let missing: Vec<_> = wanted.difference(&granted).collect();
     let extra: Vec<_> = granted.difference(&wanted).collect();
@@ -597,6 +599,17 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("iam", "ListAccessKeys", &["iam:ListAccessKeys"]),
     ("iam", "CreateAccessKey", &["iam:CreateAccessKey"]),
     ("iam", "DeleteAccessKey", &["iam:DeleteAccessKey"]),
+    // Keyless bindings: the role of a ServiceAccount, created with its tags (authorized as TagRole too).
+    ("iam", "CreateRole", &["iam:CreateRole", "iam:TagRole"]),
+    ("iam", "GetRole", &["iam:GetRole"]),
+    ("iam", "TagRole", &["iam:TagRole"]),
+    ("iam", "DeleteRole", &["iam:DeleteRole"]),
+    ("iam", "UpdateAssumeRolePolicy", &["iam:UpdateAssumeRolePolicy"]),
+    ("iam", "PutRolePermissionsBoundary", &["iam:PutRolePermissionsBoundary"]),
+    ("iam", "GetRolePolicy", &["iam:GetRolePolicy"]),
+    ("iam", "PutRolePolicy", &["iam:PutRolePolicy"]),
+    ("iam", "DeleteRolePolicy", &["iam:DeleteRolePolicy"]),
+    ("iam", "ListRolePolicies", &["iam:ListRolePolicies"]),
     // Signed with the new user's key to check it works, and never deniable: nothing for the controller.
     ("sts", "GetCallerIdentity", &[]),
 ];
@@ -616,6 +629,9 @@ const NEED_THE_BOUNDARY: &[&str] = &[
     "iam:DeleteUserPermissionsBoundary",
     "iam:PutUserPolicy",
     "iam:AttachUserPolicy",
+    "iam:CreateRole",
+    "iam:PutRolePermissionsBoundary",
+    "iam:PutRolePolicy",
 ];
 
 /// One `call(stats, service, operation, future)` in the AWS layer.
@@ -788,6 +804,7 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
             let confined_to = match action.split_once(':').map(|(service, _)| service) {
                 _ if UNSCOPABLE.contains(&action.as_str()) => "*",
                 Some("s3") => BUCKET_RESOURCE,
+                Some("iam") if action.contains("Role") => ROLE_RESOURCE,
                 Some("iam") => USER_RESOURCE,
                 _ => panic!("{sid}: {action} is not an S3 or IAM action"),
             };
@@ -942,6 +959,7 @@ fn the_aws_policy_resources_follow_the_default_prefix_and_path() {
     let Command::Run(args) = parsed.command else { panic!("not run") };
     assert_eq!(BUCKET_RESOURCE, format!("arn:aws:s3:::{}*", args.bucket_prefix));
     assert_eq!(USER_RESOURCE, format!("arn:aws:iam::*:user{}*", args.iam_path));
+    assert_eq!(ROLE_RESOURCE, format!("arn:aws:iam::*:role{}*", args.iam_path));
 }
 
 #[test]

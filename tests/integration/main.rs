@@ -15,6 +15,7 @@ mod gitops;
 mod harness;
 mod hostile;
 mod image;
+mod keyless;
 mod kubectl;
 mod operations;
 mod orphans;

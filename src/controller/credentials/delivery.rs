@@ -56,12 +56,14 @@ pub(super) fn as_bytes(data: BTreeMap<String, String>) -> BTreeMap<String, ByteS
 pub(super) async fn conflict<K: CredentialKind>(
     obj: &K,
     ctx: &Context,
-    user: &str,
+    user: Option<&str>,
     previous: CredentialStatus,
     message: String,
 ) -> Result<(), Error> {
-    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
-    ops.delete_access_keys().await?;
+    if let Some(user) = user {
+        let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
+        ops.delete_access_keys().await?;
+    }
     let already = obj
         .credential_status()
         .and_then(|s| crate::api::find_condition(&s.conditions, types::READY))
@@ -105,7 +107,7 @@ pub(super) async fn write_secret<K: CredentialKind>(
     name: &str,
     existing: Option<&Secret>,
     data: BTreeMap<String, ByteString>,
-    key_id: &str,
+    key_id: Option<&str>,
 ) -> Result<Option<String>, Error> {
     let owner = obj.controller_owner_ref(&()).ok_or(Error::Incomplete("name or uid"))?;
     let params = PostParams { dry_run: false, field_manager: Some(MANAGER.to_owned()) };
@@ -121,7 +123,7 @@ pub(super) async fn write_secret<K: CredentialKind>(
     };
     let key_annotation = current.metadata.annotations.as_ref().and_then(|a| a.get(rotation::KEY_ANNOTATION));
     let up_to_date = current.data.as_ref() == Some(&data)
-        && key_annotation.map(String::as_str) == Some(key_id)
+        && key_annotation.map(String::as_str) == key_id
         && current.type_.as_deref() == Some(K::SECRET_TYPE)
         && current.metadata.owner_references.as_ref().is_some_and(|refs| refs.contains(&owner));
     if up_to_date {
@@ -150,11 +152,11 @@ pub(super) async fn write_secret<K: CredentialKind>(
     let mut secret = current.clone();
     secret.metadata.managed_fields = None;
     secret.metadata.labels.get_or_insert_default().insert(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned());
-    secret
-        .metadata
-        .annotations
-        .get_or_insert_default()
-        .insert(rotation::KEY_ANNOTATION.to_owned(), key_id.to_owned());
+    let annotations = secret.metadata.annotations.get_or_insert_default();
+    match key_id {
+        Some(id) => annotations.insert(rotation::KEY_ANNOTATION.to_owned(), id.to_owned()),
+        None => annotations.remove(rotation::KEY_ANNOTATION),
+    };
     let refs = secret.metadata.owner_references.get_or_insert_default();
     refs.retain(|r| r.uid != owner.uid);
     refs.push(owner);
@@ -169,13 +171,14 @@ fn desired_secret(
     owner: OwnerReference,
     type_: &str,
     data: BTreeMap<String, ByteString>,
-    key_id: &str,
+    key_id: Option<&str>,
 ) -> Secret {
     Secret {
         metadata: kube::api::ObjectMeta {
             name: Some(name.to_owned()),
             // Changes with every new key: tools that restart pods on a change (stakater Reloader) see it.
-            annotations: Some(BTreeMap::from([(rotation::KEY_ANNOTATION.to_owned(), key_id.to_owned())])),
+            annotations: key_id
+                .map(|id| BTreeMap::from([(rotation::KEY_ANNOTATION.to_owned(), id.to_owned())])),
             labels: Some(BTreeMap::from([(MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned())])),
             owner_references: Some(vec![owner]),
             ..Default::default()

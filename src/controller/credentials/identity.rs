@@ -1,5 +1,6 @@
-//! The identity a credential grants to: today an IAM user, named from the object's uid, with its inline
-//! policy, tags, permissions boundary and common policy.
+//! The identity a credential grants to ([`Identity`]): an IAM user of the object, named from its uid,
+//! with its inline policy, tags, permissions boundary and common policy, and access keys (`keys.rs`); or
+//! the role of the app's ServiceAccount, keyless (`role.rs`).
 
 use super::CredentialKind;
 use super::target::{Target, verify_bucket};
@@ -7,8 +8,43 @@ use crate::aws::iam::{User, UserOps};
 use crate::aws::{ErrorKind, Priority};
 use crate::controller::{Context, Error};
 use crate::desired::attachments;
+use crate::desired::keyless::Setup;
 use crate::desired::names::{self, Owner, Ownership};
 use crate::desired::policy;
+
+/// Who a credential's access is granted to: the seam between keyed and keyless credentials.
+pub(super) enum Identity<'a> {
+    /// An IAM user of this object, holding one access key, which is in the Secret: a BucketServiceKey, or a
+    /// BucketBinding without serviceAccountName.
+    User { name: String },
+    /// The IAM role of the app's ServiceAccount, which its pods assume: a BucketBinding with
+    /// serviceAccountName. No user, no key.
+    Role { service_account: &'a str, setup: &'a Setup },
+}
+
+impl<'a> Identity<'a> {
+    /// The identity of `obj`; `user` is its IAM user's name, should it have one.
+    pub(super) fn of<K: CredentialKind>(obj: &'a K, ctx: &'a Context, user: String) -> Result<Self, Error> {
+        let Some(service_account) = obj.service_account() else { return Ok(Identity::User { name: user }) };
+        match &ctx.settings.keyless {
+            Some(setup) => Ok(Identity::Role { service_account, setup }),
+            None => Err(Error::KeylessNotConfigured(
+                "spec.serviceAccountName: this platform gives no roles to ServiceAccounts (the controller runs \
+                 without --oidc-provider-arn or --pod-identity-cluster-name); ask the platform team, or create a \
+                 BucketBinding without serviceAccountName"
+                    .to_owned(),
+            )),
+        }
+    }
+
+    /// The IAM user, for an identity that is one.
+    pub(super) fn user(&self) -> Option<&str> {
+        match self {
+            Identity::User { name } => Some(name),
+            Identity::Role { .. } => None,
+        }
+    }
+}
 
 /// The IAM user: named from the uid; a different name in status is used only when AWS shows that user
 /// carries this object's uid tag (made under an earlier `--user-prefix`).

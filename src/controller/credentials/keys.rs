@@ -17,7 +17,7 @@ use crate::controller::{Context, Error};
 use crate::desired::conditions::{is_true, types};
 use crate::desired::names::{self, Owner};
 use crate::desired::rotation;
-use crate::desired::secret::Credentials;
+use crate::desired::secret::{Credentials, Grant};
 
 /// What [`deliver`] did.
 pub(super) struct Delivered {
@@ -71,8 +71,7 @@ pub(super) async fn deliver<K: CredentialKind>(
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let data_for = |id: &str, secret: &str| {
         let credentials = Credentials {
-            access_key_id: id,
-            secret_access_key: secret,
+            grant: Grant::Key { id, secret },
             region: &target.region,
             bucket_name: &target.bucket_name,
             deploy_env: &ctx.settings.deploy_env,
@@ -182,7 +181,7 @@ pub(super) async fn deliver<K: CredentialKind>(
     // cannot be stored is deleted, so that no live key is held outside the Secret.
     let data = data_for(&key.id, &key_secret);
     let name = secret_name(obj);
-    match write_secret::<K>(obj, secrets, &name, existing, data, &key.id).await {
+    match write_secret::<K>(obj, secrets, &name, existing, data, Some(&key.id)).await {
         Ok(Some(version)) => {
             ctx.memo.wrote_secret(owner.namespace, &name, Some(&version));
             changes.push("wrote the Secret");

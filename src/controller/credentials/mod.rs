@@ -24,6 +24,7 @@ mod identity;
 mod keys;
 mod pass;
 mod revocation;
+mod role;
 mod target;
 
 pub use delivery::MANAGED_BY;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::Event as Finalizer;
@@ -78,6 +79,12 @@ pub trait CredentialKind:
     fn app(&self) -> Option<&str> {
         None
     }
+    /// Whether this kind can be keyless (BucketBinding): its objects may name a ServiceAccount.
+    const KEYLESS: bool = false;
+    /// The app's ServiceAccount whose role holds the access, for a keyless object.
+    fn service_account(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Runs the controller of one credential kind until shutdown.
@@ -118,8 +125,36 @@ pub async fn run<K: CredentialKind>(
         })
     });
     let (on_secret, on_bucket, on_class) = (ctx.clone(), ctx.clone(), ctx.clone());
-    let (class_objects, class_buckets) = (store.clone(), buckets.store.clone());
-    Controller::for_shared_stream(objects.changes_by_others(ctx.clone()), store.clone())
+    let (class_objects, class_buckets, account_objects) =
+        (store.clone(), buckets.store.clone(), store.clone());
+    // Keyless bindings wait for their ServiceAccount and follow its re-creation: ServiceAccounts are
+    // watched as metadata only, and only where keyless bindings can be served.
+    let accounts = (K::KEYLESS && ctx.settings.keyless.is_some()).then(|| {
+        let api = ctx.api_for::<PartialObjectMeta<ServiceAccount>>(&ctx.settings.namespace);
+        watcher::watcher(api, watcher::Config::default()).default_backoff().filter_map(|event| {
+            std::future::ready(match event {
+                Ok(watcher::Event::Apply(account) | watcher::Event::Delete(account)) => Some(Ok(account)),
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+                Err(err) => Some(Err(err)),
+            })
+        })
+    });
+    let controller = Controller::for_shared_stream(objects.changes_by_others(ctx.clone()), store.clone());
+    let controller = match accounts {
+        Some(accounts) => {
+            controller.watches_stream(accounts, move |account: PartialObjectMeta<ServiceAccount>| {
+                let (namespace, name) = (account.namespace(), account.name_any());
+                account_objects
+                    .state()
+                    .into_iter()
+                    .filter(|o| o.namespace() == namespace && o.service_account() == Some(name.as_str()))
+                    .map(|o| ObjectRef::from_obj(o.as_ref()))
+                    .collect::<Vec<_>>()
+            })
+        }
+        None => controller,
+    };
+    controller
         // A Secret deleted or edited by someone else is restored: its own Secret wakes the object, an app
         // Secret every binding it lists. The controller's own writes wake nothing.
         .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {

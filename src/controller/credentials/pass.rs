@@ -8,12 +8,15 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
+use super::delivery::{as_bytes, write_secret};
 use super::delivery::{conflict, is_ours, sync_apps, taken_message};
-use super::identity::user_name;
+use super::identity::{Identity, user_name};
 use super::keys::{deliver, prune_keys, unix_now};
+use super::role;
 use super::target::Target;
 use super::{CredentialKind, secret_name};
 use crate::api::{Bucket, CredentialStatus, SecretRef};
+use crate::aws::iam::UserOps;
 use crate::controller::class::class_of;
 use crate::controller::memo::{RememberedUser, Settled, bucket_view};
 use crate::controller::status::{apply_status, conditions_after, ready_or_held};
@@ -21,6 +24,7 @@ use crate::controller::{Context, Error};
 use crate::desired::class;
 use crate::desired::conditions::{self, Observation, is_true, reasons, types};
 use crate::desired::names::Owner;
+use crate::desired::secret::{Credentials, Grant};
 
 /// How often a key that AWS does not accept yet is checked again.
 const PROPAGATION_RECHECK: Duration = Duration::from_secs(2);
@@ -30,6 +34,29 @@ const BUCKET_RECHECK: Duration = Duration::from_secs(60);
 
 /// How long a foreign Secret in the way is waited on before checking again.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
+
+/// How long a keyless binding waits for its ServiceAccount before checking again (the ServiceAccount
+/// watch usually wakes it first).
+const SERVICE_ACCOUNT_RECHECK: Duration = Duration::from_secs(60);
+
+/// Why access keys may not be issued here, if they may not: the platform bans them, or the Bucket's class
+/// requires keyless credentials. The message says what to do instead.
+fn keys_refused<K: CredentialKind>(ctx: &Context, class: Option<&class::Class>) -> Option<String> {
+    let by = if !ctx.settings.keys_allowed {
+        "this platform issues no access keys (the controller runs with --keyless=required)".to_owned()
+    } else {
+        let class = class.filter(|c| c.spec.require_keyless)?;
+        format!("the BucketClass {} of the Bucket requires keyless credentials", class.name)
+    };
+    Some(if K::KEYLESS {
+        format!(
+            "{by}: name the app's ServiceAccount in a new BucketBinding (spec.serviceAccountName) to give it a \
+             role instead; no access key is issued for this one"
+        )
+    } else {
+        format!("{by}, and a {} has no keyless form; no access key is issued", K::KIND)
+    })
+}
 
 /// The status after `observations`, with the other fields as given. `observedGeneration` moves only when
 /// the spec of this generation was fully applied, or found to need a person ([`conditions::handled`]).
@@ -163,8 +190,20 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     // network (below), and the condition says why.
     if let Some(message) = &forbidden
         && previous.user_name.is_none()
+        && previous.role_name.is_none()
     {
         return Err(Error::ClassForbids(message.clone()));
+    }
+    let identity = Identity::of(obj, ctx, user)?;
+    if let Identity::User { name } = &identity
+        && let Some(refusal) = keys_refused::<K>(ctx, class.as_ref())
+    {
+        // Keys issued before keys were banned are revoked: never looser than the platform allows.
+        if previous.user_name.is_some() {
+            let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: name };
+            ops.delete_access_keys().await?;
+        }
+        return Err(Error::KeysNotAllowed(refusal));
     }
 
     // 2. Never take over a Secret that is not provably ours, and hold no key while it is in the way.
@@ -174,38 +213,107 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     if let Some(secret) = &existing
         && !is_ours(secret, owner.uid)
     {
-        conflict(obj, ctx, &user, previous, taken_message(&secret_name)).await?;
+        conflict(obj, ctx, identity.user(), previous, taken_message(&secret_name)).await?;
         return Ok(Step::waiting(CONFLICT_RECHECK));
     }
 
-    // 3. The IAM user, its policies, exactly one key, and the Secret.
-    let delivered = match deliver(obj, ctx, &owner, &user, &target, &secrets, existing.as_ref()).await {
-        Ok(delivered) => delivered,
-        Err(Error::SecretConflict(message)) => {
-            conflict(obj, ctx, &user, previous, message).await?;
-            return Ok(Step::waiting(CONFLICT_RECHECK));
+    // 3. The identity, its policies, what it holds, and the Secret.
+    let (mut status, works, next_pass, unchanged_user) = match &identity {
+        Identity::User { name: user } => {
+            let delivered = match deliver(obj, ctx, &owner, user, &target, &secrets, existing.as_ref()).await
+            {
+                Ok(delivered) => delivered,
+                Err(Error::SecretConflict(message)) => {
+                    conflict(obj, ctx, Some(user), previous, message).await?;
+                    return Ok(Step::waiting(CONFLICT_RECHECK));
+                }
+                Err(err) => return Err(err),
+            };
+            // A retiring key's deadline or the next rotation may come before the resync.
+            let next_pass = delivered
+                .wake_at
+                .map(|at| Duration::from_secs(at.saturating_sub(unix_now()).max(1) as u64))
+                .map_or(ctx.resync_after(owner.uid), |wake| wake.min(ctx.resync_after(owner.uid)));
+            let status = CredentialStatus {
+                binding: Some(SecretRef { name: secret_name.clone() }),
+                user_name: Some(user.clone()),
+                user_arn: Some(delivered.user_arn),
+                access_key_id: Some(delivered.key_id.clone()),
+                access_keys: delivered.keys,
+                key_rotation: Some(delivered.rotation),
+                ..previous.clone()
+            };
+            if !delivered.changes.is_empty() {
+                let note = format!("{} for IAM user {user}", delivered.changes.join(", "));
+                tracing::info!(namespace = owner.namespace, name = owner.name, user = %user, key = %delivered.key_id, changes = ?delivered.changes, "Provisioned credentials");
+                ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+            }
+            (status, delivered.works, next_pass, delivered.unchanged_user)
         }
-        Err(err) => return Err(err),
+        Identity::Role { service_account, setup } => {
+            let ensured = role::ensure(
+                ctx,
+                setup,
+                &owner,
+                service_account,
+                &target,
+                spec.permissions,
+                &spec.bucket_ref.name,
+            )
+            .await;
+            let mut delivered = match ensured {
+                Ok(delivered) => delivered,
+                Err(Error::ServiceAccountNotFound(message)) => {
+                    let waiting = Observation::not_ready(reasons::SERVICE_ACCOUNT_NOT_FOUND, message);
+                    let status = status_with(obj, previous, &[waiting], false);
+                    write_status(obj, ctx, &status).await?;
+                    return Ok(Step::waiting(SERVICE_ACCOUNT_RECHECK));
+                }
+                Err(err) => return Err(err),
+            };
+            let credentials = Credentials {
+                grant: Grant::Role { arn: &delivered.arn },
+                region: &target.region,
+                bucket_name: &target.bucket_name,
+                deploy_env: &ctx.settings.deploy_env,
+                endpoint_url: ctx.aws.endpoint_url.as_deref(),
+            };
+            let data = as_bytes(K::secret_data(&spec.bucket_ref.name, &credentials));
+            match write_secret::<K>(obj, &secrets, &secret_name, existing.as_ref(), data, None).await {
+                Ok(Some(version)) => {
+                    ctx.memo.wrote_secret(owner.namespace, &secret_name, Some(&version));
+                    delivered.changes.push("wrote the Secret");
+                }
+                Ok(None) => {}
+                Err(Error::SecretConflict(message)) => {
+                    conflict(obj, ctx, None, previous, message).await?;
+                    return Ok(Step::waiting(CONFLICT_RECHECK));
+                }
+                Err(err) => return Err(err),
+            }
+            let status = CredentialStatus {
+                binding: Some(SecretRef { name: secret_name.clone() }),
+                role_name: Some(delivered.role.clone()),
+                role_arn: Some(delivered.arn.clone()),
+                user_name: None,
+                user_arn: None,
+                access_key_id: None,
+                access_keys: Vec::new(),
+                key_rotation: None,
+                ..previous.clone()
+            };
+            if !delivered.changes.is_empty() {
+                let role = &delivered.role;
+                let note = format!(
+                    "{} for IAM role {role} of ServiceAccount {service_account}",
+                    delivered.changes.join(", ")
+                );
+                tracing::info!(namespace = owner.namespace, name = owner.name, role = %role, changes = ?delivered.changes, "Provisioned keyless access");
+                ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+            }
+            (status, true, ctx.resync_after(owner.uid), None)
+        }
     };
-    // A retiring key's deadline or the next rotation may come before the resync.
-    let next_pass = delivered
-        .wake_at
-        .map(|at| Duration::from_secs(at.saturating_sub(unix_now()).max(1) as u64))
-        .map_or(ctx.resync_after(owner.uid), |wake| wake.min(ctx.resync_after(owner.uid)));
-    let mut status = CredentialStatus {
-        binding: Some(SecretRef { name: secret_name.clone() }),
-        user_name: Some(user.clone()),
-        user_arn: Some(delivered.user_arn),
-        access_key_id: Some(delivered.key_id.clone()),
-        access_keys: delivered.keys,
-        key_rotation: Some(delivered.rotation),
-        ..previous.clone()
-    };
-    if !delivered.changes.is_empty() {
-        let note = format!("{} for IAM user {user}", delivered.changes.join(", "));
-        tracing::info!(namespace = owner.namespace, name = owner.name, user = %user, key = %delivered.key_id, changes = ?delivered.changes, "Provisioned credentials");
-        ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
-    }
 
     // 4. The app Secret lists this binding, and a previous app's no longer does.
     match sync_apps(obj, ctx, owner.namespace, &previous).await {
@@ -237,7 +345,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     }
 
     // 5. Ready once AWS accepts the key.
-    if !delivered.works {
+    if !works {
         let waiting = Observation::not_ready(
             reasons::CREDENTIALS_PROPAGATING,
             "waiting for AWS to accept the new access key",
@@ -261,7 +369,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         // That write kept every field: the CRD was fixed, so success can be reported now.
         write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
     }
-    Ok(Step { after: next_pass, converged: true, user: delivered.unchanged_user })
+    Ok(Step { after: next_pass, converged: true, user: unchanged_user })
 }
 
 /// Reports a failed pass in the Ready condition and an event, and returns the failure for the backoff.

@@ -8,6 +8,7 @@ use kube::runtime::events::EventType;
 use super::delivery::is_ours;
 use super::identity::user_name;
 use super::pass::{status_with, write_status};
+use super::role;
 use super::{CredentialKind, secret_name};
 use crate::aws::iam::UserOps;
 use crate::controller::app_secret;
@@ -52,7 +53,10 @@ fn recently_issued<K: CredentialKind>(obj: &K, window: std::time::Duration) -> b
     }
     // Only an object that got a user is waited for: one that never did (its Bucket never became ready, say)
     // goes at once.
-    let Some(status) = obj.credential_status().filter(|s| s.user_name.is_some()) else { return false };
+    let Some(status) = obj.credential_status().filter(|s| s.user_name.is_some() || s.role_name.is_some())
+    else {
+        return false;
+    };
     let keys = status.access_keys.iter().map(|k| k.created.0);
     let rotated = status.key_rotation.as_ref().and_then(|r| r.last.as_ref()).map(|t| t.0);
     let created = obj.meta().creation_timestamp.as_ref().map(|t| t.0);
@@ -61,28 +65,22 @@ fn recently_issued<K: CredentialKind>(obj: &K, window: std::time::Duration) -> b
 
 pub(super) async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     let Owner { uid, namespace, name, .. } = Owner::of(K::KIND, obj.meta()).map_err(Error::Incomplete)?;
-    let user = user_name(obj, ctx, uid).await?;
-    let derived = names::user_name(&ctx.settings.user_prefix, uid);
-    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
-    match ops.get().await? {
-        Some(existing)
-            if !names::may_manage(&existing.tags, uid, &ctx.settings.cluster(), &user, &derived) =>
-        {
-            tracing::warn!(namespace, name, user = %user, "Left an IAM user not tagged for this object");
-        }
-        Some(_) => {
-            ops.delete_all().await?;
-            tracing::info!(namespace, name, user = %user, "Deleted IAM user and its keys");
-            let note = format!("revoked the credentials: deleted IAM user {user} and its keys");
-            ctx.event(&obj.object_ref(&()), EventType::Normal, "Revoked", "Delete", note).await;
-        }
-        None if recently_issued(obj, ctx.settings.key_propagation_timeout) => {
+    if let Some(account) = obj.service_account() {
+        let hint = obj.credential_status().and_then(|s| s.role_name.as_deref());
+        let revoked = role::revoke(ctx, namespace, account, uid, hint).await?;
+        if revoked.is_empty() && recently_issued(obj, ctx.settings.key_propagation_timeout) {
             return Err(Error::ConcurrentChange(format!(
-                "IAM does not show the user {user}, which may have been created moments ago and not be \
-                 visible yet; checked again before the credentials count as revoked"
+                "IAM does not show the role of ServiceAccount {account}, which may have been created moments \
+                 ago and not be visible yet; checked again before the access counts as revoked"
             )));
         }
-        None => {}
+        for role in revoked {
+            tracing::info!(namespace, name, role = %role, "Removed the binding's policy from its ServiceAccount's role");
+            let note = format!("revoked the access: removed this binding's policy from IAM role {role}");
+            ctx.event(&obj.object_ref(&()), EventType::Normal, "Revoked", "Delete", note).await;
+        }
+    } else {
+        revoke_user(obj, ctx, uid, namespace, name).await?;
     }
     // The app Secret stops listing this object (and goes with the app's last binding).
     let previous_app =
@@ -112,4 +110,38 @@ pub(super) async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<
         }
     }
     Ok(Action::await_change())
+}
+
+/// Deletes the IAM user of `obj` (only one AWS shows is ours) with everything it holds.
+async fn revoke_user<K: CredentialKind>(
+    obj: &K,
+    ctx: &Context,
+    uid: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let user = user_name(obj, ctx, uid).await?;
+    let derived = names::user_name(&ctx.settings.user_prefix, uid);
+    let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user: &user };
+    match ops.get().await? {
+        Some(existing)
+            if !names::may_manage(&existing.tags, uid, &ctx.settings.cluster(), &user, &derived) =>
+        {
+            tracing::warn!(namespace, name, user = %user, "Left an IAM user not tagged for this object");
+        }
+        Some(_) => {
+            ops.delete_all().await?;
+            tracing::info!(namespace, name, user = %user, "Deleted IAM user and its keys");
+            let note = format!("revoked the credentials: deleted IAM user {user} and its keys");
+            ctx.event(&obj.object_ref(&()), EventType::Normal, "Revoked", "Delete", note).await;
+        }
+        None if recently_issued(obj, ctx.settings.key_propagation_timeout) => {
+            return Err(Error::ConcurrentChange(format!(
+                "IAM does not show the user {user}, which may have been created moments ago and not be \
+                 visible yet; checked again before the credentials count as revoked"
+            )));
+        }
+        None => {}
+    }
+    Ok(())
 }
