@@ -67,7 +67,8 @@ pub struct BucketClassSpec {
 
     /// Object versioning of the class's buckets: `Enabled` (every overwrite and delete keeps the previous
     /// version), `Suspended`, `Disabled` (never turned on; the default), or `TenantChoice` (each Bucket
-    /// decides with spec.versioning). S3 cannot turn versioning off once enabled: it can only be suspended.
+    /// decides with spec.versioning). S3 cannot turn versioning off once enabled: it can only be suspended,
+    /// so under `Disabled` a bucket found versioned (chosen under TenantChoice, say) is suspended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub versioning: Option<ClassVersioning>,
 
@@ -76,7 +77,8 @@ pub struct BucketClassSpec {
     pub lifecycle: Option<ClassLifecycle>,
 
     /// Whether a Bucket of this class may set its own CORS rules (spec.cors), for browsers on other sites.
-    /// Default false.
+    /// Default false: the class's buckets then have no CORS rules, and rules found on one (set under an
+    /// earlier class, or by an app with its credentials) are removed at its next reconcile.
     #[serde(default, rename = "allowCORS")]
     pub allow_cors: bool,
 

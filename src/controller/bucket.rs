@@ -24,7 +24,9 @@ use super::finalizer::finalized;
 use super::memo::{Settled, Touch, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
-use crate::api::{Bucket, BucketBinding, BucketClass, BucketServiceKey, BucketStatus, DeletionPolicy};
+use crate::api::{
+    Bucket, BucketBinding, BucketClass, BucketServiceKey, BucketStatus, ClassVersioning, DeletionPolicy,
+};
 use crate::aws::ErrorKind;
 use crate::aws::s3::{Change, PublicAccessBlock};
 use crate::desired::class::{self, Class};
@@ -39,6 +41,20 @@ const KIND: &str = "Bucket";
 
 /// How many objects deletion counts at most to tell a person what is left.
 const COUNT_LIMIT: i32 = 1000;
+
+/// Event reasons of the changes that take something away from a bucket (what its class no longer allows,
+/// say). Each has a reason of its own, not a line in the `Provisioned` event: events of one reason on one
+/// object within minutes are counted as one series, which keeps the first one's note.
+const CORS_REMOVED: &str = "CORSRemoved";
+const VERSIONING_SUSPENDED: &str = "VersioningSuspended";
+
+/// What a pass changed in AWS: the steps the `Provisioned` event lists, and the removals, each an event of
+/// its own (reason, note).
+#[derive(Default)]
+struct Changes {
+    steps: Vec<&'static str>,
+    removals: Vec<(&'static str, String)>,
+}
 
 /// Runs the Bucket controller until shutdown.
 pub async fn run(
@@ -179,7 +195,7 @@ fn status_for(
             && observation.reason != reasons::PUBLIC_ACCESS_BLOCKED_BY_ACCOUNT)
             .then(|| location.endpoint.clone()),
         class: class.map(|c| c.name.clone()),
-        versioning: class.and_then(|c| class::features(&bucket.spec, c).versioning).map(|v| format!("{v:?}")),
+        versioning: class.and_then(|c| class::versioning(&bucket.spec, c)).map(|v| format!("{v:?}")),
         observed_generation,
         conditions: conditions_after(&current.conditions, &[observation], generation),
     }
@@ -219,14 +235,18 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
 
     let provisioned = match class {
         Some(class) => provision(bucket, ctx, &location, class, refused.is_none()).await,
-        None => Ok(Vec::new()),
+        None => Ok(Changes::default()),
     };
     let provisioned = match provisioned {
-        Ok(changes) => {
+        Ok(Changes { steps: changes, removals }) => {
             if !changes.is_empty() {
                 let note = format!("{} bucket {}", changes.join(", "), location.bucket);
                 tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, changes = ?changes, "Provisioned bucket");
                 ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+            }
+            for (reason, note) in removals {
+                tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, reason, "Removed a bucket setting");
+                ctx.event(&reference, EventType::Normal, reason, "Provision", note).await;
             }
             match refused {
                 Some(refusal) => Err(Error::from(refusal)),
@@ -283,10 +303,11 @@ async fn provision(
     location: &Location,
     class: &Class,
     create: bool,
-) -> Result<Vec<&'static str>, Error> {
+) -> Result<Changes, Error> {
     let owner = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?;
     let ops = ctx.bucket_ops(&location.region, &location.bucket);
-    let mut changes = Vec::new();
+    let mut all = Changes::default();
+    let changes = &mut all.steps;
 
     let current_tags = match ops.tags().await {
         // S3 answers 403 for a bucket of another account (ExpectedBucketOwner), as for a permission we
@@ -302,7 +323,7 @@ async fn provision(
     };
     let existed = current_tags.is_some();
     if !existed && !create {
-        return Ok(changes);
+        return Ok(all);
     }
     // A bucket this pass created has AWS's defaults: its settings are written without reading them first.
     let created = !existed
@@ -343,8 +364,8 @@ async fn provision(
         write_policy(&ops, public, ctx, location, true).await?;
         // Versioning, lifecycle and CORS are read first even here: each is one read, and S3's defaults
         // (none of them) make the write the same.
-        ensure_features(&ops, &features, existed, &mut changes).await?;
-        return Ok(changes);
+        ensure_features(&ops, &features, class, existed, &mut all).await?;
+        return Ok(all);
     }
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
         changes.push("tagged");
@@ -363,31 +384,57 @@ async fn provision(
     if write_policy(&ops, public, ctx, location, false).await? != Change::Unchanged && existed {
         changes.push("updated the policy of");
     }
-    ensure_features(&ops, &features, existed, &mut changes).await?;
-    Ok(changes)
+    ensure_features(&ops, &features, class, existed, &mut all).await?;
+    Ok(all)
 }
 
-/// The class's versioning, lifecycle rules and CORS, each written only when it differs.
+/// The class's versioning, lifecycle rules and CORS, each written only when it differs. What is taken away
+/// (versioning suspended, CORS rules removed because the class allows none) is an event of its own that
+/// says why.
 async fn ensure_features(
     ops: &crate::aws::s3::BucketOps<'_>,
     features: &class::Features,
+    class: &Class,
     existed: bool,
-    changes: &mut Vec<&'static str>,
+    changes: &mut Changes,
 ) -> Result<(), Error> {
-    let versioning = ops.ensure_versioning(features.versioning).await?;
-    if versioning != Change::Unchanged {
-        changes.push(match features.versioning {
-            Some(crate::aws::s3::Versioning::Enabled) => "enabled versioning on",
-            _ => "suspended versioning on",
-        });
+    let (name, bucket) = (&class.name, ops.bucket);
+    if ops.ensure_versioning(features.versioning).await? != Change::Unchanged {
+        if features.versioning == Some(crate::aws::s3::Versioning::Enabled) {
+            changes.steps.push("enabled versioning on");
+        } else {
+            let why = match class.spec.versioning {
+                Some(ClassVersioning::TenantChoice) => "its spec.versioning asks for it".to_owned(),
+                Some(ClassVersioning::Suspended) => {
+                    format!("the BucketClass {name} has versioning Suspended")
+                }
+                _ => format!("the BucketClass {name} keeps its buckets unversioned"),
+            };
+            let note = format!(
+                "suspended versioning on bucket {bucket}: {why}. S3 cannot turn versioning off; the versions \
+                 already kept stay"
+            );
+            changes.removals.push((VERSIONING_SUSPENDED, note));
+        }
     }
     if ops.ensure_lifecycle(&features.lifecycle).await? != Change::Unchanged {
-        changes.push(if existed { "updated the lifecycle rules of" } else { "set the lifecycle rules of" });
+        changes.steps.push(if existed {
+            "updated the lifecycle rules of"
+        } else {
+            "set the lifecycle rules of"
+        });
     }
-    if let Some(cors) = &features.cors
-        && ops.ensure_cors(cors).await? != Change::Unchanged
-    {
-        changes.push("updated the CORS rules of");
+    if let Some(cors) = &features.cors {
+        match ops.ensure_cors(cors).await? {
+            Change::Unchanged => {}
+            Change::Deleted if !class.spec.allow_cors => changes.removals.push((
+                CORS_REMOVED,
+                format!(
+                    "removed the CORS rules of bucket {bucket}: the BucketClass {name} does not allow CORS"
+                ),
+            )),
+            _ => changes.steps.push("updated the CORS rules of"),
+        }
     }
     Ok(())
 }

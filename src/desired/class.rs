@@ -161,20 +161,57 @@ pub fn check_features(spec: &BucketSpec, class: &Class) -> Result<(), Refusal> {
         )));
     }
     if !spec.cors.is_empty() && !class.spec.allow_cors {
-        return Err(Refusal::Forbids(format!("spec.cors: the BucketClass {name} does not allow CORS rules")));
+        // As for public: what the class forbids is not only refused but gone ([`features`]).
+        let gone = if manages_cors(class) { "; the bucket has none" } else { "" };
+        return Err(Refusal::Forbids(format!(
+            "spec.cors: the BucketClass {name} does not allow CORS rules{gone}"
+        )));
     }
     Ok(())
 }
 
-/// What a bucket of the class gets in AWS: its encryption, its versioning (`None`: never asked for, not
-/// touched), its lifecycle rules, and its CORS rules (`None`: not managed; the class does not allow them,
-/// and apps may keep setting their own with read-write credentials, as before classes).
+/// What a bucket of the class gets in AWS: its encryption, its versioning (`None`: not touched), its
+/// lifecycle rules, and its CORS rules (`None`: not managed).
+///
+/// Tightening never leaves a bucket looser than its class. A class made by hand that keeps its buckets
+/// unversioned (`Disabled`, its default) asks for `Suspended`, S3's nearest to off: a bucket found versioned
+/// (a tenant's choice under `TenantChoice`, or a class that changed) is suspended, one never versioned is
+/// left as it is (S3 writes nothing for it). One that does not allow CORS asks for no rule at all, so rules
+/// written under an earlier class, or by an app with its read-write credentials, are removed. The built-in
+/// class touches neither, as the controller did before classes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Features {
     pub encryption: Encryption,
     pub versioning: Option<Versioning>,
     pub lifecycle: Lifecycle,
     pub cors: Option<Vec<CorsRule>>,
+}
+
+/// The versioning the class, or the Bucket where the class leaves it to it, asks for: `None` for a class
+/// that keeps its buckets unversioned (`Disabled`) or a Bucket that does not choose. What `status.versioning`
+/// shows; [`features`] adds the suspension that keeps an unversioned class's buckets unversioned.
+pub fn versioning(spec: &BucketSpec, class: &Class) -> Option<Versioning> {
+    match class.spec.versioning {
+        Some(ClassVersioning::Enabled) => Some(Versioning::Enabled),
+        Some(ClassVersioning::Suspended) => Some(Versioning::Suspended),
+        Some(ClassVersioning::TenantChoice) => spec.versioning.map(|v| match v {
+            BucketVersioning::Enabled => Versioning::Enabled,
+            BucketVersioning::Suspended => Versioning::Suspended,
+        }),
+        Some(ClassVersioning::Disabled) | None => None,
+    }
+}
+
+/// Whether the class keeps its buckets unversioned: versioning found enabled on one is suspended.
+fn keeps_unversioned(class: &Class) -> bool {
+    class.name != BUILT_IN && matches!(class.spec.versioning, Some(ClassVersioning::Disabled) | None)
+}
+
+/// Whether the controller decides the CORS rules of the class's buckets: every class made by hand does
+/// (its buckets have exactly their `spec.cors`, or none where the class does not allow CORS); the built-in
+/// class leaves them to apps, as before classes.
+fn manages_cors(class: &Class) -> bool {
+    class.name != BUILT_IN
 }
 
 /// The features of a Bucket with `spec` in `class`, with what the class forbids left out (the refusal says
@@ -187,15 +224,8 @@ pub fn features(spec: &BucketSpec, class: &Class) -> Features {
         },
         _ => Encryption::SseS3,
     };
-    let versioning = match class.spec.versioning {
-        Some(ClassVersioning::Enabled) => Some(Versioning::Enabled),
-        Some(ClassVersioning::Suspended) => Some(Versioning::Suspended),
-        Some(ClassVersioning::TenantChoice) => spec.versioning.map(|v| match v {
-            BucketVersioning::Enabled => Versioning::Enabled,
-            BucketVersioning::Suspended => Versioning::Suspended,
-        }),
-        Some(ClassVersioning::Disabled) | None => None,
-    };
+    let versioning =
+        versioning(spec, class).or_else(|| keeps_unversioned(class).then_some(Versioning::Suspended));
     // A class made by hand aborts forgotten multipart uploads after 7 days (its schema's default); the
     // built-in class adds no rule, as before classes.
     let class_rules = class.spec.lifecycle.clone().or_else(|| {
@@ -213,8 +243,9 @@ pub fn features(spec: &BucketSpec, class: &Class) -> Features {
             .expire_objects_after_days
             .filter(|days| ceiling.is_none_or(|c| *days <= c)),
     };
-    let cors = class.spec.allow_cors.then(|| {
-        spec.cors
+    let allowed: &[crate::api::CorsRule] = if class.spec.allow_cors { &spec.cors } else { &[] };
+    let cors = manages_cors(class).then(|| {
+        allowed
             .iter()
             .map(|rule| CorsRule {
                 allowed_origins: rule.allowed_origins.clone(),
@@ -383,7 +414,7 @@ mod tests {
         assert_eq!(got.versioning, Some(Versioning::Enabled));
         assert_eq!(got.lifecycle.noncurrent_version_expiration_days, Some(30));
         assert_eq!(got.lifecycle.expire_objects_after_days, Some(60));
-        assert_eq!(got.cors, None, "CORS is not managed where the class does not allow it");
+        assert_eq!(got.cors, Some(vec![]), "no CORS rule where the class does not allow CORS");
         assert_eq!(kms_key(&versioned), Some(kms));
         assert!(check_features(&spec, &versioned).is_ok());
         let too_long = BucketSpec { expire_objects_after_days: Some(120), ..Default::default() };
@@ -403,6 +434,19 @@ mod tests {
             class(BucketClassSpec { versioning: Some(ClassVersioning::TenantChoice), ..Default::default() });
         assert_eq!(features(&suspended, &choice).versioning, Some(Versioning::Suspended));
         assert_eq!(features(&BucketSpec::default(), &choice).versioning, None, "never asked: untouched");
+        // A class that keeps its buckets unversioned suspends one found versioned (S3 cannot turn it off),
+        // whatever the Bucket asked under an earlier class; the built-in class never touches versioning.
+        let unversioned =
+            class(BucketClassSpec { versioning: Some(ClassVersioning::Disabled), ..Default::default() });
+        for tightened in [&unversioned, &class(BucketClassSpec::default())] {
+            assert_eq!(features(&pinned, tightened).versioning, Some(Versioning::Suspended));
+            assert_eq!(versioning(&pinned, tightened), None, "status shows no versioning");
+            assert!(
+                matches!(check_features(&pinned, tightened), Err(Refusal::Forbids(m)) if m.starts_with("spec.versioning"))
+            );
+        }
+        assert_eq!(features(&BucketSpec::default(), &Class::built_in()).versioning, None);
+        assert_eq!(versioning(&pinned, &choice), Some(Versioning::Enabled));
         let cors = BucketSpec {
             cors: vec![ApiCors {
                 allowed_origins: vec!["https://a".into()],
@@ -412,7 +456,13 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            matches!(check_features(&cors, &choice), Err(Refusal::Forbids(m)) if m.starts_with("spec.cors"))
+            matches!(check_features(&cors, &choice), Err(Refusal::Forbids(m)) if m.starts_with("spec.cors") && m.ends_with("the bucket has none"))
+        );
+        assert_eq!(features(&cors, &choice).cors, Some(vec![]), "refused, and none in AWS either");
+        // The built-in class refuses spec.cors too, but leaves the rules apps set to them, as before classes.
+        assert_eq!(features(&cors, &Class::built_in()).cors, None);
+        assert!(
+            matches!(check_features(&cors, &Class::built_in()), Err(Refusal::Forbids(m)) if m.ends_with("does not allow CORS rules"))
         );
         let web = class(BucketClassSpec { allow_cors: true, ..Default::default() });
         let rules = features(&cors, &web).cors.expect("managed");

@@ -469,19 +469,9 @@ async fn what_tenants_read_goes_through_the_redaction() {
     let api = env.api::<Bucket>();
     let forged = json!({"status": {"bucketName": ACCOUNT_ID}});
     api.patch_status("data", &PatchParams::default(), &Patch::Merge(forged)).await.expect("status forged");
-    let events =
-        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), &env.namespace);
     let mut notes = Vec::new();
     crate::operations::until("the StatusIgnored event", async || {
-        notes = events
-            .list(&Default::default())
-            .await
-            .expect("events")
-            .items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some("StatusIgnored"))
-            .filter_map(|e| e.note)
-            .collect();
+        notes = env.event_notes("StatusIgnored").await;
         !notes.is_empty()
     })
     .await;

@@ -443,6 +443,19 @@ impl TestEnv {
         }
     }
 
+    /// The notes of the events with `reason` in the test namespace.
+    pub async fn event_notes(&self, reason: &str) -> Vec<String> {
+        let events =
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), &self.namespace);
+        let listed = events.list(&ListParams::default()).await.expect("events");
+        listed
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect()
+    }
+
     /// Deletes an object in the test namespace.
     pub async fn delete<K: Namespaced>(&self, name: &str) {
         self.api::<K>().delete(name, &DeleteParams::default()).await.expect("delete accepted");

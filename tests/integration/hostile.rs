@@ -2,21 +2,26 @@
 //! with a reason, with the controller still running, no write loop (writes counted on the in-memory
 //! server), and nothing lost: no foreign object changed, no orphaned IAM user or key. The four attacks of
 //! `trust.rs` (forged Bucket status, racing Secret names, a stale CRD, a key STS refuses) belong to the
-//! same table.
+//! same table, and so do the class cases (a class not offered to the Bucket's namespace, a class deleted
+//! while in use, a tenant writing a class), which use `classes.rs`'s helpers.
 
 use std::time::Duration;
 
-use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey, find_condition};
+use bucket_broker::api::{Bucket, BucketBinding, BucketClass, BucketServiceKey, find_condition};
 use bucket_broker::controller::Context;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use serde_json::{Value, json};
 
+use crate::classes::{
+    aws_bucket_exists, create_class, delete_classes, make_class, start_controller_for_classes,
+};
 use crate::credentials::{
     bucket_of, can_get, can_put, client_from, credential, ready_binding, secret, value,
 };
-use crate::harness::{TestEnv, unique_name};
+use crate::harness::{Namespaced, TestEnv, on_real_cluster, unique_name};
 
 fn bucket(name: &str, spec: Value) -> Value {
     json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket", "metadata": {"name": name}, "spec": spec})
@@ -43,19 +48,29 @@ async fn refused_patch<K: Resource<DynamicType = ()>>(env: &TestEnv, name: &str,
     }
 }
 
-fn reason_of(
-    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
-) -> Option<(String, String)> {
+fn reason_of(conditions: &[Condition]) -> Option<(String, String)> {
     find_condition(conditions, "Ready").map(|c| (format!("{}/{}", c.status, c.reason), c.message.clone()))
 }
 
+/// Waits until the Ready condition of `name` is `expected` (`status/reason`); returns that and its message.
+async fn settles<K: Namespaced>(
+    env: &TestEnv,
+    name: &str,
+    expected: &str,
+    conditions: impl Fn(&K) -> Option<&[Condition]>,
+) -> (String, String) {
+    let ready = |object: &K| conditions(object).and_then(reason_of);
+    let settled = env.wait_for::<K>(name, expected, |o| ready(o).is_some_and(|(r, _)| r == expected)).await;
+    ready(&settled).expect("Ready")
+}
+
 async fn binding_settles(env: &TestEnv, name: &str, expected: &str) -> (String, String) {
-    let settled = env
-        .wait_for::<BucketBinding>(name, expected, |b| {
-            b.status.as_ref().and_then(|s| reason_of(&s.conditions)).is_some_and(|(r, _)| r == expected)
-        })
-        .await;
-    reason_of(&settled.status.expect("status").conditions).expect("Ready")
+    settles::<BucketBinding>(env, name, expected, |b| b.status.as_ref().map(|s| s.conditions.as_slice()))
+        .await
+}
+
+async fn bucket_settles(env: &TestEnv, name: &str, expected: &str) -> (String, String) {
+    settles::<Bucket>(env, name, expected, |b| b.status.as_ref().map(|s| s.conditions.as_slice())).await
 }
 
 async fn ready_bucket(env: &TestEnv, name: &str) -> Bucket {
@@ -638,4 +653,109 @@ async fn hostile_inputs_at_the_limits_work() {
     assert_eq!(vcap["aws-s3-bucket"][0]["instance_name"], long_bucket.as_str());
 
     assert_quiet(&env, &ctx).await;
+}
+
+/// The class cases. Classes are cluster-scoped and a real cluster is shared: each class here has a name of
+/// this test's own, is labelled as a test's, is never the default, and is deleted at the end.
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_class_cases_end_in_a_condition_and_lose_nothing() {
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let tier = unique_name("tier");
+    let selective = make_class(
+        &env,
+        "selective",
+        json!({"namespaceSelector": {"matchLabels": {"bucketbroker.io/test-tier": tier}}}),
+    )
+    .await;
+    let shared = make_class(&env, "shared", json!({})).await;
+    let (ctx, _) = start_controller_for_classes(&mut env).await;
+
+    // 1. A Bucket naming a class whose namespaceSelector leaves its namespace out: refused, nothing made in
+    //    AWS; once the namespace carries the label, the class is offered (the refusal is retried with backoff).
+    env.create::<Bucket>(bucket("outsider", json!({"className": selective}))).await;
+    let (_, message) = bucket_settles(&env, "outsider", "False/ClassForbids").await;
+    assert!(message.contains(&format!("not offered to namespace {}", env.namespace)), "{message}");
+    assert!(!aws_bucket_exists(&env, "outsider").await, "no AWS bucket for a refused Bucket");
+    let labelled = Patch::Merge(json!({"metadata": {"labels": {"bucketbroker.io/test-tier": tier}}}));
+    Api::<Namespace>::all(env.client.clone())
+        .patch(&env.namespace, &PatchParams::default(), &labelled)
+        .await
+        .expect("namespace labelled");
+    ready_bucket(&env, "outsider").await;
+
+    // 2. A class deleted while two Buckets and a binding use it: the Buckets report ClassNotFound, and their
+    //    AWS buckets, the binding's IAM user, its key and its Secret stay as they were; the class made again,
+    //    everything is Ready again with the same key.
+    for name in ["held", "also-held"] {
+        env.create::<Bucket>(bucket(name, json!({"className": shared}))).await;
+        ready_bucket(&env, name).await;
+    }
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "holder",
+        json!({"bucketRef": {"name": "held"}}),
+    ))
+    .await;
+    let holder = ready_binding(&env, "holder").await;
+    let user = holder.status.and_then(|s| s.user_name).expect("user");
+    let before = secret(&env, "holder").await;
+    let key = value(&before, "AWS_ACCESS_KEY_ID");
+    delete_classes(&env, &[&shared]).await;
+    for name in ["held", "also-held"] {
+        let (_, message) = bucket_settles(&env, name, "False/ClassNotFound").await;
+        assert!(message.contains(&shared), "{name}: {message}");
+        assert!(aws_bucket_exists(&env, name).await, "{name}: its AWS bucket stays");
+    }
+    binding_settles(&env, "holder", "False/BucketNotReady").await;
+    assert_eq!(live_keys(&env, &user).await, std::slice::from_ref(&key), "the binding's user keeps its key");
+    assert_eq!(secret(&env, "holder").await.data, before.data, "the Secret is untouched");
+    assert!(
+        can_put(&client_from(&env, &before).await, &bucket_of(&before), "kept.txt").await,
+        "and it works"
+    );
+    create_class(&env, &shared, json!({})).await;
+    for name in ["held", "also-held"] {
+        ready_bucket(&env, name).await;
+    }
+    ready_binding(&env, "holder").await;
+    assert_eq!(live_keys(&env, &user).await, std::slice::from_ref(&key), "the same key, not a new one");
+    assert_eq!(value(&secret(&env, "holder").await, "AWS_ACCESS_KEY_ID"), key);
+
+    // 3. A tenant creating, changing or deleting a BucketClass: forbidden by RBAC, which only a real control
+    //    plane has. Reading them is allowed (so the refusals are RBAC's, not a tenant who cannot act at all).
+    if on_real_cluster("RBAC and the tenant roles") {
+        tenant_cannot_write_classes(&env, &shared).await;
+    }
+
+    assert_quiet(&env, &ctx).await;
+    delete_classes(&env, &[&selective, &shared]).await;
+}
+
+/// A tenant (the tenant roles of `deploy/tenant-roles/`) reads the BucketClasses and gets 403 for every
+/// write: making one, loosening `existing`, deleting it.
+async fn tenant_cannot_write_classes(env: &TestEnv, existing: &str) {
+    let api = Api::<BucketClass>::all(env.tenant_client("class-writer").await);
+    let listed = api.list(&Default::default()).await.expect("a tenant lists the classes");
+    assert!(listed.items.iter().any(|c| c.metadata.name.as_deref() == Some(existing)));
+    let forbidden = |what: &str, result: Result<BucketClass, kube::Error>| match result {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{what}: {status:?}"),
+        other => panic!("a tenant could {what}: {other:?}"),
+    };
+    // Labelled as a test's: were it made, the run's check of leftovers would find it.
+    let own: BucketClass = serde_json::from_value(json!({
+        "apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketClass",
+        "metadata": {"name": unique_name("mine"), "labels": {"bucketbroker.io/test": "true"}},
+        "spec": {"allowPublic": true, "allowExternalAccess": true}
+    }))
+    .expect("class");
+    forbidden("make a class", api.create(&PostParams::default(), &own).await);
+    let loosen = Patch::Merge(json!({"spec": {"allowPublic": true}}));
+    forbidden("loosen a class", api.patch(existing, &PatchParams::default(), &loosen).await);
+    match api.delete(existing, &DeleteParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "delete a class: {status:?}"),
+        other => panic!("a tenant could delete a class: {other:?}"),
+    }
+    let kept =
+        Api::<BucketClass>::all(env.client.clone()).get(existing).await.expect("the class is still there");
+    assert!(!kept.spec.allow_public, "and unchanged");
 }
