@@ -143,6 +143,8 @@ impl Entry {
             Touch::Bucket(view) => self.bucket != Some(*view),
             // Nothing of a class is remembered: any change someone made to it may matter.
             Touch::Class(_) => true,
+            // Nor of a ServiceAccount: its (re-)creation or annotation may matter to a keyless binding.
+            Touch::ServiceAccount(_) => true,
         }
     }
 }
@@ -156,6 +158,8 @@ pub enum Touch {
     Bucket(u64),
     /// The BucketClass of the object (or of its Bucket) changed, to this resourceVersion.
     Class(String),
+    /// The ServiceAccount of a keyless binding changed, to this resourceVersion.
+    ServiceAccount(String),
 }
 
 /// At most this many touches are kept per object; past that, the object is simply dirty.

@@ -124,7 +124,7 @@ pub async fn run<K: CredentialKind>(
             Err(err) => Some(Err(err)),
         })
     });
-    let (on_secret, on_bucket, on_class) = (ctx.clone(), ctx.clone(), ctx.clone());
+    let (on_secret, on_bucket, on_class, on_account) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
     let (class_objects, class_buckets, account_objects) =
         (store.clone(), buckets.store.clone(), store.clone());
     // Keyless bindings wait for their ServiceAccount and follow its re-creation: ServiceAccounts are
@@ -144,10 +144,15 @@ pub async fn run<K: CredentialKind>(
         Some(accounts) => {
             controller.watches_stream(accounts, move |account: PartialObjectMeta<ServiceAccount>| {
                 let (namespace, name) = (account.namespace(), account.name_any());
+                let version = account.metadata.resource_version.clone().unwrap_or_default();
                 account_objects
                     .state()
                     .into_iter()
                     .filter(|o| o.namespace() == namespace && o.service_account() == Some(name.as_str()))
+                    .filter(|o| {
+                        let uid = o.meta().uid.as_deref().unwrap_or_default();
+                        on_account.memo.touch(uid, Touch::ServiceAccount(version.clone()))
+                    })
                     .map(|o| ObjectRef::from_obj(o.as_ref()))
                     .collect::<Vec<_>>()
             })
