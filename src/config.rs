@@ -86,20 +86,13 @@ pub struct RunArgs {
     /// (`arn:aws:iam::<account>:oidc-provider/oidc.eks.<region>.amazonaws.com/id/<id>`). A BucketBinding with
     /// serviceAccountName then gets a role that only that ServiceAccount may assume, and the ServiceAccount
     /// the `eks.amazonaws.com/role-arn` annotation.
-    #[arg(long, env = "BUCKET_BROKER_OIDC_PROVIDER_ARN", value_parser = parse_oidc_provider,
-          conflicts_with = "pod_identity_cluster_name")]
+    #[arg(long, env = "BUCKET_BROKER_OIDC_PROVIDER_ARN", value_parser = parse_oidc_provider)]
     pub oidc_provider_arn: Option<crate::desired::keyless::Setup>,
-
-    /// Keyless bindings through EKS Pod Identity: the EKS cluster's name. A BucketBinding with
-    /// serviceAccountName then gets a role trusted by `pods.eks.amazonaws.com` for that ServiceAccount
-    /// only, and a Pod Identity association.
-    #[arg(long, env = "BUCKET_BROKER_POD_IDENTITY_CLUSTER_NAME", value_parser = parse_eks_cluster_name)]
-    pub pod_identity_cluster_name: Option<String>,
 
     /// Whether access keys may be issued. `allowed` (the default): BucketBindings without
     /// serviceAccountName and BucketServiceKeys get keys. `required`: no access key is ever issued; those
     /// are refused with the reason KeysNotAllowed (for accounts where keys are banned). `required` needs
-    /// --oidc-provider-arn or --pod-identity-cluster-name.
+    /// --oidc-provider-arn.
     #[arg(long, env = "BUCKET_BROKER_KEYLESS", default_value = "allowed")]
     pub keyless: Keyless,
 
@@ -196,10 +189,9 @@ pub enum Keyless {
 impl RunArgs {
     /// How keyless bindings get their role, if the controller is set up for them.
     pub fn keyless_setup(&self) -> Option<crate::desired::keyless::Setup> {
-        use crate::desired::keyless::Setup;
-        self.oidc_provider_arn
-            .clone()
-            .or_else(|| self.pod_identity_cluster_name.clone().map(|cluster| Setup::PodIdentity { cluster }))
+        // EKS Pod Identity (`Setup::PodIdentity`) needs the association made through the EKS API, which is
+        // not built yet: its flag comes with it.
+        self.oidc_provider_arn.clone()
     }
 }
 
@@ -210,18 +202,6 @@ fn parse_oidc_provider(s: &str) -> Result<crate::desired::keyless::Setup, String
              arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-2.amazonaws.com/id/EXAMPLE"
         )
     })
-}
-
-fn parse_eks_cluster_name(s: &str) -> Result<String, String> {
-    let valid = !s.is_empty()
-        && s.len() <= 100
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-    if valid {
-        Ok(s.to_owned())
-    } else {
-        Err(format!("{s:?} is not an EKS cluster name (letters, digits, - and _, at most 100)"))
-    }
 }
 
 /// Log output format.
@@ -433,14 +413,9 @@ mod tests {
         assert!(
             matches!(irsa.keyless_setup(), Some(Setup::Irsa { issuer, .. }) if issuer.ends_with("/id/ABC"))
         );
-        let pod = parse(&["--pod-identity-cluster-name", "prod-1"]).expect("pod identity");
-        assert_eq!(pod.keyless_setup(), Some(Setup::PodIdentity { cluster: "prod-1".to_owned() }));
-        let both = parse(&["--oidc-provider-arn", provider, "--pod-identity-cluster-name", "prod"]);
-        assert!(both.is_err_and(|e| e.contains("cannot be used with")));
         let bad =
             parse(&["--oidc-provider-arn", "oidc.eks.eu-west-2.amazonaws.com/id/ABC"]).expect_err("bad");
         assert!(bad.contains("not an IAM OIDC provider ARN"), "{bad}");
-        assert!(parse(&["--pod-identity-cluster-name", "-x"]).is_err());
         assert!(parse(&["--keyless", "sometimes"]).is_err());
     }
 

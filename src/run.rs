@@ -54,9 +54,7 @@ pub enum RunError {
     NoClusterUid,
     #[error("{0}")]
     PolicyTooLarge(String),
-    #[error(
-        "--keyless=required needs a way to give pods a role: --oidc-provider-arn (IRSA) or --pod-identity-cluster-name (EKS Pod Identity)"
-    )]
+    #[error("--keyless=required needs a way to give pods a role: --oidc-provider-arn (IRSA)")]
     KeylessWithoutSetup,
 }
 

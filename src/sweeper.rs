@@ -17,24 +17,33 @@
 //!   security hole). An orphaned bucket is reported in the log and `bucket_broker_orphaned_buckets`, and
 //!   kept: it may hold someone's data. A bucket released by `deletionPolicy: Retain` is tagged released
 //!   and is no orphan.
+//! - The role of a keyless binding's ServiceAccount (named `<user-prefix><ServiceAccount uid>`, tagged for
+//!   it) loses each policy whose binding (named by uid in the policy's name) the API server no longer has,
+//!   and goes, with the ServiceAccount's annotation if it still names the role, once no policy is left.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 
 use crate::api::{Bucket, BucketBinding, BucketServiceKey};
-use crate::aws::iam::{self, UserOps};
+use crate::aws::iam::{self, RoleOps, UserOps};
 use crate::aws::s3::{self, BucketOps};
 use crate::aws::{AwsError, Priority};
 use crate::controller::{Context, Settings};
+use crate::desired::keyless;
 use crate::desired::names::{self, tag};
 
 /// The `kind` label of `bucket_broker_orphans_swept_total` for users.
 pub const USER: &str = "User";
 /// The `kind` label of `bucket_broker_orphans_swept_total` for access keys.
 pub const ACCESS_KEY: &str = "AccessKey";
+/// The `kind` label of the sweep's metrics for the roles of keyless bindings' ServiceAccounts.
+pub const ROLE: &str = "Role";
+/// The `kind` label of `bucket_broker_orphans_swept_total` for a deleted binding's policy on a role.
+pub const ROLE_POLICY: &str = "RolePolicy";
 /// The `kind` label of the sweep's own metrics for buckets.
 pub const BUCKET: &str = "Bucket";
 
@@ -45,6 +54,10 @@ pub struct Report {
     pub users: Vec<String>,
     /// Access keys deleted with those users.
     pub access_keys: u64,
+    /// Policies of deleted keyless bindings taken off their ServiceAccount's role.
+    pub role_policies: u64,
+    /// Roles deleted: none of their bindings is left.
+    pub roles: Vec<String>,
     /// Orphaned buckets found, and kept.
     pub orphaned_buckets: Vec<String>,
     /// Objects that could not be judged this time (an AWS or Kubernetes error); tried again next sweep.
@@ -58,6 +71,8 @@ pub struct Report {
 pub enum SweepError {
     #[error("cannot list the IAM users")]
     ListUsers(#[source] AwsError),
+    #[error("cannot list the IAM roles")]
+    ListRoles(#[source] AwsError),
     #[error("cannot list the buckets")]
     ListBuckets(#[source] AwsError),
     #[error(
@@ -118,6 +133,10 @@ pub async fn sweep(ctx: &Context) -> Result<Report, SweepError> {
     let mut report = Report::default();
     let users = sweep_users(ctx, &mut report).await;
     ctx.metrics.sweep_finished(USER, users.is_ok());
+    let roles = sweep_roles(ctx, &mut report).await;
+    ctx.metrics.sweep_finished(ROLE, roles.is_ok());
+    // Users and roles are one IAM part of the sweep: its error names the first that failed.
+    let users = users.and(roles);
     let buckets = find_orphaned_buckets(ctx, &mut report).await;
     ctx.metrics.sweep_finished(BUCKET, buckets.is_ok());
     if buckets.is_ok() {
@@ -204,6 +223,105 @@ async fn sweep_users(ctx: &Context, report: &mut Report) -> Result<(), SweepErro
         report.users.push(user.name);
     }
     Ok(())
+}
+
+/// The roles of keyless bindings' ServiceAccounts: a policy whose binding is gone (by its uid, asked of
+/// the API server) is taken off the role, and a role left without a policy is deleted, with the
+/// ServiceAccount's annotation when it still names the role. Each binding's deletion does this itself;
+/// the sweep finishes what a controller gone in between left.
+async fn sweep_roles(ctx: &Context, report: &mut Report) -> Result<(), SweepError> {
+    let settings = &ctx.settings;
+    let (aws, stats) = (&ctx.aws, &ctx.aws.stats);
+    let listed = iam::list_roles(&aws.iam, stats, &settings.iam_path).await.map_err(SweepError::ListRoles)?;
+    for role in listed {
+        if !role.name.starts_with(&settings.user_prefix) || !old_enough(Some(role.created), settings) {
+            continue;
+        }
+        let ops = RoleOps { client: aws.iam.clone(), stats, role: &role.name };
+        let found = match ops.get().await {
+            Ok(Some(found)) => found,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::warn!(role = %role.name, error = %err, "Cannot read the tags of a role to sweep");
+                report.undecided += 1;
+                continue;
+            }
+        };
+        let claim = match judge(&found.tags, settings, &["ServiceAccount"]) {
+            Judgement::Claim(claim) => claim,
+            Judgement::OtherCluster(uid) => {
+                tracing::info!(role = %role.name, cluster_uid = %uid, "Left a role of another cluster alone");
+                report.other_cluster.push(role.name);
+                continue;
+            }
+            Judgement::NotOurs => continue,
+        };
+        if role.name != names::role_name(&settings.user_prefix, &claim.uid) {
+            continue;
+        }
+        match sweep_role(ctx, &ops, &found.arn, &claim, report).await {
+            Ok(true) => {
+                tracing::warn!(role = %role.name, namespace = %claim.namespace, service_account = %claim.name,
+                    "Deleted an orphaned IAM role: no binding of its ServiceAccount is left");
+                ctx.metrics.swept(ROLE, 1);
+                report.roles.push(role.name);
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::warn!(role = %role.name, error = %err, "Cannot sweep a role");
+                report.undecided += 1;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sweeps one role; says whether it deleted it.
+async fn sweep_role(
+    ctx: &Context,
+    ops: &RoleOps<'_>,
+    arn: &str,
+    claim: &Claim,
+    report: &mut Report,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    let bindings = Api::<BucketBinding>::namespaced(ctx.client.clone(), &claim.namespace)
+        .list(&Default::default())
+        .await?;
+    let live: Vec<&str> = bindings.items.iter().filter_map(|b| b.metadata.uid.as_deref()).collect();
+    let policies = ops.policies().await?;
+    let mut left = policies.len();
+    for policy in &policies {
+        let Some(uid) = keyless::binding_of_policy(policy) else { continue };
+        if live.contains(&uid) {
+            continue;
+        }
+        ops.delete_policy(policy).await?;
+        ctx.metrics.swept(ROLE_POLICY, 1);
+        report.role_policies += 1;
+        left -= 1;
+    }
+    if left > 0 {
+        return Ok(false);
+    }
+    let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &claim.namespace);
+    if let Some(account) = accounts.get_opt(&claim.name).await?
+        && account.metadata.uid.as_deref() == Some(claim.uid.as_str())
+        && account
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keyless::ROLE_ARN_ANNOTATION))
+            .map(String::as_str)
+            == Some(arn)
+    {
+        let patch = serde_json::json!({"metadata": {
+            "resourceVersion": account.metadata.resource_version,
+            "annotations": {keyless::ROLE_ARN_ANNOTATION: null},
+        }});
+        accounts.patch_metadata(&claim.name, &Default::default(), &kube::api::Patch::Merge(&patch)).await?;
+    }
+    ops.delete().await?;
+    Ok(true)
 }
 
 async fn find_orphaned_buckets(ctx: &Context, report: &mut Report) -> Result<(), SweepError> {

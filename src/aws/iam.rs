@@ -350,6 +350,23 @@ impl RoleOps<'_> {
     }
 }
 
+/// Every role under the IAM path `path`, as ListUsers shows users (name and creation time).
+pub async fn list_roles(client: &Client, stats: &CallStats, path: &str) -> Result<Vec<ListedUser>, AwsError> {
+    let mut roles = Vec::new();
+    let mut marker = None;
+    loop {
+        let list = client.list_roles().path_prefix(path).set_marker(marker.take()).send();
+        let page = call(stats, IAM, "ListRoles", list).await?;
+        roles.extend(
+            page.roles.into_iter().map(|r| ListedUser { name: r.role_name, created: r.create_date.secs() }),
+        );
+        match page.marker {
+            Some(next) if page.is_truncated => marker = Some(next),
+            _ => return Ok(roles),
+        }
+    }
+}
+
 /// An IAM user as ListUsers shows it (without its tags: ask [`UserOps::get`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedUser {

@@ -3,8 +3,8 @@
 //! read-write user policies are there), status conditions ([`conditions`]), credential Secret data
 //! ([`secret`]), and what else a user gets attached, with the record of what the controller attached
 //! ([`attachments`]), when keys rotate ([`rotation`]), and what tenants may read of an error
-//! ([`redact`]). The controllers compare it with what they read and write only the difference; all of it
-//! is tested without any server.
+//! ([`redact`]), and the role of a ServiceAccount for keyless bindings ([`keyless`]). The controllers
+//! compare it with what they read and write only the difference; all of it is tested without any server.
 
 pub mod attachments;
 pub mod class;

@@ -581,6 +581,7 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     // The orphan sweeper: buckets listed by prefix, users by IAM path.
     ("s3", "ListBuckets", &["s3:ListAllMyBuckets"]),
     ("iam", "ListUsers", &["iam:ListUsers"]),
+    ("iam", "ListRoles", &["iam:ListRoles"]),
     // Users are created with their tags in the same request, which IAM also authorizes as TagUser.
     ("iam", "CreateUser", &["iam:CreateUser", "iam:TagUser"]),
     ("iam", "GetUser", &["iam:GetUser"]),
@@ -616,7 +617,7 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
 
 /// Actions AWS defines no resource for, so a policy can only grant them on `*`. ListBuckets is sent with
 /// the bucket prefix, and only the prefix's buckets are read further.
-const UNSCOPABLE: &[&str] = &["s3:ListAllMyBuckets", "iam:ListUsers"];
+const UNSCOPABLE: &[&str] = &["s3:ListAllMyBuckets", "iam:ListUsers", "iam:ListRoles"];
 
 /// The permissions boundary every user must have, as the shipped policies name it.
 const BOUNDARY_ARN: &str = "arn:aws:iam::*:policy/bucket-broker-user-boundary";

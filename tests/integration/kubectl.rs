@@ -167,7 +167,19 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "BUCKET", "PERMISSIONS", "SECRET", "APP", "READY", "AGE", "REASON", "EXTERNAL", "USER"]
+        [
+            "NAME",
+            "BUCKET",
+            "PERMISSIONS",
+            "SECRET",
+            "APP",
+            "READY",
+            "AGE",
+            "REASON",
+            "EXTERNAL",
+            "USER",
+            "SERVICEACCOUNT"
+        ]
     );
     // reporting has no app: its APP cell is empty, so its row is one word shorter.
     assert_eq!(row(&wide, "reporting")[6..8], ["Provisioned", "false"]);

@@ -14,7 +14,7 @@ use bucket_broker::local::moto::MotoOptions;
 use bucket_broker::sweeper::{self, Report};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -150,6 +150,8 @@ async fn the_sweeper_deletes_an_orphaned_user_and_its_key_and_keeps_an_orphaned_
         orphaned_buckets: vec![orphan_bucket.clone()],
         undecided: 0,
         other_cluster: vec![],
+        role_policies: 0,
+        roles: vec![],
     };
     assert_eq!(report, expected);
 
@@ -493,4 +495,98 @@ async fn another_clusters_objects_and_a_retained_bucket_are_reported_or_left_nev
         page.contains("bucket_broker_orphan_sweep_last_success_timestamp_seconds{kind=\"Bucket\"}"),
         "{page}"
     );
+}
+
+/// A role under the controller's path for ServiceAccount `account` (uid `uid`), holding a policy for each
+/// binding uid in `bindings`, as keyless bindings leave it.
+async fn plant_role(env: &TestEnv, account: &str, uid: &str, bindings: &[&str]) -> (String, String) {
+    let iam = &env.admin.iam;
+    let settings = env.settings();
+    let name = names::role_name(&settings.user_prefix, uid);
+    let tags = owner_tags(env, "ServiceAccount", account, uid)
+        .into_iter()
+        .map(|(k, v)| aws_sdk_iam::types::Tag::builder().key(k).value(v).build().expect("tag"));
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let created = iam
+        .create_role()
+        .role_name(&name)
+        .path(&settings.iam_path)
+        .assume_role_policy_document(trust)
+        .set_tags(Some(tags.collect()))
+        .send()
+        .await
+        .expect("role planted");
+    let policy =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#;
+    for binding in bindings {
+        iam.put_role_policy()
+            .role_name(&name)
+            .policy_name(bucket_broker::desired::keyless::role_policy_name(binding))
+            .policy_document(policy)
+            .send()
+            .await
+            .expect("policy planted");
+    }
+    (name, created.role.expect("role").arn)
+}
+
+async fn role_policies(env: &TestEnv, role: &str) -> Option<Vec<String>> {
+    env.admin.iam.list_role_policies().role_name(role).send().await.ok().map(|o| o.policy_names)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweeper_takes_deleted_bindings_off_their_role_and_deletes_a_role_left_without_any() {
+    use bucket_broker::desired::keyless::{ROLE_ARN_ANNOTATION, role_policy_name};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let env = TestEnv::new().await;
+    // A live keyless binding (no controller runs: only its uid matters here) of the ServiceAccount "app".
+    let live = env
+        .create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
+            "metadata": {"name": "live"}, "spec": {"bucketRef": {"name": "data"}, "serviceAccountName": "app"}}))
+        .await;
+    let live_uid = live.metadata.uid.expect("uid");
+    let accounts = env.api::<ServiceAccount>();
+    let account = |name: &str, annotations: serde_json::Value| {
+        serde_json::from_value::<ServiceAccount>(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "annotations": annotations}}))
+        .expect("ServiceAccount")
+    };
+    let app = accounts.create(&Default::default(), &account("app", json!({}))).await.expect("app");
+    let app_uid = app.metadata.uid.expect("uid");
+    let (dead, gone, last) = (dead_uid(), dead_uid(), dead_uid());
+    // The live binding's role keeps its policy and loses the deleted binding's.
+    let (kept, _) = plant_role(&env, "app", &app_uid, &[&live_uid, &dead]).await;
+    // A role whose ServiceAccount is gone, and one whose last binding is gone (its annotation still ours).
+    let (orphan, _) = plant_role(&env, "gone", &dead_uid(), &[&gone]).await;
+    let annotated_uid = {
+        let created =
+            accounts.create(&Default::default(), &account("annotated", json!({}))).await.expect("sa");
+        created.metadata.uid.expect("uid")
+    };
+    let (emptied, arn) = plant_role(&env, "annotated", &annotated_uid, &[&last]).await;
+    let patch = json!({"metadata": {"annotations": {ROLE_ARN_ANNOTATION: arn}}});
+    accounts.patch("annotated", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("annotate");
+
+    let ctx = sweeper_context(&env, Duration::ZERO).await;
+    let report = sweeper::sweep(&ctx).await.expect("sweep");
+    assert_eq!(report.role_policies, 3, "{report:?}");
+    let mut roles = report.roles.clone();
+    roles.sort();
+    let mut expected = vec![orphan.clone(), emptied.clone()];
+    expected.sort();
+    assert_eq!(roles, expected);
+    assert_eq!(role_policies(&env, &kept).await, Some(vec![role_policy_name(&live_uid)]));
+    assert_eq!(role_policies(&env, &orphan).await, None, "the orphaned role is gone");
+    assert_eq!(role_policies(&env, &emptied).await, None, "the emptied role is gone");
+    let annotated = accounts.get("annotated").await.expect("sa");
+    assert!(!annotated.metadata.annotations.unwrap_or_default().contains_key(ROLE_ARN_ANNOTATION));
+    let again = sweeper::sweep(&ctx).await.expect("second sweep");
+    assert_eq!((again.role_policies, again.roles.len()), (0, 0), "nothing left: {again:?}");
+    let metrics = ctx.metrics.render();
+    for line in [
+        "bucket_broker_orphans_swept_total{kind=\"Role\"} 2\n",
+        "bucket_broker_orphans_swept_total{kind=\"RolePolicy\"} 3\n",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
 }
