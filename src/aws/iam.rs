@@ -52,7 +52,7 @@ impl UserOps<'_> {
         let output = optional(call(self.stats, IAM, "GetUser", get).await)?;
         Ok(output.and_then(|o| o.user).map(|u| User {
             arn: u.arn().to_owned(),
-            tags: u.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect(),
+            tags: pairs(u.tags()),
             permissions_boundary: u
                 .permissions_boundary()
                 .and_then(|b| b.permissions_boundary_arn())
@@ -67,11 +67,7 @@ impl UserOps<'_> {
         tags: &[(String, String)],
         boundary: Option<&str>,
     ) -> Result<String, AwsError> {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("CreateUser", e))?;
+        let tags = aws_tags(tags, "CreateUser")?;
         let create = self
             .client
             .create_user()
@@ -244,7 +240,7 @@ impl RoleOps<'_> {
         let output = optional(call(self.stats, IAM, "GetRole", get).await)?;
         Ok(output.and_then(|o| o.role).map(|r| Role {
             arn: r.arn().to_owned(),
-            tags: r.tags().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect(),
+            tags: pairs(r.tags()),
             permissions_boundary: r
                 .permissions_boundary()
                 .and_then(|b| b.permissions_boundary_arn())
@@ -261,11 +257,7 @@ impl RoleOps<'_> {
         tags: &[(String, String)],
         boundary: Option<&str>,
     ) -> Result<String, AwsError> {
-        let tags = tags
-            .iter()
-            .map(|(k, v)| Tag::builder().key(k).value(v).build())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| invalid("CreateRole", e))?;
+        let tags = aws_tags(tags, "CreateRole")?;
         let create = self
             .client
             .create_role()
@@ -445,6 +437,19 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Tags as IAM takes them.
+fn aws_tags(tags: &[(String, String)], operation: &'static str) -> Result<Vec<Tag>, AwsError> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(operation, e))
+}
+
+/// Tags as IAM returns them, as key-value pairs.
+fn pairs(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect()
 }
 
 fn invalid(operation: &'static str, err: impl std::fmt::Display) -> AwsError {

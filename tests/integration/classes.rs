@@ -280,7 +280,7 @@ fn resync_every_second(env: &TestEnv) -> Settings {
 }
 
 /// Waits for a resync to be due, then checks that the next few (one a second) write nothing to AWS.
-async fn assert_steady(ctx: &Context) {
+pub(crate) async fn assert_steady(ctx: &Context) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let writes = ctx.aws.stats.writes();
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -470,7 +470,6 @@ async fn cors_is_the_tenants_whole_configuration_written_only_when_it_means_some
 /// signature is a placeholder. That is enough for a moto that does not enforce IAM (`TestEnv::new()`),
 /// which checks no signature; with enforcement, this would need a real SigV4 signature.
 pub(crate) async fn create_kms_key(endpoint: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = endpoint.strip_prefix("http://").expect("an http:// endpoint");
     let body = r#"{"Description":"bucket-broker test key","KeyUsage":"ENCRYPT_DECRYPT"}"#;
     let request = format!(
@@ -481,15 +480,23 @@ pub(crate) async fn create_kms_key(endpoint: &str) -> String {
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    let (head, body) = exchange(host, &request).await;
+    assert!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{head}\n{body}");
+    let created: serde_json::Value = serde_json::from_str(&body).expect("a JSON answer");
+    created["KeyMetadata"]["Arn"].as_str().expect("the key's ARN").to_owned()
+}
+
+/// Sends one raw HTTP/1.1 `request` (with `Connection: close`) to `host` and returns the response's head
+/// and body: for the requests moto needs that the SDK will not send as they must be.
+pub(crate) async fn exchange(host: &str, request: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
     stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.expect("read");
     let response = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "{head}\n{body}");
-    let created: serde_json::Value = serde_json::from_str(body).expect("a JSON answer");
-    created["KeyMetadata"]["Arn"].as_str().expect("the key's ARN").to_owned()
+    (head.to_owned(), body.to_owned())
 }
 
 /// The bucket's default encryption rules as the administrator reads them (none when it has none).

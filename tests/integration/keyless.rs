@@ -139,7 +139,6 @@ fn base64_url_decode(text: &str) -> Vec<u8> {
 async fn assume(env: &TestEnv, role_arn: &str, token: &str) -> Result<Aws, String> {
     use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
     use aws_sigv4::sign::v4;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let endpoint = env.moto.endpoint_url();
     let host = endpoint.strip_prefix("http://").expect("an http:// endpoint");
     let encode = |s: &str| -> String {
@@ -183,12 +182,7 @@ async fn assume(env: &TestEnv, role_arn: &str, token: &str) -> Result<Aws, Strin
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str(&format!("Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()));
-    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.expect("read");
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let (head, body) = crate::features::exchange(host, &request).await;
     let between = |open: &str, close: &str| {
         body.split_once(open).and_then(|(_, rest)| rest.split_once(close)).map(|(v, _)| v.to_owned())
     };
@@ -334,15 +328,7 @@ async fn a_keyless_binding_gives_the_service_account_a_role_and_never_a_user_or_
     assert!(!can_put(&app, &other, "b.txt").await, "and no more");
 
     // Steady state: the resync (every second) reads and writes nothing.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let writes = ctx.aws.stats.writes();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(
-        ctx.aws.stats.writes(),
-        writes,
-        "no AWS write in steady state: {:?}",
-        ctx.aws.stats.snapshot()
-    );
+    crate::classes::assert_steady(&ctx).await;
 
     // Removing one binding takes its policy off the role, which stays for the other.
     env.delete::<BucketBinding>("app-reports").await;
