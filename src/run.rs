@@ -54,7 +54,9 @@ pub enum RunError {
     NoClusterUid,
     #[error("{0}")]
     PolicyTooLarge(String),
-    #[error("--keyless=required needs a way to give pods a role: --oidc-provider-arn (IRSA)")]
+    #[error(
+        "--keyless=required needs a way to give pods a role: --oidc-provider-arn (IRSA) or --pod-identity-cluster-name (EKS Pod Identity)"
+    )]
     KeylessWithoutSetup,
 }
 

@@ -4,6 +4,7 @@
 //! counted by service, operation and outcome ([`CallStats`]), for metrics and for tests that prove a
 //! steady-state resync makes no write.
 
+pub mod eks;
 pub mod iam;
 pub mod s3;
 
@@ -19,6 +20,8 @@ pub struct Aws {
     pub s3: aws_sdk_s3::Client,
     pub iam: aws_sdk_iam::Client,
     pub sts: aws_sdk_sts::Client,
+    /// EKS, for Pod Identity associations (keyless bindings with `--pod-identity-cluster-name`).
+    pub eks: aws_sdk_eks::Client,
     /// The default region for new buckets.
     pub region: String,
     /// A non-AWS endpoint (S3-compatible store or emulator), if any.
@@ -33,15 +36,18 @@ impl Aws {
         let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
         let mut iam = aws_sdk_iam::config::Builder::from(sdk);
         let mut sts = aws_sdk_sts::config::Builder::from(sdk);
+        let mut eks = aws_sdk_eks::config::Builder::from(sdk);
         if let Some(url) = &endpoint_url {
             s3 = s3.endpoint_url(url).force_path_style(true);
             iam = iam.endpoint_url(url);
             sts = sts.endpoint_url(url);
+            eks = eks.endpoint_url(url);
         }
         Aws {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             iam: aws_sdk_iam::Client::from_conf(iam.build()),
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
+            eks: aws_sdk_eks::Client::from_conf(eks.build()),
             region,
             endpoint_url,
             stats: CallStats::default(),
@@ -158,8 +164,10 @@ const NOT_FOUND: &[&str] = &[
     "NoSuchCORSConfiguration",
     "ServerSideEncryptionConfigurationNotFoundError",
     "OwnershipControlsNotFoundError",
+    "ResourceNotFoundException",
 ];
-const ALREADY_EXISTS: &[&str] = &["BucketAlreadyOwnedByYou", "EntityAlreadyExists"];
+/// `ResourceInUseException`: EKS's answer to a second Pod Identity association for one ServiceAccount.
+const ALREADY_EXISTS: &[&str] = &["BucketAlreadyOwnedByYou", "EntityAlreadyExists", "ResourceInUseException"];
 const ACCESS_DENIED: &[&str] =
     &["AccessDenied", "AccessDeniedException", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"];
 /// Codes that say the caller's credentials themselves are wrong, rather than what they allow.
@@ -423,6 +431,8 @@ impl CallStats {
             ("iam", Pacer::new(limits.iam)),
             ("s3", Pacer::new(limits.s3)),
             ("sts", Pacer::new(limits.sts)),
+            // EKS calls (Pod Identity associations) come only with IAM role changes: they keep IAM's pace.
+            ("eks", Pacer::new(limits.iam)),
         ]);
         let _ = self.1.set(pacers);
     }
@@ -444,7 +454,7 @@ impl CallStats {
         self.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// How many calls changed something in AWS (every operation that is not a Get, Head or List).
+    /// How many calls changed something in AWS (every operation that is not a Get, Head, List or Describe).
     pub fn writes(&self) -> u64 {
         self.snapshot().iter().filter(|((_, op, _), _)| is_write(op)).map(|(_, n)| n).sum()
     }
@@ -457,7 +467,7 @@ impl CallStats {
 
 /// Whether an operation changes state in AWS.
 pub fn is_write(operation: &str) -> bool {
-    !["Get", "Head", "List"].iter().any(|p| operation.starts_with(p))
+    !["Get", "Head", "List", "Describe"].iter().any(|p| operation.starts_with(p))
 }
 
 /// Runs one SDK call, counts it, and turns its error into an [`AwsError`].

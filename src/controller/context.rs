@@ -56,7 +56,7 @@ pub struct Settings {
     pub orphan_grace: Duration,
     /// The longest a pass may take before it is stopped and retried (not a flag, tests shorten it).
     pub pass_timeout: Duration,
-    /// How keyless BucketBindings get their role (`--oidc-provider-arn`);
+    /// How keyless BucketBindings get their role (`--oidc-provider-arn`, `--pod-identity-cluster-name`);
     /// `None`: a BucketBinding naming a ServiceAccount is refused.
     pub keyless: Option<crate::desired::keyless::Setup>,
     /// Whether access keys may be issued at all (`--keyless=allowed`).

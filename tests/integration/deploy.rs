@@ -40,6 +40,10 @@ const LEASE_NAME: &str = "bucket-broker";
 const BUCKET_RESOURCE: &str = "arn:aws:s3:::bucket-broker-*";
 const USER_RESOURCE: &str = "arn:aws:iam::*:user/bucket-broker/*";
 const ROLE_RESOURCE: &str = "arn:aws:iam::*:role/bucket-broker/*";
+/// The EKS clusters whose ServiceAccounts get Pod Identity associations (list and create are on the cluster).
+const EKS_CLUSTER_RESOURCE: &str = "arn:aws:eks:*:*:cluster/*";
+/// Their associations (read, repoint, tag and delete one).
+const EKS_ASSOCIATION_RESOURCE: &str = "arn:aws:eks:*:*:podidentityassociation/*";
 
 fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -611,6 +615,17 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("iam", "PutRolePolicy", &["iam:PutRolePolicy"]),
     ("iam", "DeleteRolePolicy", &["iam:DeleteRolePolicy"]),
     ("iam", "ListRolePolicies", &["iam:ListRolePolicies"]),
+    // Keyless bindings through EKS Pod Identity: the ServiceAccount's association with its role. Creating or
+    // repointing one passes the role to EKS; creating it with tags is also authorized as TagResource.
+    ("eks", "ListPodIdentityAssociations", &["eks:ListPodIdentityAssociations"]),
+    ("eks", "DescribePodIdentityAssociation", &["eks:DescribePodIdentityAssociation"]),
+    (
+        "eks",
+        "CreatePodIdentityAssociation",
+        &["eks:CreatePodIdentityAssociation", "eks:TagResource", "iam:PassRole"],
+    ),
+    ("eks", "UpdatePodIdentityAssociation", &["eks:UpdatePodIdentityAssociation", "iam:PassRole"]),
+    ("eks", "DeletePodIdentityAssociation", &["eks:DeletePodIdentityAssociation"]),
     // Signed with the new user's key to check it works, and never deniable: nothing for the controller.
     ("sts", "GetCallerIdentity", &[]),
 ];
@@ -792,6 +807,14 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
                 "{sid}: mixes actions that need the boundary condition with others"
             );
             assert_eq!(condition["ArnLike"]["iam:PermissionsBoundary"], BOUNDARY_ARN, "{sid}");
+        } else if actions.iter().any(|a| a == "iam:PassRole") {
+            // A role of ours may be handed to EKS Pod Identity, and to no other service.
+            assert_eq!(actions, ["iam:PassRole"], "{sid}: passing roles has a statement of its own");
+            assert_eq!(
+                condition,
+                &serde_json::json!({"StringEquals": {"iam:PassedToService": "pods.eks.amazonaws.com"}}),
+                "{sid}"
+            );
         } else {
             assert!(condition.is_null(), "{sid}: a condition where none is checked: {condition}");
         }
@@ -807,7 +830,13 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
                 Some("s3") => BUCKET_RESOURCE,
                 Some("iam") if action.contains("Role") => ROLE_RESOURCE,
                 Some("iam") => USER_RESOURCE,
-                _ => panic!("{sid}: {action} is not an S3 or IAM action"),
+                Some("eks")
+                    if action.ends_with("PodIdentityAssociations") || action.starts_with("eks:Create") =>
+                {
+                    EKS_CLUSTER_RESOURCE
+                }
+                Some("eks") => EKS_ASSOCIATION_RESOURCE,
+                _ => panic!("{sid}: {action} is not an S3, IAM or EKS action"),
             };
             assert!(resources.iter().all(|r| r == confined_to), "{sid}: {action} on {resources:?}");
             granted.insert(action);

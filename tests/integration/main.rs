@@ -10,6 +10,7 @@ mod bucket;
 mod classes;
 mod credentials;
 mod deploy;
+mod eks;
 mod features;
 mod gitops;
 mod harness;
