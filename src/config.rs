@@ -162,6 +162,12 @@ pub struct RunArgs {
           num_args = 0..=1, default_missing_value = "true")]
     pub leader_election: bool,
 
+    /// The name of the leader-election Lease, in the controller's namespace. Give each Deployment of the
+    /// controller in one namespace its own (and name it in the leader-election Role's resourceNames).
+    #[arg(long, env = "BUCKET_BROKER_LEADER_ELECTION_LEASE_NAME", default_value = "bucket-broker",
+          value_parser = parse_lease_name)]
+    pub leader_election_lease_name: String,
+
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "BUCKET_BROKER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -311,6 +317,20 @@ fn parse_cluster_name(s: &str) -> Result<String, String> {
     } else {
         Err(format!("{s:?} is not a cluster name (letters, digits, -, _ and ., at most 63)"))
     }
+}
+
+/// A Lease name: a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253).
+fn parse_lease_name(s: &str) -> Result<String, String> {
+    let valid = (1..=253).contains(&s.len())
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    valid
+        .then(|| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not a Lease name (a DNS subdomain such as bucket-broker-eu)"))
 }
 
 fn parse_region(s: &str) -> Result<String, String> {
@@ -464,6 +484,13 @@ mod tests {
         assert_eq!(run.iam_path, "/bucket-broker/");
         assert!(run.require_tls);
         assert!(!run.leader_election);
+        assert_eq!(run.leader_election_lease_name, "bucket-broker");
+        let named = parse(&["--leader-election-lease-name", "bucket-broker-eu"]).expect("a name");
+        assert_eq!(named.leader_election_lease_name, "bucket-broker-eu");
+        for bad in ["Bucket_Broker", "-x", "a..b"] {
+            let refused = parse(&[&format!("--leader-election-lease-name={bad}")]).expect_err(bad);
+            assert!(refused.contains("not a Lease name"), "{refused}");
+        }
         assert_eq!(run.resync_interval, HumanDuration(Duration::from_secs(600)));
         assert!(run.platform_cidrs.is_empty());
         assert_eq!(run.namespace, None);

@@ -118,7 +118,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     settings.account_id = identity.account;
     settings.cluster_uid = cluster_uid;
     let ctx = Context::with_metrics(client, aws, settings, metrics);
-    let lease = args.leader_election.then(LeaseSettings::from_env);
+    let lease = args.leader_election.then(|| LeaseSettings::from_env(&args.leader_election_lease_name));
     serve(ctx, lease, stopped).await
 }
 
@@ -217,7 +217,7 @@ pub async fn serve(
         lead(ctx, shutdown).await;
         return Ok(());
     };
-    let mut elector = Elector::new(ctx.client.clone(), lease);
+    let mut elector = Elector::new(ctx.client.clone(), lease).fencing(ctx.aws.stats.fence().clone());
     ctx.metrics.set_standby(true);
     let mut wanted = shutdown.clone();
     let Some(valid_until) = elector.acquire(stopped(&mut wanted)).await else {
