@@ -294,6 +294,81 @@ fn helm_template_renders_what_kustomize_renders_for_the_same_settings() {
     assert_eq!(with_crds.len(), chart.len() - 1 + crds.len(), "the CRDs and the objects, nothing else");
 }
 
+/// The README's `helm install` command, as a user copies it (with an account id), renders: the values it sets
+/// exist and satisfy the schema and the chart's checks.
+#[test]
+fn the_readmes_helm_install_command_renders() {
+    let readme = read("README.md");
+    let section = readme.split("### Install with Helm").nth(1).expect("the README's Install with Helm");
+    let block = section.split("```sh\n").nth(1).and_then(|b| b.split("```").next()).expect("a shell block");
+    let command = block
+        .replace("\\\n", " ")
+        .lines()
+        .find(|line| line.starts_with("helm install "))
+        .expect("a helm install command")
+        .to_owned();
+    assert!(command.contains("platformNetwork."), "the command sets the platform network: {command}");
+    let helm = Helm::new();
+    let template = command.replacen("helm install ", "helm template ", 1).replace(" --create-namespace", "");
+    let output = std::process::Command::new("bash")
+        .args(["-c", &template])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("ACCOUNT", "123456789012")
+        .env("HELM_CACHE_HOME", helm.dir.join("cache"))
+        .env("HELM_CONFIG_HOME", helm.dir.join("config"))
+        .env("HELM_DATA_HOME", helm.dir.join("data"))
+        .output()
+        .expect("bash runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{template}\n{stderr}");
+    let objects = documents(&String::from_utf8_lossy(&output.stdout));
+    let env = container(&objects)["env"].as_array().expect("env").clone();
+    let value = |name: &str| env.iter().find(|v| v["name"] == name).map(|v| v["value"].clone());
+    assert_eq!(value("BUCKET_BROKER_PLATFORM_CIDRS"), Some(json!("203.0.113.10/32,203.0.113.11/32")));
+    assert_eq!(value("BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN"), Some(json!(BOUNDARY)));
+    assert_eq!(
+        container(&objects)["image"],
+        "123456789012.dkr.ecr.eu-west-2.amazonaws.com/bucket-broker:0.1.0"
+    );
+}
+
+/// Every value in values.yaml is documented: a comment right above it (`# -- ...`, the form chart
+/// documentation tools read).
+#[test]
+fn every_value_is_documented() {
+    let text = read(&format!("{CHART}/values.yaml"));
+    let lines: Vec<&str> = text.lines().collect();
+    let mut values = 0;
+    // The indentation of a map documented as a whole (`resources`): its keys need no comment of their own.
+    let mut documented_map: Option<usize> = None;
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') || trimmed.is_empty() || trimmed.starts_with('-') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if documented_map.is_some_and(|outer| indent > outer) {
+            continue;
+        }
+        documented_map = None;
+        let Some((key, value)) = trimmed.split_once(':') else { continue };
+        let comment: Vec<&str> =
+            lines[..i].iter().rev().take_while(|l| l.trim_start().starts_with('#')).copied().collect();
+        let documented = comment.last().is_some_and(|l| l.trim_start().starts_with("# -- "));
+        if value.trim().is_empty() {
+            // A map: documented as a whole, or each of its values is.
+            if documented {
+                documented_map = Some(indent);
+                values += 1;
+            }
+            continue;
+        }
+        values += 1;
+        assert!(documented, "{CHART}/values.yaml: {key} has no `# -- ` comment right above it");
+    }
+    assert!(values > 30, "{values} values found");
+}
+
 #[test]
 fn the_chart_refuses_to_render_without_a_platform_network() {
     let helm = Helm::new();
