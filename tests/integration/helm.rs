@@ -267,12 +267,19 @@ fn helm_template_renders_what_kustomize_renders_for_the_same_settings() {
 
     let mut with_monitor = deploy_values();
     with_monitor["serviceMonitor"] = json!({"enabled": true});
-    let chart = helm.template(&with_monitor, &[]).expect("the chart renders");
+    let with_monitor = helm.template(&with_monitor, &[]).expect("the chart renders");
     let kustomized = kustomize_overlay(|repo| {
         format!("resources:\n  - {repo}/deploy\ncomponents:\n  - {repo}/deploy/components/servicemonitor\n")
     });
-    assert!(chart.iter().any(|o| o["kind"] == "ServiceMonitor"));
-    assert_same_objects("deploy/ with the ServiceMonitor component", &chart, &kustomized);
+    assert!(with_monitor.iter().any(|o| o["kind"] == "ServiceMonitor"));
+    assert_same_objects("deploy/ with the ServiceMonitor component", &with_monitor, &kustomized);
+
+    // One watched namespace: the overlay deploy/components/namespace-scoped documents.
+    let mut scoped = deploy_values();
+    scoped["watchNamespace"] = json!("team-a");
+    let chart = helm.template(&scoped, &[]).expect("the chart renders");
+    let kustomized = crate::deploy::namespace_scoped_install("team-a");
+    assert_same_objects("deploy/ with the namespace-scoped component", &chart, &kustomized);
 
     // With --include-crds, the CRDs are rendered too, as crds/ holds them (kustomize would print their
     // `36500.0` as `36500`, so the files themselves are compared).
@@ -291,7 +298,8 @@ fn helm_template_renders_what_kustomize_renders_for_the_same_settings() {
     for (key, crd) in &rendered {
         assert!(crd == &ours[key], "{key:?}: helm renders the CRD otherwise than crds/ holds it");
     }
-    assert_eq!(with_crds.len(), chart.len() - 1 + crds.len(), "the CRDs and the objects, nothing else");
+    let plain = helm.template(&deploy_values(), &[]).expect("the chart renders");
+    assert_eq!(with_crds.len(), plain.len() + crds.len(), "the CRDs and the objects, nothing else");
 }
 
 /// The README's `helm install` command, as a user copies it (with an account id), renders: the values it sets
@@ -444,6 +452,7 @@ fn every_chart_value_becomes_a_flag_the_controller_accepts() {
             "keyless": "required",
             "logFormat": "json",
         },
+        "watchNamespace": "team-a",
     });
     let objects = helm.template(&values, &[]).expect("the chart renders");
     let container = container(&objects);
@@ -467,7 +476,7 @@ fn every_chart_value_becomes_a_flag_the_controller_accepts() {
         argv.push(format!("--{flag}={}", var["value"].as_str().expect("a plain value")));
         set.insert(name.to_owned());
     }
-    assert_eq!(set.len(), 23, "every value above is set: {set:?}");
+    assert_eq!(set.len(), 24, "every value above is set: {set:?}");
     let parsed = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"));
     let Command::Run(args) = parsed.command else { panic!("{argv:?} is not `run`") };
     assert!(args.leader_election);
@@ -478,6 +487,7 @@ fn every_chart_value_becomes_a_flag_the_controller_accepts() {
     assert_eq!(args.concurrency, 8);
     assert!(!args.require_tls);
     assert_eq!(args.iam_path, "/acme/");
+    assert_eq!(args.namespace.as_deref(), Some("team-a"));
 }
 
 /// A release of the chart on the real control plane, uninstalled (and its namespace deleted) when dropped,
