@@ -314,6 +314,10 @@ async fn without_aws_credentials_the_process_is_not_ready_and_says_why() {
     let output = child.wait_with_output().expect("the controller ends");
     let log = String::from_utf8_lossy(&output.stdout);
     assert!(log.contains("--permissions-boundary-arn=none"), "a warning at start:\n{log}");
+    assert!(
+        log.contains(bucket_broker::run::NO_PLATFORM_NETWORK),
+        "no platform network is said loudly at start:\n{log}"
+    );
     assert!(log.contains("No AWS identity yet; not ready"), "the log says why:\n{log}");
     assert!(log.contains("no AWS credentials"), "{log}");
     assert!(!log.contains('\u{1b}'), "no colour codes when stdout is not a terminal:\n{log}");
