@@ -453,8 +453,11 @@ fn every_chart_value_becomes_a_flag_the_controller_accepts() {
             "logFormat": "json",
         },
         "watchNamespace": "team-a",
+        "leaseName": "bucket-broker-eu",
     });
     let objects = helm.template(&values, &[]).expect("the chart renders");
+    let role = objects.iter().find(|o| o["kind"] == "Role").expect("the leader-election Role");
+    assert_eq!(role["rules"][1]["resourceNames"], json!(["bucket-broker-eu"]), "the Role grants that Lease");
     let container = container(&objects);
     let run = Cli::command();
     let run = run.find_subcommand("run").expect("the run subcommand");
@@ -476,7 +479,7 @@ fn every_chart_value_becomes_a_flag_the_controller_accepts() {
         argv.push(format!("--{flag}={}", var["value"].as_str().expect("a plain value")));
         set.insert(name.to_owned());
     }
-    assert_eq!(set.len(), 24, "every value above is set: {set:?}");
+    assert_eq!(set.len(), 25, "every value above is set: {set:?}");
     let parsed = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?} does not parse: {e}"));
     let Command::Run(args) = parsed.command else { panic!("{argv:?} is not `run`") };
     assert!(args.leader_election);
@@ -488,6 +491,21 @@ fn every_chart_value_becomes_a_flag_the_controller_accepts() {
     assert!(!args.require_tls);
     assert_eq!(args.iam_path, "/acme/");
     assert_eq!(args.namespace.as_deref(), Some("team-a"));
+    assert_eq!(args.leader_election_lease_name, "bucket-broker-eu");
+
+    // EKS Pod Identity instead of IRSA (the two exclude each other).
+    let mut values = values;
+    values["controller"]["oidcProviderArn"] = json!("");
+    values["controller"]["podIdentityClusterName"] = json!("prod-eu");
+    let objects = helm.template(&values, &[]).expect("the chart renders");
+    let env = self::container(&objects)["env"].as_array().expect("env").clone();
+    let pod_identity =
+        env.iter().find(|v| v["name"] == "BUCKET_BROKER_POD_IDENTITY_CLUSTER_NAME").expect("set");
+    assert_eq!(pod_identity["value"], "prod-eu");
+    assert!(
+        !env.iter().any(|v| v["name"] == "BUCKET_BROKER_OIDC_PROVIDER_ARN"),
+        "an empty value sets nothing"
+    );
 }
 
 /// A release of the chart on the real control plane, uninstalled (and its namespace deleted) when dropped,
