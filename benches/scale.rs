@@ -11,6 +11,9 @@
 //! - `BENCH_PRELOAD=1`: memory mode. The objects are written straight into the API server, looking
 //!   provisioned (finalizer, Ready status, the binding's Secret), then a controller starts on them.
 //! - `BENCH_PRELOAD_WAIT` (default `60s`): how long the memory mode watches the controller after `/readyz`.
+//! - `BENCH_NOISY=1`: the noisy neighbour. A namespace with 300 bindings stuck on `SecretConflict` and 300
+//!   label changes a minute; how long a new Bucket and binding in another namespace take to be Ready, and
+//!   what the noisy namespace costs in IAM calls and passes a minute (in-memory API server only).
 //! - `BUCKET_BROKER_TEST_KUBECONFIG`: use that cluster instead of the in-memory API server (in a fresh
 //!   namespace, removed at the end); Kubernetes write counts are then not available.
 //! - Any `BUCKET_BROKER_*` variable the benchmark does not set (for example `BUCKET_BROKER_AWS_IAM_RATE`)
@@ -54,7 +57,9 @@ fn main() {
     runtime.block_on(async {
         let env = Env::start().await;
         let n: usize = var("BENCH_OBJECTS").and_then(|v| v.parse().ok()).unwrap_or(500);
-        if var("BENCH_PRELOAD").is_some_and(|v| v == "1") {
+        if var("BENCH_NOISY").is_some_and(|v| v == "1") {
+            noisy_bench(&env).await;
+        } else if var("BENCH_PRELOAD").is_some_and(|v| v == "1") {
             preload_bench(&env, n).await;
         } else {
             provisioning_bench(&env, n).await;
@@ -170,8 +175,13 @@ impl Env {
         }
     }
 
-    /// Starts `bucket-broker run` against this environment, and waits until `/readyz` answers 200.
+    /// Starts `bucket-broker run` against this environment's namespace, and waits until `/readyz` answers 200.
     async fn controller(&self, name: &str, resync: &str) -> Controller {
+        self.controller_in(name, resync, Some(&self.namespace)).await
+    }
+
+    /// [`Env::controller`], watching `namespace`, or every namespace with `None`.
+    async fn controller_in(&self, name: &str, resync: &str, namespace: Option<&str>) -> Controller {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -183,9 +193,12 @@ impl Env {
         let child = Command::new(BINARY)
             .arg("run")
             .args(["--region", moto::REGION, "--aws-endpoint-url", self.moto.endpoint_url()])
-            .args(["--namespace", &self.namespace, "--cluster-name", "bench", "--deploy-env", "bench"])
+            .args(namespace.map(|n| ["--namespace", n]).into_iter().flatten())
+            .args(["--cluster-name", "bench", "--deploy-env", "bench"])
             .args(["--bucket-prefix", "bench-", "--user-prefix", "bench-", "--require-tls=false"])
             .args(["--resync-interval", resync, "--orphan-sweep-interval", "0"])
+            // As the tests and the quickstart run it: moto holds no boundary policy to name.
+            .arg("--permissions-boundary-arn=none")
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("AWS_ACCESS_KEY_ID", admin.access_key_id())
@@ -1073,4 +1086,135 @@ async fn preload_pair(env: &Env, i: usize) {
         .patch_status(&binding_name, &status, &Patch::Merge(&binding_status))
         .await
         .expect("binding status");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The noisy neighbour: one tenant's stuck bindings and label churn against another tenant's new work.
+
+/// How many bindings the noisy namespace holds, each stuck on a foreign Secret.
+const NOISY_BINDINGS: usize = 300;
+/// Label changes a minute on the noisy bindings.
+const NOISY_CHURN_PER_MINUTE: u64 = 300;
+
+async fn noisy_bench(env: &Env) {
+    assert!(
+        env.server.is_some(),
+        "BENCH_NOISY runs on the in-memory API server (the controller watches every namespace)"
+    );
+    let noisy = "noisy";
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": noisy}})).expect("ns");
+    Api::<Namespace>::all(env.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    let controller = env.controller_in("noisy", "10m", None).await;
+    let params = PostParams::default();
+    let buckets = Api::<Bucket>::namespaced(env.client.clone(), noisy);
+    let bindings = Api::<BucketBinding>::namespaced(env.client.clone(), noisy);
+    let secrets = Api::<Secret>::namespaced(env.client.clone(), noisy);
+    buckets.create(&params, &bucket("shared", false)).await.expect("noisy bucket");
+    progress(&format!("noisy: {NOISY_BINDINGS} bindings, each in the way of a foreign Secret"));
+    for i in 0..NOISY_BINDINGS {
+        let foreign: Secret = serde_json::from_value(json!({"metadata": {"name": format!("taken-{i}")},
+            "stringData": {"owner": "someone else"}}))
+        .expect("secret");
+        secrets.create(&params, &foreign).await.expect("foreign secret");
+        let stuck: BucketBinding = serde_json::from_value(json!({"apiVersion": "bucketbroker.io/v1alpha1",
+            "kind": BINDING, "metadata": {"name": format!("stuck-{i}")},
+            "spec": {"bucketRef": {"name": "shared"}, "secretName": format!("taken-{i}")}}))
+        .expect("binding");
+        bindings.create(&params, &stuck).await.expect("noisy binding");
+    }
+    let conflicted = || async {
+        let listed = bindings.list(&ListParams::default()).await.expect("list");
+        listed
+            .items
+            .iter()
+            .filter(|b| {
+                b.status.as_ref().is_some_and(|s| {
+                    s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "SecretConflict")
+                })
+            })
+            .count()
+    };
+    let started = Instant::now();
+    while conflicted().await < NOISY_BINDINGS {
+        assert!(started.elapsed() < TIMEOUT, "the noisy bindings never all reached SecretConflict");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    progress(&format!(
+        "noisy: all in SecretConflict after {:.1} s; churning labels",
+        started.elapsed().as_secs_f64()
+    ));
+
+    // Labels churned on the stuck bindings for the rest of the run.
+    let churner = {
+        let bindings = bindings.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_millis(60_000 / NOISY_CHURN_PER_MINUTE);
+            for round in 0u64.. {
+                let name = format!("stuck-{}", round as usize % NOISY_BINDINGS);
+                let patch = Patch::Merge(json!({"metadata": {"labels": {"churn": round.to_string()}}}));
+                let _ = bindings.patch(&name, &PatchParams::default(), &patch).await;
+                tokio::time::sleep(every).await;
+            }
+        })
+    };
+
+    // A minute of the noisy namespace alone: what it costs.
+    let before = controller.metrics().await;
+    let usage_before = controller.usage();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let minute = controller.metrics().await.since(&before);
+    let cpu = controller.usage().cpu.saturating_sub(usage_before.cpu);
+    let iam: f64 =
+        minute.aws_calls().iter().filter(|((service, _), _)| service == "iam").map(|(_, (n, _))| n).sum();
+    let (reads, writes) = minute.aws_reads_writes();
+
+    // Then the quiet tenant's new work, three times.
+    let quiet_buckets = env.api::<Bucket>();
+    let quiet_bindings = env.api::<BucketBinding>();
+    let mut times = Vec::new();
+    for round in 0..3 {
+        let created = Instant::now();
+        quiet_buckets.create(&params, &bucket(&format!("quiet-{round}"), false)).await.expect("quiet bucket");
+        quiet_bindings
+            .create(&params, &binding(&format!("quiet-app-{round}"), &format!("quiet-{round}"), true))
+            .await
+            .expect("quiet binding");
+        loop {
+            let b = quiet_bindings.get(&format!("quiet-app-{round}")).await.expect("binding");
+            if is_ready(b.status.as_ref().map(|s| s.conditions.as_slice())) {
+                break;
+            }
+            assert!(created.elapsed() < Duration::from_secs(300), "the quiet binding never became Ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        times.push(created.elapsed());
+        progress(&format!(
+            "quiet pair {round}: Ready {:.2} s after its Bucket was created",
+            created.elapsed().as_secs_f64()
+        ));
+    }
+    churner.abort();
+    times.sort();
+    let mut out = vec![
+        format!(
+            "noisy neighbour: {NOISY_BINDINGS} bindings in SecretConflict, {NOISY_CHURN_PER_MINUTE} label changes/min"
+        ),
+        format!(
+            "  the noisy namespace alone, one minute: {} passes, {:.0} AWS calls ({:.0} IAM; {:.0} reads, {:.0} writes), CPU {:.2} s",
+            minute.passes(BINDING) + minute.passes(BUCKET),
+            reads + writes,
+            iam,
+            reads,
+            writes,
+            cpu.as_secs_f64()
+        ),
+        format!(
+            "  a new Bucket and binding in another namespace, Bucket created to binding Ready: {} (median {:.2} s)",
+            times.iter().map(|t| format!("{:.2} s", t.as_secs_f64())).collect::<Vec<_>>().join(", "),
+            times[1].as_secs_f64()
+        ),
+    ];
+    out.push(format!("  skipped reconciles in the minute: {}", minute.skipped().join(", ")));
+    println!("{}", out.join("\n"));
+    drop(controller);
 }
