@@ -184,6 +184,45 @@ fn every_field_is_documented() {
 }
 
 #[test]
+fn descriptions_are_unwrapped_into_paragraphs_and_list_items() {
+    let comment = "Rotate keys older than this, e.g.\n`90d`; at most the platform's maximum.\n\nOne of:\n- `Delete`: the\n  bucket goes;\n- `Retain`: it stays.\n1. first\n2. second";
+    assert_eq!(
+        unwrapped(comment),
+        "Rotate keys older than this, e.g. `90d`; at most the platform's maximum.\n\nOne of:\n- `Delete`: the bucket goes;\n- `Retain`: it stays.\n1. first\n2. second"
+    );
+}
+
+#[test]
+fn kubectl_explain_prints_whole_sentences() {
+    // Every line break left in a description is a paragraph break or starts a list item.
+    fn walk(path: &str, node: &Value, broken: &mut Vec<String>) {
+        if let Some(description) = node["description"].as_str() {
+            let lines: Vec<&str> = description.split('\n').collect();
+            for pair in lines.windows(2) {
+                let next = pair[1];
+                let fine =
+                    pair[0].is_empty() || next.is_empty() || next.starts_with("- ") || next.starts_with("* ");
+                if !fine && !next.split_once(". ").is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+                {
+                    broken.push(format!("{path}: {:?}", pair[1]));
+                }
+            }
+        }
+        for (name, child) in node["properties"].as_object().into_iter().flatten() {
+            walk(&format!("{path}.{name}"), child, broken);
+        }
+        if node["items"].is_object() {
+            walk(&format!("{path}[]"), &node["items"], broken);
+        }
+    }
+    for crd in crds() {
+        let mut broken = Vec::new();
+        walk("", &schema_of(&crd), &mut broken);
+        assert!(broken.is_empty(), "{}: hard line breaks in {broken:#?}", crd.spec.names.kind);
+    }
+}
+
+#[test]
 fn schemas_are_structural_and_fit_kubernetes_1_28() {
     // A structural schema gives every node a type (or says it is int-or-string / preserves unknown fields),
     // and uses no $ref; selectableFields and optionalOldSelf need Kubernetes 1.29 or later.
