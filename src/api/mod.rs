@@ -25,6 +25,11 @@ pub use credentials::{
 pub const GROUP: &str = "bucketbroker.io";
 /// The single served and stored version.
 pub const VERSION: &str = "v1alpha1";
+/// The shape of an AWS region name in every partition: `eu-west-2`, `us-gov-west-1`, `cn-north-1`,
+/// `us-iso-east-1`, `us-isob-east-1`, `eu-isoe-west-1`, `us-isof-south-1`, `eusc-de-east-1`. A name of
+/// this shape that AWS does not know is reported by the controller (`InvalidSpec`).
+pub const REGION_PATTERN: &str = r"^([a-z]{2}(-gov|-iso[a-z]?)?|eusc-[a-z]{2})-[a-z]+-[0-9]{1,2}$";
+
 /// `kubectl get bucketbroker` lists all three kinds.
 pub const CATEGORY: &str = "bucketbroker";
 

@@ -257,13 +257,14 @@ async fn kubectl_explains_every_kind_from_the_served_schema() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    env.start_controller().await;
     let kubectl = Kubectl::new(&env);
     kubectl
         .ok(&["apply", "-f", "examples/bucket-private.yaml", "-f", "examples/binding-readonly.yaml"])
         .await;
 
-    // Through kubectl, as a user would try it.
+    // Through kubectl, as a user would try it: the refusal names the field and says what to do.
     let out = kubectl
         .run(&[
             "patch",
@@ -275,11 +276,13 @@ async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
         ])
         .await;
     assert!(!out.success);
-    assert!(out.stderr.contains("bucketRef is immutable"), "{}", out.stderr);
+    assert!(out.stderr.contains("spec.bucketRef: Invalid value"), "{}", out.stderr);
+    assert!(out.stderr.contains("delete and re-create the object to change it"), "{}", out.stderr);
     let out = kubectl
         .run(&["patch", "bkb", "reporting", "--type=merge", "-p", r#"{"spec":{"secretName":"elsewhere"}}"#])
         .await;
-    assert!(out.stderr.contains("secretName is immutable"), "{}", out.stderr);
+    assert!(out.stderr.contains("spec.secretName: Invalid value"), "{}", out.stderr);
+    assert!(out.stderr.contains("spec.secretName is immutable"), "{}", out.stderr);
 
     // Through the kube client: a 422 with the CEL message on the field.
     let change = Patch::Merge(json!({"spec": {"bucketRef": {"name": "other"}}}));
@@ -287,7 +290,10 @@ async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
     let Err(kube::Error::Api(status)) = err else { panic!("the change is refused: {err:?}") };
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
     assert!(
-        status.message.contains("spec: Invalid value: \"object\": bucketRef is immutable"),
+        status.message.contains(
+            "spec.bucketRef: Invalid value: \"object\": spec.bucketRef is immutable: delete and re-create \
+             the object to change it"
+        ),
         "{}",
         status.message
     );
@@ -298,10 +304,50 @@ async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
         .await;
     let binding = env.api::<BucketBinding>().get("reporting").await.expect("binding");
     assert_eq!(binding.spec.bucket_ref.name, "assets");
-    let region = kubectl
-        .run(&["patch", "bkt", "assets", "--type=merge", "-p", r#"{"spec":{"region":"eu-west-2"}}"#])
+
+    // A GitOps tool pinning the defaults in effect: the Bucket's region as the controller resolved it, a
+    // binding's Secret name as its own name. `kubectl apply` of the pinned manifests is accepted.
+    let bucket = env
+        .wait_for::<Bucket>("assets", "a region in effect", |b| {
+            b.status.as_ref().is_some_and(|s| s.region.is_some())
+        })
         .await;
-    assert!(region.stderr.contains("region is immutable"), "{}", region.stderr);
+    let region = bucket.status.and_then(|s| s.region).unwrap_or_default();
+    let manifest = |name: &str, text: String| {
+        let path = kubectl.dir.join(name);
+        std::fs::write(&path, text).expect("manifest");
+        path.to_string_lossy().into_owned()
+    };
+    let bucket_with = |region: &str| {
+        format!(
+            "apiVersion: bucketbroker.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: assets\nspec:\n  public: \
+             false\n  deletionPolicy: Delete\n  region: {region}\n"
+        )
+    };
+    let binding_with = |secret: Option<&str>| {
+        let secret = secret.map(|s| format!("  secretName: {s}\n")).unwrap_or_default();
+        format!(
+            "apiVersion: bucketbroker.io/v1alpha1\nkind: BucketBinding\nmetadata:\n  name: app\nspec:\n  \
+             bucketRef:\n    name: assets\n{secret}"
+        )
+    };
+    let pinned = manifest("bucket-pinned.yaml", bucket_with(&region));
+    kubectl.ok(&["apply", "-f", &pinned]).await;
+    let elsewhere = if region == "eu-west-1" { "eu-west-2" } else { "eu-west-1" };
+    let moved = manifest("bucket-moved.yaml", bucket_with(elsewhere));
+    let out = kubectl.run(&["apply", "-f", &moved]).await;
+    assert!(!out.success && out.stderr.contains("spec.region: Invalid value"), "{}", out.stderr);
+    assert!(out.stderr.contains("delete and re-create the object to change it"), "{}", out.stderr);
+    let unpinned =
+        manifest("bucket-unpinned.yaml", bucket_with(&region).replace(&format!("  region: {region}\n"), ""));
+    kubectl.ok(&["apply", "-f", &unpinned]).await;
+
+    kubectl.ok(&["apply", "-f", &manifest("app.yaml", binding_with(None))]).await;
+    kubectl.ok(&["apply", "-f", &manifest("app-pinned.yaml", binding_with(Some("app")))]).await;
+    let out = kubectl.run(&["apply", "-f", &manifest("app-moved.yaml", binding_with(Some("app-s3")))]).await;
+    assert!(!out.success && out.stderr.contains("spec.secretName: Invalid value"), "{}", out.stderr);
+    let app = env.api::<BucketBinding>().get("app").await.expect("binding");
+    assert_eq!(app.spec.access.secret_name.as_deref(), Some("app"), "the pin was kept, the move refused");
 }
 
 /// The events `kubectl describe` prints for `object`, oldest first: (reason, message) per line. kubectl
