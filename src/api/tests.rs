@@ -368,6 +368,9 @@ fn region_names_follow_every_aws_partition() {
     ] {
         assert!(pattern(region), "{region} is a region");
     }
+    for region in crate::desired::names::KNOWN_REGIONS {
+        assert!(pattern(region), "{region}, a region AWS has, passes the schema");
+    }
     for name in ["EU_WEST_2", "eu-west", "euwest2", "eu-west-2a", "europe-west2", "eu-west-2 ", ""] {
         assert!(!pattern(name), "{name:?} is not a region");
     }

@@ -256,6 +256,7 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         Err(err) => Err(err),
     };
     let Err(err) = provisioned else { return provisioned };
+    let err = unknown_region(err, &location.region);
     let message = err.to_string();
     ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
     let status = status_for(bucket, &location, class, Observation::not_ready(err.reason(), message), false);
@@ -264,6 +265,29 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         tracing::debug!(error = %write, "Failed to report a failure in status");
     }
     Err(err)
+}
+
+/// A region AWS does not have fails like the network (its endpoint does not exist), or, sent to an
+/// endpoint that exists, with S3's `InvalidLocationConstraint`: either way the region is what to fix, and
+/// the condition says so instead of blaming the network.
+fn unknown_region(err: Error, region: &str) -> Error {
+    let Error::Aws(aws) = &err else { return err };
+    let refused = aws.has_code("InvalidLocationConstraint");
+    let unreachable = aws.is(ErrorKind::Transient) && aws.status.is_none() && !names::is_known_region(region);
+    if !refused && !unreachable {
+        return err;
+    }
+    tracing::info!(region, error = %aws, "Took a failed call for a region AWS does not have");
+    let evidence = if refused {
+        "S3 refuses it as a bucket location (InvalidLocationConstraint)"
+    } else {
+        "its endpoint does not answer, and it is none of the regions this controller knows"
+    };
+    Error::InvalidSpec(format!(
+        "AWS has no region {region}: {evidence}. The region comes from spec.region, else the BucketClass's \
+         region, else the controller's --region; regions look like eu-west-2 or us-east-1. spec.region cannot \
+         be changed: delete and re-create the Bucket with a region AWS has, or fix the class"
+    ))
 }
 
 fn ready_message(bucket: &Bucket, ctx: &Context, class: Option<&Class>) -> String {
@@ -662,6 +686,39 @@ async fn dependents(ctx: &Context, namespace: &str, bucket: &str) -> Result<Vec<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_region_aws_does_not_have_is_not_blamed_on_the_network() {
+        use crate::aws::{AwsError, ErrorKind};
+        let failure = |kind, code: Option<&str>, status| {
+            Error::Aws(AwsError {
+                service: "s3",
+                operation: "GetBucketTagging",
+                kind,
+                code: code.map(str::to_owned),
+                status,
+                message: "cannot reach AWS (dns error): check network access to the endpoint".to_owned(),
+            })
+        };
+        let unreachable = || failure(ErrorKind::Transient, None, None);
+        let said = super::unknown_region(unreachable(), "eu-fake-1");
+        assert_eq!(said.reason(), "InvalidSpec");
+        let message = said.to_string();
+        assert!(
+            message.starts_with("AWS has no region eu-fake-1: its endpoint does not answer"),
+            "{message}"
+        );
+        assert!(!message.contains("network"), "{message}");
+        assert!(message.contains("delete and re-create the Bucket"), "{message}");
+        // A region AWS has, unreachable: the network it is.
+        assert_eq!(super::unknown_region(unreachable(), "eu-west-2").reason(), "AwsError");
+        // S3 refusing the location, whatever the list says.
+        let refused = failure(ErrorKind::Invalid, Some("InvalidLocationConstraint"), Some(400));
+        assert_eq!(super::unknown_region(refused, "eu-west-2").reason(), "InvalidSpec");
+        // Throttling in an unknown region is not about the region.
+        let throttled = failure(ErrorKind::Transient, Some("SlowDown"), Some(503));
+        assert_eq!(super::unknown_region(throttled, "eu-fake-1").reason(), "AwsError");
+    }
+
     use super::*;
     use crate::desired::names::tag;
 
