@@ -256,6 +256,10 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         Err(err) => Err(err),
     };
     let Err(err) = provisioned else { return provisioned };
+    if err.is_race() {
+        // Nothing for a person: the Bucket changed or went away meanwhile, and the next pass settles it.
+        return Err(err);
+    }
     let err = unknown_region(err, &location.region);
     let message = err.to_string();
     ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;

@@ -376,6 +376,10 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
 
 /// Reports a failed pass in the Ready condition and an event, and returns the failure for the backoff.
 pub(super) async fn fail<K: CredentialKind>(obj: &K, ctx: &Context, err: Error) -> Result<Action, Error> {
+    if err.is_race() {
+        // Nothing for a person: the object changed or went away meanwhile, and the next pass settles it.
+        return Err(err);
+    }
     let message = err.to_string();
     ctx.event(&obj.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
     let previous = obj.credential_status().cloned().unwrap_or_default();
