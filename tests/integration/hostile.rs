@@ -365,9 +365,20 @@ async fn hostile_status_annotations_and_secrets_grant_nothing() {
         ))
         .await;
     }
-    for binding in ["wants-labelled", "wants-first", "wants-token"] {
+    // The condition names who the Secret in the way belongs to, by its metadata, and nothing of its data.
+    for (binding, owner) in [
+        ("wants-labelled", Some("(it belongs to bucket-broker, for another object)")),
+        ("wants-first", Some("(it belongs to BucketBinding first)")),
+        ("wants-token", None),
+    ] {
         let (_, message) = binding_settles(&env, binding, "False/SecretConflict").await;
         assert!(message.contains("left untouched"), "{binding}: {message}");
+        match owner {
+            Some(owner) => assert!(message.contains(owner), "{binding}: {message}"),
+            None => assert!(!message.contains("belongs to"), "{binding}: {message}"),
+        }
+        assert!(message.contains("Delete that Secret, or re-create this object"), "{binding}: {message}");
+        assert!(!message.contains("a person") && !message.contains("AKIA"), "{binding}: no data: {message}");
         let current = env.api::<BucketBinding>().get(binding).await.expect("binding");
         let user = derived_user(&env, current.meta().uid.as_deref().expect("uid"));
         assert!(live_keys(&env, &user).await.is_empty(), "{binding} holds no live key");

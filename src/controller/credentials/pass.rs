@@ -213,7 +213,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     if let Some(secret) = &existing
         && !is_ours(secret, owner.uid)
     {
-        conflict(obj, ctx, identity.user(), previous, taken_message(&secret_name)).await?;
+        conflict(obj, ctx, identity.user(), previous, taken_message(&secret_name, Some(secret))).await?;
         return Ok(Step::waiting(CONFLICT_RECHECK));
     }
 
