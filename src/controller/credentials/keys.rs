@@ -382,3 +382,34 @@ async fn accepted(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, 
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::secret_written;
+
+    #[test]
+    fn a_secret_write_says_whether_it_created_restored_or_switched_the_secret() {
+        let said = |existed, had_secret, key| {
+            let change = secret_written("app", existed, had_secret, key);
+            (change.reason, change.note)
+        };
+        assert_eq!(
+            said(false, false, Some("AKIA1")),
+            ("SecretCreated", "Created Secret app with access key AKIA1.".to_owned())
+        );
+        assert_eq!(
+            said(false, true, Some("AKIA2")),
+            (
+                "SecretRestored",
+                "Re-created Secret app with access key AKIA2: it had been deleted.".to_owned()
+            )
+        );
+        assert_eq!(
+            said(true, true, Some("AKIA3")),
+            ("SecretUpdated", "Wrote the new access key AKIA3 to Secret app.".to_owned())
+        );
+        assert_eq!(said(true, true, None).0, "SecretRestored");
+        // A keyless binding's Secret names no key.
+        assert_eq!(said(false, false, None), ("SecretCreated", "Created Secret app.".to_owned()));
+    }
+}
