@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+use crate::desired::keyless::Setup;
+
 /// The longest bucket prefix: S3 names are at most 63 characters and a uid takes 36.
 pub const MAX_BUCKET_PREFIX_LEN: usize = 63 - UID_LEN;
 /// The longest IAM user prefix: IAM user names are at most 64 characters and a uid takes 36.
@@ -86,13 +88,25 @@ pub struct RunArgs {
     /// (`arn:aws:iam::<account>:oidc-provider/oidc.eks.<region>.amazonaws.com/id/<id>`). A BucketBinding with
     /// serviceAccountName then gets a role that only that ServiceAccount may assume, and the ServiceAccount
     /// the `eks.amazonaws.com/role-arn` annotation.
-    #[arg(long, env = "BUCKET_BROKER_OIDC_PROVIDER_ARN", value_parser = parse_oidc_provider)]
-    pub oidc_provider_arn: Option<crate::desired::keyless::Setup>,
+    #[arg(
+        long,
+        env = "BUCKET_BROKER_OIDC_PROVIDER_ARN",
+        value_parser = parse_oidc_provider,
+        conflicts_with = "pod_identity_cluster_name"
+    )]
+    pub oidc_provider_arn: Option<Setup>,
+
+    /// Keyless bindings through EKS Pod Identity: the name of this EKS cluster. A BucketBinding with
+    /// serviceAccountName then gets a role that the EKS Pod Identity agent gives that ServiceAccount's pods
+    /// alone, and the controller makes the Pod Identity association. The cluster needs the
+    /// eks-pod-identity-agent add-on. One of this and --oidc-provider-arn.
+    #[arg(long, env = "BUCKET_BROKER_POD_IDENTITY_CLUSTER_NAME", value_parser = parse_eks_cluster_name)]
+    pub pod_identity_cluster_name: Option<String>,
 
     /// Whether access keys may be issued. `allowed` (the default): BucketBindings without
     /// serviceAccountName and BucketServiceKeys get keys. `required`: no access key is ever issued; those
     /// are refused with the reason KeysNotAllowed (for accounts where keys are banned). `required` needs
-    /// --oidc-provider-arn.
+    /// --oidc-provider-arn or --pod-identity-cluster-name.
     #[arg(long, env = "BUCKET_BROKER_KEYLESS", default_value = "allowed")]
     pub keyless: Keyless,
 
@@ -148,6 +162,12 @@ pub struct RunArgs {
           num_args = 0..=1, default_missing_value = "true")]
     pub leader_election: bool,
 
+    /// The name of the leader-election Lease, in the controller's namespace. Give each Deployment of the
+    /// controller in one namespace its own (and name it in the leader-election Role's resourceNames).
+    #[arg(long, env = "BUCKET_BROKER_LEADER_ELECTION_LEASE_NAME", default_value = "bucket-broker",
+          value_parser = parse_lease_name)]
+    pub leader_election_lease_name: String,
+
     /// Log format: `text` for people, `json` for log pipelines.
     #[arg(long, env = "BUCKET_BROKER_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -188,15 +208,26 @@ pub enum Keyless {
 
 impl RunArgs {
     /// How keyless bindings get their role, if the controller is set up for them.
-    pub fn keyless_setup(&self) -> Option<crate::desired::keyless::Setup> {
-        // EKS Pod Identity (`Setup::PodIdentity`) needs the association made through the EKS API, which is
-        // not built yet: its flag comes with it.
-        self.oidc_provider_arn.clone()
+    pub fn keyless_setup(&self) -> Option<Setup> {
+        let pod_identity =
+            self.pod_identity_cluster_name.clone().map(|cluster| Setup::PodIdentity { cluster });
+        self.oidc_provider_arn.clone().or(pod_identity)
     }
 }
 
-fn parse_oidc_provider(s: &str) -> Result<crate::desired::keyless::Setup, String> {
-    crate::desired::keyless::Setup::irsa(s).ok_or_else(|| {
+/// An EKS cluster name as EKS allows it: 1 to 100 letters, digits, `-` and `_`, starting with a letter or
+/// digit.
+fn parse_eks_cluster_name(s: &str) -> Result<String, String> {
+    let valid = (1..=100).contains(&s.len())
+        && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    valid.then(|| s.to_owned()).ok_or_else(|| {
+        format!("{s:?} is not an EKS cluster name (1 to 100 letters, digits, '-' and '_', starting with a letter or digit)")
+    })
+}
+
+fn parse_oidc_provider(s: &str) -> Result<Setup, String> {
+    Setup::irsa(s).ok_or_else(|| {
         format!(
             "{s:?} is not an IAM OIDC provider ARN such as \
              arn:aws:iam::123456789012:oidc-provider/oidc.eks.eu-west-2.amazonaws.com/id/EXAMPLE"
@@ -286,6 +317,20 @@ fn parse_cluster_name(s: &str) -> Result<String, String> {
     } else {
         Err(format!("{s:?} is not a cluster name (letters, digits, -, _ and ., at most 63)"))
     }
+}
+
+/// A Lease name: a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253).
+fn parse_lease_name(s: &str) -> Result<String, String> {
+    let valid = (1..=253).contains(&s.len())
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        });
+    valid
+        .then(|| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not a Lease name (a DNS subdomain such as bucket-broker-eu)"))
 }
 
 fn parse_region(s: &str) -> Result<String, String> {
@@ -416,6 +461,18 @@ mod tests {
         let bad =
             parse(&["--oidc-provider-arn", "oidc.eks.eu-west-2.amazonaws.com/id/ABC"]).expect_err("bad");
         assert!(bad.contains("not an IAM OIDC provider ARN"), "{bad}");
+        let pod_identity = parse(&["--pod-identity-cluster-name", "prod-eu_1"]).expect("pod identity");
+        assert_eq!(
+            pod_identity.keyless_setup(),
+            Some(Setup::PodIdentity { cluster: "prod-eu_1".to_owned() })
+        );
+        let both = parse(&["--oidc-provider-arn", provider, "--pod-identity-cluster-name", "prod"])
+            .expect_err("both");
+        assert!(both.contains("cannot be used with"), "{both}");
+        for bad in ["", "-prod", "prod cluster", &"x".repeat(101)] {
+            let refused = parse(&[&format!("--pod-identity-cluster-name={bad}")]).expect_err(bad);
+            assert!(refused.contains("not an EKS cluster name"), "{refused}");
+        }
         assert!(parse(&["--keyless", "sometimes"]).is_err());
     }
 
@@ -427,6 +484,13 @@ mod tests {
         assert_eq!(run.iam_path, "/bucket-broker/");
         assert!(run.require_tls);
         assert!(!run.leader_election);
+        assert_eq!(run.leader_election_lease_name, "bucket-broker");
+        let named = parse(&["--leader-election-lease-name", "bucket-broker-eu"]).expect("a name");
+        assert_eq!(named.leader_election_lease_name, "bucket-broker-eu");
+        for bad in ["Bucket_Broker", "-x", "a..b"] {
+            let refused = parse(&[&format!("--leader-election-lease-name={bad}")]).expect_err(bad);
+            assert!(refused.contains("not a Lease name"), "{refused}");
+        }
         assert_eq!(run.resync_interval, HumanDuration(Duration::from_secs(600)));
         assert!(run.platform_cidrs.is_empty());
         assert_eq!(run.namespace, None);

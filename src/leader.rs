@@ -9,6 +9,11 @@
 //!   moment it *sent* its last successful renew, which is before any standby can have seen that renew.
 //!   Every request is bounded by that deadline (kube's client sets no read timeout), so a hung renew or
 //!   an unreachable API server ends leadership before another replica may take over.
+//! - A standby waits for the longer of its own lease duration and the holder's (a holder configured with a
+//!   longer lease is never judged by a standby's shorter one).
+//! - Every AWS write passes a fence ([`crate::aws::Fence`]) held open only until the holder's leadership is
+//!   valid: a leader that has lost the Lease without knowing it (a hung renew, a paused process) sends no
+//!   write after its renew deadline, even from a reconcile still in flight.
 //! - Leadership ending is reported at once ([`Elector::keep`] returns), and the caller drops what it was
 //!   running: in-flight reconciles are cancelled, not drained.
 //!
@@ -43,8 +48,9 @@ pub struct LeaseSettings {
 }
 
 impl LeaseSettings {
-    /// client-go's defaults (15 s lease, 10 s renew deadline, 2 s retry), with this pod's name and namespace.
-    pub fn from_env() -> Self {
+    /// client-go's defaults (15 s lease, 10 s renew deadline, 2 s retry), with this pod's name and namespace,
+    /// for the Lease `name`.
+    pub fn from_env(name: &str) -> Self {
         // Without POD_NAME every container would be pid 1: add the start time so replicas never share an
         // identity (two "holders" of one Lease would both lead).
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
@@ -56,7 +62,7 @@ impl LeaseSettings {
         });
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned());
         LeaseSettings {
-            name: "bucket-broker".to_owned(),
+            name: name.to_owned(),
             namespace,
             identity,
             duration: Duration::from_secs(15),
@@ -96,11 +102,26 @@ pub struct Elector {
     api: Api<Lease>,
     settings: LeaseSettings,
     observed: Option<Observed>,
+    fence: Option<crate::aws::Fence>,
 }
 
 impl Elector {
     pub fn new(client: Client, settings: LeaseSettings) -> Self {
-        Elector { api: Api::namespaced(client, &settings.namespace), settings, observed: None }
+        Elector { api: Api::namespaced(client, &settings.namespace), settings, observed: None, fence: None }
+    }
+
+    /// Holds `fence` open exactly while this replica's leadership is valid: closed from now until the
+    /// Lease is acquired, then until each renew's deadline.
+    pub fn fencing(mut self, fence: crate::aws::Fence) -> Self {
+        fence.hold_until(Instant::now());
+        self.fence = Some(fence);
+        self
+    }
+
+    fn valid_until(&self, until: Instant) {
+        if let Some(fence) = &self.fence {
+            fence.hold_until(until);
+        }
     }
 
     pub fn settings(&self) -> &LeaseSettings {
@@ -117,7 +138,10 @@ impl Elector {
             tokio::select! {
                 _ = &mut stop => return None,
                 result = self.try_acquire_or_renew(deadline) => match result {
-                    Ok(true) => return Some(deadline),
+                    Ok(true) => {
+                        self.valid_until(deadline);
+                        return Some(deadline);
+                    }
                     Ok(false) => {}
                     Err(err) => tracing::warn!(error = %err, "Failed to acquire the leader Lease"),
                 },
@@ -140,7 +164,10 @@ impl Elector {
                 return Lost::Unconfirmed;
             }
             match self.try_acquire_or_renew(valid_until).await {
-                Ok(true) => valid_until = sent + self.settings.renew_deadline,
+                Ok(true) => {
+                    valid_until = sent + self.settings.renew_deadline;
+                    self.valid_until(valid_until);
+                }
                 Ok(false) => return Lost::TakenOver,
                 Err(err) => tracing::warn!(error = %err, "Failed to renew the leader Lease"),
             }
@@ -222,11 +249,13 @@ impl Elector {
         }
     }
 
-    /// Whether the Lease as last observed has gone unchanged for its whole duration.
+    /// Whether the Lease as last observed has gone unchanged for its whole duration: the longer of the
+    /// holder's (as it wrote it) and this replica's own.
     fn expired(&self, now: Instant) -> bool {
         let Some(observed) = &self.observed else { return true };
         let seconds = observed.spec.lease_duration_seconds.map(|s| u64::try_from(s).unwrap_or(0));
-        let duration = seconds.map_or(self.settings.duration, Duration::from_secs);
+        let duration =
+            seconds.map_or(self.settings.duration, Duration::from_secs).max(self.settings.duration);
         observed.at + duration <= now
     }
 
@@ -299,6 +328,43 @@ mod tests {
         elector.observe(&held_by("other", ahead), start);
         elector.observe(&held_by("other", ahead), start + Duration::from_secs(10));
         assert!(elector.expired(start + Duration::from_secs(15)), "seeing the same Lease again is no renew");
+    }
+
+    #[tokio::test]
+    async fn a_standby_waits_for_the_longer_of_its_own_and_the_holders_lease_duration() {
+        let start = Instant::now();
+        let mut elector = elector();
+        // The holder wrote a 5 s lease; this standby's own is 15 s: it waits 15 s.
+        let mut short = held_by("other", Timestamp::now());
+        short.lease_duration_seconds = Some(5);
+        elector.observe(&short, start);
+        assert!(!elector.expired(start + Duration::from_secs(14)), "the standby's own 15 s hold");
+        assert!(elector.expired(start + Duration::from_secs(15)));
+        // The holder wrote a 60 s lease: it is judged by that.
+        let mut elector = super::tests::elector();
+        let mut long = held_by("other", Timestamp::now());
+        long.lease_duration_seconds = Some(60);
+        elector.observe(&long, start);
+        assert!(!elector.expired(start + Duration::from_secs(59)), "the holder's 60 s hold");
+        assert!(elector.expired(start + Duration::from_secs(60)));
+        // Unreadable (negative) durations fall back to the standby's own.
+        let mut elector = super::tests::elector();
+        let mut broken = held_by("other", Timestamp::now());
+        broken.lease_duration_seconds = Some(-1);
+        elector.observe(&broken, start);
+        assert!(!elector.expired(start + Duration::from_secs(14)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fence_is_closed_until_the_lease_is_held_and_follows_each_renew() {
+        let fence = crate::aws::Fence::default();
+        assert!(fence.allows_writes(), "open without leader election");
+        let elector = elector().fencing(fence.clone());
+        assert!(!fence.allows_writes(), "closed while standing by");
+        elector.valid_until(Instant::now() + Duration::from_secs(10));
+        assert!(fence.allows_writes(), "open while the leadership is valid");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!fence.allows_writes(), "closed at the renew deadline, renewed or not");
     }
 
     #[tokio::test]

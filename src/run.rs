@@ -54,7 +54,9 @@ pub enum RunError {
     NoClusterUid,
     #[error("{0}")]
     PolicyTooLarge(String),
-    #[error("--keyless=required needs a way to give pods a role: --oidc-provider-arn (IRSA)")]
+    #[error(
+        "--keyless=required needs a way to give pods a role: --oidc-provider-arn (IRSA) or --pod-identity-cluster-name (EKS Pod Identity)"
+    )]
     KeylessWithoutSetup,
 }
 
@@ -96,6 +98,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
              boundary, so nothing but the controller's own policies limits what their keys may be given"
         );
     }
+    if args.platform_cidrs.is_empty()
+        && args.platform_vpc_endpoints.is_empty()
+        && args.platform_vpcs.is_empty()
+    {
+        tracing::warn!("{NO_PLATFORM_NETWORK}");
+    }
 
     let (addr, http) = http::bind(args.metrics_addr, metrics.clone())
         .await
@@ -116,9 +124,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     settings.account_id = identity.account;
     settings.cluster_uid = cluster_uid;
     let ctx = Context::with_metrics(client, aws, settings, metrics);
-    let lease = args.leader_election.then(LeaseSettings::from_env);
+    let lease = args.leader_election.then(|| LeaseSettings::from_env(&args.leader_election_lease_name));
     serve(ctx, lease, stopped).await
 }
+
+/// Said at start when no platform network is configured: every access key then works from anywhere.
+pub const NO_PLATFORM_NETWORK: &str = "No platform network is configured (--platform-cidrs, \
+     --platform-vpc-endpoints, --platform-vpcs), so the access keys this controller issues work from anywhere \
+     on the internet, not only from the platform's network; set at least one of them to confine the keys \
+     (bindings then report NetworkRestricted=False with reason PlatformNetworkNotConfigured until you do)";
 
 /// The uid of the `kube-system` namespace: this cluster's identity on every AWS object it tags. Every
 /// cluster has that namespace, and its uid is made once, by the cluster, out of anyone's reach.
@@ -215,7 +229,7 @@ pub async fn serve(
         lead(ctx, shutdown).await;
         return Ok(());
     };
-    let mut elector = Elector::new(ctx.client.clone(), lease);
+    let mut elector = Elector::new(ctx.client.clone(), lease).fencing(ctx.aws.stats.fence().clone());
     ctx.metrics.set_standby(true);
     let mut wanted = shutdown.clone();
     let Some(valid_until) = elector.acquire(stopped(&mut wanted)).await else {

@@ -227,7 +227,7 @@ async fn sweep_users(ctx: &Context, report: &mut Report) -> Result<(), SweepErro
 
 /// The roles of keyless bindings' ServiceAccounts: a policy whose binding is gone (by its uid, asked of
 /// the API server) is taken off the role, and a role left without a policy is deleted, with the
-/// ServiceAccount's annotation when it still names the role. Each binding's deletion does this itself;
+/// ServiceAccount's annotation or EKS Pod Identity association when it still names the role. Each binding's deletion does this itself;
 /// the sweep finishes what a controller gone in between left.
 async fn sweep_roles(ctx: &Context, report: &mut Report) -> Result<(), SweepError> {
     let settings = &ctx.settings;
@@ -319,6 +319,16 @@ async fn sweep_role(
             "annotations": {keyless::ROLE_ARN_ANNOTATION: null},
         }});
         accounts.patch_metadata(&claim.name, &Default::default(), &kube::api::Patch::Merge(&patch)).await?;
+    }
+    if let Some(keyless::Setup::PodIdentity { cluster }) = &ctx.settings.keyless {
+        let associations = crate::aws::eks::AssociationOps {
+            client: ctx.aws.eks.clone(),
+            stats: &ctx.aws.stats,
+            cluster,
+            namespace: &claim.namespace,
+            service_account: &claim.name,
+        };
+        associations.delete_if_for(arn).await?;
     }
     ops.delete().await?;
     Ok(true)

@@ -13,6 +13,12 @@ const REGION_IMMUTABLE: &str = "has(self.spec.region) == has(oldSelf.spec.region
 const REGION_MESSAGE: &str = "spec.region is immutable (it may only be set to the region in effect, status.region): \
      delete and re-create the object to change it";
 
+/// A Bucket annotated with this, set to `"true"`, cannot be deleted until the annotation is removed: the
+/// ValidatingAdmissionPolicy of `deploy/validatingadmissionpolicy-deletion-protection.yaml` (and of the Helm
+/// chart) refuses the DELETE at admission, the Cloud Foundry way (`cf delete-service` refused while in use).
+/// The controller itself never reads it: admission enforces it before any deletion starts.
+pub const DELETION_PROTECTION_ANNOTATION: &str = "bucketbroker.io/deletion-protection";
+
 /// The desired state of a Bucket: an AWS S3 bucket, encrypted at rest, reachable over HTTPS only.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(

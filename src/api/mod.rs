@@ -11,7 +11,10 @@ mod credentials;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
-pub use bucket::{Bucket, BucketSpec, BucketStatus, BucketVersioning, CorsMethod, CorsRule, DeletionPolicy};
+pub use bucket::{
+    Bucket, BucketSpec, BucketStatus, BucketVersioning, CorsMethod, CorsRule, DELETION_PROTECTION_ANNOTATION,
+    DeletionPolicy,
+};
 pub use class::{
     BucketClass, BucketClassSpec, ClassEncryption, ClassLifecycle, ClassVersioning, DEFAULT_CLASS_ANNOTATION,
     EncryptionType,

@@ -4,6 +4,7 @@
 //! counted by service, operation and outcome ([`CallStats`]), for metrics and for tests that prove a
 //! steady-state resync makes no write.
 
+pub mod eks;
 pub mod iam;
 pub mod s3;
 
@@ -19,6 +20,8 @@ pub struct Aws {
     pub s3: aws_sdk_s3::Client,
     pub iam: aws_sdk_iam::Client,
     pub sts: aws_sdk_sts::Client,
+    /// EKS, for Pod Identity associations (keyless bindings with `--pod-identity-cluster-name`).
+    pub eks: aws_sdk_eks::Client,
     /// The default region for new buckets.
     pub region: String,
     /// A non-AWS endpoint (S3-compatible store or emulator), if any.
@@ -33,15 +36,18 @@ impl Aws {
         let mut s3 = aws_sdk_s3::config::Builder::from(sdk);
         let mut iam = aws_sdk_iam::config::Builder::from(sdk);
         let mut sts = aws_sdk_sts::config::Builder::from(sdk);
+        let mut eks = aws_sdk_eks::config::Builder::from(sdk);
         if let Some(url) = &endpoint_url {
             s3 = s3.endpoint_url(url).force_path_style(true);
             iam = iam.endpoint_url(url);
             sts = sts.endpoint_url(url);
+            eks = eks.endpoint_url(url);
         }
         Aws {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             iam: aws_sdk_iam::Client::from_conf(iam.build()),
             sts: aws_sdk_sts::Client::from_conf(sts.build()),
+            eks: aws_sdk_eks::Client::from_conf(eks.build()),
             region,
             endpoint_url,
             stats: CallStats::default(),
@@ -159,8 +165,10 @@ const NOT_FOUND: &[&str] = &[
     "NoSuchCORSConfiguration",
     "ServerSideEncryptionConfigurationNotFoundError",
     "OwnershipControlsNotFoundError",
+    "ResourceNotFoundException",
 ];
-const ALREADY_EXISTS: &[&str] = &["BucketAlreadyOwnedByYou", "EntityAlreadyExists"];
+/// `ResourceInUseException`: EKS's answer to a second Pod Identity association for one ServiceAccount.
+const ALREADY_EXISTS: &[&str] = &["BucketAlreadyOwnedByYou", "EntityAlreadyExists", "ResourceInUseException"];
 const ACCESS_DENIED: &[&str] =
     &["AccessDenied", "AccessDeniedException", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"];
 /// Codes that say the caller's credentials themselves are wrong, rather than what they allow.
@@ -349,7 +357,32 @@ fn one_line(text: &str) -> String {
 pub struct CallStats(
     Arc<Mutex<BTreeMap<CallKey, u64>>>,
     Arc<std::sync::OnceLock<BTreeMap<&'static str, Pacer>>>,
+    Fence,
 );
+
+/// Until when this replica may change anything in AWS: with leader election, the validity of its
+/// leadership (the renew deadline from its last confirmed renew), so that a leader that lost its Lease
+/// without knowing it yet (a hung renew, a paused process) sends no write after a standby may have taken
+/// over. Without leader election it is open. Shared by clones.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Arc<Mutex<Option<tokio::time::Instant>>>);
+
+impl Fence {
+    /// Allows writes until `until` (and no later, until extended again).
+    pub fn hold_until(&self, until: tokio::time::Instant) {
+        if let Ok(mut valid) = self.0.lock() {
+            *valid = Some(until);
+        }
+    }
+
+    /// Whether a write may be sent now.
+    pub fn allows_writes(&self) -> bool {
+        self.0
+            .lock()
+            .map(|valid| valid.is_none_or(|until| tokio::time::Instant::now() < until))
+            .unwrap_or(false)
+    }
+}
 
 /// The most calls per second to each AWS service (`--aws-iam-rate`, `--aws-s3-rate`, `--aws-sts-rate`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -443,14 +476,22 @@ impl CallStats {
             ("iam", Pacer::new(limits.iam)),
             ("s3", Pacer::new(limits.s3)),
             ("sts", Pacer::new(limits.sts)),
+            // EKS calls (Pod Identity associations) come only with IAM role changes: they keep IAM's pace.
+            ("eks", Pacer::new(limits.iam)),
         ]);
         let _ = self.1.set(pacers);
     }
 
+    /// Waits for a slot of `service`, at the priority of the task the call runs in (`Priority::scope`).
     async fn pace(&self, service: &str) {
         if let Some(pacer) = self.1.get().and_then(|p| p.get(service)) {
-            pacer.wait(Priority::Urgent).await;
+            pacer.wait(Priority::current()).await;
         }
+    }
+
+    /// The fence every write of these counts (and their clones) passes.
+    pub fn fence(&self) -> &Fence {
+        &self.2
     }
 
     fn record(&self, service: &'static str, operation: &'static str, outcome: &'static str) {
@@ -464,7 +505,7 @@ impl CallStats {
         self.0.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// How many calls changed something in AWS (every operation that is not a Get, Head or List).
+    /// How many calls changed something in AWS (every operation that is not a Get, Head, List or Describe).
     pub fn writes(&self) -> u64 {
         self.snapshot().iter().filter(|((_, op, _), _)| is_write(op)).map(|(_, n)| n).sum()
     }
@@ -477,7 +518,7 @@ impl CallStats {
 
 /// Whether an operation changes state in AWS.
 pub fn is_write(operation: &str) -> bool {
-    !["Get", "Head", "List"].iter().any(|p| operation.starts_with(p))
+    !["Get", "Head", "List", "Describe"].iter().any(|p| operation.starts_with(p))
 }
 
 /// Runs one SDK call, counts it, and turns its error into an [`AwsError`].
@@ -491,6 +532,19 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     stats.pace(service).await;
+    // Judged after pacing, just before sending: the wait for a slot may outlast the leadership.
+    if is_write(operation) && !stats.fence().allows_writes() {
+        stats.record(service, operation, "Fenced");
+        return Err(AwsError {
+            service,
+            operation,
+            kind: ErrorKind::Transient,
+            code: None,
+            status: None,
+            message: "not sent: this replica's leadership is not confirmed (another replica may lead by now)"
+                .to_owned(),
+        });
+    }
     match future.await {
         Ok(value) => {
             stats.record(service, operation, "success");
@@ -576,6 +630,74 @@ mod tests {
             "the rate holds across both classes"
         );
         assert!(times.last().is_some_and(|t| *t - start <= Duration::from_millis(2300)), "no slot is wasted");
+    }
+
+    /// A call that answers at once, for tests of what `call` does around the request.
+    async fn answered(
+        sent: Arc<Mutex<Vec<&'static str>>>,
+        name: &'static str,
+    ) -> Result<(), SdkError<aws_sdk_s3::operation::head_bucket::HeadBucketError>> {
+        sent.lock().expect("sent").push(name);
+        Ok(())
+    }
+
+    /// Through `call`, as the controllers use it: a background task's calls (resync, sweep) wait for the
+    /// slots urgent work leaves, instead of queueing in front of it.
+    #[tokio::test(start_paused = true)]
+    async fn call_paces_by_the_priority_of_the_task_it_runs_in() {
+        use tokio::time::{Duration, Instant};
+        let stats = CallStats::default();
+        stats.limit(RateLimits { iam: 10.0, s3: 100.0, sts: 100.0 });
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let background: Vec<_> =
+            (0..10)
+                .map(|_| {
+                    let (stats, sent) = (stats.clone(), sent.clone());
+                    tokio::spawn(Priority::Background.scope(async move {
+                        call(&stats, "iam", "GetUser", answered(sent, "background")).await
+                    }))
+                })
+                .collect();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let start = Instant::now();
+        for _ in 0..3 {
+            call(&stats, "iam", "CreateUser", answered(sent.clone(), "urgent")).await.expect("sent");
+        }
+        assert!(
+            start.elapsed() <= Duration::from_millis(300),
+            "3 urgent calls outside any scope take the next 3 slots, ahead of the 7 background calls still queued: {:?}",
+            start.elapsed()
+        );
+        for handle in background {
+            handle.await.expect("task").expect("sent");
+        }
+        let order = sent.lock().expect("sent").clone();
+        let first_urgent = order.iter().position(|c| *c == "urgent").expect("urgent");
+        assert!(first_urgent <= 3, "urgent work waited behind background calls: {order:?}");
+        assert_eq!(order.iter().filter(|c| **c == "background").count(), 10);
+    }
+
+    /// A write is not sent once the replica's leadership has passed its validity; reads still are, and an
+    /// extended leadership lets writes through again.
+    #[tokio::test(start_paused = true)]
+    async fn call_sends_no_write_after_the_leadership_is_no_longer_valid() {
+        use tokio::time::{Duration, Instant};
+        let stats = CallStats::default();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        call(&stats, "iam", "CreateUser", answered(sent.clone(), "unfenced"))
+            .await
+            .expect("no election: open");
+        stats.fence().hold_until(Instant::now() + Duration::from_secs(10));
+        call(&stats, "iam", "CreateUser", answered(sent.clone(), "valid")).await.expect("within validity");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let refused = call(&stats, "iam", "CreateAccessKey", answered(sent.clone(), "expired")).await;
+        let err = refused.expect_err("fenced");
+        assert!(err.is(ErrorKind::Transient) && err.message.contains("leadership"), "{err}");
+        call(&stats, "iam", "GetUser", answered(sent.clone(), "read")).await.expect("reads are harmless");
+        stats.fence().hold_until(Instant::now() + Duration::from_secs(10));
+        call(&stats, "iam", "DeleteAccessKey", answered(sent.clone(), "renewed")).await.expect("renewed");
+        assert_eq!(*sent.lock().expect("sent"), ["unfenced", "valid", "read", "renewed"]);
+        assert_eq!(stats.snapshot().get(&("iam", "CreateAccessKey", "Fenced")), Some(&1));
     }
 
     #[test]

@@ -99,7 +99,8 @@ async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Rec
             }
         }
     });
-    ctx.reconcile(KIND, bucket.as_ref(), converged, pass).await
+    let status = super::memo::status_hash(bucket.status.as_ref());
+    ctx.reconcile(KIND, bucket.as_ref(), status, converged, pass).await
 }
 
 /// Where the AWS bucket is: recorded in status before the bucket is created, then reused.
@@ -191,7 +192,9 @@ fn status_for(
 async fn write_status(bucket: &Bucket, ctx: &Context, status: &BucketStatus) -> Result<(), Error> {
     let api = ctx.api::<Bucket>(&bucket.namespace().unwrap_or_default());
     let written = apply_status(&api, bucket, bucket.status.as_ref(), status).await?;
-    ctx.memo.wrote(bucket.metadata.uid.as_deref().unwrap_or_default(), written.as_deref());
+    let uid = bucket.metadata.uid.as_deref().unwrap_or_default();
+    ctx.memo.wrote(uid, written.as_deref());
+    ctx.memo.status_is(uid, super::memo::status_hash(Some(status)));
     Ok(())
 }
 

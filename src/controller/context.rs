@@ -57,7 +57,7 @@ pub struct Settings {
     pub orphan_grace: Duration,
     /// The longest a pass may take before it is stopped and retried (not a flag, tests shorten it).
     pub pass_timeout: Duration,
-    /// How keyless BucketBindings get their role (`--oidc-provider-arn`);
+    /// How keyless BucketBindings get their role (`--oidc-provider-arn`, `--pod-identity-cluster-name`);
     /// `None`: a BucketBinding naming a ServiceAccount is refused.
     pub keyless: Option<crate::desired::keyless::Setup>,
     /// Whether access keys may be issued at all (`--keyless=allowed`).
@@ -186,14 +186,15 @@ impl Context {
         })
     }
 
-    /// One reconcile of `obj`: no pass at all when nothing changed since the last one settled it and it is
-    /// not due; a background pass (a periodic verification) only in a free background slot, with its AWS
+    /// One reconcile of `obj` (whose status has the [`super::memo::status_hash`] `status`): no pass at all
+    /// when nothing changed since the last one settled it and it is not due; a background pass (a periodic verification) only in a free background slot, with its AWS
     /// calls after any urgent ones, and otherwise put off; an urgent pass (new work) at once. A failed pass
     /// unsettles the object, so that the next one starts from AWS.
     pub async fn reconcile<K, F>(
         &self,
         kind: &'static str,
         obj: &K,
+        status: u64,
         looks_converged: bool,
         pass: F,
     ) -> Result<Action, ReconcileError>
@@ -202,7 +203,7 @@ impl Context {
         F: Future<Output = Result<Action, ReconcileError>>,
     {
         let uid = obj.meta().uid.clone().unwrap_or_default();
-        let class = self.memo.classify(obj, looks_converged);
+        let class = self.memo.classify(obj, status, looks_converged);
         let _slot = match class {
             Class::Settled(after) => {
                 self.metrics.skipped(kind, "settled");
@@ -439,11 +440,20 @@ pub fn trim<K: Resource>(obj: &mut K) {
 }
 
 /// The prefix of the annotations a reconcile reads (`bucketbroker.io/rotate`).
-const OWN_ANNOTATIONS: &str = "bucketbroker.io/";
+pub(super) const OWN_ANNOTATIONS: &str = "bucketbroker.io/";
 
-/// Per-object exponential backoff for failed reconciles (kube's controller has none built in).
+/// Per-object exponential backoff for failed reconciles (kube's controller has none built in), keyed by
+/// uid: a re-created object (same name, new uid) starts afresh. An object's entry goes with its success,
+/// its deletion ([`Backoff::reset`] from the finalizer's cleanup), or, for an object that vanished while
+/// failing, once it has not failed for twice the longest delay (every failing object fails again sooner).
 #[derive(Default)]
-pub struct Backoff(Mutex<HashMap<String, u32>>);
+pub struct Backoff(Mutex<Failures>);
+
+#[derive(Default)]
+struct Failures {
+    by_object: HashMap<String, (u32, tokio::time::Instant)>,
+    pruned: Option<tokio::time::Instant>,
+}
 
 impl Backoff {
     const BASE: Duration = Duration::from_secs(1);
@@ -451,23 +461,43 @@ impl Backoff {
 
     /// The delay before the next attempt after one more failure of `key`.
     pub fn next(&self, key: &str) -> Duration {
+        let now = tokio::time::Instant::now();
         let attempts = self
             .0
             .lock()
             .map(|mut failures| {
-                let n = failures.entry(key.to_owned()).or_default();
-                *n = n.saturating_add(1);
-                *n
+                failures.prune(now);
+                let entry = failures.by_object.entry(key.to_owned()).or_insert((0, now));
+                *entry = (entry.0.saturating_add(1), now);
+                entry.0
             })
             .unwrap_or(1);
         Self::BASE.saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16))).min(Self::MAX)
     }
 
-    /// Forgets the failures of `key` after a success.
+    /// Forgets the failures of `key` after a success or its deletion.
     pub fn reset(&self, key: &str) {
         if let Ok(mut failures) = self.0.lock() {
-            failures.remove(key);
+            failures.by_object.remove(key);
         }
+    }
+
+    /// How many objects have failures remembered.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map(|f| f.by_object.len()).unwrap_or(0)
+    }
+}
+
+impl Failures {
+    /// Drops, at most once a minute, the entries of objects that have not failed for twice the longest
+    /// delay: they succeeded or vanished without it being seen.
+    fn prune(&mut self, now: tokio::time::Instant) {
+        if self.pruned.is_some_and(|at| now.duration_since(at) < Duration::from_secs(60)) {
+            return;
+        }
+        self.pruned = Some(now);
+        self.by_object.retain(|_, (_, last)| now.duration_since(*last) < 2 * Backoff::MAX);
     }
 }
 
@@ -476,14 +506,18 @@ fn resync_spread(uid: &str) -> f64 {
     0.75 + (crate::desired::names::stable_hash(uid) % 10_000) as f64 / 20_000.0
 }
 
-/// The key of an object in the backoff table.
+/// The key of an object in the backoff table: its uid (its kind, namespace and name only for an object
+/// without one, which an API server never serves).
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
-    format!(
-        "{}/{}/{}",
-        K::kind(&()),
-        obj.meta().namespace.as_deref().unwrap_or_default(),
-        obj.meta().name.as_deref().unwrap_or_default()
-    )
+    match obj.meta().uid.as_deref() {
+        Some(uid) => uid.to_owned(),
+        None => format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            obj.meta().namespace.as_deref().unwrap_or_default(),
+            obj.meta().name.as_deref().unwrap_or_default()
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -559,5 +593,21 @@ mod tests {
         assert_eq!(backoff.next("a"), Backoff::MAX);
         backoff.reset("a");
         assert_eq!(backoff.next("a").as_secs(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_forgets_objects_that_stopped_failing_without_a_word() {
+        let backoff = Backoff::default();
+        for i in 0..100 {
+            backoff.next(&format!("gone-{i}"));
+        }
+        assert_eq!(backoff.len(), 100);
+        // One object keeps failing, every longest delay; the hundred others vanished with their failures.
+        for _ in 0..3 {
+            tokio::time::advance(Backoff::MAX).await;
+            backoff.next("failing");
+        }
+        assert_eq!(backoff.len(), 1, "only the object still failing is remembered");
+        assert_eq!(backoff.next("failing").as_secs(), 8, "and it keeps its count: a fourth failure");
     }
 }

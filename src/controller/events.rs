@@ -44,6 +44,8 @@ pub mod reason {
     pub const ROLE_CREATED: &str = "RoleCreated";
     pub const ROLE_TRUST_RESTORED: &str = "RoleTrustRestored";
     pub const SERVICE_ACCOUNT_ANNOTATED: &str = "ServiceAccountAnnotated";
+    /// The ServiceAccount's EKS Pod Identity association made, or pointed at its role again.
+    pub const POD_IDENTITY_ASSOCIATED: &str = "PodIdentityAssociated";
     // Secrets.
     pub const SECRET_CREATED: &str = "SecretCreated";
     /// The Secret holds a new key (not a rotation's: that is `KeyRotated`).

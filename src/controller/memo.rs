@@ -110,6 +110,10 @@ struct Entry {
     pass_touches: usize,
     /// What the last pass read of the object's Bucket ([`bucket_view`]), recorded as soon as it read it.
     bucket: Option<u64>,
+    /// The status the last pass left ([`status_hash`]): written, or found already so.
+    status: Option<u64>,
+    /// How many passes in a row ended waiting for someone else's change ([`Memo::wait_longer`]).
+    waits: u8,
     /// Boxed: most of the table is entries, and an entry without it stays small.
     settled: Option<Box<SettledEntry>>,
 }
@@ -161,6 +165,9 @@ pub enum Touch {
     /// The ServiceAccount of a keyless binding changed, to this resourceVersion.
     ServiceAccount(String),
 }
+
+/// The longest an object waiting for someone else's change goes without a pass ([`Memo::wait_longer`]).
+pub const LONGEST_WAIT: Duration = Duration::from_secs(600);
 
 /// At most this many touches are kept per object; past that, the object is simply dirty.
 const MAX_TOUCHES: usize = 8;
@@ -214,8 +221,9 @@ impl Memo {
         objects.get(&key(uid)).is_some_and(|e| e.known.contains(&version(rv)))
     }
 
-    /// Decides what a reconcile of `obj` is ([`Class`]), and marks the start of its pass.
-    pub fn classify<K: Resource>(&self, obj: &K, looks_converged: bool) -> Class {
+    /// Decides what a reconcile of `obj` is ([`Class`]), and marks the start of its pass. `status` is the
+    /// [`status_hash`] of the object's status as it reads.
+    pub fn classify<K: Resource>(&self, obj: &K, status: u64, looks_converged: bool) -> Class {
         let meta = obj.meta();
         let (Some(uid), Some(rv)) = (meta.uid.as_deref(), meta.resource_version.as_deref()) else {
             return Class::Urgent;
@@ -229,7 +237,10 @@ impl Memo {
         let secrets = self.secrets.lock().ok();
         let entry = objects.entry(key(uid)).or_default();
         entry.pass_touches = entry.touches.len();
-        let unchanged = entry.known.contains(&version(rv));
+        // A version this controller wrote or settled, or one whose status is still as the last pass left it
+        // (a new version with only labels or others' annotations changed); a status changed by someone else
+        // is restored at once.
+        let unchanged = entry.known.contains(&version(rv)) || entry.status == Some(status);
         let settled = entry.settled.as_ref();
         let dirty = entry.touches.len() >= MAX_TOUCHES
             || entry.touches.iter().any(|touch| entry.changed_by(touch, secrets.as_deref()));
@@ -268,6 +279,9 @@ impl Memo {
             let accounted = entry.pass_touches.min(entry.touches.len());
             entry.touches.drain(..accounted);
             entry.pass_touches = 0;
+            if settled.converged {
+                entry.waits = 0;
+            }
             entry.settled = Some(Box::new(SettledEntry {
                 fingerprint,
                 converged: settled.converged,
@@ -275,6 +289,24 @@ impl Memo {
                 user: settled.user,
             }));
         });
+    }
+
+    /// How long the object with `uid` waits before its next pass, when this one ended waiting for someone
+    /// else's change (a Bucket, a ServiceAccount, a foreign Secret out of the way): `first` the first time,
+    /// twice as long each time in a row, at most [`LONGEST_WAIT`]. A converged pass starts it over.
+    pub fn wait_longer(&self, uid: &str, first: Duration) -> Duration {
+        let waits = self
+            .with(uid, |entry| {
+                entry.waits = entry.waits.saturating_add(1);
+                entry.waits
+            })
+            .unwrap_or(1);
+        first.saturating_mul(2u32.saturating_pow(u32::from(waits - 1).min(16))).min(LONGEST_WAIT)
+    }
+
+    /// Records the status a pass left on the object with `uid` ([`status_hash`]), written or found so.
+    pub fn status_is(&self, uid: &str, status: u64) {
+        self.with(uid, |entry| entry.status = Some(status));
     }
 
     /// Forgets what the last pass settled (it failed): the next one starts from AWS again.
@@ -334,6 +366,11 @@ impl Memo {
         }
     }
 
+    /// Whether this controller wrote the Secret `namespace/name` (any version) and has not forgotten it.
+    pub fn knows_secret(&self, namespace: &str, name: &str) -> bool {
+        self.secrets.lock().is_ok_and(|secrets| secrets.contains_key(&format!("{namespace}/{name}")))
+    }
+
     /// Whether this version of a Secret is one this controller wrote.
     pub fn is_own_secret(&self, namespace: &str, name: &str, resource_version: Option<&str>) -> bool {
         let Ok(secrets) = self.secrets.lock() else { return false };
@@ -369,19 +406,29 @@ fn remember(known: &mut [Version; KNOWN_VERSIONS], version: Version) {
     known[KNOWN_VERSIONS - 1] = version;
 }
 
-/// What of an object's metadata a pass depends on beyond its spec (the generation): the rotation
-/// annotation, the finalizers, deletion. A change to any of these, even in a version this controller
-/// wrote (a status write returns the object with changes made meanwhile), needs a pass.
+/// What of an object a pass depends on: its spec (the generation), deletion, the finalizers and the
+/// controller's own annotations (`bucketbroker.io/...`: the rotation request). A change to any of these,
+/// even in a version this controller wrote (a status write returns the object with changes made
+/// meanwhile), needs a pass; a change to anything else (labels, other annotations) needs none.
 fn fingerprint<K: Resource>(obj: &K) -> u64 {
     let meta = obj.meta();
     let mut hasher = DefaultHasher::new();
     meta.generation.hash(&mut hasher);
     meta.deletion_timestamp.is_some().hash(&mut hasher);
     meta.finalizers.hash(&mut hasher);
-    meta.annotations
-        .as_ref()
-        .and_then(|a| a.get(crate::desired::rotation::ROTATE_ANNOTATION))
-        .hash(&mut hasher);
+    if let Some(annotations) = &meta.annotations {
+        for (key, value) in annotations.iter().filter(|(k, _)| k.starts_with(super::context::OWN_ANNOTATIONS))
+        {
+            (key, value).hash(&mut hasher);
+        }
+    }
+    hasher.finish()
+}
+
+/// A status, as [`Memo::classify`] compares it with the one the last pass left.
+pub fn status_hash<S: serde::Serialize>(status: Option<&S>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    status.and_then(|s| serde_json::to_vec(s).ok()).hash(&mut hasher);
     hasher.finish()
 }
 
@@ -437,57 +484,71 @@ mod tests {
     async fn an_own_write_is_an_echo_and_a_settled_object_waits_for_its_due_time() {
         let memo = Memo::new(4);
         let first = bucket("u", "1", 1);
-        assert_eq!(memo.classify(&first, false), Class::Urgent, "a new object");
+        assert_eq!(memo.classify(&first, 0, false), Class::Urgent, "a new object");
         memo.wrote("u", Some("2"));
         memo.settle(&first, settled(60));
         let echo = bucket("u", "2", 1);
         assert!(memo.is_echo(&echo));
-        assert!(matches!(memo.classify(&echo, true), Class::Settled(d) if d == Duration::from_secs(60)));
+        assert!(matches!(memo.classify(&echo, 0, true), Class::Settled(d) if d == Duration::from_secs(60)));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert_eq!(memo.classify(&echo, true), Class::Background, "due: a periodic verification");
+        assert_eq!(memo.classify(&echo, 0, true), Class::Background, "due: a periodic verification");
     }
 
     #[tokio::test(start_paused = true)]
     async fn changes_by_others_are_urgent() {
         let memo = Memo::new(4);
         let first = bucket("u", "1", 1);
-        memo.classify(&first, false);
+        memo.classify(&first, 0, false);
         memo.settle(&first, settled(60));
-        assert_eq!(memo.classify(&bucket("u", "3", 1), true), Class::Urgent, "a version not ours");
+        assert_eq!(memo.classify(&bucket("u", "3", 1), 5, true), Class::Urgent, "a version not ours");
+        memo.status_is("u", 5);
+        memo.settle(&first, settled(60));
+        let mut labelled = bucket("u", "4", 1);
+        labelled.metadata.labels = Some([("team".to_owned(), "a".to_owned())].into());
+        labelled.metadata.annotations = Some([("example.com/note".to_owned(), "x".to_owned())].into());
+        assert!(
+            matches!(memo.classify(&labelled, 5, true), Class::Settled(_)),
+            "labels and others' annotations, the status as the pass left it: no pass"
+        );
+        assert_eq!(memo.classify(&labelled, 6, true), Class::Urgent, "a status changed by someone else");
         let mut annotated = bucket("u", "1", 1);
         annotated.metadata.annotations =
             Some([(crate::desired::rotation::ROTATE_ANNOTATION.to_owned(), "now".to_owned())].into());
-        assert_eq!(memo.classify(&annotated, true), Class::Urgent, "a rotation asked in a version we wrote");
-        assert_eq!(memo.classify(&bucket("u", "1", 2), true), Class::Urgent, "a spec change");
+        assert_eq!(
+            memo.classify(&annotated, 0, true),
+            Class::Urgent,
+            "a rotation asked in a version we wrote"
+        );
+        assert_eq!(memo.classify(&bucket("u", "1", 2), 0, true), Class::Urgent, "a spec change");
         memo.saw_bucket("u", 3);
         assert!(!memo.touch("u", Touch::Bucket(3)), "a Bucket as the pass saw it");
         assert!(memo.touch("u", Touch::Bucket(7)), "a Bucket that looks different");
-        assert_eq!(memo.classify(&first, true), Class::Urgent, "a related change");
+        assert_eq!(memo.classify(&first, 0, true), Class::Urgent, "a related change");
         memo.settle(&first, settled(60));
-        assert!(matches!(memo.classify(&first, true), Class::Settled(_)), "settled again");
+        assert!(matches!(memo.classify(&first, 0, true), Class::Settled(_)), "settled again");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_related_change_during_a_pass_is_not_lost() {
         let memo = Memo::new(4);
         let first = bucket("u", "1", 1);
-        memo.classify(&first, false);
+        memo.classify(&first, 0, false);
         memo.settle(&first, settled(60));
-        memo.classify(&first, false);
+        memo.classify(&first, 0, false);
         let edit = Touch::Secret { key: "n/s".to_owned(), resource_version: "5".to_owned() };
         assert!(memo.touch("u", edit), "a Secret version not ours");
         memo.settle(&first, settled(60));
-        assert_eq!(memo.classify(&first, true), Class::Urgent, "the edit came during the pass: not lost");
+        assert_eq!(memo.classify(&first, 0, true), Class::Urgent, "the edit came during the pass: not lost");
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_change_during_the_first_pass_is_not_lost() {
         let memo = Memo::new(4);
         let first = bucket("u", "1", 1);
-        assert_eq!(memo.classify(&first, false), Class::Urgent);
+        assert_eq!(memo.classify(&first, 0, false), Class::Urgent);
         assert!(memo.touch("u", Touch::Secret { key: "n/s".to_owned(), resource_version: String::new() }));
         memo.settle(&first, settled(60));
-        assert_eq!(memo.classify(&first, true), Class::Urgent, "the Secret deleted meanwhile");
+        assert_eq!(memo.classify(&first, 0, true), Class::Urgent, "the Secret deleted meanwhile");
         assert!(memo.touch("v", Touch::Bucket(1)), "never reconciled here: woken, nothing recorded");
     }
 
@@ -495,26 +556,26 @@ mod tests {
     fn an_own_secret_write_seen_before_it_was_recorded_is_an_echo() {
         let memo = Memo::new(4);
         let first = bucket("u", "1", 1);
-        memo.classify(&first, false);
+        memo.classify(&first, 0, false);
         memo.settle(&first, settled(60));
-        memo.classify(&first, false);
+        memo.classify(&first, 0, false);
         let echo = Touch::Secret { key: "n/s".to_owned(), resource_version: "5".to_owned() };
         assert!(memo.touch("u", echo), "not known yet when its event came");
         memo.wrote_secret("n", "s", Some("5"));
         memo.settle(&first, settled(60));
-        assert!(matches!(memo.classify(&first, true), Class::Settled(_)));
+        assert!(matches!(memo.classify(&first, 0, true), Class::Settled(_)));
         assert!(!memo.touch("u", Touch::Secret { key: "n/s".to_owned(), resource_version: "5".to_owned() }));
     }
 
     #[test]
     fn after_a_restart_converged_objects_are_background_work() {
         let memo = Memo::new(4);
-        assert_eq!(memo.classify(&bucket("a", "1", 1), true), Class::Background);
-        assert_eq!(memo.classify(&bucket("b", "1", 1), false), Class::Urgent);
+        assert_eq!(memo.classify(&bucket("a", "1", 1), 0, true), Class::Background);
+        assert_eq!(memo.classify(&bucket("b", "1", 1), 0, false), Class::Urgent);
         let mut deleting = bucket("c", "1", 1);
         deleting.metadata.deletion_timestamp =
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
-        assert_eq!(memo.classify(&deleting, true), Class::Urgent);
+        assert_eq!(memo.classify(&deleting, 0, true), Class::Urgent);
     }
 
     #[test]
@@ -529,6 +590,19 @@ mod tests {
         assert!(later > first, "{later:?} after {first:?}");
         drop(held);
         assert!(memo.admit_background("c").is_ok());
+    }
+
+    #[test]
+    fn waiting_on_others_backs_off_to_ten_minutes_and_starts_over_once_converged() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        memo.classify(&first, 0, false);
+        let waits: Vec<u64> =
+            (0..7).map(|_| memo.wait_longer("u", Duration::from_secs(30)).as_secs()).collect();
+        assert_eq!(waits, [30, 60, 120, 240, 480, 600, 600]);
+        assert_eq!(memo.wait_longer("v", Duration::from_secs(30)).as_secs(), 30, "per object");
+        memo.settle(&first, settled(60));
+        assert_eq!(memo.wait_longer("u", Duration::from_secs(30)).as_secs(), 30, "converged: from the start");
     }
 
     #[test]

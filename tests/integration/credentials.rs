@@ -400,6 +400,19 @@ async fn a_foreign_secret_is_never_overwritten() {
         "the foreign Secret is untouched"
     );
     assert_eq!(after.data, foreign.data);
+
+    // Its owner deletes it: that deletion wakes the binding, which does not wait for its recheck (30 s,
+    // doubling with each pass that finds the Secret still there).
+    env.api::<Secret>().delete("taken", &Default::default()).await.expect("the owner deletes it");
+    let deleted = std::time::Instant::now();
+    ready_binding(&env, "app").await;
+    assert!(
+        deleted.elapsed() < std::time::Duration::from_secs(20),
+        "woken by the deletion: {:?}",
+        deleted.elapsed()
+    );
+    let ours = secret(&env, "taken").await;
+    assert!(ours.data.is_some_and(|d| d.contains_key("VCAP_SERVICES")), "the Secret is the binding's now");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -40,8 +40,12 @@ const LEASE_NAME: &str = "bucket-broker";
 const BUCKET_RESOURCE: &str = "arn:aws:s3:::bucket-broker-*";
 const USER_RESOURCE: &str = "arn:aws:iam::*:user/bucket-broker/*";
 const ROLE_RESOURCE: &str = "arn:aws:iam::*:role/bucket-broker/*";
+/// The EKS clusters whose ServiceAccounts get Pod Identity associations (list and create are on the cluster).
+const EKS_CLUSTER_RESOURCE: &str = "arn:aws:eks:*:*:cluster/*";
+/// Their associations (read, repoint, tag and delete one).
+const EKS_ASSOCIATION_RESOURCE: &str = "arn:aws:eks:*:*:podidentityassociation/*";
 
-fn read(path: &str) -> String {
+pub(crate) fn read(path: &str) -> String {
     let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
 }
@@ -83,6 +87,8 @@ struct Install {
     disruption_budget: PodDisruptionBudget,
     admission_policy: ValidatingAdmissionPolicy,
     admission_binding: ValidatingAdmissionPolicyBinding,
+    deletion_protection: ValidatingAdmissionPolicy,
+    deletion_protection_binding: ValidatingAdmissionPolicyBinding,
 }
 
 fn install() -> Install {
@@ -98,6 +104,10 @@ fn install() -> Install {
         disruption_budget: parse("deploy/poddisruptionbudget.yaml"),
         admission_policy: parse("deploy/validatingadmissionpolicy.yaml"),
         admission_binding: parse("deploy/validatingadmissionpolicybinding.yaml"),
+        deletion_protection: parse("deploy/validatingadmissionpolicy-deletion-protection.yaml"),
+        deletion_protection_binding: parse(
+            "deploy/validatingadmissionpolicybinding-deletion-protection.yaml",
+        ),
     }
 }
 
@@ -113,7 +123,7 @@ fn the_container(deployment: &Deployment) -> &Container {
 
 #[test]
 fn every_deploy_manifest_parses_into_its_kubernetes_type() {
-    let mut kinds = BTreeMap::new();
+    let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in yaml_files("deploy") {
         let path = format!("deploy/{file}");
         let head: TypeMeta = parse(&path);
@@ -137,9 +147,12 @@ fn every_deploy_manifest_parses_into_its_kubernetes_type() {
             namespace.is_none() || namespace.as_deref() == Some(NAMESPACE),
             "{path}: namespace {namespace:?}; leave it to the kustomization"
         );
-        if let Some(earlier) = kinds.insert(head.kind.clone(), file.clone()) {
-            panic!("{earlier} and {file} are both a {}", head.kind);
-        }
+        kinds.entry(head.kind.clone()).or_default().push(file.clone());
+    }
+    for (kind, files) in &kinds {
+        // Two admission policies, each with its binding: finalizers, and deletion protection.
+        let expected = if kind.starts_with("ValidatingAdmissionPolicy") { 2 } else { 1 };
+        assert_eq!(files.len(), expected, "files of kind {kind}: {files:?}");
     }
     let expected = [
         "ClusterRole",
@@ -375,7 +388,7 @@ fn the_optional_service_monitor_scrapes_the_service() {
 }
 
 /// `kubectl kustomize` of a directory, as `kubectl apply -k` renders it.
-fn kustomize(dir: &Path) -> Vec<Value> {
+pub(crate) fn kustomize(dir: &Path) -> Vec<Value> {
     let output = std::process::Command::new("kubectl")
         .arg("kustomize")
         .arg(dir)
@@ -393,7 +406,7 @@ fn kustomize(dir: &Path) -> Vec<Value> {
 
 /// `kubectl kustomize` of an overlay in a directory of its own, whose kustomization is `body` (given the
 /// repository's path, relative to the overlay) after the apiVersion and kind.
-fn kustomize_overlay(body: impl Fn(&str) -> String) -> Vec<Value> {
+pub(crate) fn kustomize_overlay(body: impl Fn(&str) -> String) -> Vec<Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let overlay = std::env::temp_dir().join(crate::harness::unique_name("bb-overlay"));
     std::fs::create_dir_all(&overlay).expect("overlay dir");
@@ -462,22 +475,103 @@ fn kustomize_renders_the_crds_and_the_controller_apart_and_the_monitor_on_reques
     assert_eq!(monitor["metadata"]["namespace"], NAMESPACE, "next to the Service it selects");
     assert_eq!(with_monitor.len(), controller.len() + 1);
 
-    // The README's EKS overlay: image, region and IRSA role set, nothing else added or lost.
+    // The README's EKS overlay: image, settings and IRSA role set, nothing else added or lost.
     let eks = kustomize(&root.join("examples/install-eks"));
     assert_eq!(eks.len(), controller.len());
+    assert_eks_overlay(&eks, &controller);
+}
+
+/// The settings `examples/install-eks` gives, by variable name.
+pub(crate) const EKS_SETTINGS: &[(&str, &str)] = &[
+    ("BUCKET_BROKER_REGION", "eu-west-2"),
+    ("BUCKET_BROKER_DEPLOY_ENV", "prod"),
+    ("BUCKET_BROKER_CLUSTER_NAME", "eks-prod-eu-west-2"),
+    (
+        "BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN",
+        "arn:aws:iam::123456789012:policy/bucket-broker-user-boundary",
+    ),
+    ("BUCKET_BROKER_PLATFORM_CIDRS", "203.0.113.10/32,203.0.113.11/32"),
+];
+
+/// The container's environment, by name, failing on a name given twice.
+fn env_by_name(deployment: &Value) -> BTreeMap<String, Value> {
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1, "one container: the controller");
+    let mut env = BTreeMap::new();
+    for var in containers[0]["env"].as_array().expect("env") {
+        let name = var["name"].as_str().expect("a named variable").to_owned();
+        assert!(env.insert(name.clone(), var.clone()).is_none(), "{name} is set twice");
+    }
+    env
+}
+
+/// `examples/install-eks` rendered over `base` (deploy/ as rendered): the image, each setting of
+/// [`EKS_SETTINGS`] under its own name, every other variable of the base kept, and the IRSA role.
+fn assert_eks_overlay(eks: &[Value], base: &[Value]) {
     let deployment = eks.iter().find(|o| o["kind"] == "Deployment").expect("the Deployment");
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container["image"], "123456789012.dkr.ecr.eu-west-2.amazonaws.com/bucket-broker:0.1.0");
-    assert_eq!(
-        container["env"][0],
-        serde_json::json!({"name": "BUCKET_BROKER_REGION", "value": "eu-west-2"})
-    );
-    assert_eq!(container["env"][1]["name"], "BUCKET_BROKER_DEPLOY_ENV");
+    let env = env_by_name(deployment);
+    for (name, value) in EKS_SETTINGS {
+        assert_eq!(env.get(*name), Some(&serde_json::json!({"name": name, "value": value})), "{name}");
+    }
+    let base_env = env_by_name(base.iter().find(|o| o["kind"] == "Deployment").expect("the base Deployment"));
+    for (name, var) in &base_env {
+        if !EKS_SETTINGS.iter().any(|(set, _)| set == name) {
+            assert_eq!(env.get(name), Some(var), "{name} is kept as deploy/ has it");
+        }
+    }
+    let added: Vec<&String> = env.keys().filter(|name| !base_env.contains_key(*name)).collect();
+    assert_eq!(added, ["BUCKET_BROKER_PLATFORM_CIDRS"], "the overlay adds the platform network");
     let account = eks.iter().find(|o| o["kind"] == "ServiceAccount").expect("the ServiceAccount");
     assert_eq!(
         account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"],
         "arn:aws:iam::123456789012:role/bucket-broker"
     );
+}
+
+/// The EKS overlay patches variables by name, not by position: over a copy of `deploy/` whose variables come
+/// in the reverse order, it sets the same values under the same names. (A JSON patch of `/env/0` would
+/// overwrite another variable here.)
+#[test]
+fn the_eks_overlay_sets_variables_by_name_whatever_their_order() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let overlay_text = read("examples/install-eks/kustomization.yaml");
+    assert!(!overlay_text.contains("/env/"), "no JSON patch path into the env list");
+
+    let work = std::env::temp_dir().join(crate::harness::unique_name("bb-eks-order"));
+    copy_dir(&root.join("deploy"), &work.join("deploy"));
+    let path = work.join("deploy/deployment.yaml");
+    let mut deployment: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).expect("deployment"))
+        .expect("deploy/deployment.yaml");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"].as_array_mut().expect("env");
+    env.reverse();
+    // JSON is YAML.
+    std::fs::write(&path, deployment.to_string()).expect("reordered deployment written");
+    let overlay = work.join("examples/install-eks");
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    std::fs::write(overlay.join("kustomization.yaml"), &overlay_text).expect("overlay written");
+
+    let base = kustomize(&work.join("deploy"));
+    let eks = kustomize(&overlay);
+    let _ = std::fs::remove_dir_all(&work);
+    let rendered = base.iter().find(|o| o["kind"] == "Deployment").expect("the Deployment");
+    let first = &rendered["spec"]["template"]["spec"]["containers"][0]["env"][0]["name"];
+    assert_eq!(first, "POD_NAMESPACE", "the copy's variables are reversed");
+    assert_eks_overlay(&eks, &base);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("directory created");
+    for entry in std::fs::read_dir(from).expect("directory listed") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("file copied");
+        }
+    }
 }
 
 /// What RBAC grants: (apiGroup, resource, verb, resourceName or any).
@@ -611,6 +705,17 @@ const OPERATIONS: &[(&str, &str, &[&str])] = &[
     ("iam", "PutRolePolicy", &["iam:PutRolePolicy"]),
     ("iam", "DeleteRolePolicy", &["iam:DeleteRolePolicy"]),
     ("iam", "ListRolePolicies", &["iam:ListRolePolicies"]),
+    // Keyless bindings through EKS Pod Identity: the ServiceAccount's association with its role. Creating or
+    // repointing one passes the role to EKS; creating it with tags is also authorized as TagResource.
+    ("eks", "ListPodIdentityAssociations", &["eks:ListPodIdentityAssociations"]),
+    ("eks", "DescribePodIdentityAssociation", &["eks:DescribePodIdentityAssociation"]),
+    (
+        "eks",
+        "CreatePodIdentityAssociation",
+        &["eks:CreatePodIdentityAssociation", "eks:TagResource", "iam:PassRole"],
+    ),
+    ("eks", "UpdatePodIdentityAssociation", &["eks:UpdatePodIdentityAssociation", "iam:PassRole"]),
+    ("eks", "DeletePodIdentityAssociation", &["eks:DeletePodIdentityAssociation"]),
     // Signed with the new user's key to check it works, and never deniable: nothing for the controller.
     ("sts", "GetCallerIdentity", &[]),
 ];
@@ -792,6 +897,14 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
                 "{sid}: mixes actions that need the boundary condition with others"
             );
             assert_eq!(condition["ArnLike"]["iam:PermissionsBoundary"], BOUNDARY_ARN, "{sid}");
+        } else if actions.iter().any(|a| a == "iam:PassRole") {
+            // A role of ours may be handed to EKS Pod Identity, and to no other service.
+            assert_eq!(actions, ["iam:PassRole"], "{sid}: passing roles has a statement of its own");
+            assert_eq!(
+                condition,
+                &serde_json::json!({"StringEquals": {"iam:PassedToService": "pods.eks.amazonaws.com"}}),
+                "{sid}"
+            );
         } else {
             assert!(condition.is_null(), "{sid}: a condition where none is checked: {condition}");
         }
@@ -807,7 +920,13 @@ fn the_aws_policy_grants_exactly_the_actions_the_code_calls() {
                 Some("s3") => BUCKET_RESOURCE,
                 Some("iam") if action.contains("Role") => ROLE_RESOURCE,
                 Some("iam") => USER_RESOURCE,
-                _ => panic!("{sid}: {action} is not an S3 or IAM action"),
+                Some("eks")
+                    if action.ends_with("PodIdentityAssociations") || action.starts_with("eks:Create") =>
+                {
+                    EKS_CLUSTER_RESOURCE
+                }
+                Some("eks") => EKS_ASSOCIATION_RESOURCE,
+                _ => panic!("{sid}: {action} is not an S3, IAM or EKS action"),
             };
             assert!(resources.iter().all(|r| r == confined_to), "{sid}: {action} on {resources:?}");
             granted.insert(action);
@@ -1074,6 +1193,41 @@ fn the_admission_policy_guards_our_finalizers_from_everyone_but_the_controller()
     assert_eq!(binding.validation_actions, ["Deny"]);
     assert!(binding.match_resources.is_none(), "enforced in every namespace");
     assert!(binding.param_ref.is_none());
+}
+
+/// What the deletion-protection policy's CEL does is tried on the real control plane (`protection.rs`); this
+/// checks what it is given: deletes of Buckets only, the annotation the API documents, a message that says
+/// what to do, and enforcement everywhere with no exemption.
+#[test]
+fn the_deletion_protection_policy_refuses_deleting_an_annotated_bucket() {
+    let install = install();
+    let policy = &install.deletion_protection;
+    let spec = policy.spec.as_ref().expect("the policy's spec");
+    assert_eq!(spec.failure_policy.as_deref(), Some("Fail"));
+    assert!(spec.param_kind.is_none());
+    assert!(spec.match_conditions.is_none(), "no exemption: remove the annotation to delete");
+    let rules = spec.match_constraints.as_ref().and_then(|m| m.resource_rules.clone()).unwrap_or_default();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let strings = |values: &[&str]| Some(values.iter().map(|v| v.to_string()).collect::<Vec<_>>());
+    assert_eq!(rules[0].api_groups, strings(&["bucketbroker.io"]));
+    assert_eq!(rules[0].api_versions, strings(&["*"]));
+    assert_eq!(rules[0].operations, strings(&["DELETE"]));
+    assert_eq!(rules[0].resources, strings(&["buckets"]), "Buckets only: bindings are the seed's unbind");
+    let validations = spec.validations.as_deref().unwrap_or_default();
+    assert_eq!(validations.len(), 1, "{validations:?}");
+    let expression = &validations[0].expression;
+    let annotation = bucket_broker::api::DELETION_PROTECTION_ANNOTATION;
+    assert!(cel_strings(expression).contains(&annotation), "{expression}");
+    assert!(expression.contains("oldObject"), "a DELETE has only the old object: {expression}");
+    for message in [validations[0].message.as_deref(), validations[0].message_expression.as_deref()] {
+        let message = message.unwrap_or_default();
+        assert!(message.contains(annotation), "names the annotation: {message}");
+        assert!(message.contains("remove the annotation first"), "says what to do: {message}");
+    }
+    let binding = &install.deletion_protection_binding.spec;
+    assert_eq!(binding.policy_name, name(&policy.metadata));
+    assert_eq!(binding.validation_actions, ["Deny"]);
+    assert!(binding.match_resources.is_none(), "enforced in every namespace");
 }
 
 #[test]

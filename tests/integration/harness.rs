@@ -735,7 +735,9 @@ async fn service_account_identity(
 /// Whether `deploy/`'s admission policy is installed on the real cluster of this run.
 static ADMISSION_POLICY: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
-/// `deploy/`'s finalizer policy and its binding, under the name [`TEST_IDENTITY`], with the controller's
+/// `deploy/`'s deletion-protection policy, as shipped, under the name `bucket-broker-tests-deletion-protection`
+/// and bound in test namespaces only; and its finalizer policy and its binding, under the name
+/// [`TEST_IDENTITY`], with the controller's
 /// user name changed to the tests' ServiceAccounts ([`TEST_IDENTITY`] and [`NAMESPACED_IDENTITY`]), and
 /// bound only in test namespaces: the policy is cluster-wide, and must neither refuse an installed
 /// release's controller nor this run's. Test teardowns strip finalizers as the admin: through the
@@ -790,6 +792,26 @@ async fn install_admission_policy(admin: &Client) {
     let test_namespaces = [("bucketbroker.io/test".to_owned(), "true".to_owned())].into();
     spec.match_resources = Some(MatchResources {
         namespace_selector: Some(LabelSelector { match_labels: Some(test_namespaces), ..Default::default() }),
+        ..Default::default()
+    });
+    apply(Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()), &binding).await;
+
+    // Deletion protection, as shipped (it exempts nobody), bound in test namespaces too.
+    let name = format!("{TEST_IDENTITY}-deletion-protection");
+    let mut policy: ValidatingAdmissionPolicy =
+        deploy_file("validatingadmissionpolicy-deletion-protection.yaml");
+    policy.metadata.name = Some(name.clone());
+    apply(Api::<ValidatingAdmissionPolicy>::all(admin.clone()), &policy).await;
+    let mut binding: ValidatingAdmissionPolicyBinding =
+        deploy_file("validatingadmissionpolicybinding-deletion-protection.yaml");
+    binding.metadata.name = Some(name.clone());
+    binding.spec.policy_name = name;
+    assert!(binding.spec.match_resources.is_none(), "deploy/ binds the policy everywhere");
+    binding.spec.match_resources = Some(MatchResources {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some([("bucketbroker.io/test".to_owned(), "true".to_owned())].into()),
+            ..Default::default()
+        }),
         ..Default::default()
     });
     apply(Api::<ValidatingAdmissionPolicyBinding>::all(admin.clone()), &binding).await;

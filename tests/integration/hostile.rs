@@ -417,16 +417,7 @@ async fn hostile_status_annotations_and_secrets_grant_nothing() {
         )
         .await
         .expect("taken over");
-    // The Secret left the controller's watch (our label is gone): it notices at the next pass of the
-    // binding, the periodic resync, which a change to the binding brings forward here.
-    env.api::<BucketBinding>()
-        .patch(
-            "disowned",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "1"}}})),
-        )
-        .await
-        .expect("touched");
+    // The Secret left the controller's watch (our label is gone), which wakes the binding of that Secret.
     binding_settles(&env, "disowned", "False/SecretConflict").await;
     assert!(live_keys(&env, &disowned_user).await.is_empty(), "the key in the taken Secret is revoked");
     assert_eq!(

@@ -511,3 +511,126 @@ async fn the_schema_keeps_a_binding_keyed_or_keyless_for_life() {
         assert!(refused.is_err(), "a ServiceAccount name is a DNS subdomain");
     }
 }
+
+/// The EKS cluster of the Pod Identity tests, as the fake EKS endpoint serves it.
+const EKS_CLUSTER: &str = "bucket-broker-test";
+
+/// Keyless through EKS Pod Identity (against the tests' fake EKS endpoint, `eks.rs`: moto serves no Pod
+/// Identity associations): the role trusts the Pod Identity agent for exactly this ServiceAccount, the
+/// ServiceAccount gets one association with it (and no annotation), a foreign association is never
+/// replaced, and the association goes with the role.
+#[tokio::test(flavor = "multi_thread")]
+async fn pod_identity_associates_the_service_account_with_its_role_and_never_takes_a_foreign_association() {
+    let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
+    let fake = crate::eks::FakeEks::start(EKS_CLUSTER).await;
+    let setup = Setup::PodIdentity { cluster: EKS_CLUSTER.to_owned() };
+    let (mut aws, sent) = recorded_aws(&env).await;
+    aws.eks = fake.client(&aws.eks);
+    let front = crate::features::versioning_readable(env.moto.endpoint_url()).await;
+    aws.s3 = aws_sdk_s3::Client::from_conf(aws.s3.config().to_builder().endpoint_url(&front).build());
+    let settings =
+        Settings { keyless: Some(setup.clone()), resync_interval: Duration::from_secs(1), ..env.settings() };
+    let ctx = env.start_controller_on(settings, aws);
+    env.create::<Bucket>(bucket("data")).await;
+    env.create::<Bucket>(bucket("other")).await;
+    let data = ready_bucket(&env, "data").await;
+    let other = ready_bucket(&env, "other").await;
+
+    let account = service_account(&env, "app", json!({})).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "app",
+        json!({"bucketRef": {"name": "data"}, "serviceAccountName": "app"}),
+    ))
+    .await;
+    let ready = binding_with_reason(&env, "app", "Provisioned").await;
+    let status = ready.status.clone().expect("status");
+    let account_uid = account.metadata.uid.expect("uid");
+    let role_name = format!("bb-{account_uid}");
+    let role = keyless::role_arn("aws", "123456789012", "/bucket-broker/", &role_name);
+    assert_eq!(status.role_arn.as_deref(), Some(role.as_str()));
+
+    // The role trusts the Pod Identity agent, for this cluster, namespace and ServiceAccount alone.
+    let got = env.admin.iam.get_role().role_name(&role_name).send().await.expect("role").role.expect("role");
+    let trust = parse_document(got.assume_role_policy_document().expect("trust")).expect("JSON");
+    assert!(
+        policy::equivalent(&trust, &keyless::trust_policy(&setup, "123456789012", &env.namespace, "app")),
+        "{trust}"
+    );
+    assert_eq!(trust["Statement"][0]["Principal"], json!({"Service": "pods.eks.amazonaws.com"}));
+    // One association: this cluster, this ServiceAccount, this role, tagged as ours; no IRSA annotation.
+    let associations = fake.associations();
+    assert_eq!(associations.len(), 1, "{associations:?}");
+    let association = &associations[0];
+    assert_eq!(
+        (association.cluster.as_str(), association.namespace.as_str(), association.service_account.as_str()),
+        (EKS_CLUSTER, env.namespace.as_str(), "app")
+    );
+    assert_eq!(association.role_arn, role);
+    assert_eq!(association.tags.get("bucketbroker.io/kind").map(String::as_str), Some("ServiceAccount"));
+    assert_eq!(association.tags.get("bucketbroker.io/uid"), Some(&account_uid));
+    assert_eq!(annotation(&env, "app").await, None, "Pod Identity needs no annotation");
+    let secret = env.api::<Secret>().get("app").await.expect("Secret");
+    assert_eq!(value(&secret, "AWS_ROLE_ARN"), role);
+
+    // A session of the role, as the Pod Identity agent would hand the pods: moto 5.2.5 fails (HTTP 500) on
+    // AssumeRole with this trust policy, and checks no trust on AssumeRoleWithWebIdentity, so the session
+    // comes from the latter; what it proves is the role's policy.
+    let app = assume(&env, &role, "pod-identity-session").await.expect("a session of the role");
+    assert!(can_put(&app, &data, "a.txt").await, "the role writes its bucket");
+    assert!(!can_put(&app, &other, "a.txt").await, "and no other");
+
+    // A second binding of the ServiceAccount uses the same role and association; a resync writes nothing,
+    // to EKS either.
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "app-reports",
+        json!({"bucketRef": {"name": "other"}, "serviceAccountName": "app", "permissions": "ReadOnly"}),
+    ))
+    .await;
+    binding_with_reason(&env, "app-reports", "Provisioned").await;
+    assert_eq!(fake.associations().len(), 1);
+    crate::classes::assert_steady(&ctx).await;
+    assert_eq!(fake.requests("POST"), 1, "one CreatePodIdentityAssociation, no update");
+
+    // A ServiceAccount someone else associated with another role: refused, nothing made, the association
+    // as it was; once its owner deletes it, the binding converges.
+    service_account(&env, "taken", json!({})).await;
+    let foreign = "arn:aws:iam::123456789012:role/someone-elses";
+    fake.associate(EKS_CLUSTER, &env.namespace, "taken", foreign);
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "taken",
+        json!({"bucketRef": {"name": "data"}, "serviceAccountName": "taken"}),
+    ))
+    .await;
+    let refused = binding_with_reason(&env, "taken", "ServiceAccountConflict").await;
+    let (_, message) = reason(refused.status.as_ref()).expect("condition");
+    assert!(
+        message.contains("EKS Pod Identity association") && message.contains("left untouched"),
+        "{message}"
+    );
+    let theirs: Vec<_> = fake.associations().into_iter().filter(|a| a.service_account == "taken").collect();
+    assert_eq!(theirs.len(), 1);
+    assert_eq!(theirs[0].role_arn, foreign, "a foreign association is never repointed");
+    let roles = env.admin.iam.list_roles().path_prefix("/bucket-broker/").send().await.expect("roles");
+    assert_eq!(roles.roles.len(), 1, "no role for the refused binding: {:?}", roles.roles);
+    fake.dissociate(&theirs[0].id);
+    let converged = binding_with_reason(&env, "taken", "Provisioned").await;
+    let taken_role = converged.status.and_then(|s| s.role_arn).expect("role");
+    assert!(fake.associations().iter().any(|a| a.service_account == "taken" && a.role_arn == taken_role));
+
+    // One binding gone: the association stays for the other. The last one: the association and the role go.
+    env.delete::<BucketBinding>("app-reports").await;
+    env.wait_gone::<BucketBinding>("app-reports").await;
+    assert!(fake.associations().iter().any(|a| a.service_account == "app"));
+    env.delete::<BucketBinding>("app").await;
+    env.wait_gone::<BucketBinding>("app").await;
+    assert!(!fake.associations().iter().any(|a| a.service_account == "app"), "the association goes");
+    assert!(!role_exists(&env, &role_name).await, "the role goes with the last binding");
+    assert!(env.admin.s3.head_object().bucket(&data).key("a.txt").send().await.is_ok(), "the data stays");
+    env.delete::<BucketBinding>("taken").await;
+    env.wait_gone::<BucketBinding>("taken").await;
+    assert!(fake.associations().is_empty(), "{:?}", fake.associations());
+    assert_eq!(user_or_key_calls(&sent), Vec::<String>::new());
+}

@@ -150,6 +150,8 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
     assert!(a.ctx.aws.stats.total() > 0, "the leader reconciles");
     assert_eq!(b.ctx.aws.stats.total(), 0, "the standby does nothing");
     assert!(b.ctx.metrics.is_ready(), "a standby is ready");
+    assert!(a.ctx.aws.stats.fence().allows_writes(), "the leader's AWS writes are let through");
+    assert!(!b.ctx.aws.stats.fence().allows_writes(), "a standby's are fenced off");
 
     a.stop.send(true).expect("stop a");
     a.handle.await.expect("a ends").expect("a released the Lease cleanly");
@@ -207,6 +209,8 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_its_lease_could_expir
     // seeing it: stopping within `duration - retry` of the cut is stopping before anyone may take over.
     assert!(took < settings.duration - settings.retry, "stopped {took:?} after the cut");
     assert!(took >= settings.renew_deadline - settings.retry, "not before the renew deadline: {took:?}");
+    // Whatever of it might still run (a paused process resumed), its AWS writes are fenced off by then.
+    assert!(!a.ctx.aws.stats.fence().allows_writes(), "no AWS write after the renew deadline");
     assert_eq!(holder(&env).await.as_deref(), Some("replica-a"), "nobody took over before a stopped");
     until("replica-b to take over", async || holder(&env).await.as_deref() == Some("replica-b")).await;
     drop(b.stop);
@@ -310,6 +314,10 @@ async fn without_aws_credentials_the_process_is_not_ready_and_says_why() {
     let output = child.wait_with_output().expect("the controller ends");
     let log = String::from_utf8_lossy(&output.stdout);
     assert!(log.contains("--permissions-boundary-arn=none"), "a warning at start:\n{log}");
+    assert!(
+        log.contains(bucket_broker::run::NO_PLATFORM_NETWORK),
+        "no platform network is said loudly at start:\n{log}"
+    );
     assert!(log.contains("No AWS identity yet; not ready"), "the log says why:\n{log}");
     assert!(log.contains("no AWS credentials"), "{log}");
     assert!(!log.contains('\u{1b}'), "no colour codes when stdout is not a terminal:\n{log}");

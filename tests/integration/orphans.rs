@@ -590,3 +590,34 @@ async fn the_sweeper_takes_deleted_bindings_off_their_role_and_deletes_a_role_le
         assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
     }
 }
+
+/// With EKS Pod Identity (the tests' fake EKS endpoint), a role the sweeper deletes takes its
+/// ServiceAccount's association with it; an association of the same ServiceAccount name that gives another
+/// role, and those of other ServiceAccounts, stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sweeper_deletes_the_pod_identity_association_of_a_role_it_deletes_and_no_other() {
+    use bucket_broker::desired::keyless::Setup;
+    let env = TestEnv::new().await;
+    let cluster = "bucket-broker-test";
+    let fake = crate::eks::FakeEks::start(cluster).await;
+    let (orphan, orphan_arn) = plant_role(&env, "gone", &dead_uid(), &[&dead_uid()]).await;
+    plant_role(&env, "elsewhere", &dead_uid(), &[&dead_uid()]).await;
+    fake.associate(cluster, &env.namespace, "gone", &orphan_arn);
+    // Another ServiceAccount's association with a role that is not ours.
+    fake.associate(cluster, &env.namespace, "theirs", "arn:aws:iam::123456789012:role/theirs");
+    let mut aws = aws_for(&env.moto, env.moto.admin_credentials()).await;
+    aws.eks = fake.client(&aws.eks);
+    let settings = Settings {
+        orphan_grace: Duration::ZERO,
+        keyless: Some(Setup::PodIdentity { cluster: cluster.to_owned() }),
+        ..env.settings()
+    };
+    let ctx = Context::new(env.controller_client.clone(), aws, settings);
+    // "elsewhere" has an association too, but with a role someone else made for it: it stays.
+    fake.associate(cluster, &env.namespace, "elsewhere", "arn:aws:iam::123456789012:role/not-the-swept-one");
+    let report = sweeper::sweep(&ctx).await.expect("sweep");
+    assert_eq!(report.roles.len(), 2, "{report:?}");
+    assert!(report.roles.contains(&orphan));
+    let left: Vec<String> = fake.associations().into_iter().map(|a| a.service_account).collect();
+    assert_eq!(left, ["theirs", "elsewhere"], "only the swept role's association went");
+}

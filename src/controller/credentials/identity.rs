@@ -31,7 +31,7 @@ impl<'a> Identity<'a> {
             Some(setup) => Ok(Identity::Role { service_account, setup }),
             None => Err(Error::KeylessNotConfigured(
                 "spec.serviceAccountName: this platform gives no roles to ServiceAccounts (the controller runs \
-                 without --oidc-provider-arn); ask the platform team, or create a \
+                 with neither --oidc-provider-arn nor --pod-identity-cluster-name); ask the platform team, or create a \
                  BucketBinding without serviceAccountName"
                     .to_owned(),
             )),

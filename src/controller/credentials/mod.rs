@@ -51,7 +51,7 @@ use self::revocation::cleanup;
 use super::context::SharedWatch;
 use super::error::error_policy;
 use super::finalizer::finalized;
-use super::memo::{Touch, bucket_view, looks_converged};
+use super::memo::{Touch, bucket_view, looks_converged, status_hash};
 use super::{Context, ReconcileError};
 use crate::api::{AccessSpec, Bucket, BucketClass, CredentialStatus};
 use crate::desired::conditions::{is_true, types};
@@ -107,26 +107,43 @@ pub async fn run<K: CredentialKind>(
             .flat_map(|s| s.access_keys.iter().map(|k| k.created.0.as_second()))
             .min()
     });
-    // Secrets are watched as metadata only (`PartialObjectMeta`): which one changed, never their data.
+    // Secrets are watched as metadata only (`PartialObjectMeta`): which one changed, never their data. All
+    // of them, not only ours (labelled): the deletion of a foreign Secret that stood in a binding's way
+    // (SecretConflict) is what ends that wait. Of the others' changes, nothing goes further than here.
     let secrets = ctx.api_for::<PartialObjectMeta<Secret>>(&ctx.settings.namespace);
-    let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    let memo_ctx = ctx.clone();
     // The initial list (and a relist) is no change: every object has its first pass anyway, and a relist
     // after a long disconnection leaves what changed meanwhile to the resync.
-    let secret_events = watcher::watcher(secrets, managed).default_backoff().filter_map(|event| {
-        std::future::ready(match event {
-            Ok(watcher::Event::Apply(secret)) => Some(Ok(secret)),
-            // A deletion always matters: it carries no version that could be an own write's.
-            Ok(watcher::Event::Delete(mut secret)) => {
-                secret.metadata.resource_version = None;
-                Some(Ok(secret))
-            }
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
-            Err(err) => Some(Err(err)),
-        })
-    });
+    let secret_events =
+        watcher::watcher(secrets, watcher::Config::default()).default_backoff().filter_map(move |event| {
+            std::future::ready(match event {
+                Ok(watcher::Event::Apply(mut secret)) => {
+                    let labelled =
+                        secret.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str)
+                            == Some(MANAGED_BY.1);
+                    let namespace = secret.namespace().unwrap_or_default();
+                    if labelled {
+                        Some(Ok(secret))
+                    } else if memo_ctx.memo.knows_secret(&namespace, &secret.name_any()) {
+                        // One of ours that lost our label: taken over. Like a deletion, it always matters.
+                        secret.metadata.resource_version = None;
+                        Some(Ok(secret))
+                    } else {
+                        None
+                    }
+                }
+                // A deletion always matters: it carries no version that could be an own write's.
+                Ok(watcher::Event::Delete(mut secret)) => {
+                    secret.metadata.resource_version = None;
+                    Some(Ok(secret))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+                Err(err) => Some(Err(err)),
+            })
+        });
     let (on_secret, on_bucket, on_class, on_account) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
-    let (class_objects, class_buckets, account_objects) =
-        (store.clone(), buckets.store.clone(), store.clone());
+    let (class_objects, class_buckets, account_objects, secret_objects) =
+        (store.clone(), buckets.store.clone(), store.clone(), store.clone());
     // Keyless bindings wait for their ServiceAccount and follow its re-creation: ServiceAccounts are
     // watched as metadata only, and only where keyless bindings can be served.
     let accounts = (K::KEYLESS && ctx.settings.keyless.is_some()).then(|| {
@@ -161,22 +178,42 @@ pub async fn run<K: CredentialKind>(
     };
     controller
         // A Secret deleted or edited by someone else is restored: its own Secret wakes the object, an app
-        // Secret every binding it lists. The controller's own writes wake nothing.
+        // Secret every binding it lists. The controller's own writes wake nothing. A Secret deleted or taken
+        // over (our owner reference and label removed) without an owner of this kind wakes the objects whose
+        // Secret has its name: a conflict may be over, or the keys in a taken Secret are revoked at once.
         .watches_stream(secret_events, move |secret: PartialObjectMeta<Secret>| {
             let namespace = secret.namespace().unwrap_or_default();
-            let key = format!("{namespace}/{}", secret.name_any());
+            let name = secret.name_any();
+            let key = format!("{namespace}/{name}");
             let version = secret.metadata.resource_version.clone().unwrap_or_default();
-            secret
+            let owners: Vec<(String, String)> = secret
                 .metadata
                 .owner_references
                 .unwrap_or_default()
                 .into_iter()
                 .filter(|r| r.kind == K::KIND)
-                .filter(|r| {
+                .map(|r| (r.uid, r.name))
+                .collect();
+            let owners = if owners.is_empty() && secret.metadata.resource_version.is_none() {
+                secret_objects
+                    .state()
+                    .iter()
+                    .filter(|o| {
+                        o.namespace().as_deref() == Some(namespace.as_str())
+                            && secret_name(o.as_ref()) == name
+                    })
+                    .map(|o| (o.meta().uid.clone().unwrap_or_default(), o.name_any()))
+                    .collect()
+            } else {
+                owners
+            };
+            owners
+                .into_iter()
+                .filter(|(uid, _)| {
                     let touch = Touch::Secret { key: key.clone(), resource_version: version.clone() };
-                    on_secret.memo.touch(&r.uid, touch)
+                    on_secret.memo.touch(uid, touch)
                 })
-                .map(|r| ObjectRef::<K>::new(&r.name).within(&namespace))
+                .map(|(_, name)| ObjectRef::<K>::new(&name).within(&namespace))
                 .collect::<Vec<_>>()
         })
         // A binding waiting for its Bucket goes on as soon as the Bucket changes in a way it depends on.
@@ -241,7 +278,8 @@ async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
             }
         }
     });
-    let result = ctx.reconcile(K::KIND, obj.as_ref(), converged, pass).await;
+    let status = status_hash(obj.credential_status());
+    let result = ctx.reconcile(K::KIND, obj.as_ref(), status, converged, pass).await;
     if result.is_ok() && obj.meta().deletion_timestamp.is_some() {
         // The finalizer is gone, so is the object: a Bucket being deleted may have waited for it.
         ctx.wake_bucket(&obj.namespace().unwrap_or_default(), &obj.access().bucket_ref.name);

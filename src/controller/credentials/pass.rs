@@ -29,14 +29,18 @@ use crate::desired::secret::{Credentials, Grant};
 /// How often a key that AWS does not accept yet is checked again.
 const PROPAGATION_RECHECK: Duration = Duration::from_secs(2);
 
-/// How long a binding waits for its Bucket before checking again (the Bucket watch usually wakes it first).
+// Waits that only someone else's change can end start at these and double with each pass that finds
+// the same, to at most `memo::LONGEST_WAIT` (10 minutes): the change that ends them wakes the object at
+// once (a Bucket's change, a ServiceAccount's, the foreign Secret deleted), so the recheck is only a
+// safety net, and 300 stuck bindings cost next to nothing.
+
+/// How long a binding waits for its Bucket before checking again, the first time.
 const BUCKET_RECHECK: Duration = Duration::from_secs(60);
 
-/// How long a foreign Secret in the way is waited on before checking again.
+/// How long a foreign Secret in the way is waited on before checking again, the first time.
 const CONFLICT_RECHECK: Duration = Duration::from_secs(30);
 
-/// How long a keyless binding waits for its ServiceAccount before checking again (the ServiceAccount
-/// watch usually wakes it first).
+/// How long a keyless binding waits for its ServiceAccount before checking again, the first time.
 const SERVICE_ACCOUNT_RECHECK: Duration = Duration::from_secs(60);
 
 /// Why access keys may not be issued here, if they may not: the platform bans them, or the Bucket's class
@@ -82,7 +86,9 @@ pub(super) async fn write_status<K: CredentialKind>(
 ) -> Result<(), Error> {
     let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
     let written = apply_status(&api, obj, obj.credential_status(), status).await?;
-    ctx.memo.wrote(obj.meta().uid.as_deref().unwrap_or_default(), written.as_deref());
+    let uid = obj.meta().uid.as_deref().unwrap_or_default();
+    ctx.memo.wrote(uid, written.as_deref());
+    ctx.memo.status_is(uid, crate::controller::memo::status_hash(Some(status)));
     Ok(())
 }
 
@@ -113,7 +119,10 @@ fn bucket_wait(bucket: Option<&Bucket>, name: &str) -> Option<(&'static str, Str
         None => Some((reasons::BUCKET_NOT_READY, format!("waiting for Bucket {name} to exist"))),
         Some(b) if b.meta().deletion_timestamp.is_some() => Some((
             reasons::BUCKET_DELETING,
-            format!("Bucket {name} is being deleted; no credentials are issued for it"),
+            format!(
+                "Bucket {name} is being deleted: no new credentials are issued for it; credentials already \
+                 issued keep working until this binding is deleted"
+            ),
         )),
         Some(b) if !b.status.as_ref().is_some_and(|s| is_true(&s.conditions, types::READY)) => {
             Some((reasons::BUCKET_NOT_READY, format!("waiting for Bucket {name} to be ready")))
@@ -168,9 +177,11 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         }
         let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
         write_status(obj, ctx, &status).await?;
-        return Ok(Step::waiting(BUCKET_RECHECK));
+        return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, BUCKET_RECHECK)));
     }
-    let Some(bucket) = bucket else { return Ok(Step::waiting(BUCKET_RECHECK)) };
+    let Some(bucket) = bucket else {
+        return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, BUCKET_RECHECK)));
+    };
     let mut target = Target::of(&bucket, ctx)?;
     // The Bucket's class decides whether credentials may work from outside the platform network. A class
     // that cannot be decided allows nothing more than the platform network.
@@ -214,7 +225,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         && !is_ours(secret, owner.uid)
     {
         conflict(obj, ctx, identity.user(), previous, taken_message(&secret_name, Some(secret))).await?;
-        return Ok(Step::waiting(CONFLICT_RECHECK));
+        return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, CONFLICT_RECHECK)));
     }
 
     // 3. The identity, its policies, what it holds, and the Secret.
@@ -225,7 +236,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 Ok(delivered) => delivered,
                 Err(Error::SecretConflict(message)) => {
                     conflict(obj, ctx, Some(user), previous, message).await?;
-                    return Ok(Step::waiting(CONFLICT_RECHECK));
+                    return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, CONFLICT_RECHECK)));
                 }
                 Err(err) => return Err(err),
             };
@@ -267,7 +278,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                     let waiting = Observation::not_ready(reasons::SERVICE_ACCOUNT_NOT_FOUND, message);
                     let status = status_with(obj, previous, &[waiting], false);
                     write_status(obj, ctx, &status).await?;
-                    return Ok(Step::waiting(SERVICE_ACCOUNT_RECHECK));
+                    return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, SERVICE_ACCOUNT_RECHECK)));
                 }
                 Err(err) => return Err(err),
             };
@@ -293,7 +304,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 Ok(None) => {}
                 Err(Error::SecretConflict(message)) => {
                     conflict(obj, ctx, None, previous, message).await?;
-                    return Ok(Step::waiting(CONFLICT_RECHECK));
+                    return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, CONFLICT_RECHECK)));
                 }
                 Err(err) => return Err(err),
             }
@@ -341,7 +352,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 false,
             );
             write_status(obj, ctx, &status).await?;
-            return Ok(Step::waiting(CONFLICT_RECHECK));
+            return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, CONFLICT_RECHECK)));
         }
         Err(err) => return Err(err),
     }

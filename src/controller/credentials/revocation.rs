@@ -109,6 +109,9 @@ pub(super) async fn revoke<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<
             Err(err) => return Err(err.into()),
         }
     }
+    // Whatever was remembered of the Secret goes with it (a Secret left because it is not ours was never
+    // remembered as written).
+    ctx.memo.forget_secret(namespace, &secret_name);
     Ok(Action::await_change())
 }
 

@@ -6,6 +6,11 @@
 //! With IRSA the ServiceAccount is annotated `eks.amazonaws.com/role-arn`, only when the annotation is
 //! absent or already names this role (the role's ARN derives from the ServiceAccount's uid, so a value
 //! equal to it can only be ours); a foreign value is never replaced.
+//!
+//! With EKS Pod Identity the controller makes the ServiceAccount's association (EKS allows one per
+//! ServiceAccount) with the role, only when the ServiceAccount has none, or has one that gives this role or
+//! the role of a ServiceAccount of that name before it (tagged so, a re-created ServiceAccount); one that
+//! gives any other role is never changed.
 
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Patch, PatchParams};
@@ -15,6 +20,7 @@ use serde_json::json;
 
 use super::target::{Target, verify_bucket};
 use crate::aws::ErrorKind;
+use crate::aws::eks::{Association, AssociationOps};
 use crate::aws::iam::{Role, RoleOps};
 use crate::controller::events::{Change, reason};
 use crate::controller::{Context, Error, MANAGER};
@@ -60,8 +66,48 @@ pub(super) fn is_role_of(role: &Role, namespace: &str, name: &str, ctx: &Context
         && tag(names::tag::CLUSTER_UID).is_none_or(|c| c == cluster.uid)
 }
 
-/// Ensures the role of `service_account` and this binding's policy on it, and (IRSA) the ServiceAccount's
-/// annotation. Nothing is written while the ServiceAccount is missing or names another role.
+/// The Pod Identity association operations on ServiceAccount `namespace/name` of `cluster`.
+fn associations<'a>(
+    ctx: &'a Context,
+    cluster: &'a str,
+    namespace: &'a str,
+    name: &'a str,
+) -> AssociationOps<'a> {
+    AssociationOps {
+        client: ctx.aws.eks.clone(),
+        stats: &ctx.aws.stats,
+        cluster,
+        namespace,
+        service_account: name,
+    }
+}
+
+/// Whether the ServiceAccount's Pod Identity association `found` is ours to point at `arn`: it gives that
+/// role already, or a role of ours (our path and prefix) tagged as the role of a ServiceAccount of this
+/// name in this cluster (one deleted and re-created since). Only reads.
+async fn association_is_ours(
+    ctx: &Context,
+    found: &Association,
+    arn: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<bool, Error> {
+    if found.role_arn == arn {
+        return Ok(true);
+    }
+    let ours = derived_arn(ctx, &ctx.settings.user_prefix);
+    let Some(role) =
+        found.role_arn.strip_prefix(&ours).map(|rest| format!("{}{rest}", ctx.settings.user_prefix))
+    else {
+        return Ok(false);
+    };
+    let ops = RoleOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, role: &role };
+    Ok(ops.get().await?.is_some_and(|r| is_role_of(&r, namespace, name, ctx)))
+}
+
+/// Ensures the role of `service_account` and this binding's policy on it, and the ServiceAccount's
+/// annotation (IRSA) or Pod Identity association. Nothing is written while the ServiceAccount is missing
+/// or names another role.
 pub(super) async fn ensure(
     ctx: &Context,
     setup: &Setup,
@@ -94,6 +140,21 @@ pub(super) async fn ensure(
              ServiceAccount in a new BucketBinding"
         )));
     }
+    let association = match setup {
+        Setup::PodIdentity { cluster } => {
+            let found = associations(ctx, cluster, namespace, service_account_name).get().await?;
+            if let Some(found) = &found
+                && !association_is_ours(ctx, found, &arn, namespace, service_account_name).await?
+            {
+                return Err(Error::ServiceAccountConflict(format!(
+                    "ServiceAccount {service_account_name} has an EKS Pod Identity association ({}) with a role                      this controller did not make for it; it is left untouched. Delete that association, or                      name another ServiceAccount in a new BucketBinding",
+                    found.id
+                )));
+            }
+            found
+        }
+        Setup::Irsa { .. } => None,
+    };
     let owner = Owner { kind: SERVICE_ACCOUNT, namespace, name: service_account_name, uid: &account_uid };
     let ops = RoleOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, role: &role };
     let trust = keyless::trust_policy(setup, &settings.account_id, namespace, service_account_name);
@@ -186,6 +247,41 @@ pub(super) async fn ensure(
             format!("Annotated ServiceAccount {service_account_name} with {ROLE_ARN_ANNOTATION}: its pods assume IAM role {role}."),
         ));
     }
+    if let Setup::PodIdentity { cluster } = setup {
+        let ops = associations(ctx, cluster, namespace, service_account_name);
+        match association {
+            None => {
+                let tags = names::tags(&owner, &settings.deploy_env, &settings.cluster());
+                match ops.create(&existing.arn, &tags).await {
+                    Ok(_) => changes.push(Change::new(
+                        reason::POD_IDENTITY_ASSOCIATED,
+                        format!(
+                            "Associated ServiceAccount {service_account_name} with IAM role {role} (EKS Pod Identity)."
+                        ),
+                    )),
+                    // Made meanwhile (another binding of the ServiceAccount, or someone else): the next pass
+                    // reads it and judges whose it is.
+                    Err(err) if err.is(ErrorKind::AlreadyExists) => {
+                        return Err(Error::ConcurrentChange(format!(
+                            "ServiceAccount {service_account_name} got an EKS Pod Identity association meanwhile;                              checking it again"
+                        )));
+                    }
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            Some(found) if found.role_arn != existing.arn => {
+                ops.set_role(&found.id, &existing.arn).await?;
+                changes.push(Change::new(
+                    reason::POD_IDENTITY_ASSOCIATED,
+                    format!(
+                        "Pointed the EKS Pod Identity association of ServiceAccount {service_account_name} at its \
+                         IAM role {role}."
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     Ok(RoleDelivered { role, arn: existing.arn, changes })
 }
 
@@ -211,7 +307,7 @@ pub(super) async fn annotate(
 }
 
 /// Takes binding `binding_uid`'s policy off its ServiceAccount's role, and with the last policy the role
-/// itself and the ServiceAccount's annotation (if it still names that role). The role is the one named
+/// itself and the ServiceAccount's annotation or Pod Identity association (if it still names that role). The role is the one named
 /// from the ServiceAccount's uid, and any role named in status (a hint: a ServiceAccount deleted or
 /// re-created since) whose tags say it is that ServiceAccount's role in this cluster. Returns the roles
 /// revoked from.
@@ -250,6 +346,9 @@ pub(super) async fn revoke(
             && account.annotations().get(ROLE_ARN_ANNOTATION) == Some(&found.arn)
         {
             annotate(ctx, account, None).await?;
+        }
+        if let Some(Setup::PodIdentity { cluster }) = &ctx.settings.keyless {
+            associations(ctx, cluster, namespace, service_account_name).delete_if_for(&found.arn).await?;
         }
         match ops.delete().await {
             Ok(()) => {}
