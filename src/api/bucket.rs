@@ -3,6 +3,16 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// `spec.region` may be set or removed only where that leaves the region in effect (status.region, what
+/// the controller created the bucket in) as it is: a GitOps tool may pin the default it resolved to.
+/// Status writes keep the spec, so they always pass.
+const REGION_IMMUTABLE: &str = "has(self.spec.region) == has(oldSelf.spec.region) \
+     ? (!has(self.spec.region) || self.spec.region == oldSelf.spec.region) \
+     : (has(oldSelf.status) && has(oldSelf.status.region) \
+        && (has(self.spec.region) ? self.spec.region : oldSelf.spec.region) == oldSelf.status.region)";
+const REGION_MESSAGE: &str = "spec.region is immutable (it may only be set to the region in effect, status.region): \
+     delete and re-create the object to change it";
+
 /// A Bucket annotated with this, set to `"true"`, cannot be deleted until the annotation is removed: the
 /// ValidatingAdmissionPolicy of `deploy/validatingadmissionpolicy-deletion-protection.yaml` (and of the Helm
 /// chart) refuses the DELETE at admission, the Cloud Foundry way (`cf delete-service` refused while in use).
@@ -15,6 +25,7 @@ pub const DELETION_PROTECTION_ANNOTATION: &str = "bucketbroker.io/deletion-prote
     group = "bucketbroker.io",
     version = "v1alpha1",
     kind = "Bucket",
+    validation = Rule::new(REGION_IMMUTABLE).field_path(".spec.region").message(REGION_MESSAGE),
     namespaced,
     status = "BucketStatus",
     shortname = "bkt",
@@ -33,11 +44,8 @@ pub const DELETION_PROTECTION_ANNOTATION: &str = "bucketbroker.io/deletion-prote
     printcolumn = r#"{"name":"Versioning","type":"string","priority":1,"description":"Object versioning as applied","jsonPath":".status.versioning"}"#
 )]
 #[x_kube(validation = Rule::new(
-    "has(self.region) == has(oldSelf.region) && (!has(self.region) || self.region == oldSelf.region)"
-).message("region is immutable"))]
-#[x_kube(validation = Rule::new(
     "!has(oldSelf.className) || (has(self.className) && self.className == oldSelf.className)"
-).message("className is immutable once set: delete and re-create the Bucket to change it"))]
+).field_path(".className").message("spec.className is immutable once set: delete and re-create the object to change it"))]
 #[serde(rename_all = "camelCase")]
 pub struct BucketSpec {
     /// Makes every object in the bucket readable by anyone with its HTTPS URL (status.publicUrl plus the
@@ -82,10 +90,11 @@ pub struct BucketSpec {
     )]
     pub class_name: Option<String>,
 
-    /// The AWS region to create the bucket in, for example `eu-west-2`. Defaults to the controller's
-    /// region. Cannot be changed after creation.
+    /// The AWS region to create the bucket in, for example `eu-west-2`. Defaults to the region of the
+    /// Bucket's class, then the controller's. Cannot be changed after creation; it may be set to the region
+    /// in effect (status.region), as a GitOps tool pinning the default does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9-]+$"))]
+    #[schemars(length(min = 1, max = 32), regex(pattern = super::REGION_PATTERN))]
     pub region: Option<String>,
 }
 

@@ -37,7 +37,7 @@ pub struct BucketClassSpec {
     /// The AWS region of this class's buckets, for example `eu-west-2`. A Bucket that asks for another
     /// region is refused. Default: the controller's region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$"))]
+    #[schemars(length(max = 32), regex(pattern = super::REGION_PATTERN))]
     pub region: Option<String>,
 
     /// Whether a Bucket of this class may be public (spec.public: true). Default false. When a class stops

@@ -3,18 +3,26 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// The refusal of a change to `spec.bucketRef`.
+const BUCKET_REF_IMMUTABLE: &str =
+    "spec.bucketRef is immutable: delete and re-create the object to change it";
+
+/// `spec.secretName` may be changed only to the name already in effect: a GitOps tool may pin the default
+/// (this object's own name), or drop a value equal to it.
+const SECRET_NAME_IMMUTABLE: &str = "(has(self.spec.secretName) ? self.spec.secretName : self.metadata.name) == \
+     (has(oldSelf.spec.secretName) ? oldSelf.spec.secretName : oldSelf.metadata.name)";
+const SECRET_NAME_MESSAGE: &str = "spec.secretName is immutable (it may only be set to the Secret name in effect, \
+     which defaults to the object's own name): delete and re-create the object to change it";
+
 /// What a BucketBinding or a BucketServiceKey asks for: access to one Bucket in the same namespace.
 ///
 /// Both kinds share this spec (they differ only in the Secret they write), so it is defined once and
 /// wrapped by each kind's transparent spec type.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[x_kube(validation = Rule::new("self.bucketRef == oldSelf.bucketRef").message("bucketRef is immutable"))]
-#[x_kube(validation = Rule::new(
-    "has(self.secretName) == has(oldSelf.secretName) && (!has(self.secretName) || self.secretName == oldSelf.secretName)"
-).message("secretName is immutable"))]
 #[serde(rename_all = "camelCase")]
 pub struct AccessSpec {
     /// The Bucket, in this namespace, to get credentials for. Cannot be changed after creation.
+    #[x_kube(validation = Rule::new("self == oldSelf").message(BUCKET_REF_IMMUTABLE))]
     pub bucket_ref: BucketRef,
 
     /// What the credentials may do. `ReadWrite` (the default): download, upload, delete and list objects,
@@ -30,8 +38,9 @@ pub struct AccessSpec {
     pub allow_external_access: bool,
 
     /// The name of the Secret to write the credentials to, in this namespace. Defaults to this object's
-    /// name. Cannot be changed after creation. An existing Secret not created for this object is never
-    /// overwritten.
+    /// name. Cannot be changed after creation; it may be set to the name in effect (this object's name
+    /// when it had none), as a GitOps tool pinning the default does. An existing Secret not created for
+    /// this object is never overwritten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 253),
@@ -84,13 +93,14 @@ pub enum Permissions {
 #[derive(CustomResource, Serialize, Deserialize, KubeSchema, Clone, Debug, Default, PartialEq)]
 #[x_kube(validation = Rule::new(
     "has(self.serviceAccountName) == has(oldSelf.serviceAccountName) && (!has(self.serviceAccountName) || self.serviceAccountName == oldSelf.serviceAccountName)"
-).message("serviceAccountName is immutable: moving between keys and a ServiceAccount's role is a new BucketBinding"))]
+).field_path(".serviceAccountName").message("spec.serviceAccountName is immutable (moving between keys and a ServiceAccount's role is a new BucketBinding): delete and re-create the object to change it"))]
 #[x_kube(validation = Rule::new("!has(self.serviceAccountName) || !has(self.keyRotation)")
     .message("keyRotation rotates access keys, and a binding with serviceAccountName has none: remove one of them"))]
 #[kube(
     group = "bucketbroker.io",
     version = "v1alpha1",
     kind = "BucketBinding",
+    validation = Rule::new(SECRET_NAME_IMMUTABLE).field_path(".spec.secretName").message(SECRET_NAME_MESSAGE),
     namespaced,
     status = "CredentialStatus",
     shortname = "bkb",
@@ -143,6 +153,7 @@ pub struct BucketBindingSpec {
     group = "bucketbroker.io",
     version = "v1alpha1",
     kind = "BucketServiceKey",
+    validation = Rule::new(SECRET_NAME_IMMUTABLE).field_path(".spec.secretName").message(SECRET_NAME_MESSAGE),
     namespaced,
     status = "CredentialStatus",
     shortname = "bsk",

@@ -28,6 +28,11 @@ pub use credentials::{
 pub const GROUP: &str = "bucketbroker.io";
 /// The single served and stored version.
 pub const VERSION: &str = "v1alpha1";
+/// The shape of an AWS region name in every partition: `eu-west-2`, `us-gov-west-1`, `cn-north-1`,
+/// `us-iso-east-1`, `us-isob-east-1`, `eu-isoe-west-1`, `us-isof-south-1`, `eusc-de-east-1`. A name of
+/// this shape that AWS does not know is reported by the controller (`InvalidSpec`).
+pub const REGION_PATTERN: &str = r"^([a-z]{2}(-gov|-iso[a-z]?)?|eusc-[a-z]{2})-[a-z]+-[0-9]{1,2}$";
+
 /// `kubectl get bucketbroker` lists all three kinds.
 pub const CATEGORY: &str = "bucketbroker";
 
@@ -43,7 +48,69 @@ pub fn crds()
     [BucketClass::crd(), Bucket::crd(), BucketBinding::crd(), BucketServiceKey::crd()]
         .into_iter()
         .map(with_new_status)
+        .map(|mut crd| {
+            for version in &mut crd.spec.versions {
+                if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+                    unwrap_descriptions(schema);
+                }
+            }
+            crd
+        })
         .collect()
+}
+
+/// Every description in `schema` as [`unwrapped`] text: schemars keeps the line breaks of `///` comments,
+/// and `kubectl explain` would print them where the source wrapped.
+fn unwrap_descriptions(
+    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+        JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    };
+    if let Some(description) = &mut schema.description {
+        *description = unwrapped(description);
+    }
+    let nested = schema.properties.iter_mut().flat_map(|p| p.values_mut());
+    let combined =
+        [&mut schema.all_of, &mut schema.any_of, &mut schema.one_of].into_iter().flatten().flatten();
+    let items: Vec<_> = match &mut schema.items {
+        Some(JSONSchemaPropsOrArray::Schema(item)) => vec![item.as_mut()],
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter_mut().collect(),
+        None => Vec::new(),
+    };
+    let additional = match &mut schema.additional_properties {
+        Some(JSONSchemaPropsOrBool::Schema(additional)) => Some(additional.as_mut()),
+        _ => None,
+    };
+    for inner in nested.chain(combined).chain(items).chain(additional).chain(schema.not.as_deref_mut()) {
+        unwrap_descriptions(inner);
+    }
+}
+
+/// `text` with the lines of each paragraph joined into one line. Blank lines still separate paragraphs,
+/// and a list item (`- `, `* `, `1. `) still starts a line of its own.
+pub fn unwrapped(text: &str) -> String {
+    let is_item = |line: &str| {
+        line.starts_with("- ")
+            || line.starts_with("* ")
+            || line
+                .split_once(". ")
+                .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+    };
+    let mut paragraphs = Vec::new();
+    for paragraph in text.split("\n\n") {
+        let mut out = String::new();
+        for line in paragraph.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if !out.is_empty() {
+                out.push(if is_item(line) { '\n' } else { ' ' });
+            }
+            out.push_str(line);
+        }
+        if !out.is_empty() {
+            paragraphs.push(out);
+        }
+    }
+    paragraphs.join("\n\n")
 }
 
 /// A new object's status is `{observedGeneration: 0}`, which the API server fills in from the schema's

@@ -184,9 +184,50 @@ fn every_field_is_documented() {
 }
 
 #[test]
-fn schemas_are_structural_and_fit_kubernetes_1_28() {
+fn descriptions_are_unwrapped_into_paragraphs_and_list_items() {
+    let comment = "Rotate keys older than this, e.g.\n`90d`; at most the platform's maximum.\n\nOne of:\n- `Delete`: the\n  bucket goes;\n- `Retain`: it stays.\n1. first\n2. second";
+    assert_eq!(
+        unwrapped(comment),
+        "Rotate keys older than this, e.g. `90d`; at most the platform's maximum.\n\nOne of:\n- `Delete`: the bucket goes;\n- `Retain`: it stays.\n1. first\n2. second"
+    );
+}
+
+#[test]
+fn kubectl_explain_prints_whole_sentences() {
+    // Every line break left in a description is a paragraph break or starts a list item.
+    fn walk(path: &str, node: &Value, broken: &mut Vec<String>) {
+        if let Some(description) = node["description"].as_str() {
+            let lines: Vec<&str> = description.split('\n').collect();
+            for pair in lines.windows(2) {
+                let next = pair[1];
+                let fine =
+                    pair[0].is_empty() || next.is_empty() || next.starts_with("- ") || next.starts_with("* ");
+                if !fine && !next.split_once(". ").is_some_and(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+                {
+                    broken.push(format!("{path}: {:?}", pair[1]));
+                }
+            }
+        }
+        for (name, child) in node["properties"].as_object().into_iter().flatten() {
+            walk(&format!("{path}.{name}"), child, broken);
+        }
+        if node["items"].is_object() {
+            walk(&format!("{path}[]"), &node["items"], broken);
+        }
+    }
+    for crd in crds() {
+        let mut broken = Vec::new();
+        walk("", &schema_of(&crd), &mut broken);
+        assert!(broken.is_empty(), "{}: hard line breaks in {broken:#?}", crd.spec.names.kind);
+    }
+}
+
+#[test]
+fn schemas_are_structural_and_fit_the_oldest_kubernetes_we_support() {
     // A structural schema gives every node a type (or says it is int-or-string / preserves unknown fields),
-    // and uses no $ref; selectableFields and optionalOldSelf need Kubernetes 1.29 or later.
+    // and uses no $ref. The oldest release we support is the test control plane's, v1.33 (README): a rule
+    // may have a fieldPath; selectableFields would need every supported release to have it, and
+    // optionalOldSelf is not used.
     fn walk(path: &str, node: &Value, problems: &mut Vec<String>) {
         let Some(obj) = node.as_object() else { return };
         let typed = obj.contains_key("type")
@@ -204,10 +245,8 @@ fn schemas_are_structural_and_fit_kubernetes_1_28() {
         }
         for rule in obj.get("x-kubernetes-validations").and_then(Value::as_array).into_iter().flatten() {
             for key in rule.as_object().into_iter().flat_map(|r| r.keys()) {
-                if !["rule", "message"].contains(&key.as_str()) {
-                    problems.push(format!(
-                        "{path}: validation rule field {key} needs Kubernetes newer than 1.28"
-                    ));
+                if !["rule", "message", "fieldPath"].contains(&key.as_str()) {
+                    problems.push(format!("{path}: validation rule field {key} is not used by these CRDs"));
                 }
             }
         }
@@ -246,7 +285,9 @@ fn binding_bucket_ref_is_immutable() {
     let old = binding(json!({"bucketRef": {"name": "assets"}}));
     let moved = binding(json!({"bucketRef": {"name": "other"}}));
     let errors = validate_cel_update(&moved, &old).expect_err("changing bucketRef is rejected");
-    assert!(format!("{errors:?}").contains("bucketRef is immutable"), "{errors:?}");
+    let refusal = format!("{errors:?}");
+    assert!(refusal.contains("spec.bucketRef"), "names the field: {refusal}");
+    assert!(refusal.contains("delete and re-create the object to change it"), "{refusal}");
 }
 
 #[test]
@@ -259,29 +300,90 @@ fn binding_permissions_and_external_access_may_change() {
     validate_cel(&new).expect("a new binding passes every rule");
 }
 
-#[test]
-fn binding_secret_name_is_immutable_including_setting_and_unsetting() {
-    let unset = binding(json!({"bucketRef": {"name": "assets"}}));
-    let set = binding(json!({"bucketRef": {"name": "assets"}, "secretName": "creds"}));
-    let other = binding(json!({"bucketRef": {"name": "assets"}, "secretName": "other"}));
-    for (new, old) in [(&set, &unset), (&unset, &set), (&other, &set)] {
-        let errors = validate_cel_update(new, old).expect_err("secretName change is rejected");
-        assert!(format!("{errors:?}").contains("secretName is immutable"), "{errors:?}");
-    }
-    validate_cel_update(&set, &set).expect("an unchanged secretName passes");
+/// The field path and the message of every CEL refusal, as one string to search.
+fn refusals(errors: &[kube::core::cel::ValidationError]) -> String {
+    errors.iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
-fn bucket_region_is_immutable_and_public_may_change() {
-    let old = bucket(json!({"region": "eu-west-2"}));
-    let moved = bucket(json!({"region": "eu-west-1"}));
-    let unset = bucket(json!({}));
-    for (new, previous) in [(&moved, &old), (&unset, &old), (&old, &unset)] {
-        let errors = validate_cel_update(new, previous).expect_err("region change is rejected");
-        assert!(format!("{errors:?}").contains("region is immutable"), "{errors:?}");
+fn binding_secret_name_is_immutable_but_may_pin_the_name_in_effect() {
+    // The binding is called `app`: its Secret is `app` unless secretName says otherwise.
+    let unset = binding(json!({"bucketRef": {"name": "assets"}}));
+    let set = binding(json!({"bucketRef": {"name": "assets"}, "secretName": "creds"}));
+    let other = binding(json!({"bucketRef": {"name": "assets"}, "secretName": "other"}));
+    let pinned = binding(json!({"bucketRef": {"name": "assets"}, "secretName": "app"}));
+    for (new, old) in [(&set, &unset), (&unset, &set), (&other, &set)] {
+        let errors = validate_cel_update(new, old).expect_err("secretName change is rejected");
+        let refusal = refusals(&errors);
+        assert!(refusal.contains("spec.secretName: spec.secretName is immutable"), "{refusal}");
+        assert!(refusal.contains("delete and re-create the object to change it"), "{refusal}");
     }
+    validate_cel_update(&set, &set).expect("an unchanged secretName passes");
+    validate_cel_update(&pinned, &unset).expect("the default pinned (a GitOps tool's value) passes");
+    validate_cel_update(&unset, &pinned).expect("a pin of the default removed passes");
+}
+
+#[test]
+fn bucket_region_is_immutable_but_may_pin_the_region_in_effect() {
+    let with_status = |spec: Value, region: Option<&str>| {
+        let mut b = bucket(spec);
+        b.status = region.map(|r| BucketStatus { region: Some(r.to_owned()), ..Default::default() });
+        b
+    };
+    let old = with_status(json!({"region": "eu-west-2"}), Some("eu-west-2"));
+    let moved = with_status(json!({"region": "eu-west-1"}), Some("eu-west-2"));
+    let unset = with_status(json!({}), Some("eu-west-2"));
+    let new = with_status(json!({}), None);
+    let pinned_early = with_status(json!({"region": "eu-west-2"}), None);
+    let other = with_status(json!({"region": "eu-west-1"}), Some("eu-west-2"));
+    for (new, previous) in [(&moved, &old), (&other, &unset), (&pinned_early, &new)] {
+        let errors = validate_cel_update(new, previous).expect_err("region change is rejected");
+        let refusal = refusals(&errors);
+        assert!(refusal.contains("spec.region: spec.region is immutable"), "{refusal}");
+        assert!(refusal.contains("delete and re-create the object to change it"), "{refusal}");
+    }
+    validate_cel_update(&old, &unset).expect("the region in effect pinned passes");
+    validate_cel_update(&unset, &old).expect("a pin of the region in effect removed passes");
+    validate_cel_update(&unset, &new).expect("the controller's first status write passes");
     let public = bucket(json!({"region": "eu-west-2", "public": true, "deletionPolicy": "Retain"}));
     validate_cel_update(&public, &old).expect("public and deletionPolicy are mutable");
+}
+
+#[test]
+fn region_names_follow_every_aws_partition() {
+    let pattern = matcher(REGION_PATTERN);
+    for region in [
+        "eu-west-2",
+        "us-east-1",
+        "ap-southeast-7",
+        "mx-central-1",
+        "il-central-1",
+        "cn-northwest-1",
+        "us-gov-west-1",
+        "us-iso-east-1",
+        "us-isob-east-1",
+        "eu-isoe-west-1",
+        "us-isof-south-1",
+        "eusc-de-east-1",
+    ] {
+        assert!(pattern(region), "{region} is a region");
+    }
+    for region in crate::desired::names::KNOWN_REGIONS {
+        assert!(pattern(region), "{region}, a region AWS has, passes the schema");
+    }
+    for name in ["EU_WEST_2", "eu-west", "euwest2", "eu-west-2a", "europe-west2", "eu-west-2 ", ""] {
+        assert!(!pattern(name), "{name:?} is not a region");
+    }
+    let schema = schema_of(&Bucket::crd());
+    assert_eq!(schema["properties"]["spec"]["properties"]["region"]["pattern"], json!(REGION_PATTERN));
+    let schema = schema_of(&BucketClass::crd());
+    assert_eq!(schema["properties"]["spec"]["properties"]["region"]["pattern"], json!(REGION_PATTERN));
+}
+
+/// Whether `text` matches `pattern`, with the regex engine the CEL support brings along.
+fn matcher(pattern: &str) -> impl Fn(&str) -> bool {
+    let compiled = regex::Regex::new(pattern).expect("pattern compiles");
+    move |text| compiled.is_match(text)
 }
 
 #[test]
@@ -322,5 +424,9 @@ fn service_key_shares_the_binding_spec() {
     properties.remove("serviceAccountName").expect("bindings may name a ServiceAccount");
     let rules = binding["x-kubernetes-validations"].as_array_mut().expect("rules");
     rules.retain(|r| !r["rule"].as_str().is_some_and(|r| r.contains("serviceAccountName")));
+    assert!(rules.is_empty(), "the shared rules are on the shared fields, or on the root: {rules:?}");
+    binding.as_object_mut().and_then(|b| b.remove("x-kubernetes-validations"));
     assert_eq!(spec_without_description(BucketServiceKey::crd()), binding);
+    let root_rules = |crd| schema_of(&crd)["x-kubernetes-validations"].clone();
+    assert_eq!(root_rules(BucketServiceKey::crd()), root_rules(BucketBinding::crd()), "secretName's rule");
 }

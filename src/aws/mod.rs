@@ -57,8 +57,9 @@ impl Aws {
     /// The controller's own AWS identity (STS GetCallerIdentity): proves at start-up that credentials
     /// were found and AWS accepts them, and names the account whose buckets are ours.
     pub async fn caller_identity(&self) -> Result<Identity, AwsError> {
-        let identity =
-            call(&self.stats, "sts", "GetCallerIdentity", self.sts.get_caller_identity().send()).await?;
+        let identity = call(&self.stats, "sts", "GetCallerIdentity", self.sts.get_caller_identity().send())
+            .await
+            .map_err(refused_credentials)?;
         let account = identity.account().unwrap_or_default().to_owned();
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AwsError {
@@ -283,6 +284,25 @@ impl AwsError {
         };
         AwsError { service, operation, kind, code, status, message }
     }
+}
+
+/// GetCallerIdentity needs no permission (no policy can deny it), so AWS refusing it means the credentials
+/// themselves are wrong or expired: the message says so, and where they come from, instead of pointing at
+/// the controller's IAM policy.
+fn refused_credentials(mut err: AwsError) -> AwsError {
+    if err.kind == ErrorKind::AccessDenied
+        || err.code.as_deref().is_some_and(|c| BAD_CREDENTIALS.contains(&c))
+    {
+        let said = err.code.clone().unwrap_or_else(|| format!("HTTP {}", err.status.unwrap_or(403)));
+        err.kind = ErrorKind::NoCredentials;
+        err.message = format!(
+            "AWS refused the controller's credentials ({said}): they are invalid or expired (this call needs no \
+             permission, so it is not the IAM policy). With IRSA, check the ServiceAccount's \
+             eks.amazonaws.com/role-arn annotation and that role's trust policy; with EKS Pod Identity, the \
+             ServiceAccount's pod identity association; keys in the environment may be deactivated or expired"
+        );
+    }
+    err
 }
 
 /// What the SDK's default credential chain needs, in the order it looks.
@@ -740,6 +760,47 @@ mod tests {
         );
         assert_eq!(err.kind, ErrorKind::Transient);
         assert_eq!(err.reason(), "Transient");
+    }
+
+    /// An endpoint answering every request with `status` and `body`; its URL.
+    async fn answering(status: &'static str, body: &'static str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = vec![0; 65536];
+                let _ = stream.read(&mut request).await;
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        endpoint
+    }
+
+    #[tokio::test]
+    async fn refused_credentials_at_start_are_called_bad_or_expired_not_a_policy() {
+        let body = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                    <Code>ExpiredToken</Code><Message>The security token included in the request is expired</Message>\
+                    </Error><RequestId>1</RequestId></ErrorResponse>";
+        let endpoint = answering("403 Forbidden", body).await;
+        let credentials = aws_sdk_sts::config::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let err = aws_at(&endpoint, credentials).caller_identity().await.expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "sts GetCallerIdentity failed: AWS refused the controller's credentials (ExpiredToken): they are \
+                 invalid or expired"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("IRSA") && message.contains("EKS Pod Identity"), "{message}");
+        assert!(!message.contains("controller-policy.json"), "not blamed on the policy: {message}");
+        assert_eq!(err.kind, ErrorKind::NoCredentials);
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@ use kube::{Resource, ResourceExt};
 use super::class::class_of;
 use super::context::SharedWatch;
 use super::error::error_policy;
+use super::events::{self, reason};
 use super::finalizer::finalized;
 use super::memo::{Settled, Touch, looks_converged};
 use super::status::{apply_status, conditions_after, ready_or_held};
@@ -28,7 +29,7 @@ use crate::api::{
     Bucket, BucketBinding, BucketClass, BucketServiceKey, BucketStatus, ClassVersioning, DeletionPolicy,
 };
 use crate::aws::ErrorKind;
-use crate::aws::s3::{Change, PublicAccessBlock};
+use crate::aws::s3::{Change, Encryption, PublicAccessBlock};
 use crate::desired::class::{self, Class};
 use crate::desired::conditions::{self, Observation, reasons};
 use crate::desired::names::{self, Owner, Ownership};
@@ -41,20 +42,6 @@ const KIND: &str = "Bucket";
 
 /// How many objects deletion counts at most to tell a person what is left.
 const COUNT_LIMIT: i32 = 1000;
-
-/// Event reasons of the changes that take something away from a bucket (what its class no longer allows,
-/// say). Each has a reason of its own, not a line in the `Provisioned` event: events of one reason on one
-/// object within minutes are counted as one series, which keeps the first one's note.
-const CORS_REMOVED: &str = "CORSRemoved";
-const VERSIONING_SUSPENDED: &str = "VersioningSuspended";
-
-/// What a pass changed in AWS: the steps the `Provisioned` event lists, and the removals, each an event of
-/// its own (reason, note).
-#[derive(Default)]
-struct Changes {
-    steps: Vec<&'static str>,
-    removals: Vec<(&'static str, String)>,
-}
 
 /// Runs the Bucket controller until shutdown.
 pub async fn run(
@@ -238,18 +225,14 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
 
     let provisioned = match class {
         Some(class) => provision(bucket, ctx, &location, class, refused.is_none()).await,
-        None => Ok(Changes::default()),
+        None => Ok(Vec::new()),
     };
     let provisioned = match provisioned {
-        Ok(Changes { steps: changes, removals }) => {
+        Ok(changes) => {
             if !changes.is_empty() {
-                let note = format!("{} bucket {}", changes.join(", "), location.bucket);
-                tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, changes = ?changes, "Provisioned bucket");
-                ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
-            }
-            for (reason, note) in removals {
-                tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, reason, "Removed a bucket setting");
-                ctx.event(&reference, EventType::Normal, reason, "Provision", note).await;
+                let steps: Vec<&str> = changes.iter().map(|c| c.reason).collect();
+                tracing::info!(namespace = ?bucket.namespace(), name = %bucket.name_any(), bucket = %location.bucket, changes = ?steps, "Provisioned bucket");
+                ctx.changes(&reference, "Provision", &changes).await;
             }
             match refused {
                 Some(refusal) => Err(Error::from(refusal)),
@@ -276,6 +259,11 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         Err(err) => Err(err),
     };
     let Err(err) = provisioned else { return provisioned };
+    if err.is_race() {
+        // Nothing for a person: the Bucket changed or went away meanwhile, and the next pass settles it.
+        return Err(err);
+    }
+    let err = unknown_region(err, &location.region);
     let message = err.to_string();
     ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
     let status = status_for(bucket, &location, class, Observation::not_ready(err.reason(), message), false);
@@ -284,6 +272,29 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         tracing::debug!(error = %write, "Failed to report a failure in status");
     }
     Err(err)
+}
+
+/// A region AWS does not have fails like the network (its endpoint does not exist), or, sent to an
+/// endpoint that exists, with S3's `InvalidLocationConstraint`: either way the region is what to fix, and
+/// the condition says so instead of blaming the network.
+fn unknown_region(err: Error, region: &str) -> Error {
+    let Error::Aws(aws) = &err else { return err };
+    let refused = aws.has_code("InvalidLocationConstraint");
+    let unreachable = aws.is(ErrorKind::Transient) && aws.status.is_none() && !names::is_known_region(region);
+    if !refused && !unreachable {
+        return err;
+    }
+    tracing::info!(region, error = %aws, "Took a failed call for a region AWS does not have");
+    let evidence = if refused {
+        "S3 refuses it as a bucket location (InvalidLocationConstraint)"
+    } else {
+        "its endpoint does not answer, and it is none of the regions this controller knows"
+    };
+    Error::InvalidSpec(format!(
+        "AWS has no region {region}: {evidence}. The region comes from spec.region, else the BucketClass's \
+         region, else the controller's --region; regions look like eu-west-2 or us-east-1. spec.region cannot \
+         be changed: delete and re-create the Bucket with a region AWS has, or fix the class"
+    ))
 }
 
 fn ready_message(bucket: &Bucket, ctx: &Context, class: Option<&Class>) -> String {
@@ -306,11 +317,11 @@ async fn provision(
     location: &Location,
     class: &Class,
     create: bool,
-) -> Result<Changes, Error> {
+) -> Result<Vec<events::Change>, Error> {
     let owner = Owner::of(KIND, &bucket.metadata).map_err(Error::Incomplete)?;
     let ops = ctx.bucket_ops(&location.region, &location.bucket);
-    let mut all = Changes::default();
-    let changes = &mut all.steps;
+    let mut changes = Vec::new();
+    let name = &location.bucket;
 
     let current_tags = match ops.tags().await {
         // S3 answers 403 for a bucket of another account (ExpectedBucketOwner), as for a permission we
@@ -326,7 +337,7 @@ async fn provision(
     };
     let existed = current_tags.is_some();
     if !existed && !create {
-        return Ok(all);
+        return Ok(changes);
     }
     // A bucket this pass created has AWS's defaults: its settings are written without reading them first.
     let created = !existed
@@ -336,7 +347,11 @@ async fn provision(
             Err(err) => return Err(err.into()),
         };
     if created {
-        changes.push("created");
+        let region = &location.region;
+        changes.push(events::Change::new(
+            reason::BUCKET_CREATED,
+            format!("Created S3 bucket {name} in region {region}."),
+        ));
     }
     let current_tags = current_tags.unwrap_or_default();
     let derived = names::bucket_name(&ctx.settings.bucket_prefix, owner.uid);
@@ -367,28 +382,50 @@ async fn provision(
         write_policy(&ops, public, ctx, location, true).await?;
         // Versioning, lifecycle and CORS are read first even here: each is one read, and S3's defaults
         // (none of them) make the write the same.
-        ensure_features(&ops, &features, class, existed, &mut all).await?;
-        return Ok(all);
+        ensure_features(&ops, &features, class, existed, &mut changes).await?;
+        return Ok(changes);
     }
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
-        changes.push("tagged");
+        changes
+            .push(events::Change::new(reason::BUCKET_TAGGED, format!("Updated the tags of bucket {name}.")));
     }
     if ops.ensure_encryption(&features.encryption).await? != Change::Unchanged && existed {
         // A changed default encryption (another KMS key, say) applies to new objects only: S3 re-encrypts
         // nothing, and the event says so.
-        changes.push("set the default encryption (new objects only; objects already there keep theirs) of");
+        let encryption = match &features.encryption {
+            Encryption::SseS3 => "SSE-S3".to_owned(),
+            Encryption::SseKms { key_arn, .. } => format!("SSE-KMS with key {key_arn}"),
+        };
+        changes.push(events::Change::new(
+            reason::ENCRYPTION_UPDATED,
+            format!(
+                "Set the default encryption of bucket {name} to {encryption}; it applies to new objects, the \
+                 objects already there keep theirs."
+            ),
+        ));
     }
     if ops.ensure_public_access_block(access).await? != Change::Unchanged && existed {
-        changes.push("set the public access block of");
+        let what = if public { "allows a public-read bucket policy" } else { "blocks all public access" };
+        changes.push(events::Change::new(
+            reason::PUBLIC_ACCESS_UPDATED,
+            format!("Set the public access block of bucket {name}: it {what}."),
+        ));
     }
     if ops.ensure_owner_enforced().await? != Change::Unchanged && existed {
-        changes.push("enforced object ownership of");
+        changes.push(events::Change::new(
+            reason::OWNERSHIP_ENFORCED,
+            format!("Enforced bucket-owner object ownership on bucket {name}: ACLs are off."),
+        ));
     }
     if write_policy(&ops, public, ctx, location, false).await? != Change::Unchanged && existed {
-        changes.push("updated the policy of");
+        let what = if public { "anyone may read its objects" } else { "its objects are not public" };
+        changes.push(events::Change::new(
+            reason::BUCKET_POLICY_UPDATED,
+            format!("Updated the bucket policy of bucket {name}: {what}."),
+        ));
     }
-    ensure_features(&ops, &features, class, existed, &mut all).await?;
-    Ok(all)
+    ensure_features(&ops, &features, class, existed, &mut changes).await?;
+    Ok(changes)
 }
 
 /// The class's versioning, lifecycle rules and CORS, each written only when it differs. What is taken away
@@ -399,12 +436,15 @@ async fn ensure_features(
     features: &class::Features,
     class: &Class,
     existed: bool,
-    changes: &mut Changes,
+    changes: &mut Vec<events::Change>,
 ) -> Result<(), Error> {
     let (name, bucket) = (&class.name, ops.bucket);
     if ops.ensure_versioning(features.versioning).await? != Change::Unchanged {
         if features.versioning == Some(crate::aws::s3::Versioning::Enabled) {
-            changes.steps.push("enabled versioning on");
+            changes.push(events::Change::new(
+                reason::VERSIONING_ENABLED,
+                format!("Enabled versioning on bucket {bucket}."),
+            ));
         } else {
             let why = match class.spec.versioning {
                 Some(ClassVersioning::TenantChoice) => "its spec.versioning asks for it".to_owned(),
@@ -414,29 +454,36 @@ async fn ensure_features(
                 _ => format!("the BucketClass {name} keeps its buckets unversioned"),
             };
             let note = format!(
-                "suspended versioning on bucket {bucket}: {why}. S3 cannot turn versioning off; the versions \
-                 already kept stay"
+                "Suspended versioning on bucket {bucket}: {why}. S3 cannot turn versioning off; the versions \
+                 already kept stay."
             );
-            changes.removals.push((VERSIONING_SUSPENDED, note));
+            changes.push(events::Change::new(reason::VERSIONING_SUSPENDED, note));
         }
     }
     if ops.ensure_lifecycle(&features.lifecycle).await? != Change::Unchanged {
-        changes.steps.push(if existed {
-            "updated the lifecycle rules of"
-        } else {
-            "set the lifecycle rules of"
-        });
+        let verb = if existed { "Updated" } else { "Set" };
+        changes.push(events::Change::new(
+            reason::LIFECYCLE_UPDATED,
+            format!("{verb} the lifecycle rules of bucket {bucket}."),
+        ));
     }
     if let Some(cors) = &features.cors {
         match ops.ensure_cors(cors).await? {
             Change::Unchanged => {}
-            Change::Deleted if !class.spec.allow_cors => changes.removals.push((
-                CORS_REMOVED,
+            Change::Deleted if !class.spec.allow_cors => changes.push(events::Change::new(
+                reason::CORS_REMOVED,
                 format!(
-                    "removed the CORS rules of bucket {bucket}: the BucketClass {name} does not allow CORS"
+                    "Removed the CORS rules of bucket {bucket}: the BucketClass {name} does not allow CORS."
                 ),
             )),
-            _ => changes.steps.push("updated the CORS rules of"),
+            Change::Deleted => changes.push(events::Change::new(
+                reason::CORS_UPDATED,
+                format!("Removed the CORS rules of bucket {bucket}: its spec.cors has none."),
+            )),
+            _ => changes.push(events::Change::new(
+                reason::CORS_UPDATED,
+                format!("Set the CORS rules of bucket {bucket} to its spec.cors."),
+            )),
         }
     }
     Ok(())
@@ -646,6 +693,39 @@ async fn dependents(ctx: &Context, namespace: &str, bucket: &str) -> Result<Vec<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_region_aws_does_not_have_is_not_blamed_on_the_network() {
+        use crate::aws::{AwsError, ErrorKind};
+        let failure = |kind, code: Option<&str>, status| {
+            Error::Aws(AwsError {
+                service: "s3",
+                operation: "GetBucketTagging",
+                kind,
+                code: code.map(str::to_owned),
+                status,
+                message: "cannot reach AWS (dns error): check network access to the endpoint".to_owned(),
+            })
+        };
+        let unreachable = || failure(ErrorKind::Transient, None, None);
+        let said = super::unknown_region(unreachable(), "eu-fake-1");
+        assert_eq!(said.reason(), "InvalidSpec");
+        let message = said.to_string();
+        assert!(
+            message.starts_with("AWS has no region eu-fake-1: its endpoint does not answer"),
+            "{message}"
+        );
+        assert!(!message.contains("network"), "{message}");
+        assert!(message.contains("delete and re-create the Bucket"), "{message}");
+        // A region AWS has, unreachable: the network it is.
+        assert_eq!(super::unknown_region(unreachable(), "eu-west-2").reason(), "AwsError");
+        // S3 refusing the location, whatever the list says.
+        let refused = failure(ErrorKind::Invalid, Some("InvalidLocationConstraint"), Some(400));
+        assert_eq!(super::unknown_region(refused, "eu-west-2").reason(), "InvalidSpec");
+        // Throttling in an unknown region is not about the region.
+        let throttled = failure(ErrorKind::Transient, Some("SlowDown"), Some(503));
+        assert_eq!(super::unknown_region(throttled, "eu-fake-1").reason(), "AwsError");
+    }
+
     use super::*;
     use crate::desired::names::tag;
 

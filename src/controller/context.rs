@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::MANAGER;
 use super::error::ReconcileError;
+use super::events::{Change, Recorder};
 use super::memo::{Class, Memo};
 use crate::aws::Aws;
 use crate::config::RunArgs;
@@ -141,8 +142,7 @@ impl Context {
 
     /// A context reporting to `metrics` (served before the context exists, while the start-up checks run).
     pub fn with_metrics(client: Client, aws: Aws, settings: Settings, metrics: Arc<Metrics>) -> Arc<Self> {
-        let reporter = Reporter { controller: MANAGER.to_owned(), instance: std::env::var("POD_NAME").ok() };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let recorder = Recorder::new(client.clone(), MANAGER, std::env::var("POD_NAME").ok());
         let memo = Memo::new(settings.concurrency);
         let (wake_bucket, bucket_wakes) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Context {
@@ -286,15 +286,16 @@ impl Context {
         note: String,
     ) {
         // Tenants read events: the note goes without the platform's AWS identity (the log keeps it).
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(crate::desired::redact::for_tenants(&note)),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, reference).await {
+        let note = crate::desired::redact::for_tenants(&note);
+        if let Err(err) = self.recorder.publish(reference, type_, reason, action, note).await {
             tracing::warn!(error = %err, reason, "Failed to publish event");
+        }
+    }
+
+    /// Publishes one `Normal` event per change a pass made, in the order it made them.
+    pub async fn changes(&self, reference: &ObjectReference, action: &str, changes: &[Change]) {
+        for change in changes {
+            self.event(reference, EventType::Normal, change.reason, action, change.note.clone()).await;
         }
     }
 

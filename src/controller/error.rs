@@ -15,7 +15,7 @@ pub enum Error {
     Aws(#[from] AwsError),
     // The cause is in the message (conditions show it) and therefore not also a `source`, so that a
     // printed error chain does not repeat it.
-    #[error("kubernetes request failed: {0}")]
+    #[error("{}", kube_message(.0))]
     Kube(kube::Error),
     /// Deletion must wait; the message says for what.
     #[error("{0}")]
@@ -111,12 +111,38 @@ impl Error {
         }
     }
 
+    /// Whether this is a harmless race: the API server answered 404 (the object, or what the pass was
+    /// writing, is gone) or 409 (changed since it was read). The next pass settles it; no person need look.
+    pub fn is_race(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(status)) if status.code == 404 || status.code == 409)
+    }
+
     /// Whether retrying soon is likely to help (throttling, network) rather than waiting for a person.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Aws(err) => err.is(ErrorKind::Transient),
             Error::Kube(_) | Error::Timeout(_) | Error::ConcurrentChange(_) => true,
             _ => false,
+        }
+    }
+}
+
+/// A Kubernetes failure as a person reads it: the API server's code, reason and message (never kube's
+/// debug dump of the whole `Status`), or what went wrong on the way to it.
+fn kube_message(err: &kube::Error) -> String {
+    match err {
+        kube::Error::Api(status) => {
+            let reason = Some(status.reason.as_str()).filter(|r| !r.is_empty()).map(|r| format!(" {r}"));
+            let message = Some(status.message.trim()).filter(|m| !m.is_empty()).unwrap_or("no message");
+            format!("the Kubernetes API answered {}{}: {message}", status.code, reason.unwrap_or_default())
+        }
+        other => {
+            let mut cause: &(dyn std::error::Error + 'static) = other;
+            while let Some(source) = cause.source() {
+                cause = source;
+            }
+            let cause = cause.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+            format!("cannot complete a Kubernetes API request: {cause}")
         }
     }
 }
@@ -149,6 +175,18 @@ pub fn failure_reason(error: &ReconcileError) -> &'static str {
     }
 }
 
+/// Whether a failure is a harmless race ([`Error::is_race`]), in the pass or in its finalizer patch.
+fn is_race(error: &ReconcileError) -> bool {
+    use kube::runtime::finalizer::Error as F;
+    match error {
+        F::ApplyFailed(err) | F::CleanupFailed(err) => err.is_race(),
+        F::AddFinalizer(kube::Error::Api(status)) | F::RemoveFinalizer(kube::Error::Api(status)) => {
+            status.code == 404 || status.code == 409
+        }
+        _ => false,
+    }
+}
+
 /// The requeue after a failed reconcile: exponential per object, logged with its static reason.
 pub fn error_policy<K: Resource<DynamicType = ()>>(
     kind: &'static str,
@@ -158,6 +196,19 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
 ) -> Action {
     ctx.metrics.failed(kind, failure_reason(error));
     let delay = ctx.backoff.next(&object_key(obj));
+    if is_race(error) {
+        // The object changed or went away during the pass (deleted, or written by someone else): the next
+        // pass, or none, settles it. Nothing for a person to look at.
+        tracing::debug!(
+            kind,
+            namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
+            name = obj.meta().name.as_deref().unwrap_or_default(),
+            error = %error,
+            retry_in = ?delay,
+            "Reconcile raced with a change to the object; retrying"
+        );
+        return Action::requeue(delay);
+    }
     tracing::warn!(
         kind,
         namespace = obj.meta().namespace.as_deref().unwrap_or_default(),
@@ -167,4 +218,44 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
         "Reconcile failed"
     );
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            code,
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_kubernetes_refusal_reads_as_one_sentence_without_the_status_dump() {
+        let err = Error::Kube(api_error(
+            403,
+            "Forbidden",
+            "secrets \"app\" is forbidden: User \"system:serviceaccount:bb:bucket-broker\" cannot update resource",
+        ));
+        let message = err.to_string();
+        assert_eq!(
+            message,
+            "the Kubernetes API answered 403 Forbidden: secrets \"app\" is forbidden: User \
+             \"system:serviceaccount:bb:bucket-broker\" cannot update resource"
+        );
+        assert!(!message.contains("Status {") && !message.contains("ApiError"), "{message}");
+        assert_eq!(err.reason(), "KubernetesError");
+    }
+
+    #[test]
+    fn only_a_gone_or_changed_object_is_a_race() {
+        use kube::runtime::finalizer::Error as F;
+        assert!(is_race(&F::ApplyFailed(Error::Kube(api_error(404, "NotFound", "gone")))));
+        assert!(is_race(&F::AddFinalizer(api_error(409, "Conflict", "modified"))));
+        assert!(!is_race(&F::ApplyFailed(Error::Kube(api_error(403, "Forbidden", "no")))));
+        assert!(!is_race(&F::ApplyFailed(Error::InvalidSpec("bad".to_owned()))));
+    }
 }

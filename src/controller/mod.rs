@@ -9,6 +9,7 @@
 //! - `app_secret`: the `<app>-vcap-services` Secret shared by the bindings of one app.
 //! - [`credentials`]: the logic BucketBinding ([`binding`]) and BucketServiceKey ([`service_key`]) share.
 //! - `context`: what every reconcile shares (settings, clients, metrics, events, backoff).
+//! - [`events`]: the event recorder, and the reasons of the events that report a change.
 //! - `error`: the reconcile error, its static reasons, and the requeue after a failure.
 //! - `status`: conditions and the status write.
 //! - [`memo`]: what the process knows it did, which makes the work event-driven: echoes of its own writes
@@ -21,6 +22,7 @@ pub mod class;
 mod context;
 pub mod credentials;
 mod error;
+pub mod events;
 mod finalizer;
 pub mod memo;
 pub mod service_key;

@@ -481,10 +481,10 @@ async fn a_class_that_stops_allowing_cors_and_versioning_removes_the_rules_and_s
     assert_eq!(cors_rules_of(&admin, site).await, 0, "the CORS rules are removed");
     assert_eq!(versioning_of(&admin, site).await, Some(BucketVersioningStatus::Suspended));
     let removed =
-        format!("removed the CORS rules of bucket {site}: the BucketClass {class} does not allow CORS");
+        format!("Removed the CORS rules of bucket {site}: the BucketClass {class} does not allow CORS");
     event_saying(&env, "CORSRemoved", &removed).await;
     let suspended = format!(
-        "suspended versioning on bucket {site}: the BucketClass {class} keeps its buckets unversioned"
+        "Suspended versioning on bucket {site}: the BucketClass {class} keeps its buckets unversioned"
     );
     event_saying(&env, "VersioningSuspended", &suspended).await;
 
@@ -525,7 +525,7 @@ async fn a_class_that_stops_allowing_cors_and_versioning_removes_the_rules_and_s
     crate::operations::until("the app's rules removed", async || cors_rules_of(&admin, quiet).await == 0)
         .await;
     let removed =
-        format!("removed the CORS rules of bucket {quiet}: the BucketClass {class} does not allow CORS");
+        format!("Removed the CORS rules of bucket {quiet}: the BucketClass {class} does not allow CORS");
     event_saying(&env, "CORSRemoved", &removed).await;
     delete_classes(&env, &[&class]).await;
 }

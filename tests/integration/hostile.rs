@@ -202,6 +202,18 @@ async fn hostile_specs_are_refused_by_the_schema() {
     for (case, message) in &cases {
         assert!(!message.is_empty(), "{case}: the refusal says why");
     }
+    // Region names by the schema's pattern of every AWS partition's names (issue 25 point 2 makes the
+    // in-memory server check patterns too).
+    if on_real_cluster("the schema's pattern enforced") {
+        for (name, region) in
+            [("b3a", "EU_WEST_2"), ("b3b", "eu-west"), ("b3c", "eu-west-2a"), ("b3d", "europe-west2")]
+        {
+            let message = refused_create::<Bucket>(&env, bucket(name, json!({"region": region}))).await;
+            assert!(message.contains("spec.region"), "{region}: {message}");
+        }
+        env.create::<Bucket>(bucket("b3e", json!({"region": "eusc-de-east-1"}))).await;
+        env.create::<Bucket>(bucket("b3f", json!({"region": "us-gov-west-1"}))).await;
+    }
 
     // Immutable fields, by the CRDs' CEL rules: the change is refused, whoever asks.
     env.create::<Bucket>(bucket("fixed", json!({"region": "eu-west-2"}))).await;
@@ -217,32 +229,34 @@ async fn hostile_specs_are_refused_by_the_schema() {
         json!({"bucketRef": {"name": "fixed"}, "secretName": "named-secret"}),
     ))
     .await;
+    // Each refusal names the field (the error's path) and says what to do.
     let immutable = [
         (
             "moving a binding to another Bucket",
             refused_patch::<BucketBinding>(&env, "pinned", json!({"spec": {"bucketRef": {"name": "other"}}}))
                 .await,
-            "bucketRef is immutable",
+            "spec.bucketRef: Invalid value",
         ),
         (
             "setting a secretName later",
             refused_patch::<BucketBinding>(&env, "pinned", json!({"spec": {"secretName": "elsewhere"}}))
                 .await,
-            "secretName is immutable",
+            "spec.secretName: Invalid value",
         ),
         (
             "unsetting a secretName",
             refused_patch::<BucketBinding>(&env, "named", json!({"spec": {"secretName": null}})).await,
-            "secretName is immutable",
+            "spec.secretName: Invalid value",
         ),
         (
             "moving a Bucket to another region",
             refused_patch::<Bucket>(&env, "fixed", json!({"spec": {"region": "us-east-1"}})).await,
-            "region is immutable",
+            "spec.region: Invalid value",
         ),
     ];
     for (case, message, expected) in &immutable {
         assert!(message.contains(expected), "{case}: {message}");
+        assert!(message.contains("delete and re-create the object to change it"), "{case}: {message}");
     }
     println!("schema cases refused: {}", cases.len() + immutable.len());
 }
@@ -351,9 +365,20 @@ async fn hostile_status_annotations_and_secrets_grant_nothing() {
         ))
         .await;
     }
-    for binding in ["wants-labelled", "wants-first", "wants-token"] {
+    // The condition names who the Secret in the way belongs to, by its metadata, and nothing of its data.
+    for (binding, owner) in [
+        ("wants-labelled", Some("(it belongs to bucket-broker, for another object)")),
+        ("wants-first", Some("(it belongs to BucketBinding first)")),
+        ("wants-token", None),
+    ] {
         let (_, message) = binding_settles(&env, binding, "False/SecretConflict").await;
         assert!(message.contains("left untouched"), "{binding}: {message}");
+        match owner {
+            Some(owner) => assert!(message.contains(owner), "{binding}: {message}"),
+            None => assert!(!message.contains("belongs to"), "{binding}: {message}"),
+        }
+        assert!(message.contains("Delete that Secret, or re-create this object"), "{binding}: {message}");
+        assert!(!message.contains("a person") && !message.contains("AKIA"), "{binding}: no data: {message}");
         let current = env.api::<BucketBinding>().get(binding).await.expect("binding");
         let user = derived_user(&env, current.meta().uid.as_deref().expect("uid"));
         assert!(live_keys(&env, &user).await.is_empty(), "{binding} holds no live key");

@@ -189,7 +189,7 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     let described = kubectl.ok(&["describe", "bucket", "assets"]).await;
     let events = described.split("Events:").nth(1).unwrap_or_default();
     assert!(!events.trim_start().starts_with("<none>"), "{described}");
-    assert!(events.contains("Provisioned") && events.contains(&bucket_name), "{described}");
+    assert!(events.contains("BucketCreated") && events.contains(&bucket_name), "{described}");
 
     // Unbinding: kubectl returns once the controller has revoked the credentials and the Secret is gone.
     kubectl.ok(&["delete", "--wait", "--timeout=60s", "bucketbinding/reporting"]).await;
@@ -257,13 +257,14 @@ async fn kubectl_explains_every_kind_from_the_served_schema() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
-    let env = TestEnv::new().await;
+    let mut env = TestEnv::new().await;
+    env.start_controller().await;
     let kubectl = Kubectl::new(&env);
     kubectl
         .ok(&["apply", "-f", "examples/bucket-private.yaml", "-f", "examples/binding-readonly.yaml"])
         .await;
 
-    // Through kubectl, as a user would try it.
+    // Through kubectl, as a user would try it: the refusal names the field and says what to do.
     let out = kubectl
         .run(&[
             "patch",
@@ -275,11 +276,13 @@ async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
         ])
         .await;
     assert!(!out.success);
-    assert!(out.stderr.contains("bucketRef is immutable"), "{}", out.stderr);
+    assert!(out.stderr.contains("spec.bucketRef: Invalid value"), "{}", out.stderr);
+    assert!(out.stderr.contains("delete and re-create the object to change it"), "{}", out.stderr);
     let out = kubectl
         .run(&["patch", "bkb", "reporting", "--type=merge", "-p", r#"{"spec":{"secretName":"elsewhere"}}"#])
         .await;
-    assert!(out.stderr.contains("secretName is immutable"), "{}", out.stderr);
+    assert!(out.stderr.contains("spec.secretName: Invalid value"), "{}", out.stderr);
+    assert!(out.stderr.contains("spec.secretName is immutable"), "{}", out.stderr);
 
     // Through the kube client: a 422 with the CEL message on the field.
     let change = Patch::Merge(json!({"spec": {"bucketRef": {"name": "other"}}}));
@@ -287,7 +290,10 @@ async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
     let Err(kube::Error::Api(status)) = err else { panic!("the change is refused: {err:?}") };
     assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
     assert!(
-        status.message.contains("spec: Invalid value: \"object\": bucketRef is immutable"),
+        status.message.contains(
+            "spec.bucketRef: Invalid value: \"object\": spec.bucketRef is immutable: delete and re-create \
+             the object to change it"
+        ),
         "{}",
         status.message
     );
@@ -298,8 +304,189 @@ async fn an_immutable_field_is_refused_with_the_crd_rule_message() {
         .await;
     let binding = env.api::<BucketBinding>().get("reporting").await.expect("binding");
     assert_eq!(binding.spec.bucket_ref.name, "assets");
-    let region = kubectl
-        .run(&["patch", "bkt", "assets", "--type=merge", "-p", r#"{"spec":{"region":"eu-west-2"}}"#])
+
+    // A GitOps tool pinning the defaults in effect: the Bucket's region as the controller resolved it, a
+    // binding's Secret name as its own name. `kubectl apply` of the pinned manifests is accepted.
+    let bucket = env
+        .wait_for::<Bucket>("assets", "a region in effect", |b| {
+            b.status.as_ref().is_some_and(|s| s.region.is_some())
+        })
         .await;
-    assert!(region.stderr.contains("region is immutable"), "{}", region.stderr);
+    let region = bucket.status.and_then(|s| s.region).unwrap_or_default();
+    let manifest = |name: &str, text: String| {
+        let path = kubectl.dir.join(name);
+        std::fs::write(&path, text).expect("manifest");
+        path.to_string_lossy().into_owned()
+    };
+    let bucket_with = |region: &str| {
+        format!(
+            "apiVersion: bucketbroker.io/v1alpha1\nkind: Bucket\nmetadata:\n  name: assets\nspec:\n  public: \
+             false\n  deletionPolicy: Delete\n  region: {region}\n"
+        )
+    };
+    let binding_with = |secret: Option<&str>| {
+        let secret = secret.map(|s| format!("  secretName: {s}\n")).unwrap_or_default();
+        format!(
+            "apiVersion: bucketbroker.io/v1alpha1\nkind: BucketBinding\nmetadata:\n  name: app\nspec:\n  \
+             bucketRef:\n    name: assets\n{secret}"
+        )
+    };
+    let pinned = manifest("bucket-pinned.yaml", bucket_with(&region));
+    kubectl.ok(&["apply", "-f", &pinned]).await;
+    let elsewhere = if region == "eu-west-1" { "eu-west-2" } else { "eu-west-1" };
+    let moved = manifest("bucket-moved.yaml", bucket_with(elsewhere));
+    let out = kubectl.run(&["apply", "-f", &moved]).await;
+    assert!(!out.success && out.stderr.contains("spec.region: Invalid value"), "{}", out.stderr);
+    assert!(out.stderr.contains("delete and re-create the object to change it"), "{}", out.stderr);
+    let unpinned =
+        manifest("bucket-unpinned.yaml", bucket_with(&region).replace(&format!("  region: {region}\n"), ""));
+    kubectl.ok(&["apply", "-f", &unpinned]).await;
+
+    kubectl.ok(&["apply", "-f", &manifest("app.yaml", binding_with(None))]).await;
+    kubectl.ok(&["apply", "-f", &manifest("app-pinned.yaml", binding_with(Some("app")))]).await;
+    let out = kubectl.run(&["apply", "-f", &manifest("app-moved.yaml", binding_with(Some("app-s3")))]).await;
+    assert!(!out.success && out.stderr.contains("spec.secretName: Invalid value"), "{}", out.stderr);
+    let app = env.api::<BucketBinding>().get("app").await.expect("binding");
+    assert_eq!(app.spec.access.secret_name.as_deref(), Some("app"), "the pin was kept, the move refused");
+}
+
+/// The events `kubectl describe` prints for `object`, oldest first: (reason, message) per line. kubectl
+/// separates the columns by two spaces or more, and a message has single spaces only.
+async fn described_events(kubectl: &Kubectl, object: &str) -> (String, Vec<(String, String)>) {
+    let described = kubectl.ok(&["describe", object]).await;
+    let section = described.split("\nEvents:").nth(1).unwrap_or_default();
+    let events = section
+        .lines()
+        .map(|line| line.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect::<Vec<_>>())
+        .filter(|cells| cells.len() == 5 && ["Normal", "Warning"].contains(&cells[0]))
+        .map(|cells| (cells[1].to_owned(), cells[4].to_owned()))
+        .collect();
+    (described, events)
+}
+
+/// The messages of the events with `reason`.
+fn messages<'a>(events: &'a [(String, String)], reason: &str) -> Vec<&'a str> {
+    events.iter().filter(|(r, _)| r == reason).map(|(_, m)| m.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn describe_tells_what_each_lifecycle_step_did() {
+    let mut env = TestEnv::new().await;
+    env.start_controller().await;
+    let kubectl = Kubectl::new(&env);
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "data"}, "spec": {}}))
+        .await;
+    env.create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
+        "metadata": {"name": "app"},
+        "spec": {"bucketRef": {"name": "data"}, "permissions": "ReadOnly", "keyRotation": {"overlap": "3s"}}}))
+    .await;
+    let ready = |key: Option<String>| {
+        move |b: &BucketBinding| {
+            let status = b.status.as_ref();
+            status.is_some_and(|s| {
+                s.observed_generation == b.metadata.generation
+                    && s.access_key_id.is_some()
+                    && s.access_key_id != key
+                    && s.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        }
+    };
+    let created = env.wait_for::<BucketBinding>("app", "ready", ready(None)).await;
+    let status = created.status.clone().unwrap_or_default();
+    let (first_key, user) = (status.access_key_id.unwrap_or_default(), status.user_name.unwrap_or_default());
+
+    // Created: one event per step, each saying what it did to which object.
+    let (described, events) = described_events(&kubectl, "bkb/app").await;
+    println!("--- after create:\n{described}");
+    let reasons: Vec<&str> = events.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(reasons, ["UserCreated", "AccessGranted", "KeyIssued", "SecretCreated"], "{described}");
+    assert_eq!(messages(&events, "UserCreated"), [format!("Created IAM user {user}.")]);
+    assert!(messages(&events, "AccessGranted")[0].contains("ReadOnly access to bucket"), "{described}");
+    assert_eq!(
+        messages(&events, "KeyIssued"),
+        [format!("Issued access key {first_key} for IAM user {user}.")]
+    );
+    assert_eq!(
+        messages(&events, "SecretCreated"),
+        [format!("Created Secret app with access key {first_key}.")]
+    );
+
+    // Rotated: the rotation, and nothing else; after the overlap, the old key's retirement.
+    let rotate = Patch::Merge(json!({"metadata": {"annotations": {"bucketbroker.io/rotate": "1"}}}));
+    env.api::<BucketBinding>().patch("app", &PatchParams::default(), &rotate).await.expect("rotate");
+    let rotated = env.wait_for::<BucketBinding>("app", "rotated", ready(Some(first_key.clone()))).await;
+    let second_key = rotated.status.and_then(|s| s.access_key_id).unwrap_or_default();
+    env.wait_for::<BucketBinding>("app", "old key retired", |b| {
+        b.status.as_ref().is_some_and(|s| s.access_keys.len() == 1)
+    })
+    .await;
+    let (described, events) = described_events(&kubectl, "bkb/app").await;
+    println!("--- after rotate:\n{described}");
+    let rotation = messages(&events, "KeyRotated");
+    assert_eq!(rotation.len(), 1, "{described}");
+    assert!(
+        rotation[0].starts_with(&format!(
+            "Rotated access key {first_key} of IAM user {user} as annotation bucketbroker.io/rotate asked: \
+             Secret app now holds the new key {second_key}; {first_key} keeps working until "
+        )),
+        "{described}"
+    );
+    assert_eq!(
+        messages(&events, "KeyRetired"),
+        [format!(
+            "Deleted access key {first_key} of IAM user {user}: its overlap after the rotation has ended."
+        )]
+    );
+    assert_eq!(
+        messages(&events, "KeyIssued").len(),
+        1,
+        "a rotation is not reported as a new key: {described}"
+    );
+    assert!(!described.contains("(x2"), "no step is merged with another: {described}");
+
+    // Permissions changed: the policy, and no key.
+    let change = Patch::Merge(json!({"spec": {"permissions": "ReadWrite"}}));
+    env.api::<BucketBinding>().patch("app", &PatchParams::default(), &change).await.expect("patch");
+    env.wait_for::<BucketBinding>("app", "ReadWrite", |b| {
+        b.status.as_ref().is_some_and(|s| s.observed_generation == b.metadata.generation)
+    })
+    .await;
+    let (described, events) = described_events(&kubectl, "bkb/app").await;
+    println!("--- after the permission change:\n{described}");
+    let updated = messages(&events, "PolicyUpdated");
+    assert_eq!(updated.len(), 1, "{described}");
+    assert!(
+        updated[0].starts_with(&format!(
+            "Updated the access policy of IAM user {user}: it now grants ReadWrite access to bucket "
+        )),
+        "{described}"
+    );
+    assert_eq!(events.len(), 7, "nothing else happened: {described}");
+
+    // The Secret deleted: a new key (the old one's secret is gone with it) and the Secret restored.
+    env.delete::<Secret>("app").await;
+    let restored = env.wait_for::<BucketBinding>("app", "restored", ready(Some(second_key.clone()))).await;
+    let third_key = restored.status.and_then(|s| s.access_key_id).unwrap_or_default();
+    let (described, events) = described_events(&kubectl, "bkb/app").await;
+    println!("--- after the Secret was deleted:\n{described}");
+    assert_eq!(
+        messages(&events, "KeyIssued")[1..],
+        [format!(
+            "Issued access key {third_key} for IAM user {user}: Secret app was missing, and with it the \
+             previous key's secret."
+        )],
+        "{described}"
+    );
+    assert_eq!(
+        messages(&events, "KeyDeleted"),
+        [format!("Deleted access key {second_key} of IAM user {user}: no Secret holds it.")],
+        "{described}"
+    );
+    assert_eq!(
+        messages(&events, "SecretRestored"),
+        [format!("Re-created Secret app with access key {third_key}: it had been deleted.")],
+        "{described}"
+    );
+    assert!(events.iter().all(|(r, _)| r != "Provisioned"), "no catch-all event: {described}");
 }

@@ -158,7 +158,7 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
     assert!(all.contains("bucket.bucketbroker.io/assets") && all.contains("True"), "{all}");
     assert!(output_of("kubectl get buckets -o wide").contains("Provisioned"));
     let described = output_of("kubectl describe bucket assets");
-    assert!(!described.contains("Events:  <none>") && described.contains("Provisioned"), "{described}");
+    assert!(!described.contains("Events:  <none>") && described.contains("BucketCreated"), "{described}");
     assert!(output_of("kubectl get secret web-app").starts_with("bucket-broker-"));
     assert!(!output_of("kubectl get bucketbindings").contains("reporting"), "deleted");
     let log = output_of("tail -n 20");

@@ -79,10 +79,43 @@ pub(super) async fn conflict<K: CredentialKind>(
     write_status(obj, ctx, &status).await
 }
 
-pub(super) fn taken_message(secret_name: &str) -> String {
+/// Why `secret_name` cannot be this object's Secret, naming who the Secret in the way belongs to when its
+/// metadata says (never anything of its data).
+pub(super) fn taken_message(secret_name: &str, secret: Option<&Secret>) -> String {
+    let owner = secret.and_then(owner_of).map(|o| format!(" (it belongs to {o})")).unwrap_or_default();
     format!(
-        "a Secret named {secret_name} already exists and was not created for this object; it is left untouched and no access key is issued"
+        "a Secret named {secret_name} already exists and was not created for this object{owner}; it is left \
+         untouched and no access key is issued. Delete that Secret, or re-create this object with another \
+         spec.secretName"
     )
+}
+
+/// Who a Secret belongs to, by its metadata: its controller (or first) ownerReference, else the Helm
+/// release or the `app.kubernetes.io/managed-by` label.
+fn owner_of(secret: &Secret) -> Option<String> {
+    let meta = &secret.metadata;
+    let refs = meta.owner_references.iter().flatten();
+    let owner = refs.clone().find(|r| r.controller == Some(true)).or_else(|| refs.clone().next());
+    if let Some(owner) = owner {
+        return Some(format!("{} {}", owner.kind, owner.name));
+    }
+    let annotation = |key: &str| meta.annotations.as_ref().and_then(|a| a.get(key));
+    if let Some(release) = annotation("meta.helm.sh/release-name") {
+        return Some(format!("Helm release {release}"));
+    }
+    let managed_by = meta.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0))?;
+    Some(if managed_by == MANAGED_BY.1 {
+        "bucket-broker, for another object".to_owned()
+    } else {
+        format!("{managed_by} (label {})", MANAGED_BY.0)
+    })
+}
+
+/// The message of a create that found the name taken meanwhile: who took it, if it can be read.
+async fn taken_meanwhile(secrets: &Api<Secret>, name: &str) -> Error {
+    let found = secrets.get_metadata_opt(name).await.ok().flatten();
+    let secret = found.map(|m| Secret { metadata: m.metadata, ..Default::default() });
+    Error::SecretConflict(taken_message(name, secret.as_ref()))
 }
 
 /// A Secret is provably ours when it carries our label and a controller ownerReference with our uid.
@@ -115,9 +148,7 @@ pub(super) async fn write_secret<K: CredentialKind>(
         return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data, key_id)).await
         {
             Ok(created) => Ok(Some(created.metadata.resource_version.unwrap_or_default())),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                Err(Error::SecretConflict(taken_message(name)))
-            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(taken_meanwhile(secrets, name).await),
             Err(err) => Err(err.into()),
         };
     };
@@ -141,9 +172,7 @@ pub(super) async fn write_secret<K: CredentialKind>(
         return match secrets.create(&params, &desired_secret(name, owner, K::SECRET_TYPE, data, key_id)).await
         {
             Ok(created) => Ok(Some(created.metadata.resource_version.unwrap_or_default())),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                Err(Error::SecretConflict(taken_message(name)))
-            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Err(taken_meanwhile(secrets, name).await),
             Err(err) => Err(err.into()),
         };
     }

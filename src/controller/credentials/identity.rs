@@ -6,6 +6,7 @@ use super::CredentialKind;
 use super::target::{Target, verify_bucket};
 use crate::aws::iam::{User, UserOps};
 use crate::aws::{ErrorKind, Priority};
+use crate::controller::events::{Change, reason};
 use crate::controller::{Context, Error};
 use crate::desired::attachments;
 use crate::desired::keyless::Setup;
@@ -64,7 +65,7 @@ pub(super) async fn user_name<K: CredentialKind>(obj: &K, ctx: &Context, uid: &s
 /// What [`provision`] did.
 pub(super) struct Provisioned {
     pub(super) user: User,
-    pub(super) changes: Vec<&'static str>,
+    pub(super) changes: Vec<Change>,
     /// This pass created the user: it has no keys and no policy but what this pass gave it.
     pub(super) created: bool,
     /// This pass changed the user's tags or boundary after reading or creating it: `user` is stale.
@@ -115,7 +116,7 @@ pub(super) async fn provision<K: CredentialKind>(
             match ops.create(&settings.iam_path, &tags, settings.permissions_boundary_arn.as_deref()).await {
                 Ok(arn) => {
                     created = true;
-                    changes.push("created the IAM user");
+                    changes.push(Change::new(reason::USER_CREATED, format!("Created IAM user {user}.")));
                     Some(User { arn, tags, permissions_boundary: settings.permissions_boundary_arn.clone() })
                 }
                 // Created meanwhile (another reconcile, or a replica that just lost its Lease): read it.
@@ -141,13 +142,19 @@ pub(super) async fn provision<K: CredentialKind>(
     if !settings.cluster_name.is_empty() && recorded(names::tag::CLUSTER).is_none() {
         ops.set_tag(names::tag::CLUSTER, Some(&settings.cluster_name)).await?;
         user_changed = true;
-        changes.push("tagged the IAM user with the cluster name");
+        changes.push(Change::new(
+            reason::USER_TAGGED,
+            format!("Tagged IAM user {user} with the cluster's name {}.", settings.cluster_name),
+        ));
     }
     // A user made before clusters were told apart by their kube-system uid gets that tag too.
     if !settings.cluster_uid.is_empty() && recorded(names::tag::CLUSTER_UID).is_none() {
         ops.set_tag(names::tag::CLUSTER_UID, Some(&settings.cluster_uid)).await?;
         user_changed = true;
-        changes.push("tagged the IAM user with the cluster's uid");
+        changes.push(Change::new(
+            reason::USER_TAGGED,
+            format!("Tagged IAM user {user} with the cluster's uid."),
+        ));
     }
     // The class's cost tags, as they are now (a tag the class no longer has stays: nothing records which
     // tags a class put there).
@@ -160,7 +167,10 @@ pub(super) async fn provision<K: CredentialKind>(
     }
     if class_tagged {
         user_changed = true;
-        changes.push("tagged the IAM user with its class's tags");
+        changes.push(Change::new(
+            reason::USER_TAGGED,
+            format!("Set the cost tags of its class on IAM user {user}."),
+        ));
     }
     let current_boundary = existing.permissions_boundary.as_deref();
     let boundary = attachments::change(
@@ -171,11 +181,17 @@ pub(super) async fn provision<K: CredentialKind>(
     if let Some(arn) = &boundary.apply {
         ops.set_boundary(arn).await?;
         user_changed = true;
-        changes.push("set the permissions boundary");
+        changes.push(Change::new(
+            reason::BOUNDARY_SET,
+            format!("Set the permissions boundary {arn} on IAM user {user}."),
+        ));
     } else if boundary.remove.is_some() {
         ops.clear_boundary().await?;
         user_changed = true;
-        changes.push("removed the permissions boundary it had set");
+        changes.push(Change::new(
+            reason::BOUNDARY_REMOVED,
+            format!("Removed the permissions boundary the controller had set on IAM user {user}."),
+        ));
     }
     if let Some(record) = &boundary.record {
         ops.set_tag(attachments::tag::PERMISSIONS_BOUNDARY, record.as_deref()).await?;
@@ -193,7 +209,15 @@ pub(super) async fn provision<K: CredentialKind>(
     if created || !ops.has_policy(&desired).await? {
         verify_bucket(ctx, target, &spec.bucket_ref.name).await?;
         ops.put_policy(&desired).await?;
-        changes.push("wrote the access policy");
+        let grant = target.grant(spec.permissions, ctx);
+        changes.push(if created {
+            Change::new(reason::ACCESS_GRANTED, format!("Gave IAM user {user} {grant}."))
+        } else {
+            Change::new(
+                reason::POLICY_UPDATED,
+                format!("Updated the access policy of IAM user {user}: it now grants {grant}."),
+            )
+        });
     }
     let recorded_common = recorded(attachments::tag::COMMON_POLICY);
     let desired_common = settings.common_user_policy_arn.as_deref();
@@ -203,11 +227,17 @@ pub(super) async fn provision<K: CredentialKind>(
             attachments::change(recorded_common, desired_common, |arn| attached.iter().any(|a| a == arn));
         if let Some(arn) = &common.apply {
             ops.attach_policy(arn).await?;
-            changes.push("attached the common policy");
+            changes.push(Change::new(
+                reason::COMMON_POLICY_ATTACHED,
+                format!("Attached the common policy {arn} to IAM user {user}."),
+            ));
         }
         if let Some(arn) = &common.remove {
             ops.detach_policy(arn).await?;
-            changes.push("detached the common policy it had attached");
+            changes.push(Change::new(
+                reason::COMMON_POLICY_DETACHED,
+                format!("Detached the common policy {arn} the controller had attached from IAM user {user}."),
+            ));
         }
         if let Some(record) = &common.record {
             ops.set_tag(attachments::tag::COMMON_POLICY, record.as_deref()).await?;

@@ -12,6 +12,7 @@ use super::target::Target;
 use super::{CredentialKind, secret_name};
 use crate::api::{AccessKeyStatus, KeyRotationStatus, KeyState};
 use crate::aws::iam::{AccessKey, KeyCheck, UserOps, check_key};
+use crate::controller::events::{Change, reason};
 use crate::controller::memo::RememberedUser;
 use crate::controller::{Context, Error};
 use crate::desired::conditions::{is_true, types};
@@ -27,7 +28,7 @@ pub(super) struct Delivered {
     pub(super) key_id: String,
     /// AWS accepts the key.
     pub(super) works: bool,
-    pub(super) changes: Vec<&'static str>,
+    pub(super) changes: Vec<Change>,
     /// The user's keys and the rotation schedule, for status.
     pub(super) keys: Vec<AccessKeyStatus>,
     pub(super) rotation: KeyRotationStatus,
@@ -116,11 +117,16 @@ pub(super) async fn deliver<K: CredentialKind>(
         user_changed = true;
     }
     let mut retiring = valid.map(|r| (r.id.to_owned(), r.deadline));
+    let mut retired = None;
     if let Some((id, deadline)) = &retiring
         && now >= *deadline
     {
         ops.delete_access_key(id).await?;
-        changes.push("deleted the retired access key");
+        retired = Some(id.clone());
+        changes.push(Change::new(
+            reason::KEY_RETIRED,
+            format!("Deleted access key {id} of IAM user {user}: its overlap after the rotation has ended."),
+        ));
         retiring = None;
     }
     if record.is_some() && retiring.is_none() {
@@ -128,19 +134,35 @@ pub(super) async fn deliver<K: CredentialKind>(
         user_changed = true;
     }
     let kept = |id: &str| {
-        reusable.as_ref().is_some_and(|(key, _)| key.id == id)
+        retired.as_deref() == Some(id)
+            || reusable.as_ref().is_some_and(|(key, _)| key.id == id)
             || retiring.as_ref().is_some_and(|(r, _)| r == id)
     };
     // At most two keys, and never one that is neither in the Secret nor retiring: a leftover of an
-    // interrupted pass, whose secret nobody has.
+    // interrupted pass, whose secret nobody has (the key just retired is gone already).
     for stale in keys.iter().filter(|k| !kept(&k.id)) {
         ops.delete_access_key(&stale.id).await?;
+        changes.push(Change::new(
+            reason::KEY_DELETED,
+            format!("Deleted access key {} of IAM user {user}: no Secret holds it.", stale.id),
+        ));
     }
+    let name = secret_name(obj);
+    // A hint for the wording only: whether this object had its Secret before.
+    let had_secret = obj.credential_status().is_some_and(|s| s.binding.is_some());
     let (mut key, mut key_secret, mut new_key) = match reusable {
         Some((key, secret)) => (key, secret, false),
         None => {
             let created = ops.create_access_key().await?;
-            changes.push("issued a new access key");
+            let why = match existing {
+                _ if keys.is_empty() => String::new(),
+                None => format!(": Secret {name} was missing, and with it the previous key's secret"),
+                Some(_) => format!(": Secret {name} held no key that AWS accepts"),
+            };
+            changes.push(Change::new(
+                reason::KEY_ISSUED,
+                format!("Issued access key {} for IAM user {user}{why}.", created.id),
+            ));
             // AWS's creation time, as later listings report it (not ours: status would change then).
             let at = created.created.unwrap_or(now);
             (AccessKey { id: created.id, created: Some(at) }, created.secret, true)
@@ -180,11 +202,18 @@ pub(super) async fn deliver<K: CredentialKind>(
     // Written before anything else can fail, so that a new key's secret is never lost; a new key that
     // cannot be stored is deleted, so that no live key is held outside the Secret.
     let data = data_for(&key.id, &key_secret);
-    let name = secret_name(obj);
     match write_secret::<K>(obj, secrets, &name, existing, data, Some(&key.id)).await {
         Ok(Some(version)) => {
             ctx.memo.wrote_secret(owner.namespace, &name, Some(&version));
-            changes.push("wrote the Secret");
+            // A rotation's event says that the Secret switched.
+            if rotated.is_none() {
+                changes.push(secret_written(
+                    &name,
+                    existing.is_some(),
+                    had_secret,
+                    new_key.then_some(key.id.as_str()),
+                ));
+            }
         }
         Ok(None) => {}
         Err(err) => {
@@ -204,7 +233,21 @@ pub(super) async fn deliver<K: CredentialKind>(
             user_changed = true;
         }
         ctx.metrics.rotated(K::KIND, "success");
-        changes.push("rotated the access key");
+        if let Some((old, deadline)) = &retiring {
+            let why = match due {
+                rotation::Due::Requested => format!("as annotation {} asked", rotation::ROTATE_ANNOTATION),
+                rotation::Due::Age => "as it reached the rotation interval".to_owned(),
+            };
+            let until = time_at(*deadline).map_or_else(|| deadline.to_string(), |t| t.0.to_string());
+            changes.push(Change::new(
+                reason::KEY_ROTATED,
+                format!(
+                    "Rotated access key {old} of IAM user {user} {why}: Secret {name} now holds the new key {}; \
+                     {old} keeps working until {until}, then it is deleted.",
+                    key.id
+                ),
+            ));
+        }
     }
 
     let status = obj.credential_status();
@@ -248,6 +291,29 @@ pub(super) async fn deliver<K: CredentialKind>(
         rotation: KeyRotationStatus { last: time_at(issued), next: next.and_then(time_at) },
         wake_at,
     })
+}
+
+/// The change a Secret write made: a Secret new to this object (`had_secret`: status says it had one, a
+/// hint for the wording only), one written back after it was deleted or edited, or one that now holds a new
+/// key (`new_key`).
+pub(super) fn secret_written(name: &str, existed: bool, had_secret: bool, new_key: Option<&str>) -> Change {
+    let with = new_key.map(|id| format!(" with access key {id}")).unwrap_or_default();
+    match (existed, new_key) {
+        (false, _) if !had_secret => {
+            Change::new(reason::SECRET_CREATED, format!("Created Secret {name}{with}."))
+        }
+        (false, _) => Change::new(
+            reason::SECRET_RESTORED,
+            format!("Re-created Secret {name}{with}: it had been deleted."),
+        ),
+        (true, Some(id)) => {
+            Change::new(reason::SECRET_UPDATED, format!("Wrote the new access key {id} to Secret {name}."))
+        }
+        (true, None) => Change::new(
+            reason::SECRET_RESTORED,
+            format!("Restored the content of Secret {name}, which differed from what the controller writes."),
+        ),
+    }
 }
 
 fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
@@ -314,5 +380,36 @@ async fn accepted(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, 
             "AWS refuses the secret of access key {} (SignatureDoesNotMatch)",
             key.id
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secret_written;
+
+    #[test]
+    fn a_secret_write_says_whether_it_created_restored_or_switched_the_secret() {
+        let said = |existed, had_secret, key| {
+            let change = secret_written("app", existed, had_secret, key);
+            (change.reason, change.note)
+        };
+        assert_eq!(
+            said(false, false, Some("AKIA1")),
+            ("SecretCreated", "Created Secret app with access key AKIA1.".to_owned())
+        );
+        assert_eq!(
+            said(false, true, Some("AKIA2")),
+            (
+                "SecretRestored",
+                "Re-created Secret app with access key AKIA2: it had been deleted.".to_owned()
+            )
+        );
+        assert_eq!(
+            said(true, true, Some("AKIA3")),
+            ("SecretUpdated", "Wrote the new access key AKIA3 to Secret app.".to_owned())
+        );
+        assert_eq!(said(true, true, None).0, "SecretRestored");
+        // A keyless binding's Secret names no key.
+        assert_eq!(said(false, false, None), ("SecretCreated", "Created Secret app.".to_owned()));
     }
 }

@@ -11,7 +11,7 @@ use kube::{Resource, ResourceExt};
 use super::delivery::{as_bytes, write_secret};
 use super::delivery::{conflict, is_ours, sync_apps, taken_message};
 use super::identity::{Identity, user_name};
-use super::keys::{deliver, prune_keys, unix_now};
+use super::keys::{deliver, prune_keys, secret_written, unix_now};
 use super::role;
 use super::target::Target;
 use super::{CredentialKind, secret_name};
@@ -224,7 +224,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     if let Some(secret) = &existing
         && !is_ours(secret, owner.uid)
     {
-        conflict(obj, ctx, identity.user(), previous, taken_message(&secret_name)).await?;
+        conflict(obj, ctx, identity.user(), previous, taken_message(&secret_name, Some(secret))).await?;
         return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, CONFLICT_RECHECK)));
     }
 
@@ -255,9 +255,9 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 ..previous.clone()
             };
             if !delivered.changes.is_empty() {
-                let note = format!("{} for IAM user {user}", delivered.changes.join(", "));
-                tracing::info!(namespace = owner.namespace, name = owner.name, user = %user, key = %delivered.key_id, changes = ?delivered.changes, "Provisioned credentials");
-                ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+                let steps: Vec<&str> = delivered.changes.iter().map(|c| c.reason).collect();
+                tracing::info!(namespace = owner.namespace, name = owner.name, user = %user, key = %delivered.key_id, changes = ?steps, "Provisioned credentials");
+                ctx.changes(&reference, "Provision", &delivered.changes).await;
             }
             (status, delivered.works, next_pass, delivered.unchanged_user)
         }
@@ -293,7 +293,13 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
             match write_secret::<K>(obj, &secrets, &secret_name, existing.as_ref(), data, None).await {
                 Ok(Some(version)) => {
                     ctx.memo.wrote_secret(owner.namespace, &secret_name, Some(&version));
-                    delivered.changes.push("wrote the Secret");
+                    let had_secret = previous.binding.is_some();
+                    delivered.changes.push(secret_written(
+                        &secret_name,
+                        existing.is_some(),
+                        had_secret,
+                        None,
+                    ));
                 }
                 Ok(None) => {}
                 Err(Error::SecretConflict(message)) => {
@@ -314,13 +320,9 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 ..previous.clone()
             };
             if !delivered.changes.is_empty() {
-                let role = &delivered.role;
-                let note = format!(
-                    "{} for IAM role {role} of ServiceAccount {service_account}",
-                    delivered.changes.join(", ")
-                );
-                tracing::info!(namespace = owner.namespace, name = owner.name, role = %role, changes = ?delivered.changes, "Provisioned keyless access");
-                ctx.event(&reference, EventType::Normal, reasons::PROVISIONED, "Provision", note).await;
+                let steps: Vec<&str> = delivered.changes.iter().map(|c| c.reason).collect();
+                tracing::info!(namespace = owner.namespace, name = owner.name, role = %delivered.role, service_account, changes = ?steps, "Provisioned keyless access");
+                ctx.changes(&reference, "Provision", &delivered.changes).await;
             }
             (status, true, ctx.resync_after(owner.uid), None)
         }
@@ -385,6 +387,10 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
 
 /// Reports a failed pass in the Ready condition and an event, and returns the failure for the backoff.
 pub(super) async fn fail<K: CredentialKind>(obj: &K, ctx: &Context, err: Error) -> Result<Action, Error> {
+    if err.is_race() {
+        // Nothing for a person: the object changed or went away meanwhile, and the next pass settles it.
+        return Err(err);
+    }
     let message = err.to_string();
     ctx.event(&obj.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
     let previous = obj.credential_status().cloned().unwrap_or_default();

@@ -22,6 +22,7 @@ use super::target::{Target, verify_bucket};
 use crate::aws::ErrorKind;
 use crate::aws::eks::{Association, AssociationOps};
 use crate::aws::iam::{Role, RoleOps};
+use crate::controller::events::{Change, reason};
 use crate::controller::{Context, Error, MANAGER};
 use crate::desired::keyless::{self, ROLE_ARN_ANNOTATION, Setup};
 use crate::desired::names::{self, Owner};
@@ -34,7 +35,7 @@ const SERVICE_ACCOUNT: &str = "ServiceAccount";
 pub(super) struct RoleDelivered {
     pub(super) role: String,
     pub(super) arn: String,
-    pub(super) changes: Vec<&'static str>,
+    pub(super) changes: Vec<Change>,
 }
 
 /// The ServiceAccount `name` in `namespace`, as metadata; `None` when it does not exist.
@@ -167,7 +168,10 @@ pub(super) async fn ensure(
             match ops.create(&settings.iam_path, &trust, &tags, boundary).await {
                 Ok(arn) => {
                     created = true;
-                    changes.push("created the IAM role");
+                    changes.push(Change::new(
+                        reason::ROLE_CREATED,
+                        format!("Created IAM role {role} for ServiceAccount {service_account_name}."),
+                    ));
                     Some(Role {
                         arn,
                         tags,
@@ -194,13 +198,19 @@ pub(super) async fn ensure(
     if !created {
         if existing.trust.as_ref().is_none_or(|t| !policy::equivalent(t, &trust)) {
             ops.set_trust(&trust).await?;
-            changes.push("restored the role's trust policy");
+            changes.push(Change::new(
+                reason::ROLE_TRUST_RESTORED,
+                format!("Restored the trust policy of IAM role {role}: only ServiceAccount {service_account_name} may assume it."),
+            ));
         }
         if let Some(boundary) = &settings.permissions_boundary_arn
             && existing.permissions_boundary.as_ref() != Some(boundary)
         {
             ops.set_boundary(boundary).await?;
-            changes.push("set the role's permissions boundary");
+            changes.push(Change::new(
+                reason::BOUNDARY_SET,
+                format!("Set the permissions boundary {boundary} on IAM role {role}."),
+            ));
         }
         if !settings.cluster_uid.is_empty()
             && !existing.tags.iter().any(|(k, v)| k == names::tag::CLUSTER_UID && *v == settings.cluster_uid)
@@ -220,11 +230,22 @@ pub(super) async fn ensure(
     if created || !ops.has_policy(&policy_name, &desired).await? {
         verify_bucket(ctx, target, bucket_ref).await?;
         ops.put_policy(&policy_name, &desired).await?;
-        changes.push("wrote the access policy");
+        let grant = target.grant(permissions, ctx);
+        changes.push(if created {
+            Change::new(reason::ACCESS_GRANTED, format!("Gave IAM role {role} {grant}."))
+        } else {
+            Change::new(
+                reason::POLICY_UPDATED,
+                format!("Wrote this binding's access policy on IAM role {role}: it grants {grant}."),
+            )
+        });
     }
     if matches!(setup, Setup::Irsa { .. }) && annotated.is_none() {
         annotate(ctx, &account, Some(&existing.arn)).await?;
-        changes.push("annotated the ServiceAccount with the role");
+        changes.push(Change::new(
+            reason::SERVICE_ACCOUNT_ANNOTATED,
+            format!("Annotated ServiceAccount {service_account_name} with {ROLE_ARN_ANNOTATION}: its pods assume IAM role {role}."),
+        ));
     }
     if let Setup::PodIdentity { cluster } = setup {
         let ops = associations(ctx, cluster, namespace, service_account_name);
@@ -232,7 +253,12 @@ pub(super) async fn ensure(
             None => {
                 let tags = names::tags(&owner, &settings.deploy_env, &settings.cluster());
                 match ops.create(&existing.arn, &tags).await {
-                    Ok(_) => changes.push("associated the ServiceAccount with the role (EKS Pod Identity)"),
+                    Ok(_) => changes.push(Change::new(
+                        reason::POD_IDENTITY_ASSOCIATED,
+                        format!(
+                            "Associated ServiceAccount {service_account_name} with IAM role {role} (EKS Pod Identity)."
+                        ),
+                    )),
                     // Made meanwhile (another binding of the ServiceAccount, or someone else): the next pass
                     // reads it and judges whose it is.
                     Err(err) if err.is(ErrorKind::AlreadyExists) => {
@@ -245,7 +271,13 @@ pub(super) async fn ensure(
             }
             Some(found) if found.role_arn != existing.arn => {
                 ops.set_role(&found.id, &existing.arn).await?;
-                changes.push("pointed the ServiceAccount's EKS Pod Identity association at its role");
+                changes.push(Change::new(
+                    reason::POD_IDENTITY_ASSOCIATED,
+                    format!(
+                        "Pointed the EKS Pod Identity association of ServiceAccount {service_account_name} at its \
+                         IAM role {role}."
+                    ),
+                ));
             }
             Some(_) => {}
         }

@@ -1,6 +1,6 @@
 //! The AWS bucket a credential is for, and the proof (from AWS, never from status) that it is its Bucket's.
 
-use crate::api::Bucket;
+use crate::api::{Bucket, Permissions};
 use crate::controller::{Context, Error};
 use crate::desired::names::{self, Owner};
 
@@ -42,6 +42,18 @@ impl Target {
             kms_key: None,
             class_tags: Vec::new(),
         })
+    }
+
+    /// What a policy for this target grants, for events: "ReadOnly access to bucket B from anywhere".
+    pub(super) fn grant(&self, permissions: Permissions, ctx: &Context) -> String {
+        let from = if self.external_access {
+            " from anywhere (allowExternalAccess)"
+        } else if ctx.settings.network.is_configured() {
+            " from the platform network only"
+        } else {
+            ""
+        };
+        format!("{permissions:?} access to bucket {}{from}", self.bucket_name)
     }
 }
 
