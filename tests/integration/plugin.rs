@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use bucket_broker::api::{BucketBinding, BucketServiceKey, KeyState, find_condition};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::rbac::v1::RoleBinding;
+use kube::Api;
 use kube::api::PostParams;
+use kube::config::Kubeconfig;
 use serde_json::{Value, json};
 
 use crate::credentials::{credential, env_with_bucket, keys_of, ready_binding, secret, value};
-use crate::harness::{TIMEOUT, TestEnv, unique_name};
+use crate::harness::{TIMEOUT, TestEnv, on_real_cluster, unique_name};
 
 const PLUGIN: &str = env!("CARGO_BIN_EXE_kubectl-bucketbroker");
 
@@ -246,4 +249,62 @@ async fn status_lists_what_is_not_ready_and_exits_by_it() {
     let through = plugin.through_kubectl(&["status"]).await;
     assert!(!through.success, "kubectl passes the exit status on");
     assert_eq!(through.stdout, not_ready.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_who_may_not_read_secrets_is_told_so() {
+    if !on_real_cluster("RBAC (a user who may read bindings but not Secrets)") {
+        return;
+    }
+    let env = env_with_bucket(&["data"]).await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    ready_binding(&env, "app").await;
+    // Applies the tenant roles, aggregated into `edit` and `view`; the viewer gets `view` alone, which
+    // reads bindings but no Secret.
+    env.tenant_client("plugin-editor").await;
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "plugin-viewer"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "plugin-viewer"}],
+    }))
+    .expect("a RoleBinding");
+    Api::<RoleBinding>::namespaced(env.client.clone(), &env.namespace)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("RoleBinding created");
+    let mut viewer = Plugin::new(&env);
+    let mut kubeconfig = Kubeconfig::read_from(&viewer.kubeconfig).expect("the admin kubeconfig");
+    for named in &mut kubeconfig.auth_infos {
+        if let Some(auth) = named.auth_info.as_mut() {
+            auth.impersonate = Some("plugin-viewer".to_owned());
+        }
+    }
+    let path = viewer.dir.join("viewer.kubeconfig");
+    // It holds the admin's credentials: readable by us alone.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(serde_json::to_string(&kubeconfig).expect("kubeconfig").as_bytes()))
+        .expect("kubeconfig written");
+    viewer.kubeconfig = path;
+
+    // The aggregation controller adds the tenant view role's rules to `view` asynchronously.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while !viewer.run(&["who-uses", "data"]).await.success {
+        assert!(tokio::time::Instant::now() < deadline, "the viewer never got to read bindings");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refused = viewer.run(&["credentials", "app"]).await;
+    assert!(!refused.success);
+    assert!(
+        refused.stderr.contains("You are not allowed to read the Secret app in namespace")
+            && refused.stderr.contains("Ask a cluster admin"),
+        "{}",
+        refused.stderr
+    );
 }
