@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bucket_broker::api::{BucketBinding, BucketServiceKey, KeyState, find_condition};
+use bucket_broker::api::{Bucket, BucketBinding, BucketServiceKey, KeyState, find_condition};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Api;
@@ -157,6 +157,17 @@ async fn credentials_in_every_format_and_who_uses_a_bucket() {
     let through = plugin.through_kubectl(&["who-uses", "data"]).await;
     assert!(through.success, "kubectl bucketbroker failed: {}", through.stderr);
     assert_eq!(through.stdout.lines().count(), 3, "{}", through.stdout);
+
+    // The Bucket counts them in its BINDINGS column, and a departure is counted too.
+    env.wait_for::<Bucket>("data", "counting 2", |b| b.status.as_ref().and_then(|s| s.bindings) == Some(2))
+        .await;
+    let listed = plugin.exec("kubectl", None, &["get", "bucket", "data"]).await;
+    let header: Vec<&str> = listed.stdout.lines().next().unwrap_or_default().split_whitespace().collect();
+    let column = header.iter().position(|h| *h == "BINDINGS").expect("a BINDINGS column");
+    assert_eq!(listed.stdout.lines().nth(1).and_then(|l| l.split_whitespace().nth(column)), Some("2"));
+    env.delete::<BucketServiceKey>("laptop").await;
+    env.wait_for::<Bucket>("data", "counting 1", |b| b.status.as_ref().and_then(|s| s.bindings) == Some(1))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
