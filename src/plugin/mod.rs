@@ -27,7 +27,7 @@ use render::{Format, NotReady};
 
 /// Credentials, key rotation and status of bucket-broker's Buckets, BucketBindings and BucketServiceKeys.
 #[derive(Parser, Debug)]
-#[command(name = "kubectl-bucketbroker", bin_name = "kubectl bucketbroker", version, about)]
+#[command(name = "kubectl-bucketbroker", bin_name = "kubectl bucketbroker", version)]
 pub struct Cli {
     #[command(flatten)]
     pub target: Target,
@@ -165,8 +165,9 @@ async fn connect(target: &Target) -> Result<(Client, String), Error> {
     let options = KubeConfigOptions { context: target.context.clone(), cluster: None, user: None };
     let config = match &target.kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path)
-                .map_err(|e| Error(format!("Could not read the kubeconfig {}: {e}.", path.display())))?;
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                Error(format!("Could not read the kubeconfig {}: {e}. Check --kubeconfig.", path.display()))
+            })?;
             Config::from_custom_kubeconfig(kubeconfig, &options).await
         }
         None => Config::from_kubeconfig(&options).await,
