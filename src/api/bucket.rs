@@ -36,6 +36,7 @@ pub const DELETION_PROTECTION_ANNOTATION: &str = "bucketbroker.io/deletion-prote
     printcolumn = r#"{"name":"Bucket","type":"string","description":"The AWS bucket name","jsonPath":".status.bucketName"}"#,
     printcolumn = r#"{"name":"Class","type":"string","description":"The BucketClass in effect","jsonPath":".status.class"}"#,
     printcolumn = r#"{"name":"Public","type":"boolean","description":"Objects are readable anonymously","jsonPath":".spec.public"}"#,
+    printcolumn = r#"{"name":"Bindings","type":"integer","description":"How many BucketBindings and BucketServiceKeys name this Bucket","jsonPath":".status.bindings"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","description":"The bucket is provisioned and secured","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","priority":1,"description":"Why the bucket is (not) ready","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
@@ -181,6 +182,11 @@ pub struct BucketStatus {
     /// For a public bucket, the base URL anyone can download objects from; unset for a private bucket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_url: Option<String>,
+
+    /// How many BucketBindings and BucketServiceKeys in this namespace name this Bucket, those being deleted
+    /// included until they are gone. `kubectl bucketbroker who-uses` lists them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bindings: Option<i32>,
 
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -82,6 +82,7 @@ fn printer_columns_follow_the_design() {
             column("BUCKET", ".status.bucketName"),
             column("CLASS", ".status.class"),
             column("PUBLIC", ".spec.public"),
+            column("BINDINGS", ".status.bindings"),
             column("READY", ready),
             column("AGE", ".metadata.creationTimestamp"),
         ]

@@ -48,12 +48,14 @@ pub async fn run(
     ctx: Arc<Context>,
     buckets: &SharedWatch<Bucket>,
     classes: &SharedWatch<BucketClass>,
+    (bindings, keys): (&SharedWatch<BucketBinding>, &SharedWatch<BucketServiceKey>),
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     ctx.watch_cache(KIND, buckets.store.clone(), |b: &Bucket| {
         b.status.as_ref().is_some_and(|s| crate::desired::conditions::is_true(&s.conditions, "Ready"))
     });
     let (store, on_class) = (buckets.store.clone(), ctx.clone());
+    let (on_binding, on_key) = (counted(&buckets.store, &ctx), counted(&buckets.store, &ctx));
     Controller::for_shared_stream(buckets.changes_by_others(ctx.clone()), buckets.store.clone())
         // A Bucket waiting for its bindings and service keys to go is woken as soon as one is gone.
         .reconcile_on(ctx.bucket_wakes())
@@ -74,11 +76,36 @@ pub async fn run(
                 .map(|b| ObjectRef::from_obj(b.as_ref()))
                 .collect::<Vec<_>>()
         })
+        // A binding or service key that comes or goes changes its Bucket's count; other changes to it do not.
+        .watches_shared_stream(bindings.changes(), move |b: Arc<BucketBinding>| {
+            on_binding(b.namespace(), &b.spec.bucket_ref.name)
+        })
+        .watches_shared_stream(keys.changes(), move |k: Arc<BucketServiceKey>| {
+            on_key(k.namespace(), &k.spec.bucket_ref.name)
+        })
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |obj, err, ctx| error_policy(KIND, obj.as_ref(), err, &ctx), ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// Maps a binding's or service key's change (namespace, Bucket name) to its Bucket when the Bucket's status
+/// counts other than the cache does: only arrivals and departures wake it, never status writes.
+fn counted(
+    buckets: &kube::runtime::reflector::Store<Bucket>,
+    ctx: &Arc<Context>,
+) -> impl Fn(Option<String>, &str) -> Option<ObjectRef<Bucket>> + Send + Sync + 'static {
+    let (buckets, ctx) = (buckets.clone(), ctx.clone());
+    move |namespace, name| {
+        let namespace = namespace?;
+        let reference = ObjectRef::new(name).within(&namespace);
+        let bucket = buckets.get(&reference)?;
+        let count = ctx.bindings_of(&namespace, name)?;
+        let shown = bucket.status.as_ref().and_then(|s| s.bindings);
+        let uid = bucket.metadata.uid.as_deref().unwrap_or_default();
+        (shown != Some(count) && ctx.memo.touch(uid, Touch::Bindings(count))).then_some(reference)
+    }
 }
 
 async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
@@ -163,6 +190,7 @@ async fn location(bucket: &Bucket, ctx: &Context, class: Option<&Class>) -> Resu
 /// The status after `observation`. `observedGeneration` moves only when this generation's spec was fully
 /// applied, or found to need a person ([`conditions::handled`]).
 fn status_for(
+    ctx: &Context,
     bucket: &Bucket,
     location: &Location,
     class: Option<&Class>,
@@ -184,6 +212,9 @@ fn status_for(
             .then(|| location.endpoint.clone()),
         class: class.map(|c| c.name.clone()),
         versioning: class.and_then(|c| class::versioning(&bucket.spec, c)).map(|v| format!("{v:?}")),
+        bindings: ctx
+            .bindings_of(&bucket.namespace().unwrap_or_default(), &bucket.name_any())
+            .or(current.bindings),
         observed_generation,
         conditions: conditions_after(&current.conditions, &[observation], generation),
     }
@@ -240,12 +271,15 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
                     let current = bucket.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
                     let ready = Observation::ready(reasons::PROVISIONED, ready_message(bucket, ctx, class));
                     let (observation, held) = ready_or_held(current, ready.clone());
-                    let mut written =
-                        write_status(bucket, ctx, &status_for(bucket, &location, class, observation, !held))
-                            .await;
+                    let mut written = write_status(
+                        bucket,
+                        ctx,
+                        &status_for(ctx, bucket, &location, class, observation, !held),
+                    )
+                    .await;
                     if held && written.is_ok() {
                         // That write kept every field: the CRD was fixed, so success can be reported now.
-                        let status = status_for(bucket, &location, class, ready, true);
+                        let status = status_for(ctx, bucket, &location, class, ready, true);
                         written = write_status(bucket, ctx, &status).await;
                     }
                     let after = ctx.resync_after(owner_uid);
@@ -266,7 +300,8 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     let err = unknown_region(err, &location.region);
     let message = err.to_string();
     ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
-    let status = status_for(bucket, &location, class, Observation::not_ready(err.reason(), message), false);
+    let status =
+        status_for(ctx, bucket, &location, class, Observation::not_ready(err.reason(), message), false);
     // The failure that led here is what the backoff and the log report, whatever this write does.
     if let Err(write) = write_status(bucket, ctx, &status).await {
         tracing::debug!(error = %write, "Failed to report a failure in status");
@@ -661,6 +696,7 @@ async fn blocked(
         ctx.event(&reference, EventType::Warning, reasons::DELETION_BLOCKED, "Delete", message.clone()).await;
     }
     let status = status_for(
+        ctx,
         bucket,
         location,
         class,

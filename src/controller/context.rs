@@ -132,6 +132,8 @@ pub struct Context {
     bucket_wakes: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<ObjectRef<crate::api::Bucket>>>>,
     /// The cluster's BucketClasses, once their watch has listed them.
     classes: std::sync::OnceLock<Store<crate::api::BucketClass>>,
+    /// The BucketBindings and BucketServiceKeys, for the count in each Bucket's status.
+    credentials: std::sync::OnceLock<(Store<crate::api::BucketBinding>, Store<crate::api::BucketServiceKey>)>,
 }
 
 impl Context {
@@ -156,6 +158,7 @@ impl Context {
             wake_bucket,
             bucket_wakes: Mutex::new(Some(bucket_wakes)),
             classes: std::sync::OnceLock::new(),
+            credentials: std::sync::OnceLock::new(),
         })
     }
 
@@ -167,6 +170,33 @@ impl Context {
     /// Every BucketClass in the cluster, as last seen.
     pub fn classes(&self) -> Vec<crate::api::BucketClass> {
         self.classes.get().map(|s| s.state().iter().map(|c| c.as_ref().clone()).collect()).unwrap_or_default()
+    }
+
+    /// Hands the Bucket controller the caches of bindings and service keys, which it counts.
+    pub fn set_credentials(
+        &self,
+        bindings: Store<crate::api::BucketBinding>,
+        keys: Store<crate::api::BucketServiceKey>,
+    ) {
+        let _ = self.credentials.set((bindings, keys));
+    }
+
+    /// How many BucketBindings and BucketServiceKeys in `namespace` name the Bucket `name`, as cached;
+    /// `None` before the caches are handed over.
+    pub fn bindings_of(&self, namespace: &str, name: &str) -> Option<i32> {
+        let (bindings, keys) = self.credentials.get()?;
+        let names = |ns: Option<&str>, bucket: &str| ns == Some(namespace) && bucket == name;
+        let count = bindings
+            .state()
+            .iter()
+            .filter(|b| names(b.metadata.namespace.as_deref(), &b.spec.bucket_ref.name))
+            .count()
+            + keys
+                .state()
+                .iter()
+                .filter(|k| names(k.metadata.namespace.as_deref(), &k.spec.bucket_ref.name))
+                .count();
+        Some(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
     /// Wakes the Bucket `name` in `namespace` (a binding or service key of it is gone).

@@ -149,6 +149,8 @@ impl Entry {
             Touch::Class(_) => true,
             // Nor of a ServiceAccount: its (re-)creation or annotation may matter to a keyless binding.
             Touch::ServiceAccount(_) => true,
+            // Only made when the count differs from the Bucket's status.
+            Touch::Bindings(_) => true,
         }
     }
 }
@@ -164,6 +166,8 @@ pub enum Touch {
     Class(String),
     /// The ServiceAccount of a keyless binding changed, to this resourceVersion.
     ServiceAccount(String),
+    /// A Bucket's bindings and service keys came or went: this many name it now, not what its status says.
+    Bindings(i32),
 }
 
 /// The longest an object waiting for someone else's change goes without a pass ([`Memo::wait_longer`]).

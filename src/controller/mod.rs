@@ -43,8 +43,11 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
     // Buckets: their controller and both credential controllers; bindings and keys: their own controller.
     let namespace = &ctx.settings.namespace;
     let (buckets, watching_buckets) = SharedWatch::<Bucket>::start(ctx.api_for(namespace), 3);
-    let (bindings, watching_bindings) = SharedWatch::<BucketBinding>::start(ctx.api_for(namespace), 1);
-    let (keys, watching_keys) = SharedWatch::<BucketServiceKey>::start(ctx.api_for(namespace), 1);
+    // Bindings and keys also feed the Bucket controller, which counts them: deletions are changes too.
+    let (bindings, watching_bindings) =
+        SharedWatch::<BucketBinding>::start_with_deletions(ctx.api_for(namespace), 2);
+    let (keys, watching_keys) =
+        SharedWatch::<BucketServiceKey>::start_with_deletions(ctx.api_for(namespace), 2);
     // BucketClasses are cluster-scoped: every controller decides with them, and a change wakes the Buckets
     // (and credentials) of the class.
     let (classes, watching_classes) =
@@ -59,8 +62,14 @@ pub async fn run_all(ctx: Arc<Context>, shutdown: tokio::sync::watch::Receiver<b
             return;
         }
         ctx.set_classes(classes.store.clone());
+        // Nor is a Bucket's count of bindings written from a cache still filling (a restart would write
+        // every count twice: short, then right).
+        if bindings.store.wait_until_ready().await.is_err() || keys.store.wait_until_ready().await.is_err() {
+            return;
+        }
+        ctx.set_credentials(bindings.store.clone(), keys.store.clone());
         tokio::join!(
-            bucket::run(ctx.clone(), &buckets, &classes, stopped(shutdown.clone())),
+            bucket::run(ctx.clone(), &buckets, &classes, (&bindings, &keys), stopped(shutdown.clone())),
             credentials::run(ctx.clone(), &bindings, &buckets, &classes, stopped(shutdown.clone())),
             credentials::run(ctx.clone(), &keys, &buckets, &classes, stopped(shutdown.clone())),
         );

@@ -114,15 +114,22 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
         kubectl.ok(&[&["wait", "--for=condition=Ready", "--timeout=60s"][..], &objects].concat()).await;
     assert_eq!(waited.matches("condition met").count(), objects.len(), "{waited}");
 
-    // The printer columns, for one kind and for the whole category.
+    // The printer columns, for one kind and for the whole category. BINDINGS counts the bindings and
+    // service keys naming the Bucket: four name assets, none public-assets.
+    let counting = |n: i32| move |b: &Bucket| b.status.as_ref().and_then(|s| s.bindings) == Some(n);
+    env.wait_for::<Bucket>("assets", "counting 4 bindings", counting(4)).await;
+    env.wait_for::<Bucket>("public-assets", "counting no binding", counting(0)).await;
     let buckets = kubectl.ok(&["get", "bkt"]).await;
     let header: Vec<&str> = buckets.lines().next().unwrap_or_default().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "BUCKET", "CLASS", "PUBLIC", "READY", "AGE"]);
+    assert_eq!(header, ["NAME", "BUCKET", "CLASS", "PUBLIC", "BINDINGS", "READY", "AGE"]);
     let assets = env.api::<Bucket>().get("assets").await.expect("assets");
     let bucket_name = assets.status.and_then(|s| s.bucket_name).expect("bucket name");
     // No class is the default here: the examples get the built-in one.
-    assert_eq!(row(&buckets, "assets")[..5], ["assets", bucket_name.as_str(), "(built-in)", "false", "True"]);
-    assert_eq!(row(&buckets, "public-assets")[3..5], ["true", "True"]);
+    assert_eq!(
+        row(&buckets, "assets")[..6],
+        ["assets", bucket_name.as_str(), "(built-in)", "false", "4", "True"]
+    );
+    assert_eq!(row(&buckets, "public-assets")[3..6], ["true", "0", "True"]);
     let all = kubectl.ok(&["get", "bucketbroker"]).await;
     // The APP column of a binding without an app is an empty cell (the API server sends null).
     assert!(
@@ -145,7 +152,7 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
         row(&all, "bucketservicekey.bucketbroker.io/migration")[1..5],
         ["assets", "ReadWrite", "migration", "True"]
     );
-    assert_eq!(row(&all, "bucket.bucketbroker.io/assets")[4], "True");
+    assert_eq!(row(&all, "bucket.bucketbroker.io/assets")[4..6], ["4", "True"]);
     let shop = kubectl.ok(&["get", "bkb", "shop-assets"]).await;
     assert_eq!(
         row(&shop, "shop-assets")[..6],
@@ -160,9 +167,21 @@ async fn kubectl_applies_the_crds_and_examples_waits_gets_and_deletes() {
     let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "BUCKET", "CLASS", "PUBLIC", "READY", "AGE", "REASON", "REGION", "DELETION", "VERSIONING"]
+        [
+            "NAME",
+            "BUCKET",
+            "CLASS",
+            "PUBLIC",
+            "BINDINGS",
+            "READY",
+            "AGE",
+            "REASON",
+            "REGION",
+            "DELETION",
+            "VERSIONING"
+        ]
     );
-    assert_eq!(row(&wide, "assets")[6..], ["Provisioned", "eu-west-2", "Delete"]);
+    assert_eq!(row(&wide, "assets")[7..], ["Provisioned", "eu-west-2", "Delete"]);
     let wide = kubectl.ok(&["get", "bkb", "-o", "wide"]).await;
     let header: Vec<&str> = wide.lines().next().unwrap_or_default().split_whitespace().collect();
     assert_eq!(

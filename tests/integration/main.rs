@@ -22,6 +22,7 @@ mod kubectl;
 mod operations;
 mod orphans;
 mod platform;
+mod plugin;
 mod protection;
 mod proxy;
 mod quickstart;
