@@ -147,7 +147,9 @@ pub(super) async fn ensure(
                 && !association_is_ours(ctx, found, &arn, namespace, service_account_name).await?
             {
                 return Err(Error::ServiceAccountConflict(format!(
-                    "ServiceAccount {service_account_name} has an EKS Pod Identity association ({}) with a role                      this controller did not make for it; it is left untouched. Delete that association, or                      name another ServiceAccount in a new BucketBinding",
+                    "ServiceAccount {service_account_name} has an EKS Pod Identity association ({}) with a role \
+                     this controller did not make for it; it is left untouched. Delete that association, or \
+                     name another ServiceAccount in a new BucketBinding",
                     found.id
                 )));
             }
@@ -263,7 +265,8 @@ pub(super) async fn ensure(
                     // reads it and judges whose it is.
                     Err(err) if err.is(ErrorKind::AlreadyExists) => {
                         return Err(Error::ConcurrentChange(format!(
-                            "ServiceAccount {service_account_name} got an EKS Pod Identity association meanwhile;                              checking it again"
+                            "ServiceAccount {service_account_name} got an EKS Pod Identity association meanwhile; \
+                             checking it again"
                         )));
                     }
                     Err(err) => return Err(err.into()),
