@@ -335,6 +335,20 @@ async fn hostile_specs_are_refused_by_the_schema() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+    // The issue's two cases, in the real server's words (the pattern itself is the CRD's to choose).
+    let region = refused_create::<Bucket>(&env, bucket("b14", json!({"region": "EU_WEST_2"}))).await;
+    assert!(
+        region.contains(r#"spec.region: Invalid value: "EU_WEST_2": spec.region in body should match '"#),
+        "{region}"
+    );
+    let secret_name =
+        refused_create::<BucketBinding>(&env, binding("k13", json!({"secretName": "Bad_Name"}))).await;
+    assert!(
+        secret_name.contains(
+            r#"spec.secretName: Invalid value: "Bad_Name": spec.secretName in body should match '"#
+        ),
+        "{secret_name}"
+    );
 
     // Immutable fields, by the CRDs' CEL rules: the change is refused, whoever asks.
     env.create::<Bucket>(bucket("fixed", json!({"region": "eu-west-2"}))).await;

@@ -268,9 +268,10 @@ fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Processed) {
 
 fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     let num = |k: &str| schema.get(k).and_then(Value::as_f64);
-    let mut invalid = |msg: String| {
-        causes.push(Cause::new("FieldValueInvalid", path, format!("Invalid value: {v}: {msg}")))
-    };
+    let causes = std::cell::RefCell::new(causes);
+    let too = |cause: Cause| causes.borrow_mut().push(cause);
+    let invalid =
+        |msg: String| too(Cause::new("FieldValueInvalid", path, format!("Invalid value: {v}: {msg}")));
     match v {
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or_default();
@@ -286,39 +287,30 @@ fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
         Value::String(s) => {
-            // Lengths are counted in characters, as kube-openapi does (`utf8.RuneCountInString`).
+            // Lengths are counted in characters, as kube-openapi does (`utf8.RuneCountInString`), and
+            // its string validator reports only the first failure of maxLength, minLength, pattern.
             let len = s.chars().count() as f64;
-            if let Some(m) = num("minLength")
-                && len < m
-            {
-                invalid(format!("{path} in body should be at least {m} chars long"));
-            }
             if let Some(m) = num("maxLength")
                 && len > m
             {
-                causes.push(Cause::new(
+                too(Cause::new(
                     "FieldValueTooLong",
                     path,
                     format!("Too long: may not be more than {m} bytes"),
                 ));
-            }
-            if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+            } else if let Some(m) = num("minLength")
+                && len < m
+            {
+                invalid(format!("{path} in body should be at least {m} chars long"));
+            } else if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
                 && !matches_pattern(pattern, s)
             {
-                causes.push(Cause::new(
-                    "FieldValueInvalid",
-                    path,
-                    format!("Invalid value: {v}: {path} in body should match '{pattern}'"),
-                ));
+                invalid(format!("{path} in body should match '{pattern}'"));
             }
             if let Some(format) = schema.get("format").and_then(Value::as_str)
                 && !format_ok(format, s)
             {
-                causes.push(Cause::new(
-                    "FieldValueInvalid",
-                    path,
-                    format!("Invalid value: {v}: {path} in body must be of type {format}: {v}"),
-                ));
+                invalid(format!("{path} in body must be of type {format}: {v}"));
             }
         }
         Value::Array(a) => {
@@ -326,12 +318,17 @@ fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             if let Some(m) = num("minItems")
                 && (len as f64) < m
             {
-                invalid(format!("{path} in body should have at least {m} items"));
+                // The real server shows the list's length as the invalid value.
+                too(Cause::new(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {len}: {path} in body should have at least {m} items"),
+                ));
             }
             if let Some(m) = num("maxItems")
                 && (len as f64) > m
             {
-                causes.push(Cause::new(
+                too(Cause::new(
                     "FieldValueTooMany",
                     path,
                     format!("Too many: {len}: must have at most {m} items"),
@@ -340,6 +337,20 @@ fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
         }
         _ => {}
     }
+}
+
+/// Whether a schema error keeps the CEL rules from running, as upstream's `hasBlockingErr`.
+pub(super) fn blocks_rules(causes: &[Cause]) -> bool {
+    causes.iter().any(|c| {
+        matches!(
+            c.reason,
+            "FieldValueTypeInvalid"
+                | "FieldValueRequired"
+                | "FieldValueNotSupported"
+                | "FieldValueTooLong"
+                | "FieldValueTooMany"
+        )
+    })
 }
 
 /// Whether `s` matches the schema's `pattern` (unanchored, as Go's RE2 `MatchString`; Rust's
@@ -448,13 +459,12 @@ mod tests {
             "rules": [{"days": 1, "since": "2026-12-06T17:44:46Z"}, {"days": 10}]}});
         assert!(process(&schema, &mut good).causes.is_empty());
 
-        let mut bad = json!({"spec": {"region": "EU_WEST_2", "ref": {"name": "Bad_Name"},
+        let mut bad = json!({"spec": {"region": "EU_WEST2", "ref": {"name": "Bad_Name"},
             "rules": [{"days": 0}, {"days": 11, "since": "yesterday"}, {}]}});
         let causes = process(&schema, &mut bad).causes;
         let said: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
         for expected in [
-            r#"spec.region: Invalid value: "EU_WEST_2": spec.region in body should match '^[a-z0-9-]+$'"#,
-            "spec.region: Too long: may not be more than 8 bytes",
+            r#"spec.region: Invalid value: "EU_WEST2": spec.region in body should match '^[a-z0-9-]+$'"#,
             r#"spec.ref.name: Invalid value: "Bad_Name": spec.ref.name in body should match '^[a-z]+$'"#,
             "spec.rules: Too many: 3: must have at most 2 items",
             "spec.rules[0].days: Invalid value: 0: spec.rules[0].days in body should be greater than or equal to 1",
@@ -463,12 +473,23 @@ mod tests {
         ] {
             assert!(said.iter().any(|s| s == expected), "missing {expected:?} in {said:#?}");
         }
-        assert_eq!(said.len(), 7, "{said:#?}");
+        assert_eq!(said.len(), 6, "{said:#?}");
+        let mut long = json!({"spec": {"region": "EU_WEST_2_AND_MORE"}});
+        let causes = process(&schema, &mut long).causes;
+        let said: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        assert_eq!(
+            said,
+            vec!["spec.region: Too long: may not be more than 8 bytes"],
+            "the first failure only"
+        );
+        assert!(blocks_rules(&causes), "too long keeps the CEL rules from running");
 
         let mut empty = json!({"spec": {"ref": {"name": ""}}});
         let causes = process(&schema, &mut empty).causes;
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
-        assert_eq!(fields, vec!["spec.ref.name", "spec.ref.name"], "too short, and no match: {causes:?}");
+        assert_eq!(fields, vec!["spec.ref.name"], "too short, and no more said: {causes:?}");
+        assert!(causes[0].message.ends_with("should be at least 1 chars long"), "{causes:?}");
+        assert!(!blocks_rules(&causes), "too short lets the CEL rules run");
     }
 
     #[test]
