@@ -81,8 +81,9 @@ fn readme_quickstart_commands() -> Vec<String> {
         .collect()
 }
 
-/// Runs one README line with bash in `dir` after the `export KUBECONFIG=...` line the quickstart printed.
-async fn shell(dir: &Path, export: &str, line: &str) -> String {
+/// Runs one README line with bash in `dir` after the `export KUBECONFIG=...` line the quickstart printed;
+/// returns its standard output and standard error.
+async fn shell(dir: &Path, export: &str, line: &str) -> (String, String) {
     let script = format!("set -euo pipefail\n{export}\n{line}\n");
     let output = tokio::process::Command::new("bash")
         .current_dir(dir)
@@ -91,13 +92,30 @@ async fn shell(dir: &Path, export: &str, line: &str) -> String {
         .await
         .expect("bash runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("$ {line}\n{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the README's `{line}` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    println!("$ {line}\n{stdout}{stderr}");
+    assert!(output.status.success(), "the README's `{line}` failed: {stderr}");
+    (stdout, stderr)
+}
+
+/// What the quickstart prints, readable while it still runs (to find the metrics address it printed).
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("output")).into_owned()
+    }
+}
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("output").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,21 +124,32 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
     let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-quickstart"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::os::unix::fs::symlink(examples(), dir.join("examples")).expect("examples linked");
-    let options = Options { examples: examples(), state_dir: dir.join(".tools/quickstart") };
+    let options =
+        Options { examples: examples(), state_dir: dir.join(".tools/quickstart"), controller: true };
     let commands = readme_quickstart_commands();
     assert!(commands.len() >= 8, "{commands:?}");
     assert!(commands[0].starts_with("export KUBECONFIG="), "the section starts with the printed line");
 
-    let mut out = Vec::new();
+    let shared = Shared::default();
+    let mut out = shared.clone();
     let mut outputs = Vec::new();
+    let mut metrics = String::new();
     let hold = async {
         let export = &commands[0];
         for line in &commands[1..] {
             outputs.push((line.clone(), shell(&dir, export, line).await));
         }
+        // The metrics address the quickstart printed serves the controller's metrics.
+        let printed = shared.text();
+        let curl = printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("The controller's metrics: "))
+            .expect("the metrics address is printed")
+            .to_owned();
+        metrics = shell(&dir, "", &curl).await.0;
     };
     bucket_broker::local::quickstart::run(&options, &mut out, hold).await.expect("quickstart succeeds");
-    let out = String::from_utf8(out).expect("utf-8");
+    let out = shared.text();
     let state_dir = std::path::absolute(&options.state_dir).expect("state dir");
     for expected in [
         "created Bucket/assets",
@@ -136,6 +165,11 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
         "ready=True publicUrl=",
         "\"aws-s3-bucket\": [",
         "\"instance_name\": \"assets\"",
+        "Starting the controller, watching every namespace",
+        "VCAP_SERVICES of BucketBinding web-app",
+        "Writing with the read-only BucketBinding reporting",
+        "Its metrics: curl -s http://127.0.0.1:",
+        "--without-controller",
         "\"aws_secret_access_key\": \"****\"",
         "GET s3://",
         "\"hello from bucket-broker\"",
@@ -151,9 +185,40 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
         "the README's line is the printed one, run from the repository"
     );
 
+    assert!(metrics.contains("# TYPE"), "Prometheus text from the printed address: {metrics}");
+    // The README's description names what the quickstart shows.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    for shown in ["`VCAP_SERVICES` of the `web-app` binding", "read-only `reporting` binding"] {
+        assert!(readme.contains(shown), "the README says {shown:?}");
+    }
+
     let output_of = |prefix: &str| {
-        outputs.iter().find(|(line, _)| line.starts_with(prefix)).map(|(_, o)| o.as_str()).unwrap_or_default()
+        outputs
+            .iter()
+            .find(|(line, _)| line.starts_with(prefix))
+            .map(|(_, (o, _))| o.as_str())
+            .unwrap_or_default()
     };
+    let stderr_of = |prefix: &str| {
+        outputs
+            .iter()
+            .find(|(line, _)| line.starts_with(prefix))
+            .map(|(_, (_, e))| e.as_str())
+            .unwrap_or_default()
+    };
+    let dry_run = stderr_of("kubectl apply -f examples/bucket-private.yaml --dry-run=server");
+    assert!(!dry_run.contains("last-applied-configuration"), "created as kubectl apply does: {dry_run}");
+    let unchanged = output_of("kubectl apply -f examples/bucket-private.yaml --dry-run=server");
+    assert!(
+        unchanged.contains("unchanged (server dry run)"),
+        "kubectl finds its own annotation: {unchanged}"
+    );
+    let elsewhere = output_of("kubectl wait -n mine bucket/assets");
+    assert!(
+        elsewhere.contains("condition met"),
+        "a Bucket in a namespace of one's own is provisioned: {elsewhere}"
+    );
     let all = output_of("kubectl get bucketbroker");
     assert!(all.contains("bucket.bucketbroker.io/assets") && all.contains("True"), "{all}");
     assert!(output_of("kubectl get buckets -o wide").contains("Provisioned"));
