@@ -107,7 +107,7 @@ pub async fn run(
         own_controller(out, &kubeconfig, &moto)?;
         writeln!(
             out,
-            "  kubectl get bucketbroker -A              # the examples, Ready once your controller runs"
+            "  kubectl get bucketbroker -A                         # the examples, Ready once your controller runs"
         )?;
         out.flush()?;
         hold.await;
@@ -308,7 +308,7 @@ pub async fn run(
     writeln!(out, "  kubectl describe bucket assets")?;
     writeln!(
         out,
-        "  The controller watches every namespace: kubectl create namespace mine, and apply there too."
+        "  The controller watches every namespace: a Bucket in a namespace of your own is provisioned too."
     )?;
     writeln!(out, "  The controller's metrics: curl -s http://{metrics_addr}/metrics")?;
     writeln!(out, "  The controller's log: tail -f {}", log_path.display())?;
@@ -336,12 +336,12 @@ fn own_controller(out: &mut (dyn Write + Send), kubeconfig: &Path, moto: &Moto) 
     writeln!(out, "  export AWS_SECRET_ACCESS_KEY={}", credentials.secret_access_key())?;
     writeln!(out, "  export AWS_REGION={}", super::moto::REGION)?;
     writeln!(out, "  export BUCKET_BROKER_AWS_ENDPOINT_URL={}", moto.endpoint_url())?;
-    writeln!(out, "  export BUCKET_BROKER_REQUIRE_TLS=false            # moto serves plain HTTP")?;
-    writeln!(out, "  export BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN=none # moto has no boundary policy")?;
+    writeln!(out, "  export BUCKET_BROKER_REQUIRE_TLS=false              # moto serves plain HTTP")?;
+    writeln!(out, "  export BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN=none  # moto has no boundary policy")?;
     writeln!(out, "  export BUCKET_BROKER_METRICS_ADDR=127.0.0.1:8080")?;
     writeln!(
         out,
-        "  cargo run -- run                                  # then: curl -s http://127.0.0.1:8080/metrics"
+        "  cargo run -- run                                    # then: curl -s http://127.0.0.1:8080/metrics"
     )?;
     Ok(())
 }

@@ -166,6 +166,7 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
         "\"aws-s3-bucket\": [",
         "\"instance_name\": \"assets\"",
         "Starting the controller, watching every namespace",
+        "The controller watches every namespace",
         "VCAP_SERVICES of BucketBinding web-app",
         "Writing with the read-only BucketBinding reporting",
         "Its metrics: curl -s http://127.0.0.1:",
@@ -265,4 +266,64 @@ async fn the_example_classes_are_accepted_by_the_api_server() {
         refused.to_string().contains("deletionPolicy must be one of allowedDeletionPolicies"),
         "{refused}"
     );
+}
+
+/// `--without-controller`: the environment alone, and the lines it prints are enough to run the controller
+/// binary against it (moto's credentials, its endpoint, the kubeconfig): the examples become Ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_its_controller_the_quickstart_prints_what_ones_own_needs() {
+    let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-own-controller"));
+    let options =
+        Options { examples: examples(), state_dir: dir.join(".tools/quickstart"), controller: false };
+    let shared = Shared::default();
+    let mut out = shared.clone();
+    let mut ready = String::new();
+    let hold = async {
+        let printed = shared.text();
+        let exports: Vec<(String, String)> = printed
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .map(|l| l.split(" #").next().unwrap_or_default().trim())
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+        for needed in [
+            "KUBECONFIG",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "BUCKET_BROKER_AWS_ENDPOINT_URL",
+        ] {
+            assert!(names.contains(&needed), "{needed} is printed: {printed}");
+        }
+        assert!(printed.contains("cargo run -- run"), "{printed}");
+        let kubeconfig =
+            exports.iter().find(|(k, _)| k == "KUBECONFIG").map(|(_, v)| v.clone()).expect("kubeconfig");
+        let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucket-broker"))
+            .arg("run")
+            .envs(exports.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Any free port: the printed 8080 may be taken on a shared machine.
+            .env("BUCKET_BROKER_METRICS_ADDR", "127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("controller.log")).expect("log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the controller starts");
+        let export = format!("export KUBECONFIG={kubeconfig}");
+        ready = shell(
+            &dir,
+            &export,
+            "kubectl wait bucket/assets bucketbinding/web-app --for=condition=Ready --timeout=90s",
+        )
+        .await
+        .0;
+        let _ = controller.kill().await;
+    };
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    bucket_broker::local::quickstart::run(&options, &mut out, hold).await.expect("quickstart succeeds");
+    let out = shared.text();
+    assert!(out.contains("created Bucket/assets") && !out.contains("Starting the controller"), "{out}");
+    assert_eq!(ready.matches("condition met").count(), 2, "{ready}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
