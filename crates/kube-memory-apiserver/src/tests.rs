@@ -1468,3 +1468,24 @@ async fn server_side_apply_of_an_undeclared_field_is_refused_as_upstream_does() 
     assert_eq!(w.data["status"], json!({"phase": "Up"}));
     Ok(())
 }
+
+/// A protobuf body (what `kubectl create namespace` sends) is a 415 that says what to use instead, not a
+/// JSON parse error about "line 1 column 1".
+#[tokio::test]
+async fn a_protobuf_body_is_unsupported_media_type() -> TestResult {
+    let server = ApiServer::start().await?;
+    let client = server.client();
+    // The envelope's magic number, then an `Unknown` message; the server needs to read no further.
+    let request = hyper::http::Request::post("/api/v1/namespaces")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(b"k8s\0\x0a\x0f\x0a\x02v1\x12\x09Namespace".to_vec())?;
+    let e = api_err(client.request_text(request).await);
+    assert_eq!((e.code, e.reason.as_str()), (415, "UnsupportedMediaType"));
+    assert!(
+        e.message.contains("does not read protobuf") && e.message.contains("kubectl apply -f"),
+        "{}",
+        e.message
+    );
+    server.shutdown().await;
+    Ok(())
+}
