@@ -37,6 +37,10 @@ pub enum Command {
         /// Keep the local API server running until Ctrl-C at the end, for kubectl.
         #[arg(long)]
         keep_running: bool,
+        /// Start only moto and the local API server (with the examples applied), keep them up until Ctrl-C,
+        /// and print how to run a controller of your own against them.
+        #[arg(long)]
+        without_controller: bool,
         /// Where the kubeconfig and the controller's log are written.
         #[arg(long, default_value = ".tools/quickstart")]
         state_dir: PathBuf,

@@ -11,17 +11,23 @@ fn main() -> ExitCode {
             runtime().and_then(|rt| rt.block_on(bucket_broker::run::run(*args)).map_err(report))
         }
         #[cfg(feature = "local")]
-        Command::Quickstart { examples, keep_running, state_dir } => runtime().and_then(|rt| {
-            let mut out = std::io::stdout();
-            let options = bucket_broker::local::quickstart::Options { examples, state_dir };
-            let hold = async move {
-                if keep_running {
-                    println!("  Everything stays up until Ctrl-C.");
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            };
-            rt.block_on(bucket_broker::local::quickstart::run(&options, &mut out, hold)).map_err(report)
-        }),
+        Command::Quickstart { examples, keep_running, without_controller, state_dir } => {
+            runtime().and_then(|rt| {
+                let mut out = std::io::stdout();
+                let options = bucket_broker::local::quickstart::Options {
+                    examples,
+                    state_dir,
+                    controller: !without_controller,
+                };
+                let hold = async move {
+                    if keep_running || without_controller {
+                        println!("  Everything stays up until Ctrl-C.");
+                        let _ = tokio::signal::ctrl_c().await;
+                    }
+                };
+                rt.block_on(bucket_broker::local::quickstart::run(&options, &mut out, hold)).map_err(report)
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

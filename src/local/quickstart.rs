@@ -2,8 +2,12 @@
 //! starts moto (enforcing IAM) and the in-memory Kubernetes API server, runs the real controller against
 //! them, applies `examples/`, and shows what a user gets: Buckets becoming Ready, the binding Secret's
 //! `VCAP_SERVICES`, an upload and download with the binding's credentials, and a read-only binding being
-//! refused a write. It writes a kubeconfig for kubectl (namespace `demo`) and the controller's log into its
-//! state directory, and prints how to use both.
+//! refused a write. The controller watches every namespace, as in a cluster, and serves `/metrics` on a
+//! printed address. The API server refuses what a real one refuses (the CRDs' schema and CEL rules), and the
+//! examples are created as `kubectl apply` creates them. It writes a kubeconfig for kubectl (namespace `demo`)
+//! and the controller's log into its state directory, and prints how to use both. With
+//! [`Options::controller`] off, it starts only the environment and prints how to run one's own controller
+//! against it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +26,7 @@ use super::moto::{Moto, MotoOptions};
 use crate::api::{Bucket, BucketBinding, BucketServiceKey, CredentialStatus, find_condition};
 use crate::aws::Aws;
 use crate::controller::{self, Context, Settings};
+use crate::metrics::Metrics;
 
 /// The namespace of the examples, and of the kubeconfig's context.
 pub const NAMESPACE: &str = "demo";
@@ -53,7 +58,16 @@ pub struct Options {
     pub examples: PathBuf,
     /// Where the kubeconfig and the controller's log are written (created if missing).
     pub state_dir: PathBuf,
+    /// Run the controller; when false, only moto and the API server run (with the examples applied), for a
+    /// controller of one's own, and what it needs is printed.
+    pub controller: bool,
 }
+
+/// The annotation `kubectl apply` (client-side) keeps the applied manifest in; without it, a later
+/// `kubectl apply` warns that the object was not created by `kubectl apply`.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The field manager of a client-side `kubectl apply` create.
+const KUBECTL_MANAGER: &str = "kubectl-client-side-apply";
 
 /// Runs the quickstart, writing what it shows to `out`. Everything stays up until `hold` completes (at
 /// once, or on Ctrl-C to explore the API server with kubectl).
@@ -86,15 +100,42 @@ pub async fn run(
         .map_err(|e| QuickstartError::Step(e.to_string()))?;
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
 
-    step(out, "Starting the controller")?;
+    if !options.controller {
+        step(out, &format!("Applying {}", examples.display()))?;
+        apply_examples(&client, examples, out).await?;
+        step(out, "Done. Run your own controller against this environment, in another terminal:")?;
+        own_controller(out, &kubeconfig, &moto)?;
+        writeln!(
+            out,
+            "  kubectl get bucketbroker -A                         # the examples, Ready once your controller runs"
+        )?;
+        out.flush()?;
+        hold.await;
+        server.shutdown().await;
+        moto.stop().await;
+        return Ok(());
+    }
+
+    step(out, "Starting the controller, watching every namespace")?;
     let aws = moto.aws(moto.admin_credentials()).await;
     let cluster_uid =
         crate::run::cluster_identity(&client).await.map_err(|e| QuickstartError::Step(e.to_string()))?;
-    let settings =
-        Settings { deploy_env: "quickstart".to_owned(), cluster_uid, ..super::settings(NAMESPACE) };
+    // Every namespace, as the controller's default in a cluster: a Bucket in a namespace of one's own works.
+    let settings = Settings {
+        deploy_env: "quickstart".to_owned(),
+        cluster_uid,
+        namespace: None,
+        ..super::settings(NAMESPACE)
+    };
+    let metrics = Metrics::new(aws.stats.clone());
+    let (metrics_addr, serve_metrics) = crate::http::bind(([127, 0, 0, 1], 0).into(), metrics.clone())
+        .await
+        .map_err(|e| QuickstartError::Start(format!("cannot serve the controller's metrics: {e}")))?;
+    let serve_metrics = tokio::spawn(serve_metrics);
     writeln!(out, "  (TLS-only bucket policies are off: moto serves plain HTTP)")?;
+    writeln!(out, "  Its metrics: curl -s http://{metrics_addr}/metrics")?;
     writeln!(out, "  Its log: tail -f {}", log_path.display())?;
-    let ctx = Context::new(client.clone(), aws, settings);
+    let ctx = Context::with_metrics(client.clone(), aws, settings, metrics);
     let (stop, stopped) = watch::channel(false);
     // The controller's log goes to a file of its own, without colour codes, so that it does not mix with
     // this output. Reconciles run on tasks of their own, so the subscriber must be the process's: unless the
@@ -153,7 +194,7 @@ pub async fn run(
             binding.spec.permissions,
             status.user_name.unwrap_or_default()
         )?;
-        secrets_of.push((name, binding.spec.permissions, secret));
+        secrets_of.push((name, binding.spec.permissions, secret, binding.spec.app.is_some()));
     }
     for key in keys.list(&Default::default()).await?.items {
         let name = key.metadata.name.clone().unwrap_or_default();
@@ -170,8 +211,12 @@ pub async fn run(
     }
 
     let secrets = Api::<Secret>::namespaced(client.clone(), NAMESPACE);
-    let read_write = secrets_of.iter().find(|(_, p, _)| *p == crate::api::Permissions::ReadWrite);
-    if let Some((name, _, secret)) = read_write {
+    // The plain read-write binding (`web-app` in examples/) rather than a member of an app's shared Secret.
+    let read_write = secrets_of
+        .iter()
+        .filter(|(_, p, _, _)| *p == crate::api::Permissions::ReadWrite)
+        .min_by_key(|(_, _, _, in_app)| *in_app);
+    if let Some((name, _, secret, _)) = read_write {
         let secret = secrets.get(secret).await?;
         step(out, &format!("VCAP_SERVICES of BucketBinding {name} (the secret key masked here)"))?;
         let vcap: Value = serde_json::from_str(&value(&secret, "VCAP_SERVICES")?)
@@ -224,8 +269,8 @@ pub async fn run(
         )?;
     }
 
-    if let Some((name, _, secret)) =
-        secrets_of.iter().find(|(_, p, _)| *p == crate::api::Permissions::ReadOnly)
+    if let Some((name, _, secret, _)) =
+        secrets_of.iter().find(|(_, p, _, _)| *p == crate::api::Permissions::ReadOnly)
     {
         step(out, &format!("Writing with the read-only BucketBinding {name}"))?;
         let secret = secrets.get(secret).await?;
@@ -261,13 +306,43 @@ pub async fn run(
     writeln!(out, "  export KUBECONFIG={}", kubeconfig.display())?;
     writeln!(out, "  kubectl get bucketbroker -o wide")?;
     writeln!(out, "  kubectl describe bucket assets")?;
+    writeln!(
+        out,
+        "  The controller watches every namespace: a Bucket in a namespace of your own is provisioned too."
+    )?;
+    writeln!(out, "  The controller's metrics: curl -s http://{metrics_addr}/metrics")?;
     writeln!(out, "  The controller's log: tail -f {}", log_path.display())?;
+    writeln!(
+        out,
+        "  To run a controller of your own against moto and this API server instead, start the quickstart with \
+         --without-controller: two controllers acting on the same objects would replace each other's access keys."
+    )?;
     out.flush()?;
     hold.await;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), controllers).await;
+    serve_metrics.abort();
     server.shutdown().await;
     moto.stop().await;
+    Ok(())
+}
+
+/// Prints what a controller of one's own needs to run against this environment: the kubeconfig, moto's
+/// administrator credentials and endpoint, and the settings moto requires (no TLS, no permissions boundary).
+fn own_controller(out: &mut (dyn Write + Send), kubeconfig: &Path, moto: &Moto) -> std::io::Result<()> {
+    let credentials = moto.admin_credentials();
+    writeln!(out, "  export KUBECONFIG={}", kubeconfig.display())?;
+    writeln!(out, "  export AWS_ACCESS_KEY_ID={}", credentials.access_key_id())?;
+    writeln!(out, "  export AWS_SECRET_ACCESS_KEY={}", credentials.secret_access_key())?;
+    writeln!(out, "  export AWS_REGION={}", super::moto::REGION)?;
+    writeln!(out, "  export BUCKET_BROKER_AWS_ENDPOINT_URL={}", moto.endpoint_url())?;
+    writeln!(out, "  export BUCKET_BROKER_REQUIRE_TLS=false              # moto serves plain HTTP")?;
+    writeln!(out, "  export BUCKET_BROKER_PERMISSIONS_BOUNDARY_ARN=none  # moto has no boundary policy")?;
+    writeln!(out, "  export BUCKET_BROKER_METRICS_ADDR=127.0.0.1:8080")?;
+    writeln!(
+        out,
+        "  cargo run -- run                                    # then: curl -s http://127.0.0.1:8080/metrics"
+    )?;
     Ok(())
 }
 
@@ -336,8 +411,9 @@ async fn install_crds(client: &Client) -> Result<(), QuickstartError> {
     Ok(())
 }
 
-/// Creates every bucketbroker.io object of `dir` (sorted by file name); other kinds are listed as skipped,
-/// since nothing runs workloads here.
+/// Creates every bucketbroker.io object of `dir` (sorted by file name) as `kubectl apply` does: with the
+/// manifest in the last-applied-configuration annotation and kubectl's field manager, in the manifest's
+/// namespace or `demo`. Other kinds are listed as skipped, since nothing runs workloads here.
 async fn apply_examples(
     client: &Client,
     dir: &Path,
@@ -349,35 +425,79 @@ async fn apply_examples(
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
+    let params = PostParams { field_manager: Some(KUBECTL_MANAGER.to_owned()), ..Default::default() };
     for path in files {
         let fail = |message: String| QuickstartError::Example { path: path.clone(), message };
         let text = std::fs::read_to_string(&path).map_err(|e| fail(e.to_string()))?;
-        let object: Value = serde_saphyr::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let mut object: Value = serde_saphyr::from_str(&text).map_err(|e| fail(e.to_string()))?;
         let kind = object["kind"].as_str().unwrap_or_default().to_owned();
         let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-        let params = PostParams::default();
-        match kind.as_str() {
-            "Bucket" => {
-                let typed: Bucket = serde_json::from_value(object).map_err(|e| fail(e.to_string()))?;
-                Api::<Bucket>::namespaced(client.clone(), NAMESPACE).create(&params, &typed).await?;
-            }
-            "BucketBinding" => {
-                let typed: BucketBinding = serde_json::from_value(object).map_err(|e| fail(e.to_string()))?;
-                Api::<BucketBinding>::namespaced(client.clone(), NAMESPACE).create(&params, &typed).await?;
-            }
-            "BucketServiceKey" => {
-                let typed: BucketServiceKey =
-                    serde_json::from_value(object).map_err(|e| fail(e.to_string()))?;
-                Api::<BucketServiceKey>::namespaced(client.clone(), NAMESPACE)
-                    .create(&params, &typed)
-                    .await?;
-            }
-            _ => {
-                writeln!(out, "  skipped {kind}/{name} ({}): no workloads run here", path.display())?;
-                continue;
-            }
+        if !matches!(kind.as_str(), "Bucket" | "BucketBinding" | "BucketServiceKey") {
+            writeln!(out, "  skipped {kind}/{name} ({}): no workloads run here", path.display())?;
+            continue;
         }
-        writeln!(out, "  created {kind}/{name}")?;
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or(NAMESPACE).to_owned();
+        // kubectl's annotation, byte for byte (so that a later `kubectl apply` of the same file finds nothing
+        // to change): the manifest with the namespace it was applied to and its annotations (an empty map when
+        // it has none), as compact JSON with sorted keys, and a newline.
+        object["metadata"]["namespace"] = Value::from(namespace.as_str());
+        if !object["metadata"]["annotations"].is_object() {
+            object["metadata"]["annotations"] = Value::Object(Default::default());
+        }
+        let applied =
+            format!("{}\n", serde_json::to_string(&sorted(&object)).map_err(|e| fail(e.to_string()))?);
+        object["metadata"]["annotations"][LAST_APPLIED] = Value::from(applied);
+        match kind.as_str() {
+            "Bucket" => create::<Bucket>(client, &namespace, object, &params).await,
+            "BucketBinding" => create::<BucketBinding>(client, &namespace, object, &params).await,
+            _ => create::<BucketServiceKey>(client, &namespace, object, &params).await,
+        }
+        .map_err(|e| match e {
+            CreateError::Parse(message) => fail(message),
+            CreateError::Kube(e) => QuickstartError::Kube(e),
+        })?;
+        let shown = if namespace == NAMESPACE { String::new() } else { format!(" in namespace {namespace}") };
+        writeln!(out, "  created {kind}/{name}{shown}")?;
     }
+    Ok(())
+}
+
+/// `value` with every object's keys in order, as Go's encoding/json writes a map (serde_json keeps insertion
+/// order when a crate of the build enables its `preserve_order`).
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&map[k]))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+enum CreateError {
+    Parse(String),
+    Kube(kube::Error),
+}
+
+async fn create<K>(
+    client: &Client,
+    namespace: &str,
+    object: Value,
+    params: &PostParams,
+) -> Result<(), CreateError>
+where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + Clone
+        + std::fmt::Debug,
+{
+    let typed: K = serde_json::from_value(object).map_err(|e| CreateError::Parse(e.to_string()))?;
+    Api::<K>::namespaced(client.clone(), namespace)
+        .create(params, &typed)
+        .await
+        .map_err(CreateError::Kube)?;
     Ok(())
 }

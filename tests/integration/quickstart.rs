@@ -81,8 +81,9 @@ fn readme_quickstart_commands() -> Vec<String> {
         .collect()
 }
 
-/// Runs one README line with bash in `dir` after the `export KUBECONFIG=...` line the quickstart printed.
-async fn shell(dir: &Path, export: &str, line: &str) -> String {
+/// Runs one README line with bash in `dir` after the `export KUBECONFIG=...` line the quickstart printed;
+/// returns its standard output and standard error.
+async fn shell(dir: &Path, export: &str, line: &str) -> (String, String) {
     let script = format!("set -euo pipefail\n{export}\n{line}\n");
     let output = tokio::process::Command::new("bash")
         .current_dir(dir)
@@ -91,13 +92,30 @@ async fn shell(dir: &Path, export: &str, line: &str) -> String {
         .await
         .expect("bash runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("$ {line}\n{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the README's `{line}` failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    println!("$ {line}\n{stdout}{stderr}");
+    assert!(output.status.success(), "the README's `{line}` failed: {stderr}");
+    (stdout, stderr)
+}
+
+/// What the quickstart prints, readable while it still runs (to find the metrics address it printed).
+#[derive(Clone, Default)]
+struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Shared {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("output")).into_owned()
+    }
+}
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("output").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,21 +124,32 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
     let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-quickstart"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::os::unix::fs::symlink(examples(), dir.join("examples")).expect("examples linked");
-    let options = Options { examples: examples(), state_dir: dir.join(".tools/quickstart") };
+    let options =
+        Options { examples: examples(), state_dir: dir.join(".tools/quickstart"), controller: true };
     let commands = readme_quickstart_commands();
     assert!(commands.len() >= 8, "{commands:?}");
     assert!(commands[0].starts_with("export KUBECONFIG="), "the section starts with the printed line");
 
-    let mut out = Vec::new();
+    let shared = Shared::default();
+    let mut out = shared.clone();
     let mut outputs = Vec::new();
+    let mut metrics = String::new();
     let hold = async {
         let export = &commands[0];
         for line in &commands[1..] {
             outputs.push((line.clone(), shell(&dir, export, line).await));
         }
+        // The metrics address the quickstart printed serves the controller's metrics.
+        let printed = shared.text();
+        let curl = printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("The controller's metrics: "))
+            .expect("the metrics address is printed")
+            .to_owned();
+        metrics = shell(&dir, "", &curl).await.0;
     };
     bucket_broker::local::quickstart::run(&options, &mut out, hold).await.expect("quickstart succeeds");
-    let out = String::from_utf8(out).expect("utf-8");
+    let out = shared.text();
     let state_dir = std::path::absolute(&options.state_dir).expect("state dir");
     for expected in [
         "created Bucket/assets",
@@ -136,6 +165,12 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
         "ready=True publicUrl=",
         "\"aws-s3-bucket\": [",
         "\"instance_name\": \"assets\"",
+        "Starting the controller, watching every namespace",
+        "The controller watches every namespace",
+        "VCAP_SERVICES of BucketBinding web-app",
+        "Writing with the read-only BucketBinding reporting",
+        "Its metrics: curl -s http://127.0.0.1:",
+        "--without-controller",
         "\"aws_secret_access_key\": \"****\"",
         "GET s3://",
         "\"hello from bucket-broker\"",
@@ -151,9 +186,40 @@ async fn the_quickstart_shows_every_step_and_the_readme_commands_work() {
         "the README's line is the printed one, run from the repository"
     );
 
+    assert!(metrics.contains("# TYPE"), "Prometheus text from the printed address: {metrics}");
+    // The README's description names what the quickstart shows.
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).expect("README");
+    for shown in ["`VCAP_SERVICES` of the `web-app` binding", "read-only `reporting` binding"] {
+        assert!(readme.contains(shown), "the README says {shown:?}");
+    }
+
     let output_of = |prefix: &str| {
-        outputs.iter().find(|(line, _)| line.starts_with(prefix)).map(|(_, o)| o.as_str()).unwrap_or_default()
+        outputs
+            .iter()
+            .find(|(line, _)| line.starts_with(prefix))
+            .map(|(_, (o, _))| o.as_str())
+            .unwrap_or_default()
     };
+    let stderr_of = |prefix: &str| {
+        outputs
+            .iter()
+            .find(|(line, _)| line.starts_with(prefix))
+            .map(|(_, (_, e))| e.as_str())
+            .unwrap_or_default()
+    };
+    let dry_run = stderr_of("kubectl apply -f examples/bucket-private.yaml --dry-run=server");
+    assert!(!dry_run.contains("last-applied-configuration"), "created as kubectl apply does: {dry_run}");
+    let unchanged = output_of("kubectl apply -f examples/bucket-private.yaml --dry-run=server");
+    assert!(
+        unchanged.contains("unchanged (server dry run)"),
+        "kubectl finds its own annotation: {unchanged}"
+    );
+    let elsewhere = output_of("kubectl wait -n mine bucket/assets");
+    assert!(
+        elsewhere.contains("condition met"),
+        "a Bucket in a namespace of one's own is provisioned: {elsewhere}"
+    );
     let all = output_of("kubectl get bucketbroker");
     assert!(all.contains("bucket.bucketbroker.io/assets") && all.contains("True"), "{all}");
     assert!(output_of("kubectl get buckets -o wide").contains("Provisioned"));
@@ -200,4 +266,64 @@ async fn the_example_classes_are_accepted_by_the_api_server() {
         refused.to_string().contains("deletionPolicy must be one of allowedDeletionPolicies"),
         "{refused}"
     );
+}
+
+/// `--without-controller`: the environment alone, and the lines it prints are enough to run the controller
+/// binary against it (moto's credentials, its endpoint, the kubeconfig): the examples become Ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn without_its_controller_the_quickstart_prints_what_ones_own_needs() {
+    let dir = std::env::temp_dir().join(crate::harness::unique_name("bb-own-controller"));
+    let options =
+        Options { examples: examples(), state_dir: dir.join(".tools/quickstart"), controller: false };
+    let shared = Shared::default();
+    let mut out = shared.clone();
+    let mut ready = String::new();
+    let hold = async {
+        let printed = shared.text();
+        let exports: Vec<(String, String)> = printed
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("export "))
+            .map(|l| l.split(" #").next().unwrap_or_default().trim())
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let names: Vec<&str> = exports.iter().map(|(k, _)| k.as_str()).collect();
+        for needed in [
+            "KUBECONFIG",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "BUCKET_BROKER_AWS_ENDPOINT_URL",
+        ] {
+            assert!(names.contains(&needed), "{needed} is printed: {printed}");
+        }
+        assert!(printed.contains("cargo run -- run"), "{printed}");
+        let kubeconfig =
+            exports.iter().find(|(k, _)| k == "KUBECONFIG").map(|(_, v)| v.clone()).expect("kubeconfig");
+        let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucket-broker"))
+            .arg("run")
+            .envs(exports.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            // Any free port: the printed 8080 may be taken on a shared machine.
+            .env("BUCKET_BROKER_METRICS_ADDR", "127.0.0.1:0")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("controller.log")).expect("log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the controller starts");
+        let export = format!("export KUBECONFIG={kubeconfig}");
+        ready = shell(
+            &dir,
+            &export,
+            "kubectl wait bucket/assets bucketbinding/web-app --for=condition=Ready --timeout=90s",
+        )
+        .await
+        .0;
+        let _ = controller.kill().await;
+    };
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    bucket_broker::local::quickstart::run(&options, &mut out, hold).await.expect("quickstart succeeds");
+    let out = shared.text();
+    assert!(out.contains("created Bucket/assets") && !out.contains("Starting the controller"), "{out}");
+    assert_eq!(ready.matches("condition met").count(), 2, "{ready}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -251,6 +251,16 @@ fn resource(
         if ua.is_empty() { "unknown".into() } else { ua.to_string() }
     });
     let body_json = || -> Result<Value, ApiError> {
+        // kubectl's typed commands (`create namespace`, `create secret`) send built-in kinds as protobuf.
+        if req.body.starts_with(b"k8s\0") {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: \
+                 application/json, application/yaml (this in-memory API server does not read protobuf, which \
+                 kubectl create sends for built-in kinds; kubectl apply -f sends JSON)",
+            ));
+        }
         serde_json::from_slice(&req.body)
             .map_err(|e| ApiError::bad_request(format!("the body of the request could not be decoded: {e}")))
     };

@@ -52,6 +52,15 @@ pub(super) fn builtin_update(rt: &ResourceType, old: &Value, new: &Value) -> Vec
     causes
 }
 
+/// Whether the schema carries any CEL rule (`x-kubernetes-validations`), at any depth.
+pub(super) fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(map) => map.contains_key("x-kubernetes-validations") || map.values().any(has_rules),
+        Value::Array(items) => items.iter().any(has_rules),
+        _ => false,
+    }
+}
+
 /// The CEL rules of a custom resource's schema. `old` is the stored object on an update (transition
 /// rules, those reading `oldSelf`, only run then).
 pub(super) fn cel(schema: &Value, new: &Value, old: Option<&Value>) -> Vec<Cause> {

@@ -4,13 +4,21 @@
 //!
 //! Supported keywords: `type`, `properties`, `additionalProperties`, `items`, `required`,
 //! `enum`, `default`, `nullable`, `minimum`/`maximum`, `minLength`/`maxLength`,
-//! `minItems`/`maxItems`, `x-kubernetes-preserve-unknown-fields`,
-//! `x-kubernetes-int-or-string`, `x-kubernetes-embedded-resource`,
-//! `x-kubernetes-list-type`/`x-kubernetes-list-map-keys`. Not supported: `pattern`,
-//! `format`, `oneOf`/`anyOf`/`allOf`/`not`. CEL rules (`x-kubernetes-validations`) are in
-//! [`super::rules`].
+//! `minItems`/`maxItems`, `pattern`, `format` (of strings: `date-time`, `date`, `uuid`,
+//! `ipv4`, `ipv6`, `cidr`, `byte`; the numeric `int32`/`int64` are not checked, as upstream),
+//! `x-kubernetes-preserve-unknown-fields`, `x-kubernetes-int-or-string`,
+//! `x-kubernetes-embedded-resource`, `x-kubernetes-list-type`/`x-kubernetes-list-map-keys`.
+//! Not supported: `oneOf`/`anyOf`/`allOf`/`not`. CEL rules (`x-kubernetes-validations`) are
+//! in [`super::rules`].
+//!
+//! Messages are kube-apiserver's (1.33): `spec.region: Invalid value: "EU_WEST_2":
+//! spec.region in body should match '^[a-z0-9-]+$'`, `Too long: may not be more than 32
+//! bytes`, `Too many: 3: must have at most 2 items`.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use regex::Regex;
 
 use serde_json::{Value, json};
 
@@ -260,9 +268,10 @@ fn walk(schema: &Value, v: &mut Value, path: &str, out: &mut Processed) {
 
 fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     let num = |k: &str| schema.get(k).and_then(Value::as_f64);
-    let mut invalid = |msg: String| {
-        causes.push(Cause::new("FieldValueInvalid", path, format!("Invalid value: {v}: {msg}")))
-    };
+    let causes = std::cell::RefCell::new(causes);
+    let too = |cause: Cause| causes.borrow_mut().push(cause);
+    let invalid =
+        |msg: String| too(Cause::new("FieldValueInvalid", path, format!("Invalid value: {v}: {msg}")));
     match v {
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or_default();
@@ -278,32 +287,108 @@ fn bounds(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
         }
         Value::String(s) => {
+            // Lengths are counted in characters, as kube-openapi does (`utf8.RuneCountInString`), and
+            // its string validator reports only the first failure of maxLength, minLength, pattern.
             let len = s.chars().count() as f64;
-            if let Some(m) = num("minLength")
-                && len < m
-            {
-                invalid(format!("{path} in body should be at least {m} chars long"));
-            }
             if let Some(m) = num("maxLength")
                 && len > m
             {
-                invalid(format!("{path} in body may not be longer than {m}"));
+                too(Cause::new(
+                    "FieldValueTooLong",
+                    path,
+                    format!("Too long: may not be more than {m} bytes"),
+                ));
+            } else if let Some(m) = num("minLength")
+                && len < m
+            {
+                invalid(format!("{path} in body should be at least {m} chars long"));
+            } else if let Some(pattern) = schema.get("pattern").and_then(Value::as_str)
+                && !matches_pattern(pattern, s)
+            {
+                invalid(format!("{path} in body should match '{pattern}'"));
+            }
+            if let Some(format) = schema.get("format").and_then(Value::as_str)
+                && !format_ok(format, s)
+            {
+                invalid(format!("{path} in body must be of type {format}: {v}"));
             }
         }
         Value::Array(a) => {
-            let len = a.len() as f64;
+            let len = a.len();
             if let Some(m) = num("minItems")
-                && len < m
+                && (len as f64) < m
             {
-                invalid(format!("{path} in body should have at least {m} items"));
+                // The real server shows the list's length as the invalid value.
+                too(Cause::new(
+                    "FieldValueInvalid",
+                    path,
+                    format!("Invalid value: {len}: {path} in body should have at least {m} items"),
+                ));
             }
             if let Some(m) = num("maxItems")
-                && len > m
+                && (len as f64) > m
             {
-                invalid(format!("{path} in body should have at most {m} items"));
+                too(Cause::new(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {len}: must have at most {m} items"),
+                ));
             }
         }
         _ => {}
+    }
+}
+
+/// Whether a schema error keeps the CEL rules from running, as upstream's `hasBlockingErr`.
+pub(super) fn blocks_rules(causes: &[Cause]) -> bool {
+    causes.iter().any(|c| {
+        matches!(
+            c.reason,
+            "FieldValueTypeInvalid"
+                | "FieldValueRequired"
+                | "FieldValueNotSupported"
+                | "FieldValueTooLong"
+                | "FieldValueTooMany"
+        )
+    })
+}
+
+/// Whether `s` matches the schema's `pattern` (unanchored, as Go's RE2 `MatchString`; Rust's
+/// `regex` has the same syntax and semantics). Compiled once per pattern. A pattern that does not
+/// compile matches nothing: the real server refuses such a CRD, so no object of it is ever valid.
+fn matches_pattern(pattern: &str, s: &str) -> bool {
+    static COMPILED: OnceLock<Mutex<HashMap<String, Option<Regex>>>> = OnceLock::new();
+    let mut compiled = COMPILED.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner());
+    compiled
+        .entry(pattern.to_owned())
+        .or_insert_with(|| Regex::new(pattern).ok())
+        .as_ref()
+        .is_some_and(|re| re.is_match(s))
+}
+
+/// The string formats kube-apiserver checks (its strfmt registry); unknown formats, and the
+/// numeric `int32`/`int64`/`float`/`double`, accept anything, as there.
+fn format_ok(format: &str, s: &str) -> bool {
+    match format {
+        "date-time" | "datetime" => {
+            matches_pattern(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$", s)
+        }
+        "date" => matches_pattern(r"^\d{4}-\d{2}-\d{2}$", s),
+        "uuid" => {
+            matches_pattern(r"^(?i)[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", s)
+        }
+        "byte" => matches_pattern(r"^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$", s),
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "cidr" => s.split_once('/').is_some_and(|(ip, bits)| {
+            let bits = bits.parse::<u8>();
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => bits.is_ok_and(|b| b <= 32),
+                Ok(std::net::IpAddr::V6(_)) => bits.is_ok_and(|b| b <= 128),
+                Err(_) => false,
+            }
+        }),
+        _ => true,
     }
 }
 
@@ -346,5 +431,81 @@ mod tests {
         let causes = process(&schema, &mut missing).causes;
         assert_eq!(causes[0].field, "spec.size");
         assert_eq!(causes[0].reason, "FieldValueRequired");
+    }
+
+    /// The keywords a real API server enforces on every field, nested objects and arrays included,
+    /// with its messages naming the field.
+    #[test]
+    fn pattern_format_lengths_and_items_name_the_field() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "region": {"type": "string", "pattern": "^[a-z0-9-]+$", "maxLength": 8},
+                        "ref": {"type": "object", "properties": {
+                            "name": {"type": "string", "minLength": 1, "pattern": "^[a-z]+$"}
+                        }},
+                        "rules": {"type": "array", "maxItems": 2, "items": {"type": "object", "properties": {
+                            "days": {"type": "integer", "format": "int32", "minimum": 1, "maximum": 10},
+                            "since": {"type": "string", "format": "date-time"}
+                        }}}
+                    }
+                }
+            }
+        });
+        let mut good = json!({"spec": {"region": "eu-west2", "ref": {"name": "abc"},
+            "rules": [{"days": 1, "since": "2026-12-06T17:44:46Z"}, {"days": 10}]}});
+        assert!(process(&schema, &mut good).causes.is_empty());
+
+        let mut bad = json!({"spec": {"region": "EU_WEST2", "ref": {"name": "Bad_Name"},
+            "rules": [{"days": 0}, {"days": 11, "since": "yesterday"}, {}]}});
+        let causes = process(&schema, &mut bad).causes;
+        let said: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        for expected in [
+            r#"spec.region: Invalid value: "EU_WEST2": spec.region in body should match '^[a-z0-9-]+$'"#,
+            r#"spec.ref.name: Invalid value: "Bad_Name": spec.ref.name in body should match '^[a-z]+$'"#,
+            "spec.rules: Too many: 3: must have at most 2 items",
+            "spec.rules[0].days: Invalid value: 0: spec.rules[0].days in body should be greater than or equal to 1",
+            "spec.rules[1].days: Invalid value: 11: spec.rules[1].days in body should be less than or equal to 10",
+            r#"spec.rules[1].since: Invalid value: "yesterday": spec.rules[1].since in body must be of type date-time: "yesterday""#,
+        ] {
+            assert!(said.iter().any(|s| s == expected), "missing {expected:?} in {said:#?}");
+        }
+        assert_eq!(said.len(), 6, "{said:#?}");
+        let mut long = json!({"spec": {"region": "EU_WEST_2_AND_MORE"}});
+        let causes = process(&schema, &mut long).causes;
+        let said: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        assert_eq!(
+            said,
+            vec!["spec.region: Too long: may not be more than 8 bytes"],
+            "the first failure only"
+        );
+        assert!(blocks_rules(&causes), "too long keeps the CEL rules from running");
+
+        let mut empty = json!({"spec": {"ref": {"name": ""}}});
+        let causes = process(&schema, &mut empty).causes;
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, vec!["spec.ref.name"], "too short, and no more said: {causes:?}");
+        assert!(causes[0].message.ends_with("should be at least 1 chars long"), "{causes:?}");
+        assert!(!blocks_rules(&causes), "too short lets the CEL rules run");
+    }
+
+    #[test]
+    fn string_formats() {
+        for (format, good, bad) in [
+            ("date-time", "2026-12-06T17:44:46.5+01:00", "2026-12-06"),
+            ("date", "2026-12-06", "06/12/2026"),
+            ("uuid", "0f8fad5b-d9cb-469f-a165-70867728950e", "0f8fad5b"),
+            ("ipv4", "10.0.0.1", "10.0.0.256"),
+            ("ipv6", "::1", "1.2.3.4"),
+            ("cidr", "10.0.0.0/8", "10.0.0.0/33"),
+            ("byte", "aGVsbG8=", "hello!"),
+        ] {
+            assert!(format_ok(format, good), "{format}: {good}");
+            assert!(!format_ok(format, bad), "{format}: {bad}");
+        }
+        assert!(format_ok("int32", "anything"), "numeric formats are not checked on strings");
     }
 }

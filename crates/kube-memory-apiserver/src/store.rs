@@ -435,11 +435,22 @@ impl State {
                     version = rt.version,
                 )));
             }
-            if !processed.causes.is_empty() {
-                return Err(ApiError::invalid(&rt.group, &rt.kind, name, processed.causes));
+            let mut causes = processed.causes;
+            // As upstream: CEL rules run unless a schema error makes the object unfit for them (a wrong
+            // type, a missing field, a value outside the enum, a string or list over its limit); then a
+            // cause says that some rules were not checked.
+            if schema::blocks_rules(&causes) {
+                if rules::has_rules(schema) {
+                    causes.push(Cause::new(
+                        "FieldValueInvalid",
+                        "<nil>",
+                        "Invalid value: \"null\": some validation rules were not checked because the object was \
+                         invalid; correct the existing errors to complete validation",
+                    ));
+                }
+            } else {
+                causes.extend(rules::cel(schema, obj, old));
             }
-            // As upstream, CEL rules run on a structurally valid object only.
-            let causes = rules::cel(schema, obj, old);
             if !causes.is_empty() {
                 return Err(ApiError::invalid(&rt.group, &rt.kind, name, causes));
             }
@@ -512,9 +523,13 @@ impl State {
                 vec![Cause::new(
                     "FieldValueInvalid",
                     "metadata.name",
-                    format!(
-                        "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                    ),
+                    if name.len() > 253 {
+                        format!("Invalid value: \"{name}\": must be no more than 253 characters")
+                    } else {
+                        format!(
+                            "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+                        )
+                    },
                 )],
             ));
         }

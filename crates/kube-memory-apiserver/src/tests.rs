@@ -913,8 +913,10 @@ async fn crd_defaulting_pruning_and_validation() -> TestResult {
     let mut causes: Vec<String> =
         e.details.map(|d| d.causes.into_iter().map(|c| c.field).collect()).unwrap_or_default();
     causes.sort();
-    assert_eq!(causes, ["spec.replicas", "spec.size"]);
+    // `<nil>`: the real server's cause saying that the CEL rules were not checked on an object this invalid.
+    assert_eq!(causes, ["<nil>", "spec.replicas", "spec.size"]);
     assert!(e.message.starts_with("Widget.test.example.io \"bad\" is invalid"));
+    assert!(e.message.contains("<nil>: Invalid value: \"null\": some validation rules were not checked"));
 
     let e = api_err(api.create(&PostParams::default(), &widget("missing", json!({"color": "red"}))?).await);
     assert_eq!(e.code, 422);
@@ -1464,5 +1466,26 @@ async fn server_side_apply_of_an_undeclared_field_is_refused_as_upstream_does() 
         )
         .await?;
     assert_eq!(w.data["status"], json!({"phase": "Up"}));
+    Ok(())
+}
+
+/// A protobuf body (what `kubectl create namespace` sends) is a 415 that says what to use instead, not a
+/// JSON parse error about "line 1 column 1".
+#[tokio::test]
+async fn a_protobuf_body_is_unsupported_media_type() -> TestResult {
+    let server = ApiServer::start().await?;
+    let client = server.client();
+    // The envelope's magic number, then an `Unknown` message; the server needs to read no further.
+    let request = hyper::http::Request::post("/api/v1/namespaces")
+        .header("content-type", "application/vnd.kubernetes.protobuf")
+        .body(b"k8s\0\x0a\x0f\x0a\x02v1\x12\x09Namespace".to_vec())?;
+    let e = api_err(client.request_text(request).await);
+    assert_eq!((e.code, e.reason.as_str()), (415, "UnsupportedMediaType"));
+    assert!(
+        e.message.contains("does not read protobuf") && e.message.contains("kubectl apply -f"),
+        "{}",
+        e.message
+    );
+    server.shutdown().await;
     Ok(())
 }
