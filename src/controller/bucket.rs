@@ -222,8 +222,17 @@ fn status_for(
 
 async fn write_status(bucket: &Bucket, ctx: &Context, status: &BucketStatus) -> Result<(), Error> {
     let api = ctx.api::<Bucket>(&bucket.namespace().unwrap_or_default());
-    let written = apply_status(&api, bucket, bucket.status.as_ref(), status).await?;
     let uid = bucket.metadata.uid.as_deref().unwrap_or_default();
+    let result = apply_status(&api, bucket, bucket.status.as_ref(), status).await;
+    let written = match result {
+        Ok(written) => written,
+        // The write landed without what the CRD lacks: its watch event is the controller's own too.
+        Err(Error::CrdOutdated { kind, fields, written }) => {
+            ctx.memo.wrote(uid, written.as_deref());
+            return Err(Error::CrdOutdated { kind, fields, written });
+        }
+        Err(err) => return Err(err),
+    };
     ctx.memo.wrote(uid, written.as_deref());
     ctx.memo.status_is(uid, super::memo::status_hash(Some(status)));
     Ok(())

@@ -56,7 +56,13 @@ pub enum Error {
     #[error(
         "the {kind} CustomResourceDefinition on the cluster is outdated: it dropped {fields}; apply the CRDs of this controller version (kubectl apply -k crds/)"
     )]
-    CrdOutdated { kind: String, fields: String },
+    CrdOutdated {
+        kind: String,
+        fields: String,
+        /// The resourceVersion of the status write that did land (what the CRD declares): its watch event
+        /// is the controller's own, and must start no pass.
+        written: Option<String>,
+    },
     /// The Secret name is taken by a Secret this object cannot prove is its own.
     #[error("{0}")]
     SecretConflict(String),

@@ -74,11 +74,12 @@ where
                 _ => return Err(kube::Error::Api(refusal).into()),
             },
             Err(err) => return Err(err.into()),
-            Ok(_) if !undeclared.is_empty() => {
+            Ok(stored) if !undeclared.is_empty() => {
                 let fields = undeclared.iter().map(|p| format!("status.{}", p.join("."))).collect::<Vec<_>>();
                 return Err(Error::CrdOutdated {
                     kind: K::kind(&()).into_owned(),
                     fields: fields.join(", "),
+                    written: stored.meta().resource_version.clone(),
                 });
             }
             Ok(stored) => break stored,
@@ -86,7 +87,11 @@ where
     };
     let dropped = dropped_fields(&sent, &serde_json::to_value(&stored).unwrap_or_default()["status"]);
     if !dropped.is_empty() {
-        return Err(Error::CrdOutdated { kind: K::kind(&()).into_owned(), fields: dropped.join(", ") });
+        return Err(Error::CrdOutdated {
+            kind: K::kind(&()).into_owned(),
+            fields: dropped.join(", "),
+            written: stored.meta().resource_version.clone(),
+        });
     }
     Ok(stored.meta().resource_version.clone())
 }

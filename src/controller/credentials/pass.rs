@@ -85,8 +85,17 @@ pub(super) async fn write_status<K: CredentialKind>(
     status: &CredentialStatus,
 ) -> Result<(), Error> {
     let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
-    let written = apply_status(&api, obj, obj.credential_status(), status).await?;
     let uid = obj.meta().uid.as_deref().unwrap_or_default();
+    let result = apply_status(&api, obj, obj.credential_status(), status).await;
+    let written = match result {
+        Ok(written) => written,
+        // The write landed without what the CRD lacks: its watch event is the controller's own too.
+        Err(Error::CrdOutdated { kind, fields, written }) => {
+            ctx.memo.wrote(uid, written.as_deref());
+            return Err(Error::CrdOutdated { kind, fields, written });
+        }
+        Err(err) => return Err(err),
+    };
     ctx.memo.wrote(uid, written.as_deref());
     ctx.memo.status_is(uid, crate::controller::memo::status_hash(Some(status)));
     Ok(())
