@@ -23,7 +23,7 @@ use super::error::error_policy;
 use super::events::{self, reason};
 use super::finalizer::finalized;
 use super::memo::{Settled, Touch, looks_converged};
-use super::status::{apply_status, conditions_after, ready_or_held};
+use super::status::{conditions_after, ready_or_held};
 use super::{Context, Error, ReconcileError};
 use crate::api::{
     Bucket, BucketBinding, BucketClass, BucketServiceKey, BucketStatus, ClassVersioning, DeletionPolicy,
@@ -222,20 +222,7 @@ fn status_for(
 
 async fn write_status(bucket: &Bucket, ctx: &Context, status: &BucketStatus) -> Result<(), Error> {
     let api = ctx.api::<Bucket>(&bucket.namespace().unwrap_or_default());
-    let uid = bucket.metadata.uid.as_deref().unwrap_or_default();
-    let result = apply_status(&api, bucket, bucket.status.as_ref(), status).await;
-    let written = match result {
-        Ok(written) => written,
-        // The write landed without what the CRD lacks: its watch event is the controller's own too.
-        Err(Error::CrdOutdated { kind, fields, written }) => {
-            ctx.memo.wrote(uid, written.as_deref());
-            return Err(Error::CrdOutdated { kind, fields, written });
-        }
-        Err(err) => return Err(err),
-    };
-    ctx.memo.wrote(uid, written.as_deref());
-    ctx.memo.status_is(uid, super::memo::status_hash(Some(status)));
-    Ok(())
+    super::status::write_status(ctx, &api, bucket, bucket.status.as_ref(), status).await
 }
 
 /// Public as asked, and as the class allows (a class that stops allowing it makes the bucket private).

@@ -34,6 +34,34 @@ pub fn ready_or_held(current: &[Condition], ready: Observation) -> (Observation,
     }
 }
 
+/// [`apply_status`], and what the memo must know of it: the version written is the controller's own (also
+/// when a stale CRD dropped part of it: the write landed), and the status the pass left is `status`.
+pub async fn write_status<K, S>(
+    ctx: &super::Context,
+    api: &Api<K>,
+    obj: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    let uid = obj.meta().uid.as_deref().unwrap_or_default();
+    match apply_status(api, obj, current, status).await {
+        Ok(written) => {
+            ctx.memo.wrote(uid, written.as_deref());
+            ctx.memo.status_is(uid, super::memo::status_hash(Some(status)));
+            Ok(())
+        }
+        Err(Error::CrdOutdated { kind, fields, written }) => {
+            ctx.memo.wrote(uid, written.as_deref());
+            Err(Error::CrdOutdated { kind, fields, written })
+        }
+        Err(err) => Err(err),
+    }
+}
+
 /// Writes `status` with server-side apply, unless it equals `current`; returns the resourceVersion written.
 ///
 /// A field the API server drops (a CRD older than this controller prunes it) is an error, not a success:

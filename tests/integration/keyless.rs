@@ -76,7 +76,19 @@ async fn keyless_controller(
     env: &mut TestEnv,
     settings: impl FnOnce(Settings) -> Settings,
 ) -> (std::sync::Arc<Context>, SentRequests) {
+    keyless_controller_with_eks(env, settings, None).await
+}
+
+/// [`keyless_controller`], its EKS calls sent to `eks` when given.
+async fn keyless_controller_with_eks(
+    env: &mut TestEnv,
+    settings: impl FnOnce(Settings) -> Settings,
+    eks: Option<&crate::eks::FakeEks>,
+) -> (std::sync::Arc<Context>, SentRequests) {
     let (mut aws, sent) = recorded_aws(env).await;
+    if let Some(eks) = eks {
+        aws.eks = eks.client(&aws.eks);
+    }
     // moto 5.2.5's GetBucketVersioning answer needs the tests' front (a class made by hand reads it).
     let front = crate::features::versioning_readable(env.moto.endpoint_url()).await;
     aws.s3 = aws_sdk_s3::Client::from_conf(aws.s3.config().to_builder().endpoint_url(&front).build());
@@ -524,13 +536,8 @@ async fn pod_identity_associates_the_service_account_with_its_role_and_never_tak
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
     let fake = crate::eks::FakeEks::start(EKS_CLUSTER).await;
     let setup = Setup::PodIdentity { cluster: EKS_CLUSTER.to_owned() };
-    let (mut aws, sent) = recorded_aws(&env).await;
-    aws.eks = fake.client(&aws.eks);
-    let front = crate::features::versioning_readable(env.moto.endpoint_url()).await;
-    aws.s3 = aws_sdk_s3::Client::from_conf(aws.s3.config().to_builder().endpoint_url(&front).build());
-    let settings =
-        Settings { keyless: Some(setup.clone()), resync_interval: Duration::from_secs(1), ..env.settings() };
-    let ctx = env.start_controller_on(settings, aws);
+    let pod_identity = |s| Settings { keyless: Some(setup.clone()), ..s };
+    let (ctx, sent) = keyless_controller_with_eks(&mut env, pod_identity, Some(&fake)).await;
     env.create::<Bucket>(bucket("data")).await;
     env.create::<Bucket>(bucket("other")).await;
     let data = ready_bucket(&env, "data").await;

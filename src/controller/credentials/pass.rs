@@ -19,7 +19,7 @@ use crate::api::{Bucket, CredentialStatus, SecretRef};
 use crate::aws::iam::UserOps;
 use crate::controller::class::class_of;
 use crate::controller::memo::{RememberedUser, Settled, bucket_view};
-use crate::controller::status::{apply_status, conditions_after, ready_or_held};
+use crate::controller::status::{conditions_after, ready_or_held};
 use crate::controller::{Context, Error};
 use crate::desired::class;
 use crate::desired::conditions::{self, Observation, is_true, reasons, types};
@@ -85,20 +85,7 @@ pub(super) async fn write_status<K: CredentialKind>(
     status: &CredentialStatus,
 ) -> Result<(), Error> {
     let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
-    let uid = obj.meta().uid.as_deref().unwrap_or_default();
-    let result = apply_status(&api, obj, obj.credential_status(), status).await;
-    let written = match result {
-        Ok(written) => written,
-        // The write landed without what the CRD lacks: its watch event is the controller's own too.
-        Err(Error::CrdOutdated { kind, fields, written }) => {
-            ctx.memo.wrote(uid, written.as_deref());
-            return Err(Error::CrdOutdated { kind, fields, written });
-        }
-        Err(err) => return Err(err),
-    };
-    ctx.memo.wrote(uid, written.as_deref());
-    ctx.memo.status_is(uid, crate::controller::memo::status_hash(Some(status)));
-    Ok(())
+    crate::controller::status::write_status(ctx, &api, obj, obj.credential_status(), status).await
 }
 
 fn network_observation(external_access: bool, ctx: &Context) -> Observation {
