@@ -75,6 +75,7 @@ pub struct Metrics {
     objects: Arc<ManagedObjects>,
     rotations: Family<OutcomeLabels, Counter>,
     key_ages: Arc<OldestKeys>,
+    waiting: Arc<WaitingPasses>,
     swept: Family<KindLabels, Counter>,
     orphaned_buckets: Gauge,
     other_cluster_objects: Gauge,
@@ -122,6 +123,8 @@ impl Metrics {
         );
         let key_ages = Arc::new(OldestKeys::default());
         registry.register_collector(Box::new(key_ages.clone()));
+        let waiting = Arc::new(WaitingPasses::default());
+        registry.register_collector(Box::new(waiting.clone()));
         let swept = Family::<KindLabels, Counter>::default();
         registry.register(
             "bucket_broker_orphans_swept",
@@ -170,6 +173,7 @@ impl Metrics {
             objects,
             rotations,
             key_ages,
+            waiting,
             swept,
             orphaned_buckets,
             synced: AtomicUsize::new(0),
@@ -216,6 +220,11 @@ impl Metrics {
         oldest: impl Fn() -> Option<i64> + Send + Sync + 'static,
     ) {
         self.key_ages.0.add(kind, Box::new(oldest));
+    }
+
+    /// Registers a source of how many reconciles of `kind` wait for a pass slot, read at each scrape.
+    pub fn track_waiting(&self, kind: &'static str, waiting: impl Fn() -> usize + Send + Sync + 'static) {
+        self.waiting.0.add(kind, Box::new(waiting));
     }
 
     /// Records AWS objects of `kind` (`User`, `AccessKey`) deleted by the orphan sweeper.
@@ -385,6 +394,26 @@ impl Collector for OldestKeys {
     }
 }
 
+/// `bucket_broker_passes_waiting`: reconciles waiting for a pass slot, per kind.
+#[derive(Debug, Default)]
+struct WaitingPasses(Sources<dyn Fn() -> usize + Send + Sync>);
+
+impl Collector for WaitingPasses {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "bucket_broker_passes_waiting",
+            "Reconciles waiting for one of the --concurrency pass slots (handed out in turns by namespace), by kind",
+            None,
+            MetricType::Gauge,
+        )?;
+        let Ok(sources) = self.0.0.lock() else { return Ok(()) };
+        for (kind, waiting) in sources.iter() {
+            ConstGauge::new(waiting() as i64).encode(family.encode_family(&KindLabels { kind })?)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,6 +426,7 @@ mod tests {
         metrics.failed("Bucket", "AwsError");
         metrics.skipped("Bucket", "settled");
         metrics.count_objects("Bucket", || (2, 1));
+        metrics.track_waiting("Bucket", || 3);
         metrics.rotated("BucketBinding", "success");
         let an_hour_ago = k8s_openapi::jiff::Timestamp::now().as_second() - 3600;
         metrics.track_key_ages("BucketBinding", move || Some(an_hour_ago));
@@ -414,6 +444,7 @@ mod tests {
             "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"true\"} 2\n",
             "bucket_broker_managed_objects{kind=\"Bucket\",ready=\"false\"} 1\n",
             "bucket_broker_key_rotations_total{kind=\"BucketBinding\",outcome=\"success\"} 1\n",
+            "bucket_broker_passes_waiting{kind=\"Bucket\"} 3\n",
             "bucket_broker_oldest_key_age_seconds{kind=\"BucketBinding\"} 3600\n",
             "bucket_broker_orphans_swept_total{kind=\"User\"} 2\n",
             "bucket_broker_orphans_swept_total{kind=\"AccessKey\"} 3\n",

@@ -83,7 +83,8 @@ pub async fn run(
         .watches_shared_stream(keys.changes(), move |k: Arc<BucketServiceKey>| {
             on_key(k.namespace(), &k.spec.bucket_ref.name)
         })
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        // Every due reconcile starts; the passes are bounded, in turns by namespace, by `Context::reconcile`.
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, |obj, err, ctx| error_policy(KIND, obj.as_ref(), err, &ctx), ctx)
         .for_each(|_| async {})

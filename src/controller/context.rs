@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use super::MANAGER;
 use super::error::ReconcileError;
 use super::events::{Change, Recorder};
+use super::fair::Turns;
 use super::memo::{Class, Memo};
 use crate::aws::Aws;
 use crate::config::RunArgs;
@@ -134,6 +135,8 @@ pub struct Context {
     classes: std::sync::OnceLock<Store<crate::api::BucketClass>>,
     /// The BucketBindings and BucketServiceKeys, for the count in each Bucket's status.
     credentials: std::sync::OnceLock<(Store<crate::api::BucketBinding>, Store<crate::api::BucketServiceKey>)>,
+    /// Each controller's pass slots (`--concurrency` of them), taken in turns by namespace.
+    turns: Mutex<HashMap<&'static str, Arc<Turns>>>,
 }
 
 impl Context {
@@ -159,6 +162,7 @@ impl Context {
             bucket_wakes: Mutex::new(Some(bucket_wakes)),
             classes: std::sync::OnceLock::new(),
             credentials: std::sync::OnceLock::new(),
+            turns: Mutex::default(),
         })
     }
 
@@ -216,10 +220,27 @@ impl Context {
         })
     }
 
+    /// The pass slots of the controller of `kind`.
+    pub fn turns(&self, kind: &'static str) -> Arc<Turns> {
+        let Ok(mut turns) = self.turns.lock() else {
+            return Turns::new(usize::from(self.settings.concurrency));
+        };
+        turns
+            .entry(kind)
+            .or_insert_with(|| {
+                let turns = Turns::new(usize::from(self.settings.concurrency));
+                let counted = Arc::downgrade(&turns);
+                self.metrics.track_waiting(kind, move || counted.upgrade().map_or(0, |t| t.waiting()));
+                turns
+            })
+            .clone()
+    }
+
     /// One reconcile of `obj` (whose status has the [`super::memo::status_hash`] `status`): no pass at all
-    /// when nothing changed since the last one settled it and it is not due; a background pass (a periodic verification) only in a free background slot, with its AWS
-    /// calls after any urgent ones, and otherwise put off; an urgent pass (new work) at once. A failed pass
-    /// unsettles the object, so that the next one starts from AWS.
+    /// when nothing changed since the last one settled it and it is not due; a background pass (a periodic
+    /// verification) only in a slot free now that no urgent pass waits for, with its AWS calls after any
+    /// urgent ones, and otherwise put off; an urgent pass (new work) in its namespace's turn ([`Turns`]).
+    /// A failed pass unsettles the object, so that the next one starts from AWS.
     pub async fn reconcile<K, F>(
         &self,
         kind: &'static str,
@@ -233,20 +254,24 @@ impl Context {
         F: Future<Output = Result<Action, ReconcileError>>,
     {
         let uid = obj.meta().uid.clone().unwrap_or_default();
+        let namespace = obj.meta().namespace.as_deref().unwrap_or_default();
         let class = self.memo.classify(obj, status, looks_converged);
-        let _slot = match class {
+        let turns = self.turns(kind);
+        let _slots = match class {
             Class::Settled(after) => {
                 self.metrics.skipped(kind, "settled");
                 return Ok(Action::requeue(after));
             }
-            Class::Background => match self.memo.admit_background(&uid) {
-                Ok(slot) => Some(slot),
-                Err(after) => {
-                    self.metrics.skipped(kind, "deferred");
-                    return Ok(Action::requeue(after));
+            Class::Background => {
+                match self.memo.admit_background(&uid).map(|permit| (permit, turns.try_take(namespace))) {
+                    Some((permit, Some(slot))) => (Some(permit), slot),
+                    Some((_, None)) | None => {
+                        self.metrics.skipped(kind, "deferred");
+                        return Ok(Action::requeue(self.memo.defer_background(&uid)));
+                    }
                 }
-            },
-            Class::Urgent => None,
+            }
+            Class::Urgent => (None, turns.take(namespace).await),
         };
         let started = Instant::now();
         // Every request in a pass is bounded but Kubernetes reads: a connection that hangs without an answer

@@ -114,6 +114,8 @@ struct Entry {
     status: Option<u64>,
     /// How many passes in a row ended waiting for someone else's change ([`Memo::wait_longer`]).
     waits: u8,
+    /// Found to need a pass at once before any pass settled it ([`Memo::mark_urgent`]).
+    urgent: bool,
     /// Boxed: most of the table is entries, and an entry without it stays small.
     settled: Option<Box<SettledEntry>>,
 }
@@ -249,6 +251,7 @@ impl Memo {
         let dirty = entry.touches.len() >= MAX_TOUCHES
             || entry.touches.iter().any(|touch| entry.changed_by(touch, secrets.as_deref()));
         let class = match settled {
+            _ if entry.urgent => Class::Urgent,
             Some(s) if s.fingerprint == fingerprint && !dirty && unchanged => {
                 if now < s.due {
                     Class::Settled(s.due - now)
@@ -283,6 +286,7 @@ impl Memo {
             let accounted = entry.pass_touches.min(entry.touches.len());
             entry.touches.drain(..accounted);
             entry.pass_touches = 0;
+            entry.urgent = false;
             if settled.converged {
                 entry.waits = 0;
             }
@@ -334,15 +338,20 @@ impl Memo {
     pub fn touch(&self, uid: &str, touch: Touch) -> bool {
         let Ok(mut objects) = self.objects.lock() else { return true };
         let Some(entry) = objects.get_mut(&key(uid)) else { return true };
-        // Before any pass read the Bucket, there is nothing to compare with (the first pass reads it).
-        if matches!(touch, Touch::Bucket(_)) && entry.bucket.is_none() {
-            return true;
-        }
+        // A Bucket change before the running first pass has read the Bucket is kept too: it matters unless
+        // the pass then reads the Bucket as it is now (so a Bucket that became ready meanwhile wakes it).
         let matters = entry.changed_by(&touch, self.secrets.lock().ok().as_deref());
         if matters && entry.touches.len() < MAX_TOUCHES && !entry.touches.contains(&touch) {
             entry.touches.push(touch);
         }
         matters
+    }
+
+    /// Marks the object as needing a pass at once, even if it looks converged and this process has not
+    /// reconciled it yet (after a restart or a relist, its Secret was found missing or taken over): its next
+    /// reconcile is urgent, whatever else it would be, until a pass settles it.
+    pub fn mark_urgent(&self, uid: &str) {
+        self.with(uid, |entry| entry.urgent = true);
     }
 
     /// Records what a pass just read of the object's Bucket: a later change to it is judged against this.
@@ -382,22 +391,24 @@ impl Memo {
             && secrets.get(&format!("{namespace}/{name}")).map(String::as_str) == resource_version
     }
 
-    /// A slot for a background pass, or, when none is free, how long to put the pass off: the more passes
-    /// are waiting, the longer, spread by the uid so that they come back one by one.
-    pub fn admit_background(&self, uid: &str) -> Result<OwnedSemaphorePermit, Duration> {
-        let Ok(mut deferred) = self.deferred.lock() else { return Err(Duration::from_secs(1)) };
-        match self.background.clone().try_acquire_owned() {
-            Ok(permit) => {
-                deferred.remove(&key(uid));
-                Ok(permit)
-            }
-            Err(_) => {
-                deferred.insert(key(uid));
-                let spread = Duration::from_millis(20).saturating_mul(deferred.len() as u32);
-                let share = (crate::desired::names::stable_hash(uid) % 1000) as f64 / 1000.0;
-                Err(Duration::from_secs(1) + spread.min(Duration::from_secs(300)).mul_f64(0.5 + share))
-            }
+    /// A slot for a background pass, if one is free (the caller then puts the pass off,
+    /// [`Self::defer_background`]).
+    pub fn admit_background(&self, uid: &str) -> Option<OwnedSemaphorePermit> {
+        let permit = self.background.clone().try_acquire_owned().ok()?;
+        if let Ok(mut deferred) = self.deferred.lock() {
+            deferred.remove(&key(uid));
         }
+        Some(permit)
+    }
+
+    /// How long to put off a background pass that found no free slot: the more passes are waiting, the
+    /// longer, spread by the uid so that they come back one by one.
+    pub fn defer_background(&self, uid: &str) -> Duration {
+        let Ok(mut deferred) = self.deferred.lock() else { return Duration::from_secs(1) };
+        deferred.insert(key(uid));
+        let spread = Duration::from_millis(20).saturating_mul(deferred.len() as u32);
+        let share = (crate::desired::names::stable_hash(uid) % 1000) as f64 / 1000.0;
+        Duration::from_secs(1) + spread.min(Duration::from_secs(300)).mul_f64(0.5 + share)
     }
 }
 
@@ -556,6 +567,38 @@ mod tests {
         assert!(memo.touch("v", Touch::Bucket(1)), "never reconciled here: woken, nothing recorded");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_bucket_that_changes_before_the_first_pass_reads_it_wakes_the_object() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        assert_eq!(memo.classify(&first, 0, false), Class::Urgent);
+        // The Bucket becomes ready (view 2) after the pass started, before it read the Bucket, and the pass
+        // still reads it not ready (view 1): it settles waiting for it.
+        assert!(memo.touch("u", Touch::Bucket(2)), "a Bucket change before the pass read it");
+        memo.saw_bucket("u", 1);
+        memo.settle(&first, settled(60));
+        assert_eq!(memo.classify(&first, 0, false), Class::Urgent, "the change is not lost");
+        // Had the pass read the Bucket as it now is, nothing would be left to do.
+        let second = bucket("w", "1", 1);
+        memo.classify(&second, 0, false);
+        assert!(memo.touch("w", Touch::Bucket(2)));
+        memo.saw_bucket("w", 2);
+        memo.settle(&second, settled(60));
+        assert!(matches!(memo.classify(&second, 0, false), Class::Settled(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_object_marked_urgent_is_not_background_work_until_a_pass_settles_it() {
+        let memo = Memo::new(4);
+        let converged = bucket("u", "1", 1);
+        memo.mark_urgent("u");
+        assert_eq!(memo.classify(&converged, 0, true), Class::Urgent, "not yet reconciled here");
+        assert_eq!(memo.classify(&converged, 0, true), Class::Urgent, "until a pass settles it");
+        memo.settle(&converged, settled(60));
+        assert!(matches!(memo.classify(&converged, 0, true), Class::Settled(_)));
+        assert_eq!(memo.classify(&bucket("v", "1", 1), 0, true), Class::Background, "not marked");
+    }
+
     #[test]
     fn an_own_secret_write_seen_before_it_was_recorded_is_an_echo() {
         let memo = Memo::new(4);
@@ -586,14 +629,17 @@ mod tests {
     fn background_passes_take_at_most_half_the_slots_and_the_rest_wait_longer_the_more_there_are() {
         let memo = Memo::new(4);
         let held: Vec<_> = ["a", "b"].iter().map(|u| memo.admit_background(u).expect("a slot")).collect();
-        let first = memo.admit_background("c").expect_err("no slot");
+        assert!(memo.admit_background("c").is_none(), "no slot");
+        let first = memo.defer_background("c");
         for i in 0..100 {
-            let _ = memo.admit_background(&format!("w{i}"));
+            if memo.admit_background(&format!("w{i}")).is_none() {
+                memo.defer_background(&format!("w{i}"));
+            }
         }
-        let later = memo.admit_background("c").expect_err("no slot");
+        let later = memo.defer_background("c");
         assert!(later > first, "{later:?} after {first:?}");
         drop(held);
-        assert!(memo.admit_background("c").is_ok());
+        assert!(memo.admit_background("c").is_some());
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod context;
 pub mod credentials;
 mod error;
 pub mod events;
+mod fair;
 mod finalizer;
 pub mod memo;
 pub mod service_key;

@@ -30,9 +30,10 @@ mod target;
 pub use delivery::MANAGED_BY;
 pub(super) use delivery::is_ours;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
@@ -112,17 +113,18 @@ pub async fn run<K: CredentialKind>(
     // (SecretConflict) is what ends that wait. Of the others' changes, nothing goes further than here.
     let secrets = ctx.api_for::<PartialObjectMeta<Secret>>(&ctx.settings.namespace);
     let memo_ctx = ctx.clone();
-    // The initial list (and a relist) is no change: every object has its first pass anyway, and a relist
-    // after a long disconnection leaves what changed meanwhile to the resync.
+    // A list (at start, or a relist after the watch lost its place) is no change in itself: every object
+    // has its first pass anyway. But what happened while nobody watched must not wait for the resync: a
+    // Secret of ours edited meanwhile is a change like any other, and once the list is complete, every
+    // object whose Secret is missing from it, or no longer ours, is urgent work (`wake_unlisted`).
+    let (wake, wakes) = tokio::sync::mpsc::unbounded_channel::<ObjectRef<K>>();
+    let (listed_store, mut listed) = (store.clone(), HashSet::<(String, String)>::new());
     let secret_events =
         watcher::watcher(secrets, watcher::Config::default()).default_backoff().filter_map(move |event| {
             std::future::ready(match event {
                 Ok(watcher::Event::Apply(mut secret)) => {
-                    let labelled =
-                        secret.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str)
-                            == Some(MANAGED_BY.1);
                     let namespace = secret.namespace().unwrap_or_default();
-                    if labelled {
+                    if labelled(&secret) {
                         Some(Ok(secret))
                     } else if memo_ctx.memo.knows_secret(&namespace, &secret.name_any()) {
                         // One of ours that lost our label: taken over. Like a deletion, it always matters.
@@ -137,7 +139,29 @@ pub async fn run<K: CredentialKind>(
                     secret.metadata.resource_version = None;
                     Some(Ok(secret))
                 }
-                Ok(watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone) => None,
+                Ok(watcher::Event::Init) => {
+                    listed.clear();
+                    None
+                }
+                Ok(watcher::Event::InitApply(secret)) => {
+                    let (namespace, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                    let memo = &memo_ctx.memo;
+                    let ours = if labelled(&secret) { owners_of::<K>(&secret) } else { Vec::new() };
+                    let edited = !ours.is_empty()
+                        && memo.knows_secret(&namespace, &name)
+                        && !memo.is_own_secret(
+                            &namespace,
+                            &name,
+                            secret.metadata.resource_version.as_deref(),
+                        );
+                    listed.extend(ours.into_iter().map(|uid| (format!("{namespace}/{name}"), uid)));
+                    edited.then_some(Ok(secret))
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let listed = std::mem::take(&mut listed);
+                    tokio::spawn(wake_unlisted(listed_store.clone(), memo_ctx.clone(), listed, wake.clone()));
+                    None
+                }
                 Err(err) => Some(Err(err)),
             })
         });
@@ -156,7 +180,10 @@ pub async fn run<K: CredentialKind>(
             })
         })
     });
-    let controller = Controller::for_shared_stream(objects.changes_by_others(ctx.clone()), store.clone());
+    let controller = Controller::for_shared_stream(objects.changes_by_others(ctx.clone()), store.clone())
+        .reconcile_on(futures::stream::unfold(wakes, |mut wakes| async move {
+            wakes.recv().await.map(|object| (object, wakes))
+        }));
     let controller = match accounts {
         Some(accounts) => {
             controller.watches_stream(accounts, move |account: PartialObjectMeta<ServiceAccount>| {
@@ -254,7 +281,8 @@ pub async fn run<K: CredentialKind>(
                 .map(|o| ObjectRef::from_obj(o.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.settings.concurrency))
+        // Every due reconcile starts; the passes are bounded, in turns by namespace, by `Context::reconcile`.
+        .with_config(kube::runtime::controller::Config::default().concurrency(0))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<K>, |obj, err, ctx| error_policy(K::KIND, obj.as_ref(), err, &ctx), ctx)
         .for_each(|_| async {})
@@ -285,6 +313,45 @@ async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
         ctx.wake_bucket(&obj.namespace().unwrap_or_default(), &obj.access().bucket_ref.name);
     }
     result
+}
+
+/// Whether a Secret carries the label of the Secrets this controller writes (a hint: ownership is the label
+/// and the owner's uid together, [`is_ours`]).
+fn labelled(secret: &PartialObjectMeta<Secret>) -> bool {
+    secret.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY.0)).map(String::as_str)
+        == Some(MANAGED_BY.1)
+}
+
+/// The uids of the objects of kind `K` that a Secret names as its controller.
+fn owners_of<K: CredentialKind>(secret: &PartialObjectMeta<Secret>) -> Vec<String> {
+    let references = secret.metadata.owner_references.iter().flatten();
+    references.filter(|r| r.kind == K::KIND && r.controller == Some(true)).map(|r| r.uid.clone()).collect()
+}
+
+/// Once the objects are listed too, wakes as urgent work every object whose status says it has its Secret
+/// (a hint: one that has none is new work anyway) when the Secrets just listed (`listed`: namespace/name
+/// and owner uid of each labelled one) do not hold it: deleted, or taken over, while nobody watched.
+async fn wake_unlisted<K: CredentialKind>(
+    store: kube::runtime::reflector::Store<K>,
+    ctx: Arc<Context>,
+    listed: HashSet<(String, String)>,
+    wake: tokio::sync::mpsc::UnboundedSender<ObjectRef<K>>,
+) {
+    // A bare `wait_until_ready().await` was seen never to wake up (see `Context::watch_cache`).
+    while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready()).await.is_err() {}
+    for obj in store.state() {
+        let meta = obj.meta();
+        if meta.deletion_timestamp.is_some()
+            || obj.credential_status().and_then(|s| s.binding.as_ref()).is_none()
+        {
+            continue;
+        }
+        let (Some(namespace), Some(uid)) = (meta.namespace.as_deref(), meta.uid.as_deref()) else { continue };
+        if !listed.contains(&(format!("{namespace}/{}", secret_name(obj.as_ref())), uid.to_owned())) {
+            ctx.memo.mark_urgent(uid);
+            let _ = wake.send(ObjectRef::from_obj(obj.as_ref()));
+        }
+    }
 }
 
 pub(super) fn secret_name<K: CredentialKind>(obj: &K) -> String {
