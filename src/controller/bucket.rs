@@ -290,11 +290,12 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
         Err(err) => Err(err),
     };
     let Err(err) = provisioned else { return provisioned };
-    if err.is_race() {
-        // Nothing for a person: the Bucket changed or went away meanwhile, and the next pass settles it.
+    let err = unknown_region(err, &location.region);
+    if err.is_race() || ctx.quiet_failure(bucket, &err) {
+        // Nothing for a person (yet): the Bucket changed or went away meanwhile, or AWS or the API server
+        // had a blip; the next pass settles it.
         return Err(err);
     }
-    let err = unknown_region(err, &location.region);
     let message = err.to_string();
     ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
     let status =

@@ -331,6 +331,15 @@ impl Context {
         });
     }
 
+    /// Whether a pass that failed with `err` goes unreported to the object's users (no Warning event, no
+    /// change to its Ready condition): a transient failure (throttling, a dropped connection, an API server
+    /// restarting) the first [`QUIET_TRANSIENT_FAILURES`] times in a row. It is logged and retried with
+    /// backoff all the same; one that lasts is reported. So a blip never flips a Ready object to not Ready
+    /// (and a GitOps tool's health with it), nor fills its events.
+    pub fn quiet_failure<K: Resource<DynamicType = ()>>(&self, obj: &K, err: &super::Error) -> bool {
+        err.is_transient() && self.backoff.failures(&object_key(obj)) < QUIET_TRANSIENT_FAILURES
+    }
+
     /// Publishes an event; a failure to publish is logged, never fatal.
     pub async fn event(
         &self,
@@ -504,6 +513,10 @@ pub(super) const OWN_ANNOTATIONS: &str = "bucketbroker.io/";
 #[derive(Default)]
 pub struct Backoff(Mutex<Failures>);
 
+/// How many transient failures in a row go unreported to an object's users ([`Context::quiet_failure`]):
+/// with the backoff's 1 s and 2 s, a failure is reported once it has lasted about 3 s.
+pub const QUIET_TRANSIENT_FAILURES: u32 = 2;
+
 #[derive(Default)]
 struct Failures {
     by_object: HashMap<String, (u32, tokio::time::Instant)>,
@@ -528,6 +541,11 @@ impl Backoff {
             })
             .unwrap_or(1);
         Self::BASE.saturating_mul(2u32.saturating_pow(attempts.saturating_sub(1).min(16))).min(Self::MAX)
+    }
+
+    /// How many passes of `key` failed in a row (before the one being reported).
+    pub fn failures(&self, key: &str) -> u32 {
+        self.0.lock().ok().and_then(|f| f.by_object.get(key).map(|(n, _)| *n)).unwrap_or(0)
     }
 
     /// Forgets the failures of `key` after a success or its deletion.

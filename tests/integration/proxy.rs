@@ -1,7 +1,7 @@
 //! A TCP proxy on 127.0.0.1 that can hold requests: what a hung API server, a partitioned replica or a
 //! slow AWS call looks like to the controller. Held bytes are forwarded once released, even when the
 //! client has given up meanwhile, as a request already on the wire reaches the server anyway. It can also
-//! delay every request: a slow upstream.
+//! delay every request (a slow upstream), or close every connection that sends anything (one that is down).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +21,8 @@ pub enum Hold {
     Everything,
     /// Chunks that contain this text (an AWS query action such as `Action=CreateUser`).
     Containing(String),
+    /// Nothing is held: a connection that sends anything is closed unanswered (an upstream that is down).
+    Cut,
 }
 
 pub struct Proxy {
@@ -84,6 +86,9 @@ async fn pipe(
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
+    // A cut connection is dropped at once, both ways: the client sees it closed, unanswered.
+    let cut = Arc::new(tokio::sync::Notify::new());
+    let cutting = cut.clone();
     let requests = async move {
         let mut holding = holding;
         let mut buffer = vec![0u8; 64 * 1024];
@@ -93,8 +98,12 @@ async fn pipe(
                 Ok(n) => n,
             };
             let chunk = &buffer[..n];
+            if *holding.borrow() == Hold::Cut {
+                cutting.notify_one();
+                return;
+            }
             let is_held = |hold: &Hold| match hold {
-                Hold::Nothing => false,
+                Hold::Nothing | Hold::Cut => false,
                 Hold::Everything => true,
                 Hold::Containing(text) => chunk.windows(text.len()).any(|w| w == text.as_bytes()),
             };
@@ -114,8 +123,12 @@ async fn pipe(
         let _ = server_write.shutdown().await;
     };
     let responses = async move {
-        let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
-        let _ = client_write.shutdown().await;
+        tokio::select! {
+            _ = tokio::io::copy(&mut server_read, &mut client_write) => {
+                let _ = client_write.shutdown().await;
+            }
+            () = cut.notified() => {}
+        }
     };
     tokio::join!(requests, responses);
 }

@@ -226,3 +226,73 @@ async fn a_secret_deleted_while_the_controller_was_down_is_restored_before_the_r
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blip_in_aws_is_retried_quietly_and_only_a_lasting_failure_is_reported() {
+    let mut env = TestEnv::new().await;
+    let proxy = Proxy::start(env.moto.endpoint_url()).await;
+    let aws = aws_through(&env, &proxy).await;
+    let settings = Settings {
+        pass_timeout: Duration::from_secs(1),
+        resync_interval: Duration::from_secs(2),
+        orphan_sweep_interval: Duration::ZERO,
+        ..env.settings()
+    };
+    let ctx = env.start_controller_on(settings, aws);
+    create_pair(&env, "blip").await;
+    wait_pair(&env, "blip").await;
+    // Every failure counts (a request cut may also end in the pass's timeout): the third in a row is reported.
+    let failures = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("bucket_broker_reconcile_failures_total{"))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let both_ready = async || {
+        let bucket = env.api::<Bucket>().get("blip").await.expect("Bucket");
+        let binding = env.api::<BucketBinding>().get("blip-app").await.expect("binding");
+        ready(bucket.status.as_ref().map(|s| &s.conditions))
+            && ready(binding.status.as_ref().map(|s| &s.conditions))
+    };
+
+    // AWS is unreachable until a verification has failed once, then answers again.
+    proxy.hold(crate::proxy::Hold::Cut);
+    let started = Instant::now();
+    while failures(&ctx.metrics.render()) < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(30), "no verification ran into the blip");
+        assert!(both_ready().await, "a blip made an object not Ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    proxy.hold(crate::proxy::Hold::Nothing);
+    let released = Instant::now();
+    while released.elapsed() < Duration::from_secs(4) {
+        assert!(both_ready().await, "a blip made an object not Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(env.event_notes("AwsError").await.is_empty(), "a blip was reported in events");
+
+    // A failure that lasts is reported: Ready turns False, with the reason, and an event says so.
+    proxy.hold(crate::proxy::Hold::Cut);
+    let held = Instant::now();
+    while both_ready().await {
+        assert!(
+            held.elapsed() < Duration::from_secs(60),
+            "a lasting failure was never reported:\n{}",
+            ctx.metrics.render()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bucket = env.api::<Bucket>().get("blip").await.expect("Bucket");
+    let binding = env.api::<BucketBinding>().get("blip-app").await.expect("binding");
+    assert!(
+        failures(&ctx.metrics.render()) >= 3.0,
+        "reported before it lasted: {:?} {:?}\n{}",
+        bucket.status.map(|s| s.conditions),
+        binding.status.map(|s| s.conditions),
+        ctx.metrics.render()
+    );
+    assert!(!env.event_notes("AwsError").await.is_empty(), "no Warning event for a lasting failure");
+    proxy.hold(crate::proxy::Hold::Nothing);
+    wait_pair(&env, "blip").await;
+}

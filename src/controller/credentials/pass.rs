@@ -383,8 +383,9 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
 
 /// Reports a failed pass in the Ready condition and an event, and returns the failure for the backoff.
 pub(super) async fn fail<K: CredentialKind>(obj: &K, ctx: &Context, err: Error) -> Result<Action, Error> {
-    if err.is_race() {
-        // Nothing for a person: the object changed or went away meanwhile, and the next pass settles it.
+    if err.is_race() || ctx.quiet_failure(obj, &err) {
+        // Nothing for a person (yet): the object changed or went away meanwhile, or AWS or the API server
+        // had a blip; the next pass settles it.
         return Err(err);
     }
     let message = err.to_string();
