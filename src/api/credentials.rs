@@ -272,6 +272,11 @@ pub struct KeyRotationStatus {
     /// When it is next rotated by age (none without an interval).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Time>,
+    /// The value of the bucketbroker.io/rotate annotation that the last rotation answered (a digest of it
+    /// when it is longer than 64 characters). While the annotation holds another value, a rotation is still
+    /// to come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<String>,
 }
 
 /// A reference to a Secret in the same namespace.

@@ -101,6 +101,18 @@ pub fn next_rotation(created: i64, policy: &Policy) -> Option<i64> {
     policy.interval.map(|i| created.saturating_add(i.as_secs() as i64))
 }
 
+/// How status records the rotate annotation's value a rotation answered (`keyRotation.answered`): the
+/// value itself, or its digest when it is longer than 64 characters.
+pub fn answered(value: &str) -> String {
+    if value.chars().count() <= 64 { value.to_owned() } else { format!("digest:{}", digest(value)) }
+}
+
+/// Whether the rotation the annotation `requested` asks for is recorded as answered (`answered`, from
+/// status: a hint, deciding only how urgent the next pass is).
+pub fn is_answered(requested: Option<&str>, answered_in_status: Option<&str>) -> bool {
+    requested.is_none_or(|value| answered_in_status == Some(answered(value).as_str()))
+}
+
 /// A short, stable digest of an annotation value (FNV-1a, 64 bits), to record in a tag: tag values are
 /// short and restricted in characters, annotation values are neither.
 pub fn digest(value: &str) -> String {
@@ -186,5 +198,16 @@ mod tests {
         assert_eq!(digest("2026-11-29"), digest("2026-11-29"));
         assert_ne!(digest("a"), digest("b"));
         assert_eq!(digest("").len(), 16);
+    }
+
+    #[test]
+    fn a_request_is_answered_when_status_records_its_value() {
+        assert!(is_answered(None, None), "nothing asked");
+        assert!(!is_answered(Some("1"), None));
+        assert!(!is_answered(Some("2"), Some("1")), "a new value");
+        assert!(is_answered(Some("2"), Some("2")));
+        let long = "x".repeat(65);
+        assert!(answered(&long).starts_with("digest:") && answered(&long).len() < 30);
+        assert!(is_answered(Some(&long), Some(&answered(&long))));
     }
 }

@@ -176,7 +176,7 @@ async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_secret_deleted_while_the_controller_was_down_is_restored_before_the_restart_verification() {
+async fn what_changed_while_the_controller_was_down_is_urgent_work_not_background_verification() {
     let mut env = TestEnv::new().await;
     env.start_controller().await;
     const PAIRS: usize = 10;
@@ -191,6 +191,12 @@ async fn a_secret_deleted_while_the_controller_was_down_is_restored_before_the_r
     let secrets = env.api::<k8s_openapi::api::core::v1::Secret>();
     let gone = format!("gap-{}-app", PAIRS - 1);
     secrets.delete(&gone, &Default::default()).await.expect("delete the Secret");
+    // And another app asks for a rotation.
+    let rotate = json!({"metadata": {"annotations": {"bucketbroker.io/rotate": "while-down"}}});
+    env.api::<BucketBinding>()
+        .patch("gap-0-app", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&rotate))
+        .await
+        .expect("ask for a rotation");
 
     // The new process verifies its 2 × 10 converged objects as background work, one at a time, against an
     // AWS that takes 150 ms a request: many seconds. The missing Secret is not part of that queue.
@@ -200,8 +206,13 @@ async fn a_secret_deleted_while_the_controller_was_down_is_restored_before_the_r
     let settings = Settings { resync_interval: Duration::from_secs(600), ..env.settings() };
     let ctx = env.start_controller_on(settings, aws);
     let started = Instant::now();
-    while secrets.get_opt(&gone).await.expect("read the Secret").is_none() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the Secret was never restored");
+    let bindings = env.api::<BucketBinding>();
+    let rotated = async || {
+        let binding = bindings.get("gap-0-app").await.expect("binding");
+        binding.status.and_then(|s| s.key_rotation).and_then(|r| r.answered).as_deref() == Some("while-down")
+    };
+    while secrets.get_opt(&gone).await.expect("read the Secret").is_none() || !rotated().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "the Secret was never restored, or no rotation");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let verified = |metrics: &str| {
@@ -210,7 +221,7 @@ async fn a_secret_deleted_while_the_controller_was_down_is_restored_before_the_r
     };
     let done = verified(&ctx.metrics.render());
     println!(
-        "Secret restored {:?} after the restart, {done} of {} objects verified by then",
+        "Secret restored and rotation done {:?} after the restart, {done} of {} objects verified by then",
         started.elapsed(),
         2 * PAIRS
     );

@@ -250,6 +250,11 @@ pub(super) async fn deliver<K: CredentialKind>(
         }
     }
 
+    // The request the user's tag now records as answered: this pass's rotation, or an earlier one.
+    let handled = match rotated {
+        Some(rotation::Due::Requested) => requested.map(|v| rotation::digest(v)),
+        _ => answered.map(str::to_owned).or_else(|| recorded(rotation::tag::ROTATED_FOR).map(str::to_owned)),
+    };
     let status = obj.credential_status();
     let verified = !new_key
         && status.and_then(|s| s.access_key_id.as_deref()) == Some(key.id.as_str())
@@ -288,7 +293,13 @@ pub(super) async fn deliver<K: CredentialKind>(
         works,
         changes,
         keys: listed,
-        rotation: KeyRotationStatus { last: time_at(issued), next: next.and_then(time_at) },
+        rotation: KeyRotationStatus {
+            last: time_at(issued),
+            next: next.and_then(time_at),
+            answered: requested
+                .filter(|v| Some(rotation::digest(v)) == handled)
+                .map(|v| rotation::answered(v)),
+        },
         wake_at,
     })
 }

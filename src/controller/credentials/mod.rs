@@ -291,9 +291,15 @@ pub async fn run<K: CredentialKind>(
 
 async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let api = ctx.api::<K>(&obj.namespace().unwrap_or_default());
-    let converged = obj
-        .credential_status()
-        .is_some_and(|s| looks_converged(obj.meta(), s.observed_generation, &s.conditions));
+    // A rotation asked for while no controller ran is new work, not a restart's background verification.
+    let requested = obj.annotations().get(crate::desired::rotation::ROTATE_ANNOTATION).map(String::as_str);
+    let converged = obj.credential_status().is_some_and(|s| {
+        looks_converged(obj.meta(), s.observed_generation, &s.conditions)
+            && crate::desired::rotation::is_answered(
+                requested,
+                s.key_rotation.as_ref().and_then(|r| r.answered.as_deref()),
+            )
+    });
     let pass = finalized(&api, K::FINALIZER, obj.clone(), |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj.as_ref(), &ctx).await,
