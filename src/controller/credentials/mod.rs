@@ -23,6 +23,7 @@ mod delivery;
 mod identity;
 mod keys;
 mod pass;
+mod pending;
 mod revocation;
 mod role;
 mod target;
