@@ -143,7 +143,8 @@ impl Step {
 
 /// One pass; any failure, including a status write the CRD drops, ends in the Ready condition.
 pub(super) async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    match pass(obj, ctx).await {
+    // Boxed: the pass's future is large, and a worker's stack is not.
+    match Box::pin(pass(obj, ctx)).await {
         Ok(step) => {
             let settled = Settled { converged: step.converged, after: step.after, user: step.user };
             ctx.memo.settle(obj, settled);
@@ -277,7 +278,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
             (status, delivered.works, next_pass, delivered.unchanged_user, !delivered.propagating)
         }
         Identity::Role { service_account, setup } => {
-            let ensured = role::ensure(
+            let ensured = Box::pin(role::ensure(
                 ctx,
                 setup,
                 &owner,
@@ -286,7 +287,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 spec.permissions,
                 &spec.bucket_ref.name,
                 may_issue,
-            )
+            ))
             .await;
             let mut delivered = match ensured {
                 Ok(Some(delivered)) => delivered,
