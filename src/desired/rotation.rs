@@ -1,8 +1,11 @@
 //! Key rotation, decided without I/O.
 //!
-//! A rotation creates a second key, checks it with STS, records the old key as retiring (a user tag,
-//! `<id>:<deadline>`), and only then writes the new key to the Secret; the old key is deleted once its
-//! overlap is over. The record lives in AWS, not in a status a tenant can write: an interrupted rotation is
+//! A rotation creates a second key, keeps it in its pending store (a Secret of its own, see
+//! `controller::credentials::pending`) while STS does not accept it yet, for at most the propagation window
+//! counted from its creation ([`next_step`], checked once per pass), records the old key as retiring (a
+//! user tag, `<id>:<deadline>`), and only then writes the new key to the Secret; the old key is deleted
+//! once its overlap is over. A new key the window ends without STS accepting is deleted, and the next
+//! attempt waits ([`retry_at`], recorded in a user tag). The record lives in AWS, not in a status a tenant can write: an interrupted rotation is
 //! recognised by a retiring record that names the key still in the Secret, and is undone (the new key,
 //! whose secret was never stored, is deleted) before it is tried again.
 
