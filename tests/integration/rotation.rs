@@ -448,6 +448,33 @@ async fn a_rotation_whose_key_sts_accepts_late_waits_without_flipping_ready_or_m
     assert_eq!(ready_reason_of(&ready_binding(&env, "app").await).as_deref(), Some("True/Provisioned"));
 }
 
+/// A controller restarted while a rotation's key waits for STS finds the key in its store and goes on with
+/// it: no second key, and the Secret switches once STS accepts it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_waiting_for_sts_survives_a_controller_restart() {
+    let delay = Duration::from_secs(10);
+    let (mut env, sts, ctx) = env_with_sts(delay, |s| s).await;
+    let created = env
+        .create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    let user = user_of(&binding);
+    let old_key = key_in_secret(&env, "app").await;
+    let creates_before = calls(&ctx, "CreateAccessKey");
+    sts.arm();
+    env.api::<BucketBinding>().patch("app", &PatchParams::default(), &rotate("now")).await.expect("rotate");
+    let store = format!("bucket-broker-rotation-{}", created.metadata.uid.as_deref().expect("uid"));
+    env.wait_for::<k8s_openapi::api::core::v1::Secret>(&store, "the key waits in its store", |_| true).await;
+    env.kill_controller().await;
+    let aws = ctx.aws.clone();
+    env.start_controller_on(env.settings(), aws);
+    let (client, new_key) = rotated_from(&env, "app", &old_key).await;
+    assert_eq!(calls(&ctx, "CreateAccessKey") - creates_before, 1, "the stored key was used, not another");
+    assert!(can_put(&client, &bucket_of(&secret(&env, "app").await), "restarted.txt").await);
+    assert!(iam_keys(&env, &user).await.contains(&new_key));
+    assert!(iam_keys(&env, &user).await.len() <= 2);
+}
+
 /// A rotation's key STS never accepts within the window is deleted, the Secret keeps the working key and
 /// Ready stays True, its message (and a Warning event) says the rotation failed, and the retry backs off
 /// instead of making keys in a tight loop.
