@@ -355,6 +355,132 @@ async fn serve_slow_sts(mut client: tokio::net::TcpStream, upstream: String, ref
     }
 }
 
+/// An IAM endpoint in front of moto whose ListAccessKeys leaves out, for `hidden` after it was created,
+/// every key it sees created: what IAM's eventual consistency can look like right after CreateAccessKey.
+struct LaggingIam {
+    url: String,
+}
+
+impl LaggingIam {
+    async fn start(upstream: &str, hidden: Duration) -> LaggingIam {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let created: Arc<Mutex<HashMap<String, tokio::time::Instant>>> = Arc::default();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, created) = (upstream.clone(), created.clone());
+                tokio::spawn(serve_lagging_iam(client, upstream, created, hidden));
+            }
+        });
+        LaggingIam { url }
+    }
+}
+
+async fn serve_lagging_iam(
+    mut client: tokio::net::TcpStream,
+    upstream: String,
+    created: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, tokio::time::Instant>>>,
+    hidden: Duration,
+) {
+    use tokio::io::AsyncWriteExt;
+    let between = |text: &str, open: &str, close: &str| {
+        text.split_once(open).and_then(|(_, rest)| rest.split_once(close)).map(|(v, _)| v.to_owned())
+    };
+    let mut from_client = Vec::new();
+    while let Some((head, body)) = crate::account::read_message(&mut client, &mut from_client, |_| true).await
+    {
+        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
+        if server.write_all(head.as_bytes()).await.is_err() || server.write_all(&body).await.is_err() {
+            return;
+        }
+        let mut from_server = Vec::new();
+        let Some((answer, mut answer_body)) =
+            crate::account::read_message(&mut server, &mut from_server, |_| true).await
+        else {
+            return;
+        };
+        let request = String::from_utf8_lossy(&body).into_owned();
+        let mut text = String::from_utf8_lossy(&answer_body).into_owned();
+        if request.contains("Action=CreateAccessKey")
+            && let Some(id) = between(&text, "<AccessKeyId>", "</AccessKeyId>")
+        {
+            created.lock().expect("created").insert(id, tokio::time::Instant::now());
+        }
+        let mut answer = answer;
+        if request.contains("Action=ListAccessKeys") {
+            let now = tokio::time::Instant::now();
+            let young: Vec<String> = created
+                .lock()
+                .expect("created")
+                .iter()
+                .filter(|(_, at)| now < **at + hidden)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in young {
+                let Some(at) = text.find(&format!("<AccessKeyId>{id}</AccessKeyId>")) else { continue };
+                let (Some(start), Some(end)) = (text[..at].rfind("<member>"), text[at..].find("</member>"))
+                else {
+                    continue;
+                };
+                text.replace_range(start..at + end + "</member>".len(), "");
+            }
+            answer_body = text.into_bytes();
+            answer = answer
+                .lines()
+                .map(|line| {
+                    if line.to_ascii_lowercase().starts_with("content-length:") {
+                        format!("Content-Length: {}", answer_body.len())
+                    } else {
+                        line.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\r\n");
+            // `lines` drops the blank line that ends the head.
+            answer.push_str("\r\n");
+        }
+        if client.write_all(answer.as_bytes()).await.is_err() || client.write_all(&answer_body).await.is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// IAM may not list a key issued moments ago: a first key in the Secret that ListAccessKeys does not show
+/// yet is trusted within the propagation window, and no second key is made.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_key_iam_does_not_list_yet_is_not_replaced_by_a_second() {
+    let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;
+    let sts = SlowSts::start(env.moto.endpoint_url(), Duration::from_secs(8)).await;
+    let iam = LaggingIam::start(env.moto.endpoint_url(), Duration::from_secs(6)).await;
+    let mut aws = crate::harness::aws_for(&env.moto, env.moto.admin_credentials()).await;
+    aws.sts = aws_sdk_sts::Client::from_conf(aws.sts.config().to_builder().endpoint_url(&sts.url).build());
+    aws.iam = aws_sdk_iam::Client::from_conf(aws.iam.config().to_builder().endpoint_url(&iam.url).build());
+    let ctx = env.start_controller_on(env.settings(), aws);
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "data"}, "spec": {}}))
+        .await;
+    env.wait_for::<Bucket>("data", "ready", |b| {
+        b.status.as_ref().is_some_and(|s| {
+            bucket_broker::api::find_condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+        })
+    })
+    .await;
+    sts.arm();
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let binding = ready_binding(&env, "app").await;
+    assert_eq!(calls(&ctx, "CreateAccessKey"), 1, "one key, trusted while IAM did not list it");
+    let user = user_of(&binding);
+    let key = key_in_secret(&env, "app").await;
+    assert_eq!(iam_keys(&env, &user).await, [key]);
+    let current = secret(&env, "app").await;
+    assert!(can_put(&client_from(&env, &current).await, &bucket_of(&current), "first.txt").await);
+}
+
 /// A controller whose STS is `sts`, on moto enforcing IAM, with a ready Bucket "data".
 async fn env_with_sts(
     sts_delay: Duration,
