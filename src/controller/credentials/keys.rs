@@ -163,8 +163,26 @@ pub(super) async fn deliver<K: CredentialKind>(
     }
     // A rotation's new key waiting for STS, held in the pending store: only while no key is retiring (a
     // rotation starts only then) and the Secret holds the key it replaces.
-    let mut stored = pending::load(secrets, owner.uid).await?;
     let in_secret = reusable.as_ref().map(|(key, _)| key.id.as_str());
+    let requested = obj.meta().annotations.as_ref().and_then(|a| a.get(rotation::ROTATE_ANNOTATION));
+    let handled = answered.or(recorded(rotation::tag::ROTATED_FOR));
+    let due = match (&reusable, &retiring) {
+        (Some((key, _)), None) => {
+            let created = key.created.unwrap_or(now);
+            rotation::due(now, created, &policy, requested.map(String::as_str), handled)
+        }
+        _ => None,
+    };
+    // The store is read only when it can matter, not on every pass: a key IAM lists that neither the
+    // Secret nor a retiring record accounts for (a rotation's, or a leftover), or a rotation due now.
+    let unaccounted = keys
+        .iter()
+        .any(|k| in_secret != Some(k.id.as_str()) && retiring.as_ref().is_none_or(|(id, _)| *id != k.id));
+    let mut stored = if unaccounted || due.is_some() {
+        pending::load(secrets, owner.uid).await?
+    } else {
+        pending::Stored::Absent
+    };
     let pending = stored
         .key()
         .filter(|p| {
@@ -227,7 +245,6 @@ pub(super) async fn deliver<K: CredentialKind>(
     // may take longer than a pass should wait: each pass checks it once, within the propagation window
     // counted from its creation; then the old key is recorded as retiring, and the Secret switches. The
     // user never holds more than two keys.
-    let requested = obj.meta().annotations.as_ref().and_then(|a| a.get(rotation::ROTATE_ANNOTATION));
     let mut rotated = None;
     let mut propagating = false;
     // Rotations that gave up (their key never accepted) wait before the next attempt: the record is in
@@ -236,9 +253,6 @@ pub(super) async fn deliver<K: CredentialKind>(
     let mut deferred = failures.map(|(count, at)| rotation::retry_at(count, at)).filter(|at| now < *at);
     let mut rotation_failed = None;
     if !new_key && retiring.is_none() {
-        let handled = answered.or(recorded(rotation::tag::ROTATED_FOR));
-        let created = key.created.unwrap_or(now);
-        let due = rotation::due(now, created, &policy, requested.map(String::as_str), handled);
         match (due, pending) {
             (None, Some(abandoned)) => {
                 // The rotation is no longer asked for (its spec or annotation changed meanwhile).
