@@ -1,8 +1,11 @@
 //! Key rotation, decided without I/O.
 //!
-//! A rotation creates a second key, checks it with STS, records the old key as retiring (a user tag,
-//! `<id>:<deadline>`), and only then writes the new key to the Secret; the old key is deleted once its
-//! overlap is over. The record lives in AWS, not in a status a tenant can write: an interrupted rotation is
+//! A rotation creates a second key, keeps it in its pending store (a Secret of its own, see
+//! `controller::credentials::pending`) while STS does not accept it yet, for at most the propagation window
+//! counted from its creation ([`next_step`], checked once per pass), records the old key as retiring (a
+//! user tag, `<id>:<deadline>`), and only then writes the new key to the Secret; the old key is deleted
+//! once its overlap is over. A new key the window ends without STS accepting is deleted, and the next
+//! attempt waits ([`retry_at`], recorded in a user tag). The record lives in AWS, not in a status a tenant can write: an interrupted rotation is
 //! recognised by a retiring record that names the key still in the Secret, and is undone (the new key,
 //! whose secret was never stored, is deleted) before it is tried again.
 
@@ -14,7 +17,15 @@ pub mod tag {
     pub const RETIRING: &str = "bucketbroker.io/retiring-key";
     /// A digest of the last `bucketbroker.io/rotate` annotation value acted on.
     pub const ROTATED_FOR: &str = "bucketbroker.io/rotated-for";
+    /// `<failures in a row>:<unix seconds>`: rotations whose new key STS did not accept in time, and when
+    /// the last one gave up; the next attempt waits ([`super::retry_at`]). Removed by a rotation that works.
+    pub const FAILED: &str = "bucketbroker.io/rotation-failed";
 }
+
+/// The wait after the first failed rotation; it doubles with each failure in a row, to at most
+/// [`LONGEST_RETRY`]: a key STS never accepts costs one key per wait, not one per pass.
+pub const FIRST_RETRY: Duration = Duration::from_secs(30);
+pub const LONGEST_RETRY: Duration = Duration::from_secs(3600);
 
 /// The annotation that asks for one rotation now, once per value.
 pub const ROTATE_ANNOTATION: &str = "bucketbroker.io/rotate";
@@ -148,6 +159,80 @@ pub fn parse_retiring(value: &str) -> Option<Retiring<'_>> {
     Some(Retiring { id, deadline, request: parts.next().filter(|r| !r.is_empty()) })
 }
 
+/// How far AWS's clock may be ahead of ours: a key "created" later than this is a forged time (a
+/// hint a tenant edited), never within a window.
+const CLOCK_SKEW: i64 = 60;
+
+/// Whether a key created at `created` (unix seconds) is still within the propagation `window` at `now`:
+/// the time IAM may take to list it and STS to accept it.
+pub fn within_window(created: i64, now: i64, window: Duration) -> bool {
+    let age = now.saturating_sub(created);
+    (-CLOCK_SKEW..=window.as_secs() as i64).contains(&age)
+}
+
+/// Whether the key a rotation keeps in its pending store (created at `created`) is still that rotation's
+/// new key: not the key the Secret already holds (a rotation that switched before its store was
+/// cleared), and listed by IAM, or young enough that IAM may not list it yet.
+pub fn pending_holds(
+    id: &str,
+    created: i64,
+    in_secret: Option<&str>,
+    listed: bool,
+    now: i64,
+    window: Duration,
+) -> bool {
+    in_secret.is_some_and(|current| current != id) && (listed || within_window(created, now, window))
+}
+
+/// The failure record: `<failures>:<unix seconds of the last>`.
+pub fn failed(failures: u32, at: i64) -> String {
+    format!("{failures}:{at}")
+}
+
+/// Reads a failure record.
+pub fn parse_failed(value: &str) -> Option<(u32, i64)> {
+    let (failures, at) = value.split_once(':')?;
+    Some((failures.parse().ok()?, at.parse().ok()?))
+}
+
+/// When a rotation may be tried again after `failures` in a row, the last at `at`.
+pub fn retry_at(failures: u32, at: i64) -> i64 {
+    let wait = FIRST_RETRY
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+        .min(LONGEST_RETRY);
+    at.saturating_add(wait.as_secs() as i64)
+}
+
+/// What STS said of a rotation's new key (the AWS layer's answer, without I/O).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    Accepted,
+    /// Not known yet: IAM's propagation delay.
+    NotYetKnown,
+    /// Known, but the secret is refused.
+    WrongSecret,
+}
+
+/// What a rotation does next with its new key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// STS accepts it: the Secret switches to it.
+    Switch,
+    /// STS does not know it yet, within the window: look again soon, the old key stays in the Secret.
+    Wait,
+    /// The window passed without STS accepting it, or STS refuses its secret: it is deleted.
+    GiveUp,
+}
+
+/// The next step of a rotation whose new key, created at `created`, got `check` at `now`.
+pub fn next_step(check: Check, created: i64, now: i64, window: Duration) -> Next {
+    match check {
+        Check::Accepted => Next::Switch,
+        Check::NotYetKnown if within_window(created, now, window) => Next::Wait,
+        Check::NotYetKnown | Check::WrongSecret => Next::GiveUp,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +294,43 @@ mod tests {
         let long = "x".repeat(65);
         assert!(answered(&long).starts_with("digest:") && answered(&long).len() < 30);
         assert!(is_answered(Some(&long), Some(&answered(&long))));
+    }
+
+    #[test]
+    fn a_new_key_gets_the_window_and_no_more() {
+        let minute = Duration::from_secs(60);
+        assert_eq!(next_step(Check::NotYetKnown, 1000, 1000, minute), Next::Wait);
+        assert_eq!(next_step(Check::NotYetKnown, 1000, 1008, minute), Next::Wait, "past 7.5 s: still waits");
+        assert_eq!(next_step(Check::NotYetKnown, 1000, 1060, minute), Next::Wait);
+        assert_eq!(next_step(Check::NotYetKnown, 1000, 1061, minute), Next::GiveUp);
+        assert_eq!(next_step(Check::Accepted, 1000, 5000, minute), Next::Switch);
+        assert_eq!(next_step(Check::WrongSecret, 1000, 1001, minute), Next::GiveUp);
+        // A creation time far in the future (an edited hint) is never within the window.
+        assert!(!within_window(10_000, 1000, minute));
+        assert!(within_window(1030, 1000, minute), "some clock skew is tolerated");
+    }
+
+    #[test]
+    fn failed_rotations_back_off() {
+        assert_eq!(parse_failed(&failed(3, 1000)), Some((3, 1000)));
+        assert_eq!(parse_failed("x:1"), None);
+        assert_eq!(retry_at(1, 1000), 1030);
+        assert_eq!(retry_at(2, 1000), 1060);
+        assert_eq!(retry_at(3, 1000), 1120);
+        assert_eq!(retry_at(40, 1000), 1000 + 3600, "at most an hour");
+    }
+
+    #[test]
+    fn a_pending_key_is_the_rotations_while_iam_lists_it_or_may_not_yet() {
+        let minute = Duration::from_secs(60);
+        assert!(pending_holds("NEW", 1000, Some("OLD"), true, 1000, minute));
+        assert!(pending_holds("NEW", 1000, Some("OLD"), false, 1010, minute), "not listed yet");
+        assert!(!pending_holds("NEW", 1000, Some("OLD"), false, 1100, minute), "not listed: gone");
+        assert!(
+            pending_holds("NEW", 1000, Some("OLD"), true, 1100, minute),
+            "listed: the window decides elsewhere"
+        );
+        assert!(!pending_holds("NEW", 1000, Some("NEW"), true, 1000, minute), "the Secret switched already");
+        assert!(!pending_holds("NEW", 1000, None, true, 1000, minute), "no key in the Secret to rotate");
     }
 }

@@ -641,3 +641,58 @@ async fn pod_identity_associates_the_service_account_with_its_role_and_never_tak
     assert!(fake.associations().is_empty(), "{:?}", fake.associations());
     assert_eq!(user_or_key_calls(&sent), Vec::<String>::new());
 }
+
+/// A keyless binding of a Bucket being deleted keeps what protects it: a downgrade reaches its policy on
+/// the role; a new binding of that Bucket puts no policy on the role.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_keyless_binding_of_a_deleting_bucket_is_downgraded_and_a_new_one_gets_nothing() {
+    let mut env = TestEnv::new().await;
+    let _controller = keyless_controller(&mut env, |s| s).await;
+    env.create::<Bucket>(bucket("data")).await;
+    let data = ready_bucket(&env, "data").await;
+    service_account(&env, "app", json!({})).await;
+    let app = env
+        .create::<BucketBinding>(credential(
+            "BucketBinding",
+            "app",
+            json!({"bucketRef": {"name": "data"}, "serviceAccountName": "app", "permissions": "ReadWrite"}),
+        ))
+        .await;
+    let ready = binding_with_reason(&env, "app", "Provisioned").await;
+    let role = ready.status.and_then(|s| s.role_name).expect("role");
+
+    env.delete::<Bucket>("data").await;
+    binding_with_reason(&env, "app", "BucketDeleting").await;
+    env.api::<BucketBinding>()
+        .patch("app", &PatchParams::default(), &Patch::Merge(json!({"spec": {"permissions": "ReadOnly"}})))
+        .await
+        .expect("downgrade");
+    let read_only = policy::user_policy(
+        &format!("arn:aws:s3:::{data}"),
+        "123456789012",
+        bucket_broker::api::Permissions::ReadOnly,
+        false,
+        &Default::default(),
+        None,
+    );
+    let name = keyless::role_policy_name(app.metadata.uid.as_deref().expect("uid"));
+    let deadline = tokio::time::Instant::now() + crate::harness::TIMEOUT;
+    while !role_policy(&env, &role, &name).await.is_some_and(|d| policy::equivalent(&d, &read_only)) {
+        assert!(tokio::time::Instant::now() < deadline, "the downgrade never reached the role");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let held = env.api::<BucketBinding>().get("app").await.expect("binding");
+    assert_eq!(reason(held.status.as_ref()).map(|(r, _)| r).as_deref(), Some("BucketDeleting"));
+
+    let late = env
+        .create::<BucketBinding>(credential(
+            "BucketBinding",
+            "late",
+            json!({"bucketRef": {"name": "data"}, "serviceAccountName": "app"}),
+        ))
+        .await;
+    binding_with_reason(&env, "late", "BucketDeleting").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let late_policy = keyless::role_policy_name(late.metadata.uid.as_deref().expect("uid"));
+    assert!(role_policy(&env, &role, &late_policy).await.is_none(), "no policy for the new binding");
+}

@@ -63,6 +63,12 @@ pub(super) async fn conflict<K: CredentialKind>(
     if let Some(user) = user {
         let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
         ops.delete_access_keys().await?;
+        // A rotation's pending key went with the others: its store goes too.
+        if let (Some(namespace), Some(uid)) = (obj.meta().namespace.as_deref(), obj.meta().uid.as_deref()) {
+            let secrets = ctx.api::<Secret>(namespace);
+            let stored = super::pending::load(&secrets, uid).await?;
+            super::pending::clear(ctx, &secrets, namespace, uid, &stored).await?;
+        }
     }
     let already = obj
         .credential_status()

@@ -72,7 +72,8 @@ pub(super) struct Provisioned {
     pub(super) user_changed: bool,
 }
 
-/// Ensures the IAM user and its policies.
+/// Ensures the IAM user and its policies. With `may_create` false (its Bucket is not ready, or is being
+/// deleted) no user is created: `None` when there is none; an existing one is still brought to the spec.
 ///
 /// A background pass (a periodic verification) takes the user from the last pass that left it unchanged
 /// rather than reading it: its tags only this controller writes (and its boundary, unless one is
@@ -83,7 +84,8 @@ pub(super) async fn provision<K: CredentialKind>(
     owner: &Owner<'_>,
     user: &str,
     target: &Target,
-) -> Result<Provisioned, Error> {
+    may_create: bool,
+) -> Result<Option<Provisioned>, Error> {
     let spec = obj.access();
     let settings = &ctx.settings;
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
@@ -100,6 +102,7 @@ pub(super) async fn provision<K: CredentialKind>(
     };
     let existing = match found {
         Some(existing) => Some(existing),
+        None if !may_create => return Ok(None),
         None => {
             // The class's cost tags first: ours, after, are what ownership is judged by.
             let mut tags = target.class_tags.clone();
@@ -244,5 +247,5 @@ pub(super) async fn provision<K: CredentialKind>(
             user_changed = true;
         }
     }
-    Ok(Provisioned { user: existing, changes, created, user_changed })
+    Ok(Some(Provisioned { user: existing, changes, created, user_changed }))
 }

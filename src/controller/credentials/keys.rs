@@ -1,13 +1,13 @@
 //! Access keys and their rotation: exactly one key, the one in the Secret, plus a retiring one during a
 //! rotation's overlap; a new key's secret is stored before anything else can fail.
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
+use kube::runtime::events::EventType;
 
 use super::delivery::{as_bytes, secret_value, write_secret};
 use super::identity::{Provisioned, provision};
+use super::pending::{self, PendingKey};
 use super::target::Target;
 use super::{CredentialKind, secret_name};
 use crate::api::{AccessKeyStatus, KeyRotationStatus, KeyState};
@@ -15,7 +15,7 @@ use crate::aws::iam::{AccessKey, KeyCheck, UserOps, check_key};
 use crate::controller::events::{Change, reason};
 use crate::controller::memo::RememberedUser;
 use crate::controller::{Context, Error};
-use crate::desired::conditions::{is_true, types};
+use crate::desired::conditions::{is_true, reasons, types};
 use crate::desired::names::{self, Owner};
 use crate::desired::rotation;
 use crate::desired::secret::{Credentials, Grant};
@@ -34,6 +34,11 @@ pub(super) struct Delivered {
     pub(super) rotation: KeyRotationStatus,
     /// When this object needs a pass before its resync: a retiring key's deadline, or the next rotation.
     pub(super) wake_at: Option<i64>,
+    /// A rotation's new key waits for STS to accept it: the next pass checks it again soon.
+    pub(super) propagating: bool,
+    /// Why the last rotation failed, and when it is tried again, while it waits to be: for the Ready
+    /// condition's message (the Secret's key still works).
+    pub(super) rotation_failed: Option<String>,
 }
 
 /// Seconds since the Unix epoch.
@@ -48,8 +53,12 @@ fn time_at(seconds: i64) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v
 }
 
 /// Ensures the user and its policies, keeps the key in our Secret (while it is intact or still accepted by
-/// AWS; a new one otherwise) plus, during a rotation's overlap, the retiring one, and nothing else; rotates
-/// when due; and writes the Secret.
+/// AWS; a new one otherwise) plus, during a rotation's overlap, the retiring one, and while a rotation's new
+/// key propagates, that one, and nothing else; rotates when due; and writes the Secret.
+///
+/// With `may_issue` false (the Bucket is not ready, or is being deleted) nothing new is issued: no user and
+/// no key where there is none (`None`), while an existing user still gets its spec and its rotations.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn deliver<K: CredentialKind>(
     obj: &K,
     ctx: &Context,
@@ -58,7 +67,8 @@ pub(super) async fn deliver<K: CredentialKind>(
     target: &Target,
     secrets: &Api<Secret>,
     existing: Option<&Secret>,
-) -> Result<Delivered, Error> {
+    may_issue: bool,
+) -> Result<Option<Delivered>, Error> {
     let spec = obj.access();
     let rotation_spec = spec.key_rotation.as_ref();
     let policy = rotation::policy(
@@ -67,8 +77,11 @@ pub(super) async fn deliver<K: CredentialKind>(
         ctx.settings.max_key_age,
     )
     .map_err(Error::InvalidSpec)?;
-    let Provisioned { user: iam_user, mut changes, created, mut user_changed } =
-        provision(obj, ctx, owner, user, target).await?;
+    let Some(Provisioned { user: iam_user, mut changes, created, mut user_changed }) =
+        provision(obj, ctx, owner, user, target, may_issue).await?
+    else {
+        return Ok(None);
+    };
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
     let data_for = |id: &str, secret: &str| {
         let credentials = Credentials {
@@ -82,21 +95,36 @@ pub(super) async fn deliver<K: CredentialKind>(
     };
     let recorded = |key: &str| iam_user.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
     let now = unix_now();
+    let window = ctx.settings.key_propagation_timeout;
 
     // A user this pass created has no keys yet.
     let keys = if created { Vec::new() } else { ops.access_keys().await? };
-    let in_secret = existing
+    let stored_pair = existing
         .and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"))
-        .zip(existing.and_then(|s| secret_value(s, "AWS_SECRET_ACCESS_KEY")))
-        .and_then(|(id, secret)| keys.iter().find(|k| k.id == id).map(|k| (k.clone(), secret)));
-    let reusable = match in_secret {
-        Some((key, secret)) => {
-            let intact = existing.and_then(|s| s.data.as_ref()) == Some(&data_for(&key.id, &secret));
-            // A Secret edited by hand may carry a wrong secret key: reuse it only if AWS accepts it.
-            let usable = intact
-                || check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, &secret).await? == KeyCheck::Accepted;
-            usable.then_some((key, secret))
-        }
+        .zip(existing.and_then(|s| secret_value(s, "AWS_SECRET_ACCESS_KEY")));
+    let intact =
+        |id: &str, secret: &str| existing.and_then(|s| s.data.as_ref()) == Some(&data_for(id, secret));
+    let reusable = match stored_pair {
+        Some((id, secret)) => match keys.iter().find(|k| k.id == id) {
+            Some(key) => {
+                // A Secret edited by hand may carry a wrong secret key: reuse it only if AWS accepts it.
+                let usable = intact(&key.id, &secret)
+                    || check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, &secret).await? == KeyCheck::Accepted;
+                usable.then(|| (key.clone(), secret))
+            }
+            None => {
+                // IAM is eventually consistent: a key issued moments ago may not be listed yet. The Secret
+                // we wrote holds it intact and status (a hint, which can only defer a new key, never past
+                // the window, and grants nothing) says when it was created: it is trusted that long, not
+                // replaced by a second key.
+                let hinted = obj
+                    .credential_status()
+                    .and_then(|s| s.access_keys.iter().find(|k| k.id == id))
+                    .map(|k| k.created.0.as_second());
+                let young = hinted.is_some_and(|at| rotation::within_window(at, now, window));
+                (young && intact(&id, &secret)).then_some((AccessKey { id, created: hinted }, secret))
+            }
+        },
         None => None,
     };
 
@@ -133,10 +161,42 @@ pub(super) async fn deliver<K: CredentialKind>(
         ops.set_tag(rotation::tag::RETIRING, None).await?;
         user_changed = true;
     }
+    // A rotation's new key waiting for STS, held in the pending store: only while no key is retiring (a
+    // rotation starts only then) and the Secret holds the key it replaces.
+    let in_secret = reusable.as_ref().map(|(key, _)| key.id.as_str());
+    let requested = obj.meta().annotations.as_ref().and_then(|a| a.get(rotation::ROTATE_ANNOTATION));
+    let handled = answered.or(recorded(rotation::tag::ROTATED_FOR));
+    let due = match (&reusable, &retiring) {
+        (Some((key, _)), None) => {
+            let created = key.created.unwrap_or(now);
+            rotation::due(now, created, &policy, requested.map(String::as_str), handled)
+        }
+        _ => None,
+    };
+    // The store is read only when it can matter, not on every pass: a key IAM lists that neither the
+    // Secret nor a retiring record accounts for (a rotation's, or a leftover), or a rotation due now.
+    let unaccounted = keys
+        .iter()
+        .any(|k| in_secret != Some(k.id.as_str()) && retiring.as_ref().is_none_or(|(id, _)| *id != k.id));
+    let mut stored = if unaccounted || due.is_some() {
+        pending::load(secrets, owner.uid).await?
+    } else {
+        pending::Stored::Absent
+    };
+    let pending = stored
+        .key()
+        .filter(|p| {
+            retiring.is_none() && {
+                let listed = keys.iter().any(|k| k.id == p.id);
+                rotation::pending_holds(&p.id, p.created, in_secret, listed, now, window)
+            }
+        })
+        .cloned();
     let kept = |id: &str| {
         retired.as_deref() == Some(id)
             || reusable.as_ref().is_some_and(|(key, _)| key.id == id)
             || retiring.as_ref().is_some_and(|(r, _)| r == id)
+            || pending.as_ref().is_some_and(|p| p.id == id)
     };
     // At most two keys, and never one that is neither in the Secret nor retiring: a leftover of an
     // interrupted pass, whose secret nobody has (the key just retired is gone already).
@@ -147,11 +207,23 @@ pub(super) async fn deliver<K: CredentialKind>(
             format!("Deleted access key {} of IAM user {user}: no Secret holds it.", stale.id),
         ));
     }
+    // A store of a rotation that is over (switched, or its key gone) is cleared, after its key.
+    if pending.is_none() && matches!(stored, pending::Stored::Ours { .. }) {
+        pending::clear(ctx, secrets, owner.namespace, owner.uid, &stored).await?;
+        stored = pending::Stored::Absent;
+    }
     let name = secret_name(obj);
     // A hint for the wording only: whether this object had its Secret before.
     let had_secret = obj.credential_status().is_some_and(|s| s.binding.is_some());
     let (mut key, mut key_secret, mut new_key) = match reusable {
         Some((key, secret)) => (key, secret, false),
+        None if !may_issue => {
+            // No key is issued for a Bucket that is not ready: what this pass changed is said here.
+            if !changes.is_empty() {
+                ctx.changes(&obj.object_ref(&()), "Provision", &changes).await;
+            }
+            return Ok(None);
+        }
         None => {
             let created = ops.create_access_key().await?;
             let why = match existing {
@@ -169,34 +241,134 @@ pub(super) async fn deliver<K: CredentialKind>(
         }
     };
 
-    // Rotation: a second key, checked with STS before it goes anywhere; the old key recorded as retiring;
-    // then the Secret switches. The user never holds more than two keys.
-    let requested = obj.meta().annotations.as_ref().and_then(|a| a.get(rotation::ROTATE_ANNOTATION));
+    // Rotation: a second key, kept in the pending store (never in the Secret) until STS accepts it, which
+    // may take longer than a pass should wait: each pass checks it once, within the propagation window
+    // counted from its creation; then the old key is recorded as retiring, and the Secret switches. The
+    // user never holds more than two keys.
     let mut rotated = None;
+    let mut propagating = false;
+    // Rotations that gave up (their key never accepted) wait before the next attempt: the record is in
+    // AWS, with the rest of the rotation state, and outlives a restart.
+    let failures = recorded(rotation::tag::FAILED).and_then(rotation::parse_failed);
+    let mut deferred = failures.map(|(count, at)| rotation::retry_at(count, at)).filter(|at| now < *at);
+    let mut rotation_failed = None;
     if !new_key && retiring.is_none() {
-        let handled = answered.or(recorded(rotation::tag::ROTATED_FOR));
-        let created = key.created.unwrap_or(now);
-        if let Some(due) = rotation::due(now, created, &policy, requested.map(String::as_str), handled) {
-            let fresh = ops.create_access_key().await?;
-            let fresh_key = AccessKey { id: fresh.id, created: Some(fresh.created.unwrap_or(now)) };
-            if !propagated(ctx, &fresh_key, &fresh.secret).await? {
-                // Its secret is nowhere else: a key that cannot be verified now is not kept.
-                ops.delete_access_key(&fresh_key.id).await?;
-                ctx.metrics.rotated(K::KIND, "failed");
-                return Err(Error::CredentialsRejected(format!(
-                    "AWS STS did not accept the new access key {} in time; the rotation is retried",
-                    fresh_key.id
-                )));
+        match (due, pending) {
+            (None, Some(abandoned)) => {
+                // The rotation is no longer asked for (its spec or annotation changed meanwhile).
+                ops.delete_access_key(&abandoned.id).await?;
+                pending::clear(ctx, secrets, owner.namespace, owner.uid, &stored).await?;
+                changes.push(Change::new(
+                    reason::KEY_DELETED,
+                    format!(
+                        "Deleted access key {} of IAM user {user}: the rotation it was issued for is no longer due.",
+                        abandoned.id
+                    ),
+                ));
             }
-            let deadline = now.saturating_add(policy.overlap.as_secs() as i64);
-            let request = requested.filter(|_| due == rotation::Due::Requested).map(|v| rotation::digest(v));
-            let record = rotation::retiring(&key.id, deadline, request.as_deref());
-            ops.set_tag(rotation::tag::RETIRING, Some(&record)).await?;
-            user_changed = true;
-            retiring = Some((key.id.clone(), deadline));
-            rotated = Some(due);
-            (key, key_secret, new_key) = (fresh_key, fresh.secret, true);
+            (None, None) => {}
+            // Not before the retry time of the failures before it.
+            (Some(_), None) if deferred.is_some() => {}
+            (Some(due), pending) => {
+                let fresh = match pending {
+                    Some(fresh) => fresh,
+                    None => {
+                        let made = ops.create_access_key().await?;
+                        let fresh = PendingKey {
+                            id: made.id,
+                            secret: made.secret,
+                            created: made.created.unwrap_or(now),
+                        };
+                        // Stored before anything else can fail; a key that cannot be stored is deleted
+                        // (after a timeout the store may hold it: the next pass finds it, or deletes it).
+                        match pending::store(obj, ctx, secrets, &stored, &fresh).await {
+                            Ok(written) => stored = written,
+                            Err(err) => {
+                                if err.is_refusal() {
+                                    ops.delete_access_key(&fresh.id).await?;
+                                }
+                                return Err(err);
+                            }
+                        }
+                        changes.push(Change::new(
+                            reason::KEY_ISSUED,
+                            format!(
+                                "Issued access key {} for IAM user {user} to replace {}: Secret {name} gets it \
+                                 once AWS accepts it.",
+                                fresh.id, key.id
+                            ),
+                        ));
+                        fresh
+                    }
+                };
+                let check = match check_key(&ctx.aws.sts, &ctx.aws.stats, &fresh.id, &fresh.secret).await? {
+                    KeyCheck::Accepted => rotation::Check::Accepted,
+                    KeyCheck::NotYetKnown => rotation::Check::NotYetKnown,
+                    KeyCheck::WrongSecret => rotation::Check::WrongSecret,
+                };
+                match rotation::next_step(check, fresh.created, unix_now(), window) {
+                    rotation::Next::Switch => {
+                        let deadline = now.saturating_add(policy.overlap.as_secs() as i64);
+                        let request = requested
+                            .filter(|_| due == rotation::Due::Requested)
+                            .map(|v| rotation::digest(v));
+                        let record = rotation::retiring(&key.id, deadline, request.as_deref());
+                        ops.set_tag(rotation::tag::RETIRING, Some(&record)).await?;
+                        user_changed = true;
+                        retiring = Some((key.id.clone(), deadline));
+                        rotated = Some(due);
+                        if failures.is_some() {
+                            ops.set_tag(rotation::tag::FAILED, None).await?;
+                        }
+                        let fresh_key = AccessKey { id: fresh.id, created: Some(fresh.created) };
+                        (key, key_secret, new_key) = (fresh_key, fresh.secret, true);
+                    }
+                    rotation::Next::Wait => propagating = true,
+                    rotation::Next::GiveUp => {
+                        // The key goes; the Secret keeps the one that works, and Ready stays as it is.
+                        ops.delete_access_key(&fresh.id).await?;
+                        pending::clear(ctx, secrets, owner.namespace, owner.uid, &stored).await?;
+                        ctx.metrics.rotated(K::KIND, "failed");
+                        let count = failures.map_or(1, |(count, _)| count.saturating_add(1));
+                        let at = unix_now();
+                        ops.set_tag(rotation::tag::FAILED, Some(&rotation::failed(count, at))).await?;
+                        user_changed = true;
+                        let retry = rotation::retry_at(count, at);
+                        deferred = Some(retry);
+                        let why = match check {
+                            rotation::Check::WrongSecret => {
+                                "AWS refuses its secret (SignatureDoesNotMatch)".to_owned()
+                            }
+                            _ => format!(
+                                "AWS STS did not accept it (InvalidClientTokenId) within {} s of its creation",
+                                window.as_secs()
+                            ),
+                        };
+                        let until = time_at(retry).map_or_else(|| retry.to_string(), |t| t.0.to_string());
+                        let message = format!(
+                            "The rotation of access key {} of IAM user {user} failed: {why}. The new key {} was \
+                             deleted; Secret {name} keeps {}, which still works; the rotation is tried again at \
+                             {until}.",
+                            key.id, fresh.id, key.id
+                        );
+                        let reference = obj.object_ref(&());
+                        let reason = reasons::CREDENTIALS_REJECTED;
+                        ctx.event(&reference, EventType::Warning, reason, "Rotate", message).await;
+                        rotation_failed = Some(format!(
+                            "the last key rotation failed ({why}) and is tried again at {until}"
+                        ));
+                    }
+                }
+            }
         }
+    }
+    if rotation_failed.is_none()
+        && let Some(retry) = deferred
+    {
+        let until = time_at(retry).map_or_else(|| retry.to_string(), |t| t.0.to_string());
+        rotation_failed = Some(format!(
+            "the last key rotation failed (AWS did not accept its new key) and is tried again at {until}"
+        ));
     }
 
     // Written before anything else can fail, so that a new key's secret is never lost; a new key that
@@ -221,9 +393,14 @@ pub(super) async fn deliver<K: CredentialKind>(
             // may have landed, and the next pass deletes the key if it did not.
             if new_key && err.is_refusal() {
                 ops.delete_access_key(&key.id).await?;
+                pending::clear(ctx, secrets, owner.namespace, owner.uid, &stored).await?;
             }
             return Err(err);
         }
+    }
+    // The Secret holds the rotation's new key: its store has done its work.
+    if rotated.is_some() {
+        pending::clear(ctx, secrets, owner.namespace, owner.uid, &stored).await?;
     }
     if let Some(due) = rotated {
         if due == rotation::Due::Requested
@@ -281,12 +458,13 @@ pub(super) async fn deliver<K: CredentialKind>(
     }
     let issued = created_of(&key.id).unwrap_or(now);
     let next = rotation::next_rotation(issued, &policy);
-    let wake_at = [retiring.as_ref().map(|(_, deadline)| *deadline), next].into_iter().flatten().min();
+    let wake_at =
+        [retiring.as_ref().map(|(_, deadline)| *deadline), next, deferred].into_iter().flatten().min();
     // The user as read (or as created, with the tags it was created with) is what AWS holds only if this
     // pass changed none of it since.
     let derived = names::tags(owner, &ctx.settings.deploy_env, &ctx.settings.cluster());
     let unchanged_user = if user_changed { None } else { RememberedUser::of(&iam_user, &derived) };
-    Ok(Delivered {
+    Ok(Some(Delivered {
         unchanged_user,
         user_arn: iam_user.arn,
         key_id: key.id,
@@ -301,7 +479,9 @@ pub(super) async fn deliver<K: CredentialKind>(
                 .map(|v| rotation::answered(v)),
         },
         wake_at,
-    })
+        propagating,
+        rotation_failed,
+    }))
 }
 
 /// The change a Secret write made: a Secret new to this object (`had_secret`: status says it had one, a
@@ -331,27 +511,22 @@ fn now_time() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Waits, briefly and boundedly, for STS to accept a key created for a rotation. The one wait inside a
-/// pass: a rotation's new key must be proven before the Secret switches to it, and its secret exists only
-/// in this pass (storing an unproven key would break the promise that the Secret always works).
-async fn propagated(ctx: &Context, key: &AccessKey, secret: &str) -> Result<bool, Error> {
-    for pause in [0, 500, 1000, 2000, 4000] {
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        match check_key(&ctx.aws.sts, &ctx.aws.stats, &key.id, secret).await? {
-            KeyCheck::Accepted => return Ok(true),
-            KeyCheck::NotYetKnown => {}
-            KeyCheck::WrongSecret => return Ok(false),
-        }
-    }
-    Ok(false)
-}
-
 /// Key hygiene that does not wait for a Bucket: deletes every key of the user that is neither the one our
-/// Secret names nor a retiring key within its overlap, and drops a retiring record that no longer applies
-/// (expired, or naming the key still in the Secret: an interrupted rotation).
-pub(super) async fn prune_keys(ctx: &Context, user: &str, secret: Option<&Secret>) -> Result<(), Error> {
+/// Secret names nor a retiring key within its overlap (a rotation's pending key too: no rotation goes on
+/// for a bucket AWS does not show, and its store is cleared after it), and drops a retiring record that no
+/// longer applies (expired, or naming the key still in the Secret: an interrupted rotation).
+pub(super) async fn prune_keys(
+    ctx: &Context,
+    owner: &Owner<'_>,
+    user: &str,
+    secrets: &Api<Secret>,
+    secret: Option<&Secret>,
+) -> Result<(), Error> {
     let ops = UserOps { client: ctx.aws.iam.clone(), stats: &ctx.aws.stats, user };
-    let Some(iam_user) = ops.get().await? else { return Ok(()) };
+    let stored = pending::load(secrets, owner.uid).await?;
+    let Some(iam_user) = ops.get().await? else {
+        return pending::clear(ctx, secrets, owner.namespace, owner.uid, &stored).await;
+    };
     let in_secret = secret.and_then(|s| secret_value(s, "AWS_ACCESS_KEY_ID"));
     let now = unix_now();
     let record = iam_user.tags.iter().find(|(k, _)| k == rotation::tag::RETIRING).map(|(_, v)| v.as_str());
@@ -364,6 +539,7 @@ pub(super) async fn prune_keys(ctx: &Context, user: &str, secret: Option<&Secret
             ops.delete_access_key(&key.id).await?;
         }
     }
+    pending::clear(ctx, secrets, owner.namespace, owner.uid, &stored).await?;
     if record.is_some() && retiring.is_none() {
         ops.set_tag(rotation::tag::RETIRING, None).await?;
     }

@@ -10,19 +10,25 @@
 //! in a status (tenant-writable) is used only when AWS shows the object carries the right uid tag (a
 //! user or bucket made under an earlier prefix); status is otherwise a display.
 //!
-//! A new key's secret exists only in the response to CreateAccessKey, so it is written to the Secret
-//! before anything that could fail or requeue: a reconcile interrupted after that finds it there; one
-//! interrupted before finds an unknown key, deletes it and makes a new one. A key that cannot be stored
-//! (the Secret name was taken in between) is deleted at once.
+//! A new key's secret exists only in the response to CreateAccessKey, so it is written to the Secret (a
+//! rotation's: to its pending store, until STS accepts it) before anything that could fail or requeue: a
+//! reconcile interrupted after that finds it there; one interrupted before finds an unknown key, deletes it
+//! and makes a new one. A key that cannot be stored (the Secret name was taken in between) is deleted at
+//! once.
+//!
+//! A Bucket that is not ready or is being deleted gets nothing new (no user, no role policy, no first key),
+//! but credentials already issued keep following their spec and rotating while AWS shows the bucket.
 //!
 //! The files follow the lifecycle: `pass` runs one pass in the order above, `target` finds and
 //! verifies the bucket, `identity` ensures who the credentials are for, `keys` keeps the access keys
-//! and rotates them, `delivery` writes the Secrets, and `revocation` takes everything back on deletion.
+//! and rotates them (`pending` holds a rotation's new key until STS accepts it), `delivery` writes the
+//! Secrets, and `revocation` takes everything back on deletion.
 
 mod delivery;
 mod identity;
 mod keys;
 mod pass;
+mod pending;
 mod revocation;
 mod role;
 mod target;

@@ -13,7 +13,7 @@ use super::delivery::{conflict, is_ours, sync_apps, taken_message};
 use super::identity::{Identity, user_name};
 use super::keys::{deliver, prune_keys, secret_written, unix_now};
 use super::role;
-use super::target::Target;
+use super::target::{Target, verify_bucket};
 use super::{CredentialKind, secret_name};
 use crate::api::{Bucket, CredentialStatus, SecretRef};
 use crate::aws::iam::UserOps;
@@ -143,7 +143,8 @@ impl Step {
 
 /// One pass; any failure, including a status write the CRD drops, ends in the Ready condition.
 pub(super) async fn apply<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    match pass(obj, ctx).await {
+    // Boxed: the pass's future is large, and a worker's stack is not.
+    match Box::pin(pass(obj, ctx)).await {
         Ok(step) => {
             let settled = Settled { converged: step.converged, after: step.after, user: step.user };
             ctx.memo.settle(obj, settled);
@@ -159,24 +160,35 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     let reference = obj.object_ref(&());
     let previous = obj.credential_status().cloned().unwrap_or_default();
 
-    // 1. The Bucket must exist and be ready. Its status is a hint; AWS is checked before any grant.
+    // 1. The Bucket must exist and be ready for anything new to be issued. Its status is a hint; AWS is
+    // checked before any grant. A Bucket that is not ready or is being deleted (`held`) gets no new user,
+    // role policy or first key; credentials already issued still follow the spec (a downgrade, the network,
+    // the boundary) and rotate, as long as AWS shows the bucket is still the Bucket's.
     let bucket = ctx.api::<Bucket>(owner.namespace).get_opt(&spec.bucket_ref.name).await?;
     ctx.memo.saw_bucket(owner.uid, bucket_view(bucket.as_ref()));
     let user = user_name(obj, ctx, owner.uid).await?;
-    if let Some((reason, message)) = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name) {
-        // Waiting for the Bucket must not keep keys alive past their time. An object that never had
-        // credentials (its status says so: a hint, deciding only whether to look now or once the Bucket is
-        // ready) has none to prune: no IAM call while it waits.
-        if previous.user_name.is_some() || !previous.access_keys.is_empty() {
-            let existing = ctx.api::<Secret>(owner.namespace).get_opt(&secret_name(obj)).await?;
-            prune_keys(ctx, &user, existing.as_ref().filter(|s| is_ours(s, owner.uid))).await?;
+    let held = bucket_wait(bucket.as_ref(), &spec.bucket_ref.name);
+    let bucket = match (bucket, &held) {
+        (Some(bucket), None) => bucket,
+        (Some(bucket), Some(_)) if in_aws(ctx, &bucket, &spec.bucket_ref.name).await? => bucket,
+        (_, held) => {
+            let (reason, message) = held.clone().unwrap_or((
+                reasons::BUCKET_NOT_READY,
+                format!("waiting for Bucket {} to exist", spec.bucket_ref.name),
+            ));
+            // Waiting for the Bucket must not keep keys alive past their time. An object that never had
+            // credentials (its status says so: a hint, deciding only whether to look now or once the
+            // Bucket is ready) has none to prune: no IAM call while it waits.
+            if previous.user_name.is_some() || !previous.access_keys.is_empty() {
+                let secrets = ctx.api::<Secret>(owner.namespace);
+                let existing = secrets.get_opt(&secret_name(obj)).await?;
+                let ours = existing.as_ref().filter(|s| is_ours(s, owner.uid));
+                prune_keys(ctx, &owner, &user, &secrets, ours).await?;
+            }
+            let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
+            write_status(obj, ctx, &status).await?;
+            return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, BUCKET_RECHECK)));
         }
-        let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
-        write_status(obj, ctx, &status).await?;
-        return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, BUCKET_RECHECK)));
-    }
-    let Some(bucket) = bucket else {
-        return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, BUCKET_RECHECK)));
     };
     let mut target = Target::of(&bucket, ctx)?;
     // The Bucket's class decides whether credentials may work from outside the platform network. A class
@@ -225,22 +237,30 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
     }
 
     // 3. The identity, its policies, what it holds, and the Secret.
-    let (mut status, works, next_pass, unchanged_user) = match &identity {
+    let may_issue = held.is_none();
+    let mut rotation_note = None;
+    let (mut status, works, next_pass, unchanged_user, settled) = match &identity {
         Identity::User { name: user } => {
-            let delivered = match deliver(obj, ctx, &owner, user, &target, &secrets, existing.as_ref()).await
-            {
-                Ok(delivered) => delivered,
+            // Boxed: a rotation's steps make this future large, and a worker's stack is not.
+            let delivered =
+                Box::pin(deliver(obj, ctx, &owner, user, &target, &secrets, existing.as_ref(), may_issue));
+            let delivered = match delivered.await {
+                Ok(Some(delivered)) => delivered,
+                Ok(None) => return withheld(obj, ctx, &owner, previous, held).await,
                 Err(Error::SecretConflict(message)) => {
                     conflict(obj, ctx, Some(user), previous, message).await?;
                     return Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, CONFLICT_RECHECK)));
                 }
                 Err(err) => return Err(err),
             };
-            // A retiring key's deadline or the next rotation may come before the resync.
+            // A retiring key's deadline or the next rotation may come before the resync; a rotation's new
+            // key that STS does not accept yet is checked again soon.
             let next_pass = delivered
                 .wake_at
                 .map(|at| Duration::from_secs(at.saturating_sub(unix_now()).max(1) as u64))
                 .map_or(ctx.resync_after(owner.uid), |wake| wake.min(ctx.resync_after(owner.uid)));
+            let next_pass = if delivered.propagating { PROPAGATION_RECHECK } else { next_pass };
+            rotation_note = delivered.rotation_failed.clone();
             let status = CredentialStatus {
                 binding: Some(SecretRef { name: secret_name.clone() }),
                 user_name: Some(user.clone()),
@@ -255,10 +275,10 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 tracing::info!(namespace = owner.namespace, name = owner.name, user = %user, key = %delivered.key_id, changes = ?steps, "Provisioned credentials");
                 ctx.changes(&reference, "Provision", &delivered.changes).await;
             }
-            (status, delivered.works, next_pass, delivered.unchanged_user)
+            (status, delivered.works, next_pass, delivered.unchanged_user, !delivered.propagating)
         }
         Identity::Role { service_account, setup } => {
-            let ensured = role::ensure(
+            let ensured = Box::pin(role::ensure(
                 ctx,
                 setup,
                 &owner,
@@ -266,10 +286,12 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 &target,
                 spec.permissions,
                 &spec.bucket_ref.name,
-            )
+                may_issue,
+            ))
             .await;
             let mut delivered = match ensured {
-                Ok(delivered) => delivered,
+                Ok(Some(delivered)) => delivered,
+                Ok(None) => return withheld(obj, ctx, &owner, previous, held).await,
                 Err(Error::ServiceAccountNotFound(message)) => {
                     let waiting = Observation::not_ready(reasons::SERVICE_ACCOUNT_NOT_FOUND, message);
                     let status = status_with(obj, previous, &[waiting], false);
@@ -320,7 +342,7 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
                 tracing::info!(namespace = owner.namespace, name = owner.name, role = %delivered.role, service_account, changes = ?steps, "Provisioned keyless access");
                 ctx.changes(&reference, "Provision", &delivered.changes).await;
             }
-            (status, true, ctx.resync_after(owner.uid), None)
+            (status, true, ctx.resync_after(owner.uid), None, true)
         }
     };
 
@@ -353,7 +375,21 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         Err(err) => return Err(err),
     }
 
-    // 5. Ready once AWS accepts the key.
+    // 5. Ready once AWS accepts the key, and the Bucket is ready: until then, what was issued keeps working.
+    if let Some((reason, message)) = held {
+        let message = match reason {
+            reasons::BUCKET_NOT_READY => format!(
+                "{message}: no new credentials are issued for it meanwhile; the credentials in Secret \
+                 {secret_name} keep working and follow this object's spec"
+            ),
+            _ => message,
+        };
+        let observations =
+            [Observation::not_ready(reason, message), network_observation(target.external_access, ctx)];
+        write_status(obj, ctx, &status_with(obj, status, &observations, false)).await?;
+        let wait = ctx.memo.wait_longer(owner.uid, BUCKET_RECHECK).min(next_pass);
+        return Ok(Step::waiting(if works { wait } else { wait.min(PROPAGATION_RECHECK) }));
+    }
     if !works {
         let waiting = Observation::not_ready(
             reasons::CREDENTIALS_PROPAGATING,
@@ -369,8 +405,11 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
             "{message}; the credentials in Secret {secret_name} work only from the platform network"
         )));
     }
-    let ready =
-        Observation::ready(reasons::PROVISIONED, format!("the credentials are in Secret {secret_name}"));
+    let note = rotation_note.map(|n| format!("; {n}")).unwrap_or_default();
+    let ready = Observation::ready(
+        reasons::PROVISIONED,
+        format!("the credentials are in Secret {secret_name}{note}"),
+    );
     let network = network_observation(target.external_access, ctx);
     let (observation, held) = ready_or_held(&previous.conditions, ready.clone());
     write_status(obj, ctx, &status_with(obj, status.clone(), &[observation, network.clone()], !held)).await?;
@@ -378,7 +417,34 @@ async fn pass<K: CredentialKind>(obj: &K, ctx: &Context) -> Result<Step, Error> 
         // That write kept every field: the CRD was fixed, so success can be reported now.
         write_status(obj, ctx, &status_with(obj, status, &[ready, network], true)).await?;
     }
-    Ok(Step { after: next_pass, converged: true, user: unchanged_user })
+    // A rotation whose new key propagates has not settled: the next pass goes on with it.
+    Ok(Step { after: next_pass, converged: settled, user: unchanged_user.filter(|_| settled) })
+}
+
+/// Whether AWS shows the Bucket's bucket, carrying its uid tag ([`verify_bucket`]): the proof needed to
+/// keep bringing existing credentials to their spec while the Bucket is not ready or is being deleted.
+async fn in_aws(ctx: &Context, bucket: &Bucket, bucket_ref: &str) -> Result<bool, Error> {
+    let target = Target::of(bucket, ctx)?;
+    match verify_bucket(ctx, &target, bucket_ref).await {
+        Ok(()) => Ok(true),
+        Err(Error::BucketUnverified(_)) => Ok(false),
+        Err(err) => Err(err),
+    }
+}
+
+/// Ends a pass that found nothing issued for this object while its Bucket is not ready or is being deleted
+/// (`held`): nothing new is issued, and the condition says why.
+async fn withheld<K: CredentialKind>(
+    obj: &K,
+    ctx: &Context,
+    owner: &Owner<'_>,
+    previous: CredentialStatus,
+    held: Option<(&'static str, String)>,
+) -> Result<Step, Error> {
+    let (reason, message) = held.ok_or(Error::Incomplete("the reason nothing is issued"))?;
+    let status = status_with(obj, previous, &[Observation::not_ready(reason, message)], false);
+    write_status(obj, ctx, &status).await?;
+    Ok(Step::waiting(ctx.memo.wait_longer(owner.uid, BUCKET_RECHECK)))
 }
 
 /// Reports a failed pass in the Ready condition and an event, and returns the failure for the backoff.

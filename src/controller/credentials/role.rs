@@ -107,7 +107,10 @@ async fn association_is_ours(
 
 /// Ensures the role of `service_account` and this binding's policy on it, and the ServiceAccount's
 /// annotation (IRSA) or Pod Identity association. Nothing is written while the ServiceAccount is missing
-/// or names another role.
+/// or names another role. With `may_create` false (the Bucket is not ready, or is being deleted) nothing
+/// new is granted: `None` unless the role exists and already holds this binding's policy, which is then
+/// brought to the spec (with the role's trust and boundary), and no annotation or association is made.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn ensure(
     ctx: &Context,
     setup: &Setup,
@@ -116,7 +119,8 @@ pub(super) async fn ensure(
     target: &Target,
     permissions: crate::api::Permissions,
     bucket_ref: &str,
-) -> Result<RoleDelivered, Error> {
+    may_create: bool,
+) -> Result<Option<RoleDelivered>, Error> {
     let settings = &ctx.settings;
     let namespace = binding.namespace;
     let Some(account) = service_account(ctx, namespace, service_account_name).await? else {
@@ -162,8 +166,11 @@ pub(super) async fn ensure(
     let trust = keyless::trust_policy(setup, &settings.account_id, namespace, service_account_name);
     let mut changes = Vec::new();
     let mut created = false;
+    let policy_name = keyless::role_policy_name(binding.uid);
     let existing = match ops.get().await? {
+        Some(_) if !may_create && !ops.policies().await?.contains(&policy_name) => return Ok(None),
         Some(existing) => Some(existing),
+        None if !may_create => return Ok(None),
         None => {
             let tags = names::tags(&owner, &settings.deploy_env, &settings.cluster());
             let boundary = settings.permissions_boundary_arn.as_deref();
@@ -220,7 +227,6 @@ pub(super) async fn ensure(
             ops.set_tag(names::tag::CLUSTER_UID, &settings.cluster_uid).await?;
         }
     }
-    let policy_name = keyless::role_policy_name(binding.uid);
     let desired = policy::user_policy(
         &target.bucket_arn,
         &settings.account_id,
@@ -241,6 +247,9 @@ pub(super) async fn ensure(
                 format!("Wrote this binding's access policy on IAM role {role}: it grants {grant}."),
             )
         });
+    }
+    if !may_create {
+        return Ok(Some(RoleDelivered { role, arn: existing.arn, changes }));
     }
     if matches!(setup, Setup::Irsa { .. }) && annotated.is_none() {
         annotate(ctx, &account, Some(&existing.arn)).await?;
@@ -285,7 +294,7 @@ pub(super) async fn ensure(
             Some(_) => {}
         }
     }
-    Ok(RoleDelivered { role, arn: existing.arn, changes })
+    Ok(Some(RoleDelivered { role, arn: existing.arn, changes }))
 }
 
 /// Sets (`Some`) or removes (`None`) the role annotation, on exactly the version of the ServiceAccount
