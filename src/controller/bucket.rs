@@ -115,7 +115,7 @@ async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Rec
         .status
         .as_ref()
         .is_some_and(|s| looks_converged(&bucket.metadata, s.observed_generation, &s.conditions));
-    let pass = finalized(&api, FINALIZER, bucket.clone(), |event| async {
+    let pass = finalized(&api, &ctx.memo, FINALIZER, bucket.clone(), |event| async {
         match event {
             Finalizer::Apply(bucket) => apply(&bucket, &ctx).await,
             Finalizer::Cleanup(bucket) => {

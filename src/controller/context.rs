@@ -273,6 +273,7 @@ impl Context {
             }
             Class::Urgent => (None, turns.take(namespace).await),
         };
+        let _running = self.memo.running(&uid);
         let started = Instant::now();
         // Every request in a pass is bounded but Kubernetes reads: a connection that hangs without an answer
         // must not pin the object (a pass stopped at any line is safe to run again).
@@ -416,6 +417,10 @@ pub struct SharedWatch<K: Resource<DynamicType = ()> + Clone + 'static> {
 /// The page size of initial lists: a page is held twice (bytes and objects) while it is read.
 const LIST_PAGE: u32 = 100;
 
+/// At most this many changes wait for their object's pass to end ([`SharedWatch::changes_by_others`]);
+/// past that, the subscription waits (the changes stay queued in its channel, none is lost).
+pub(super) const HELD_CHANGES: usize = 1024;
+
 impl<K> SharedWatch<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -479,12 +484,22 @@ where
     }
 
     /// A subscription without the versions this controller wrote (its own status writes start no pass):
-    /// the trigger of the kind's own controller.
+    /// the trigger of the kind's own controller. A change that comes while the object's pass is under way
+    /// is judged once the pass is over: by then the pass has recorded the versions it wrote.
     pub fn changes_by_others(
         &self,
         ctx: Arc<Context>,
     ) -> impl futures::Stream<Item = Arc<K>> + Send + 'static {
-        self.changes().filter(move |obj| std::future::ready(!ctx.memo.is_echo(obj.as_ref())))
+        self.changes()
+            .map(move |obj| {
+                let ctx = ctx.clone();
+                async move {
+                    ctx.memo.after_pass(&[obj.meta().uid.as_deref().unwrap_or_default()]).await;
+                    (!ctx.memo.is_echo(obj.as_ref())).then_some(obj)
+                }
+            })
+            .buffer_unordered(HELD_CHANGES)
+            .filter_map(std::future::ready)
     }
 }
 

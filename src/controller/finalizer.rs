@@ -4,6 +4,10 @@
 //! cleanup. Here every finalizer patch also tests the object's uid, and a patch that no longer fits the
 //! object (404, or a failed test: 422) is not an error: the next pass sees the object as it is.
 //!
+//! The finalizer is added in the same pass as the object's first provisioning: the pass goes on with the
+//! object as the patch returned it, and the version the patch wrote is recorded as this controller's own,
+//! so that its watch event starts no second pass.
+//!
 //! No finalizer is a guarantee on its own: kube-apiserver deletes an object at once when the object it
 //! read first had no finalizers, even if one was added while its DELETE was under way. A pass may then
 //! have made AWS objects for it; the orphan sweeper removes them (`crate::sweeper`).
@@ -20,15 +24,19 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::Error;
+use super::context::trim;
+use super::memo::Memo;
 
 /// How soon the object is looked at again after a finalizer patch found it changed (deleted, re-created
 /// under the same name, or its finalizers edited): its own watch event normally comes first.
 const RECHECK: Duration = Duration::from_secs(1);
 
 /// Runs `reconcile` with `Apply` while the object carries `name` and is not being deleted, with `Cleanup`
-/// once it is being deleted (and then removes `name`), and first adds `name` to an object without it.
+/// once it is being deleted (and then removes `name`), and first adds `name` to an object without it (then
+/// `Apply` gets the object as the patch left it, whose version `memo` records as written by us).
 pub async fn finalized<K, F, Fut>(
     api: &Api<K>,
+    memo: &Memo,
     name: &str,
     obj: Arc<K>,
     reconcile: F,
@@ -54,7 +62,7 @@ where
                 {"op": "remove", "path": path},
             ]);
             match send(api, &object_name, patch).await {
-                Ok(()) => Ok(action),
+                Ok(_) => Ok(action),
                 Err(Changed) => Ok(Action::requeue(RECHECK)),
                 Err(Failed(err)) => Err(FinalizerError::RemoveFinalizer(err)),
             }
@@ -75,8 +83,12 @@ where
                 ])
             };
             match send(api, &object_name, patch).await {
-                // The object's own watch event (our finalizer) starts the next pass.
-                Ok(()) => Ok(Action::await_change()),
+                Ok(mut patched) => {
+                    memo.wrote(&uid, patched.meta().resource_version.as_deref());
+                    // As the cache would hold it: what a pass reads, and no more.
+                    trim(&mut patched);
+                    reconcile(Event::Apply(Arc::new(patched))).await.map_err(FinalizerError::ApplyFailed)
+                }
                 Err(Changed) => Ok(Action::requeue(RECHECK)),
                 Err(Failed(err)) => Err(FinalizerError::AddFinalizer(err)),
             }
@@ -95,14 +107,15 @@ enum Refused {
 }
 use Refused::{Changed, Failed};
 
-async fn send<K>(api: &Api<K>, name: &str, operations: Value) -> Result<(), Refused>
+/// Sends a finalizer patch; returns the object as patched.
+async fn send<K>(api: &Api<K>, name: &str, operations: Value) -> Result<K, Refused>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
 {
     let operations: json_patch::Patch =
         serde_json::from_value(operations).map_err(|e| Failed(kube::Error::SerdeError(e)))?;
     match api.patch(name, &PatchParams::default(), &Patch::<()>::Json(operations)).await {
-        Ok(_) => Ok(()),
+        Ok(patched) => Ok(patched),
         Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => Err(Changed),
         Err(err) => Err(Failed(err)),
     }

@@ -18,15 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Resource;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::aws::Priority;
 use crate::aws::iam::User;
 use crate::desired::conditions::{is_true, types};
 
-/// How many resourceVersions of one object are remembered as ours (a pass writes at most three times).
-const KNOWN_VERSIONS: usize = 4;
+/// How many resourceVersions of one object are remembered as ours: a pass writes it at most four times
+/// (the finalizer, a status, the status after a CRD was fixed) and settles the version it read.
+const KNOWN_VERSIONS: usize = 5;
 
 /// A resourceVersion as remembered: its hash (8 bytes a version instead of a string).
 type Version = u64;
@@ -194,6 +195,24 @@ pub struct Memo {
     background: Arc<Semaphore>,
     /// Objects whose background pass was put off for lack of a slot.
     deferred: Mutex<HashSet<Uid>>,
+    /// Objects with a pass under way, and the wake-up of whoever waits for one to end ([`Memo::after_pass`]).
+    running: Mutex<HashSet<Uid>>,
+    pass_ended: Notify,
+}
+
+/// Marks a pass of one object as under way until dropped (also when the pass is stopped or cancelled).
+pub struct Running<'a> {
+    memo: &'a Memo,
+    uid: Uid,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.memo.running.lock() {
+            running.remove(&self.uid);
+        }
+        self.memo.pass_ended.notify_waiters();
+    }
 }
 
 impl Memo {
@@ -203,6 +222,34 @@ impl Memo {
             secrets: Mutex::default(),
             background: Arc::new(Semaphore::new(usize::from(concurrency / 2).max(1))),
             deferred: Mutex::default(),
+            running: Mutex::default(),
+            pass_ended: Notify::new(),
+        }
+    }
+
+    /// Marks a pass of the object with `uid` as under way, until the returned guard is dropped.
+    pub fn running(&self, uid: &str) -> Running<'_> {
+        let uid = key(uid);
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(uid);
+        }
+        Running { memo: self, uid }
+    }
+
+    /// Waits until no pass of any of `uids` is under way. A watch event of an object whose pass is running
+    /// may be the echo of a write whose response the pass has not recorded yet: judged after the pass, it is
+    /// known for what it is (an own write starts no pass; anything else still does, only later).
+    pub async fn after_pass(&self, uids: &[&str]) {
+        let uids: Vec<Uid> = uids.iter().map(|uid| key(uid)).collect();
+        loop {
+            let ended = self.pass_ended.notified();
+            let mut ended = std::pin::pin!(ended);
+            ended.as_mut().enable();
+            let busy = self.running.lock().is_ok_and(|running| uids.iter().any(|uid| running.contains(uid)));
+            if !busy {
+                return;
+            }
+            ended.await;
         }
     }
 

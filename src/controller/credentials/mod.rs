@@ -171,6 +171,28 @@ pub async fn run<K: CredentialKind>(
                 Err(err) => Some(Err(err)),
             })
         });
+    // A Secret written by the pass of its owner is judged after that pass, which has recorded its version
+    // by then (its event often comes before the write's response).
+    let held_ctx = ctx.clone();
+    let secret_events = secret_events
+        .map(move |event| {
+            let ctx = held_ctx.clone();
+            async move {
+                if let Ok(secret) = &event {
+                    let owners: Vec<&str> = secret
+                        .metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .filter(|r| r.kind == K::KIND)
+                        .map(|r| r.uid.as_str())
+                        .collect();
+                    ctx.memo.after_pass(&owners).await;
+                }
+                event
+            }
+        })
+        .buffer_unordered(super::context::HELD_CHANGES);
     let (on_secret, on_bucket, on_class, on_account) = (ctx.clone(), ctx.clone(), ctx.clone(), ctx.clone());
     let (class_objects, class_buckets, account_objects, secret_objects) =
         (store.clone(), buckets.store.clone(), store.clone(), store.clone());
@@ -306,7 +328,7 @@ async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
                 s.key_rotation.as_ref().and_then(|r| r.answered.as_deref()),
             )
     });
-    let pass = finalized(&api, K::FINALIZER, obj.clone(), |event| async {
+    let pass = finalized(&api, &ctx.memo, K::FINALIZER, obj.clone(), |event| async {
         match event {
             Finalizer::Apply(obj) => apply(obj.as_ref(), &ctx).await,
             Finalizer::Cleanup(obj) => {
