@@ -19,6 +19,8 @@
 //!   API server only).
 //! - `BUCKET_BROKER_TEST_KUBECONFIG`: use that cluster instead of the in-memory API server (in a fresh
 //!   namespace, removed at the end); Kubernetes write counts are then not available.
+//! - `BENCH_CONTROLLER`: the controller binary to run instead of this build's (another commit's, to
+//!   compare: its flags must match).
 //! - Any `BUCKET_BROKER_*` variable the benchmark does not set (for example `BUCKET_BROKER_AWS_IAM_RATE`)
 //!   reaches the controller, which reads it as its flag.
 
@@ -195,7 +197,7 @@ impl Env {
         let log = std::fs::File::create(&log_path).expect("controller log");
         let admin = self.moto.admin_credentials();
         let started = Instant::now();
-        let child = Command::new(BINARY)
+        let child = Command::new(var("BENCH_CONTROLLER").unwrap_or_else(|| BINARY.to_owned()))
             .arg("run")
             .args(["--region", moto::REGION, "--aws-endpoint-url", self.moto.endpoint_url()])
             .args(namespace.map(|n| ["--namespace", n]).into_iter().flatten())
