@@ -270,6 +270,7 @@ pub(super) async fn deliver<K: CredentialKind>(
             // Not before the retry time of the failures before it.
             (Some(_), None) if deferred.is_some() => {}
             (Some(due), pending) => {
+                let mut issued = None;
                 let fresh = match pending {
                     Some(fresh) => fresh,
                     None => {
@@ -290,7 +291,7 @@ pub(super) async fn deliver<K: CredentialKind>(
                                 return Err(err);
                             }
                         }
-                        changes.push(Change::new(
+                        issued = Some(Change::new(
                             reason::KEY_ISSUED,
                             format!(
                                 "Issued access key {} for IAM user {user} to replace {}: Secret {name} gets it \
@@ -306,7 +307,13 @@ pub(super) async fn deliver<K: CredentialKind>(
                     KeyCheck::NotYetKnown => rotation::Check::NotYetKnown,
                     KeyCheck::WrongSecret => rotation::Check::WrongSecret,
                 };
-                match rotation::next_step(check, fresh.created, unix_now(), window) {
+                let step = rotation::next_step(check, fresh.created, unix_now(), window);
+                // A key accepted in the pass that issued it is told of once, as the rotation (KeyRotated);
+                // one that waits for AWS is told of now.
+                if step != rotation::Next::Switch {
+                    changes.extend(issued.take());
+                }
+                match step {
                     rotation::Next::Switch => {
                         let deadline = now.saturating_add(policy.overlap.as_secs() as i64);
                         let request = requested
