@@ -1109,8 +1109,7 @@ async fn noisy_bench(env: &Env) {
         "BENCH_NOISY runs on the in-memory API server (the controller watches every namespace)"
     );
     let noisy = "noisy";
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": noisy}})).expect("ns");
-    Api::<Namespace>::all(env.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    create_namespace(env, noisy).await;
     let controller = env.controller_in("noisy", "10m", None).await;
     let params = PostParams::default();
     let buckets = Api::<Bucket>::namespaced(env.client.clone(), noisy);
@@ -1176,28 +1175,13 @@ async fn noisy_bench(env: &Env) {
     let (reads, writes) = minute.aws_reads_writes();
 
     // Then the quiet tenant's new work, three times.
-    let quiet_buckets = env.api::<Bucket>();
-    let quiet_bindings = env.api::<BucketBinding>();
     let mut times = Vec::new();
     for round in 0..3 {
-        let created = Instant::now();
-        quiet_buckets.create(&params, &bucket(&format!("quiet-{round}"), false)).await.expect("quiet bucket");
-        quiet_bindings
-            .create(&params, &binding(&format!("quiet-app-{round}"), &format!("quiet-{round}"), true))
-            .await
-            .expect("quiet binding");
-        loop {
-            let b = quiet_bindings.get(&format!("quiet-app-{round}")).await.expect("binding");
-            if is_ready(b.status.as_ref().map(|s| s.conditions.as_slice())) {
-                break;
-            }
-            assert!(created.elapsed() < Duration::from_secs(300), "the quiet binding never became Ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        times.push(created.elapsed());
+        let took = new_pair_ready(env, &format!("quiet-{round}")).await;
+        times.push(took);
         progress(&format!(
             "quiet pair {round}: Ready {:.2} s after its Bucket was created",
-            created.elapsed().as_secs_f64()
+            took.as_secs_f64()
         ));
     }
     churner.abort();
@@ -1235,8 +1219,7 @@ async fn burst_bench(env: &Env) {
         "BENCH_NOISY=burst runs on the in-memory API server (the controller watches every namespace)"
     );
     let noisy = "burst";
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": noisy}})).expect("ns");
-    Api::<Namespace>::all(env.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+    create_namespace(env, noisy).await;
     let controller = env.controller_in("burst", "1h", None).await;
     let params = PostParams::default();
     let buckets = Api::<Bucket>::namespaced(env.client.clone(), noisy);
@@ -1265,29 +1248,13 @@ async fn burst_bench(env: &Env) {
     };
 
     // The quiet tenant's new work, three times, while the burst is worked through.
-    let quiet_buckets = env.api::<Bucket>();
-    let quiet_bindings = env.api::<BucketBinding>();
     let mut times = Vec::new();
     let mut lines = Vec::new();
     for round in 0..3 {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let waiting = controller.metrics().await.sum("bucket_broker_passes_waiting", &[("kind", BINDING)]);
         let ready_before = ready_bursts().await;
-        let created = Instant::now();
-        quiet_buckets.create(&params, &bucket(&format!("calm-{round}"), false)).await.expect("quiet bucket");
-        quiet_bindings
-            .create(&params, &binding(&format!("calm-app-{round}"), &format!("calm-{round}"), true))
-            .await
-            .expect("quiet binding");
-        loop {
-            let b = quiet_bindings.get(&format!("calm-app-{round}")).await.expect("binding");
-            if is_ready(b.status.as_ref().map(|s| s.conditions.as_slice())) {
-                break;
-            }
-            assert!(created.elapsed() < Duration::from_secs(600), "the quiet binding never became Ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let took = created.elapsed();
+        let took = new_pair_ready(env, &format!("calm-{round}")).await;
         times.push(took);
         let ready_after = ready_bursts().await;
         let line = format!(
@@ -1315,4 +1282,29 @@ async fn burst_bench(env: &Env) {
     ));
     println!("{}", out.join("\n"));
     drop(controller);
+}
+
+/// Creates a namespace of the benchmark's own (the controller watches every namespace in these modes).
+async fn create_namespace(env: &Env, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).expect("ns");
+    Api::<Namespace>::all(env.client.clone()).create(&PostParams::default(), &ns).await.expect("namespace");
+}
+
+/// Creates a Bucket `name` and its binding `<name>-app` in the benchmark's namespace, and returns the time
+/// from the Bucket's create to the binding's `Ready=True`.
+async fn new_pair_ready(env: &Env, name: &str) -> Duration {
+    let (buckets, bindings, params) =
+        (env.api::<Bucket>(), env.api::<BucketBinding>(), PostParams::default());
+    let app = format!("{name}-app");
+    let created = Instant::now();
+    buckets.create(&params, &bucket(name, false)).await.expect("new bucket");
+    bindings.create(&params, &binding(&app, name, true)).await.expect("new binding");
+    loop {
+        let b = bindings.get(&app).await.expect("binding");
+        if is_ready(b.status.as_ref().map(|s| s.conditions.as_slice())) {
+            return created.elapsed();
+        }
+        assert!(created.elapsed() < Duration::from_secs(600), "the new binding never became Ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
