@@ -404,9 +404,14 @@ pub async fn check_key(
     secret: &str,
 ) -> Result<KeyCheck, AwsError> {
     let credentials = aws_sdk_sts::config::Credentials::new(id, secret, None, None, "bucket-broker-check");
-    let config = sts.config().to_builder().credentials_provider(credentials).build();
-    let probe = aws_sdk_sts::Client::from_conf(config);
-    match call(stats, "sts", "GetCallerIdentity", probe.get_caller_identity().send()).await {
+    // The controller's client with the key's credentials for this one call: its HTTP client (connection
+    // pool, TLS configuration) is reused, where a client of its own would build both again for every key.
+    // Nor is the key cached: the client's identity cache would keep every key checked.
+    let with_key = aws_sdk_sts::config::Builder::default()
+        .credentials_provider(credentials)
+        .identity_cache(aws_sdk_sts::config::IdentityCache::no_cache());
+    let probe = sts.get_caller_identity().customize().config_override(with_key).send();
+    match call(stats, "sts", "GetCallerIdentity", probe).await {
         Ok(_) => Ok(KeyCheck::Accepted),
         Err(err) if err.has_code("InvalidClientTokenId") => Ok(KeyCheck::NotYetKnown),
         // A 403 whose body names no code (some emulators) cannot be told apart from an unknown key: it

@@ -107,7 +107,7 @@ where
                 return Err(Error::CrdOutdated {
                     kind: K::kind(&()).into_owned(),
                     fields: fields.join(", "),
-                    written: stored.meta().resource_version.clone(),
+                    written: own_version(obj, &stored),
                 });
             }
             Ok(stored) => break stored,
@@ -118,10 +118,28 @@ where
         return Err(Error::CrdOutdated {
             kind: K::kind(&()).into_owned(),
             fields: dropped.join(", "),
-            written: stored.meta().resource_version.clone(),
+            written: own_version(obj, &stored),
         });
     }
-    Ok(stored.meta().resource_version.clone())
+    Ok(own_version(obj, &stored))
+}
+
+/// The resourceVersion a status write returned, if it may count as this controller's own write (its watch
+/// event then starts no pass): only when the object is otherwise as the pass read it. An apply that
+/// changes nothing is not a write: the API server answers with the object as it is, whose version may be
+/// someone else's change the pass never saw (a deletion, a new spec, a rotation asked for), and taking it
+/// for an echo would hide that change from the controller until the next resync.
+fn own_version<K: Resource>(read: &K, stored: &K) -> Option<String> {
+    let (read, now) = (read.meta(), stored.meta());
+    fn own(meta: &kube::api::ObjectMeta) -> Vec<(&String, &String)> {
+        let annotations = meta.annotations.iter().flatten();
+        annotations.filter(|(key, _)| key.starts_with(super::context::OWN_ANNOTATIONS)).collect()
+    }
+    let unchanged = read.generation == now.generation
+        && read.deletion_timestamp == now.deletion_timestamp
+        && read.finalizers == now.finalizers
+        && own(read) == own(now);
+    unchanged.then(|| now.resource_version.clone()).flatten()
 }
 
 /// The path under `status` that an API server's refusal of a server-side apply names as not declared in
@@ -163,6 +181,39 @@ fn dropped_fields(sent: &Value, stored: &Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A binding as a pass reads it, at resourceVersion `rv`.
+    fn binding(rv: &str, extra: serde_json::Value) -> crate::api::BucketBinding {
+        let mut object = serde_json::json!({
+            "apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
+            "metadata": {"name": "app", "namespace": "ns", "uid": "u", "resourceVersion": rv, "generation": 1,
+                         "finalizers": ["bucketbindings.bucketbroker.io/finalizer"]},
+            "spec": {"bucketRef": {"name": "data"}},
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            object["metadata"][key] = value.clone();
+        }
+        serde_json::from_value(object).expect("binding")
+    }
+
+    #[test]
+    fn only_a_version_that_differs_from_the_read_by_status_alone_counts_as_our_write() {
+        let read = binding("10", serde_json::json!({}));
+        // Our write (or someone's change to labels or others' annotations, which no pass reads).
+        let written =
+            binding("11", serde_json::json!({"labels": {"team": "a"}, "annotations": {"note": "x"}}));
+        assert_eq!(own_version(&read, &written), Some("11".to_owned()));
+        // An apply that changed nothing answers with the object as it is now: a change the pass never saw.
+        let deleted =
+            binding("11", serde_json::json!({"deletionTimestamp": "2026-12-06T22:34:40Z", "generation": 2}));
+        assert_eq!(own_version(&read, &deleted), None, "a deletion is never taken for an echo");
+        let respecced = binding("11", serde_json::json!({"generation": 2}));
+        assert_eq!(own_version(&read, &respecced), None, "nor a new spec");
+        let rotate = binding("11", serde_json::json!({"annotations": {"bucketbroker.io/rotate": "now"}}));
+        assert_eq!(own_version(&read, &rotate), None, "nor a rotation asked for");
+        let unfinalized = binding("11", serde_json::json!({"finalizers": null}));
+        assert_eq!(own_version(&read, &unfinalized), None, "nor a finalizer removed");
+    }
 
     #[test]
     fn a_pruned_status_field_is_reported() {

@@ -119,14 +119,7 @@ impl TestEnv {
     }
 
     async fn start(options: MotoOptions, alone: bool) -> TestEnv {
-        // The controller's log, when asked for: `BUCKET_BROKER_TEST_LOG=bucket_broker=debug`, with
-        // `-- --nocapture` to see it as it happens.
-        if let Ok(filter) = std::env::var("BUCKET_BROKER_TEST_LOG") {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_test_writer()
-                .try_init();
-        }
+        init_log();
         let (client, server, cluster, turn) = match std::env::var(KUBECONFIG_ENV) {
             Ok(path) if !path.is_empty() => {
                 let turns = CLUSTER_TURNS.clone();
@@ -424,20 +417,22 @@ impl TestEnv {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {name} to be {what}: {current:#?}"
+                "timed out waiting for {name} to be {what}: {:#?}",
+                current.map(without_managed_fields)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// Waits until `name` no longer exists.
+    /// Waits until `name` no longer exists; fails the test after [`TIMEOUT`].
     pub async fn wait_gone<K: Namespaced>(&self, name: &str) {
         let api = self.api::<K>();
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while let Some(object) = api.get_opt(name).await.expect("get") {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "timed out waiting for {name} to be deleted: {object:#?}"
+                "timed out waiting for {name} to be deleted: {:#?}",
+                without_managed_fields(object)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -894,4 +889,24 @@ pub async fn http_get(url: &str) -> (u16, String) {
         response.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("an HTTP status line");
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
+}
+
+/// An object as a failed wait shows it: without `managedFields`, which would bury its status.
+fn without_managed_fields<K: Resource>(mut object: K) -> K {
+    object.meta_mut().managed_fields = None;
+    object
+}
+
+/// The controllers' log, when asked for (`BUCKET_BROKER_TEST_LOG=bucket_broker=debug`; the test command
+/// asks for `info`): each test's lines are captured with its output and shown when it fails, or as they
+/// come with `-- --nocapture`. Returns whether the log is taken so.
+pub fn init_log() -> bool {
+    let Some(filter) = std::env::var("BUCKET_BROKER_TEST_LOG").ok().filter(|f| !f.is_empty()) else {
+        return false;
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+    true
 }
