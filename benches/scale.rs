@@ -19,6 +19,8 @@
 //!   API server only).
 //! - `BUCKET_BROKER_TEST_KUBECONFIG`: use that cluster instead of the in-memory API server (in a fresh
 //!   namespace, removed at the end); Kubernetes write counts are then not available.
+//! - `BENCH_PROVISIONING_ONLY=1`: stop after the provisioning run (figures 1, 2 and its part of 6): for
+//!   comparing the CPU to provision of builds quickly.
 //! - `BENCH_CONTROLLER`: the controller binary to run instead of this build's (another commit's, to
 //!   compare: its flags must match).
 //! - Any `BUCKET_BROKER_*` variable the benchmark does not set (for example `BUCKET_BROKER_AWS_IAM_RATE`)
@@ -797,6 +799,14 @@ async fn provisioning_bench(env: &Env, n: usize) {
     });
     out.push(writes_line(&converge_writes, objects, "object"));
 
+    if var("BENCH_PROVISIONING_ONLY").is_some_and(|v| v == "1") {
+        out.push("6. Controller process resources (from /proc)".to_owned());
+        provisioning_usage(&mut out, idle, usage_converged, objects);
+        first.stop().await;
+        println!("\n{}", out.join("\n"));
+        return;
+    }
+
     // 5. Restart with N objects present; the new controller has the short resync.
     progress("restarting the controller with the short resync");
     let stopped = first.stop().await;
@@ -919,18 +929,7 @@ async fn provisioning_bench(env: &Env, n: usize) {
     });
 
     out.push("6. Controller process resources (from /proc)".to_owned());
-    out.push(usage_line("provisioning run, idle (no objects)", idle));
-    out.push(usage_line(&format!("provisioning run, converged ({} objects)", 2 * n), usage_converged));
-    out.push(format!(
-        "  RSS per object (converged - idle)  {:>7.2} KiB",
-        (usage_converged.rss_kib as f64 - idle.rss_kib as f64) / objects
-    ));
-    let cpu = usage_converged.cpu.saturating_sub(idle.cpu);
-    out.push(format!(
-        "  CPU to provision                  {:>8.2} s  ({:.2} ms per provisioned object)",
-        cpu.as_secs_f64(),
-        cpu.as_secs_f64() * 1000.0 / objects
-    ));
+    provisioning_usage(&mut out, idle, usage_converged, objects);
     out.push(usage_line("restarted, after its pass over every object", usage_restart));
     out.push(usage_line(&format!("restarted, at the end ({objects_end} objects)"), usage_end));
     let steady_cpu = usage_end.cpu.saturating_sub(usage_restart.cpu);
@@ -939,6 +938,22 @@ async fn provisioning_bench(env: &Env, n: usize) {
         steady_cpu.as_secs_f64()
     ));
     println!("\n{}", out.join("\n"));
+}
+
+/// The provisioning run's lines of figure 6: idle, converged, RSS and CPU per object (`objects`: 2N).
+fn provisioning_usage(out: &mut Vec<String>, idle: Usage, converged: Usage, objects: f64) {
+    out.push(usage_line("provisioning run, idle (no objects)", idle));
+    out.push(usage_line(&format!("provisioning run, converged ({objects} objects)"), converged));
+    out.push(format!(
+        "  RSS per object (converged - idle)  {:>7.2} KiB",
+        (converged.rss_kib as f64 - idle.rss_kib as f64) / objects
+    ));
+    let cpu = converged.cpu.saturating_sub(idle.cpu);
+    out.push(format!(
+        "  CPU to provision                  {:>8.2} s  ({:.2} ms per provisioned object)",
+        cpu.as_secs_f64(),
+        cpu.as_secs_f64() * 1000.0 / objects
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -227,8 +227,15 @@ impl Memo {
         }
     }
 
-    /// Marks a pass of the object with `uid` as under way, until the returned guard is dropped.
+    /// Marks a pass of the object with `uid` as under way, until the returned guard is dropped. The related
+    /// changes recorded so far are the pass's: it reads what they touched from now on (a change that came
+    /// while the pass waited for its turn, after [`Self::classify`], needs no pass of its own).
     pub fn running(&self, uid: &str) -> Running<'_> {
+        if let Ok(mut objects) = self.objects.lock()
+            && let Some(entry) = objects.get_mut(&key(uid))
+        {
+            entry.pass_touches = entry.touches.len();
+        }
         let uid = key(uid);
         if let Ok(mut running) = self.running.lock() {
             running.insert(uid);
@@ -601,6 +608,24 @@ mod tests {
         assert!(memo.touch("u", edit), "a Secret version not ours");
         memo.settle(&first, settled(60));
         assert_eq!(memo.classify(&first, 0, true), Class::Urgent, "the edit came during the pass: not lost");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_while_the_pass_waits_for_its_turn_is_the_pass_s() {
+        let memo = Memo::new(4);
+        let first = bucket("u", "1", 1);
+        assert_eq!(memo.classify(&first, 0, false), Class::Urgent);
+        // A binding of the Bucket arrives while the Bucket's pass waits for a slot: the pass counts it.
+        assert!(memo.touch("u", Touch::Bindings(1)));
+        let running = memo.running("u");
+        assert!(memo.touch("u", Touch::Bindings(2)), "one more, during the pass");
+        drop(running);
+        memo.settle(&first, settled(60));
+        assert_eq!(memo.classify(&first, 0, true), Class::Urgent, "the one during the pass is not lost");
+        let running = memo.running("u");
+        drop(running);
+        memo.settle(&first, settled(60));
+        assert!(matches!(memo.classify(&first, 0, true), Class::Settled(_)), "nothing after the pass began");
     }
 
     #[tokio::test(start_paused = true)]
