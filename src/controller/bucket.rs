@@ -413,9 +413,7 @@ async fn provision(
         ops.put_public_access_block(access).await?;
         ops.put_owner_enforced().await?;
         write_policy(&ops, public, ctx, location, true).await?;
-        // Versioning, lifecycle and CORS are read first even here: each is one read, and S3's defaults
-        // (none of them) make the write the same.
-        ensure_features(&ops, &features, class, existed, &mut changes).await?;
+        ensure_features(&ops, &features, class, Fresh::Created, &mut changes).await?;
         return Ok(changes);
     }
     if ops.ensure_tags(&current_tags, &desired_tags).await? != Change::Unchanged && existed {
@@ -457,8 +455,20 @@ async fn provision(
             format!("Updated the bucket policy of bucket {name}: {what}."),
         ));
     }
-    ensure_features(&ops, &features, class, existed, &mut changes).await?;
+    let fresh = if existed { Fresh::Existed } else { Fresh::Found };
+    ensure_features(&ops, &features, class, fresh, &mut changes).await?;
     Ok(changes)
+}
+
+/// How the bucket came to this pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fresh {
+    /// This pass created it.
+    Created,
+    /// It was not found at first, and then existed (a create that found it already ours).
+    Found,
+    /// It existed when the pass began.
+    Existed,
 }
 
 /// The class's versioning, lifecycle rules and CORS, each written only when it differs. What is taken away
@@ -468,11 +478,21 @@ async fn ensure_features(
     ops: &crate::aws::s3::BucketOps<'_>,
     features: &class::Features,
     class: &Class,
-    existed: bool,
+    fresh: Fresh,
     changes: &mut Vec<events::Change>,
 ) -> Result<(), Error> {
     let (name, bucket) = (&class.name, ops.bucket);
-    if ops.ensure_versioning(features.versioning).await? != Change::Unchanged {
+    // A bucket this pass created has S3's defaults: never versioned (which behaves as suspended), no
+    // lifecycle rules, no CORS. What asks for no more than that needs no call; anything else is read and
+    // written as for any bucket.
+    let created = fresh == Fresh::Created;
+    let unversioned = matches!(features.versioning, None | Some(crate::aws::s3::Versioning::Suspended));
+    let versioning = if created && unversioned {
+        Change::Unchanged
+    } else {
+        ops.ensure_versioning(features.versioning).await?
+    };
+    if versioning != Change::Unchanged {
         if features.versioning == Some(crate::aws::s3::Versioning::Enabled) {
             changes.push(events::Change::new(
                 reason::VERSIONING_ENABLED,
@@ -493,14 +513,19 @@ async fn ensure_features(
             changes.push(events::Change::new(reason::VERSIONING_SUSPENDED, note));
         }
     }
-    if ops.ensure_lifecycle(&features.lifecycle).await? != Change::Unchanged {
-        let verb = if existed { "Updated" } else { "Set" };
+    let lifecycle = if created && features.lifecycle == crate::aws::s3::Lifecycle::default() {
+        Change::Unchanged
+    } else {
+        ops.ensure_lifecycle(&features.lifecycle).await?
+    };
+    if lifecycle != Change::Unchanged {
+        let verb = if fresh == Fresh::Existed { "Updated" } else { "Set" };
         changes.push(events::Change::new(
             reason::LIFECYCLE_UPDATED,
             format!("{verb} the lifecycle rules of bucket {bucket}."),
         ));
     }
-    if let Some(cors) = &features.cors {
+    if let Some(cors) = features.cors.as_ref().filter(|rules| !(created && rules.is_empty())) {
         match ops.ensure_cors(cors).await? {
             Change::Unchanged => {}
             Change::Deleted if !class.spec.allow_cors => changes.push(events::Change::new(
