@@ -128,7 +128,32 @@ async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Rec
         }
     });
     let status = super::memo::status_hash(bucket.status.as_ref());
-    ctx.reconcile(KIND, bucket.as_ref(), status, converged, pass).await
+    let result = ctx.reconcile(KIND, bucket.as_ref(), status, converged, pass).await;
+    // A pass stopped for taking too long never reached its own report: it is made here, like any transient
+    // failure's (after the quiet ones), within the same limit.
+    if let Err(kube::runtime::finalizer::Error::ApplyFailed(Error::Timeout(limit))) = &result
+        && bucket.metadata.deletion_timestamp.is_none()
+    {
+        let _ = tokio::time::timeout(*limit, report_timeout(&bucket, &ctx, *limit)).await;
+    }
+    result
+}
+
+/// Reports a pass that was stopped for taking too long: a Warning event and Ready False, the rest of the
+/// status as it was (nothing that needs AWS: AWS may be what does not answer).
+async fn report_timeout(bucket: &Bucket, ctx: &Context, limit: std::time::Duration) {
+    let err = Error::Timeout(limit);
+    if ctx.quiet_failure(bucket, &err) {
+        return;
+    }
+    let message = err.to_string();
+    ctx.event(&bucket.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
+    let mut status = bucket.status.clone().unwrap_or_default();
+    let failed = Observation::not_ready(err.reason(), message);
+    status.conditions = conditions_after(&status.conditions, &[failed], bucket.metadata.generation);
+    if let Err(write) = write_status(bucket, ctx, &status).await {
+        tracing::debug!(error = %write, "Failed to report a timed-out pass in status");
+    }
 }
 
 /// Where the AWS bucket is: recorded in status before the bucket is created, then reused.

@@ -76,7 +76,11 @@ pub enum Error {
     #[error("{0}")]
     CredentialsRejected(String),
     /// A pass ran out of time (a request that never answers); it was stopped and is retried.
-    #[error("the pass took longer than {} s and was stopped; it is retried", .0.as_secs())]
+    #[error(
+        "the pass took longer than {} s (a request to AWS or to the Kubernetes API did not answer) and was \
+         stopped; it is retried: if this lasts, check the controller's network access and its log",
+        .0.as_secs()
+    )]
     Timeout(std::time::Duration),
 }
 

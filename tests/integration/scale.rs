@@ -213,6 +213,25 @@ async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
         assert!(started.elapsed() < Duration::from_secs(30), "the hung pass was never stopped");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The first timeouts are a blip, retried without a word; the third is the user's to know: Ready says
+    // what happened and what to look at, and a Warning event says it once.
+    let reported = env
+        .wait_for::<Bucket>("hung", "reported as timed out", |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.status == "False" && c.reason == "Timeout")
+        })
+        .await;
+    assert!(timeouts(&ctx.metrics.render()) >= 3.0, "not before the third timeout in a row");
+    let condition =
+        find_condition(&reported.status.expect("status").conditions, "Ready").cloned().expect("Ready");
+    assert!(
+        condition.message.contains("did not answer") && condition.message.contains("network access"),
+        "{}",
+        condition.message
+    );
+    assert!(!env.event_notes("Timeout").await.is_empty(), "a Warning event says it too");
     proxy.hold(crate::proxy::Hold::Nothing);
     env.wait_for::<Bucket>("hung", "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions))).await;
 }
