@@ -19,7 +19,7 @@ use kube::{Resource, ResourceExt};
 
 use super::class::class_of;
 use super::context::SharedWatch;
-use super::error::error_policy;
+use super::error::{error_policy, timed_out};
 use super::events::{self, reason};
 use super::finalizer::finalized;
 use super::memo::{Settled, Touch, looks_converged};
@@ -129,31 +129,20 @@ async fn reconcile(bucket: Arc<Bucket>, ctx: Arc<Context>) -> Result<Action, Rec
     });
     let status = super::memo::status_hash(bucket.status.as_ref());
     let result = ctx.reconcile(KIND, bucket.as_ref(), status, converged, pass).await;
-    // A pass stopped for taking too long never reached its own report: it is made here, like any transient
-    // failure's (after the quiet ones), within the same limit.
-    if let Err(kube::runtime::finalizer::Error::ApplyFailed(Error::Timeout(limit))) = &result
+    // A pass stopped for taking too long never reached its own report: it is made here, within the same
+    // limit, with the rest of the status as it was (nothing that needs AWS: AWS may be what does not answer).
+    if let Some(limit) = timed_out(&result)
         && bucket.metadata.deletion_timestamp.is_none()
     {
-        let _ = tokio::time::timeout(*limit, report_timeout(&bucket, &ctx, *limit)).await;
+        let as_it_was = |failed: Observation| {
+            let mut status = bucket.status.clone().unwrap_or_default();
+            status.conditions = conditions_after(&status.conditions, &[failed], bucket.metadata.generation);
+            status
+        };
+        let err = Error::Timeout(limit);
+        let _ = tokio::time::timeout(limit, report_failure(&bucket, &ctx, &err, as_it_was)).await;
     }
     result
-}
-
-/// Reports a pass that was stopped for taking too long: a Warning event and Ready False, the rest of the
-/// status as it was (nothing that needs AWS: AWS may be what does not answer).
-async fn report_timeout(bucket: &Bucket, ctx: &Context, limit: std::time::Duration) {
-    let err = Error::Timeout(limit);
-    if ctx.quiet_failure(bucket, &err) {
-        return;
-    }
-    let message = err.to_string();
-    ctx.event(&bucket.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
-    let mut status = bucket.status.clone().unwrap_or_default();
-    let failed = Observation::not_ready(err.reason(), message);
-    status.conditions = conditions_after(&status.conditions, &[failed], bucket.metadata.generation);
-    if let Err(write) = write_status(bucket, ctx, &status).await {
-        tracing::debug!(error = %write, "Failed to report a timed-out pass in status");
-    }
 }
 
 /// Where the AWS bucket is: recorded in status before the bucket is created, then reused.
@@ -316,20 +305,30 @@ async fn apply(bucket: &Bucket, ctx: &Context) -> Result<Action, Error> {
     };
     let Err(err) = provisioned else { return provisioned };
     let err = unknown_region(err, &location.region);
-    if err.is_race() || ctx.quiet_failure(bucket, &err) {
-        // Nothing for a person (yet): the Bucket changed or went away meanwhile, or AWS or the API server
-        // had a blip; the next pass settles it.
-        return Err(err);
+    report_failure(bucket, ctx, &err, |failed| status_for(ctx, bucket, &location, class, failed, false))
+        .await;
+    Err(err)
+}
+
+/// Reports a failed pass to the Bucket's users: a Warning event, and Ready False in the status `status`
+/// makes of the observation. Nothing for a race (the Bucket changed or went away meanwhile: the next pass
+/// settles it) or a transient failure's first times (a blip).
+async fn report_failure(
+    bucket: &Bucket,
+    ctx: &Context,
+    err: &Error,
+    status: impl FnOnce(Observation) -> BucketStatus,
+) {
+    if err.is_race() || ctx.quiet_failure(bucket, err) {
+        return;
     }
     let message = err.to_string();
-    ctx.event(&reference, EventType::Warning, err.reason(), "Provision", message.clone()).await;
-    let status =
-        status_for(ctx, bucket, &location, class, Observation::not_ready(err.reason(), message), false);
+    ctx.event(&bucket.object_ref(&()), EventType::Warning, err.reason(), "Provision", message.clone()).await;
+    let status = status(Observation::not_ready(err.reason(), message));
     // The failure that led here is what the backoff and the log report, whatever this write does.
     if let Err(write) = write_status(bucket, ctx, &status).await {
         tracing::debug!(error = %write, "Failed to report a failure in status");
     }
-    Err(err)
 }
 
 /// A region AWS does not have fails like the network (its endpoint does not exist), or, sent to an

@@ -197,6 +197,15 @@ fn is_race(error: &ReconcileError) -> bool {
     }
 }
 
+/// The limit a reconcile's pass was stopped at, when it was (`Context::reconcile` stops a pass that takes
+/// longer than `--pass-timeout`: the pass itself then reported nothing).
+pub fn timed_out<T>(result: &Result<T, ReconcileError>) -> Option<std::time::Duration> {
+    match result {
+        Err(kube::runtime::finalizer::Error::ApplyFailed(Error::Timeout(limit))) => Some(*limit),
+        _ => None,
+    }
+}
+
 /// The requeue after a failed reconcile: exponential per object, logged with its static reason.
 pub fn error_policy<K: Resource<DynamicType = ()>>(
     kind: &'static str,

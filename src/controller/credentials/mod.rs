@@ -342,13 +342,12 @@ async fn reconcile<K: CredentialKind>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
     });
     let status = status_hash(obj.credential_status());
     let result = ctx.reconcile(K::KIND, obj.as_ref(), status, converged, pass).await;
-    // A pass stopped for taking too long never reached its own report: it is made here, like any transient
-    // failure's (after the quiet ones), within the same limit.
-    if let Err(kube::runtime::finalizer::Error::ApplyFailed(super::Error::Timeout(limit))) = &result
+    // A pass stopped for taking too long never reached its own report: it is made here, within the same limit.
+    if let Some(limit) = super::error::timed_out(&result)
         && obj.meta().deletion_timestamp.is_none()
     {
-        let report = pass::fail(obj.as_ref(), &ctx, super::Error::Timeout(*limit));
-        let _ = tokio::time::timeout(*limit, report).await;
+        let _ =
+            tokio::time::timeout(limit, pass::fail(obj.as_ref(), &ctx, super::Error::Timeout(limit))).await;
     }
     if result.is_ok() && obj.meta().deletion_timestamp.is_some() {
         // The finalizer is gone, so is the object: a Bucket being deleted may have waited for it.
