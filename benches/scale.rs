@@ -21,6 +21,10 @@
 //!   namespace, removed at the end); Kubernetes write counts are then not available.
 //! - `BENCH_PROVISIONING_ONLY=1`: stop after the provisioning run (figures 1, 2 and its part of 6): for
 //!   comparing the CPU to provision of builds quickly.
+//! - `BENCH_FLOOR=1`: the floor. The libraries' own cost of one request, without the controller: a child
+//!   process (this binary again) built like the controller sends `BENCH_FLOOR_CALLS` (default 1000) of
+//!   each of a few AWS calls and Kubernetes writes one after another, and prints its CPU per request and
+//!   what the provisioning run's mix of requests costs at that rate (in-memory API server only).
 //! - `BENCH_CONTROLLER`: the controller binary to run instead of this build's (another commit's, to
 //!   compare: its flags must match).
 //! - Any `BUCKET_BROKER_*` variable the benchmark does not set (for example `BUCKET_BROKER_AWS_IAM_RATE`)
@@ -46,7 +50,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use kube_memory_apiserver::ApiServer;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_bucket-broker");
@@ -61,8 +65,18 @@ const TIMEOUT: Duration = Duration::from_secs(3600);
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    if var(FLOOR_CHILD).is_some() {
+        // On a worker thread, as the controller's reconciles are.
+        runtime.block_on(async { tokio::spawn(floor_child()).await }).expect("the floor's requests");
+        return;
+    }
     runtime.block_on(async {
         let env = Env::start().await;
+        if var("BENCH_FLOOR").is_some_and(|v| v == "1") {
+            floor_bench(&env).await;
+            env.stop().await;
+            return;
+        }
         let n: usize = var("BENCH_OBJECTS").and_then(|v| v.parse().ok()).unwrap_or(500);
         if var("BENCH_NOISY").is_some_and(|v| v == "1") {
             noisy_bench(&env).await;
@@ -1322,4 +1336,233 @@ async fn new_pair_ready(env: &Env, name: &str) -> Duration {
         assert!(created.elapsed() < Duration::from_secs(600), "the new binding never became Ready");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The floor: what one request costs in the libraries the controller is built on, with nothing of ours.
+
+/// Set in the child process of the floor benchmark: it sends the requests.
+const FLOOR_CHILD: &str = "BENCH_FLOOR_CHILD";
+/// The bucket, IAM user and Bucket the floor's requests are about.
+const FLOOR_OBJECT: &str = "bench-floor";
+
+/// Makes what the requests read and write, then runs this binary again as the child that sends them, with
+/// the controller's environment (the same AWS credentials, the same kubeconfig), and prints its figures.
+async fn floor_bench(env: &Env) {
+    assert!(env.server.is_some(), "BENCH_FLOOR runs on the in-memory API server");
+    let aws = env.moto.aws(env.moto.admin_credentials()).await;
+    aws.s3
+        .create_bucket()
+        .bucket(FLOOR_OBJECT)
+        .create_bucket_configuration(
+            aws_sdk_s3::types::CreateBucketConfiguration::builder()
+                .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(moto::REGION))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("bucket");
+    aws.iam.create_user().user_name(FLOOR_OBJECT).send().await.expect("user");
+    env.api::<Bucket>().create(&PostParams::default(), &bucket(FLOOR_OBJECT, false)).await.expect("Bucket");
+    let admin = env.moto.admin_credentials();
+    let null = null_endpoint().await;
+    let status = Command::new(std::env::current_exe().expect("this binary"))
+        .env(FLOOR_CHILD, "1")
+        .env("BENCH_FLOOR_NULL_ENDPOINT", &null)
+        .env("BENCH_FLOOR_NAMESPACE", &env.namespace)
+        .env("BENCH_FLOOR_ENDPOINT", env.moto.endpoint_url())
+        .env("KUBECONFIG", &env.kubeconfig)
+        .env("AWS_ACCESS_KEY_ID", admin.access_key_id())
+        .env("AWS_SECRET_ACCESS_KEY", admin.secret_access_key())
+        .env("AWS_REGION", moto::REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .status()
+        .await
+        .expect("the floor's child process");
+    assert!(status.success(), "the floor's child process failed: {status}");
+}
+
+/// An HTTP/1.1 endpoint that keeps connections alive, as AWS does (moto closes each one), and answers every
+/// request at once with the same S3 GetBucketTagging response: what is left of an AWS call's cost is the
+/// client's alone. Returns its URL.
+async fn null_endpoint() -> String {
+    const BODY: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Tagging><TagSet><Tag><Key>n</Key>\
+                        <Value>1</Value></Tag></TagSet></Tagging>";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                loop {
+                    // The request's head, then as much body as it announces.
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(value) = lower.strip_prefix("content-length:") {
+                            length = value.trim().parse().unwrap_or(0);
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: {}\r\n\r\n{BODY}",
+                        BODY.len()
+                    );
+                    if stream.get_mut().write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// This process's user plus system CPU time, from `/proc/self/stat`.
+fn own_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<u64> = after_comm.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
+    let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+/// Sends `calls` requests one after another with `send`; returns the CPU per request, after ten unmeasured
+/// ones (connections, caches).
+async fn per_request<F, Fut>(calls: usize, mut send: F) -> Duration
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for i in 0..10 {
+        send(i).await;
+    }
+    let before = own_cpu();
+    for i in 10..10 + calls {
+        send(i).await;
+    }
+    own_cpu().saturating_sub(before) / calls as u32
+}
+
+/// The child: AWS clients and a Kubernetes client built as `bucket-broker run` builds them (the default
+/// credential chain, adaptive retries, the same timeouts; `Client::try_default`), the same Tokio runtime
+/// (one worker per core), and nothing else running.
+async fn floor_child() {
+    let calls: usize = var("BENCH_FLOOR_CALLS").and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let namespace = var("BENCH_FLOOR_NAMESPACE").expect("namespace");
+    let endpoint = var("BENCH_FLOOR_ENDPOINT").expect("endpoint");
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_secs(30))
+        .operation_timeout(Duration::from_secs(90))
+        .build();
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .retry_config(aws_config::retry::RetryConfig::adaptive())
+        .timeout_config(timeouts)
+        .load()
+        .await;
+    let aws = bucket_broker::aws::Aws::new(&sdk, moto::REGION.to_owned(), Some(endpoint));
+    let null = var("BENCH_FLOOR_NULL_ENDPOINT").expect("null endpoint");
+    let null = bucket_broker::aws::Aws::new(&sdk, moto::REGION.to_owned(), Some(null));
+    let client = Client::try_default().await.expect("kubeconfig");
+
+    let (s3, iam, null_s3) = (&aws.s3, &aws.iam, &null.s3);
+    let null_read = per_request(calls, |_| async move {
+        null_s3.get_bucket_tagging().bucket(FLOOR_OBJECT).send().await.expect("GetBucketTagging");
+    })
+    .await;
+    let s3_read = per_request(calls, |_| async move {
+        s3.get_bucket_tagging().bucket(FLOOR_OBJECT).send().await.ok();
+    })
+    .await;
+    let iam_read = per_request(calls, |_| async move {
+        iam.get_user().user_name(FLOOR_OBJECT).send().await.expect("GetUser");
+    })
+    .await;
+    let s3_write = per_request(calls, |i| async move {
+        let tag = aws_sdk_s3::types::Tag::builder().key("n").value(i.to_string()).build().expect("tag");
+        let tagging = aws_sdk_s3::types::Tagging::builder().tag_set(tag).build().expect("tagging");
+        s3.put_bucket_tagging().bucket(FLOOR_OBJECT).tagging(tagging).send().await.expect("PutBucketTagging");
+    })
+    .await;
+
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), &namespace);
+    let (events, namespace) = (&events, namespace.as_str());
+    let event_create = per_request(calls, |i| async move {
+        let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+            "metadata": {"name": format!("{FLOOR_OBJECT}.{i}")},
+            "eventTime": "2026-01-01T00:00:00.000000Z",
+            "action": "Provision", "reason": "KeyIssued", "type": "Normal",
+            "reportingController": "bucketbroker.io/bucket-broker", "reportingInstance": "bench",
+            "note": "Issued access key AKIAEXAMPLEEXAMPLE01 to IAM user bench-0123456789abcdef.",
+            "regarding": {"kind": "BucketBinding", "name": FLOOR_OBJECT, "namespace": namespace},
+        }))
+        .expect("event");
+        events.create(&PostParams::default(), &event).await.expect("event");
+    })
+    .await;
+
+    // A status write to a watched object, and its watch event received: what the controller's own
+    // writes cost it, the echo included.
+    let buckets: Api<Bucket> = Api::namespaced(client.clone(), namespace);
+    let watch = watcher(buckets.clone(), watcher::Config::default()).boxed();
+    let watch = &tokio::sync::Mutex::new(watch);
+    let buckets = &buckets;
+    let status_write = per_request(calls, |i| async move {
+        let patch = json!({
+            "apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+            "status": {"observedGeneration": 1, "conditions": [{
+                "type": "Ready", "status": "False", "reason": "Provisioning", "observedGeneration": 1,
+                "lastTransitionTime": "2026-01-01T00:00:00Z", "message": format!("Write {i} of the floor."),
+            }]},
+        });
+        let params = PatchParams::apply("bucket-broker").force();
+        let written = buckets.patch_status(FLOOR_OBJECT, &params, &Patch::Apply(&patch)).await.expect("status");
+        let version = written.resource_version();
+        let mut watch = watch.lock().await;
+        while let Some(event) = watch.next().await {
+            if let Ok(watcher::Event::Apply(b) | watcher::Event::InitApply(b)) = event
+                && b.resource_version() == version
+            {
+                break;
+            }
+        }
+    })
+    .await;
+
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let (aws_calls, writes) = (6.87, 5.5);
+    let aws_mean = (s3_read + iam_read + s3_write).as_secs_f64() / 3.0;
+    let write_mean = (event_create + status_write).as_secs_f64() / 2.0;
+    println!(
+        "bucket-broker floor benchmark: {calls} requests of each kind, one after another, from a process built \
+         like the controller; moto (IAM enforced), in-memory API server"
+    );
+    println!("CPU per request (the whole process: user and system)");
+    println!("  S3 GetBucketTagging                         {:>8.0} µs", us(s3_read));
+    println!("  IAM GetUser                                 {:>8.0} µs", us(iam_read));
+    println!("  S3 PutBucketTagging                         {:>8.0} µs", us(s3_write));
+    println!(
+        "  S3 GetBucketTagging, connection kept alive  {:>8.0} µs  (an endpoint that answers at once)",
+        us(null_read)
+    );
+    println!("  Kubernetes create Event                     {:>8.0} µs", us(event_create));
+    println!("  Kubernetes status apply + its watch event   {:>8.0} µs", us(status_write));
+    println!(
+        "The provisioning run's mix ({aws_calls} AWS calls and {writes} Kubernetes writes per object) at these \
+         rates: {:.2} ms per provisioned object",
+        (aws_calls * aws_mean + writes * write_mean) * 1000.0
+    );
 }
