@@ -580,6 +580,51 @@ async fn a_ready_binding_costs_no_writes_on_resync() {
     println!("steady state: {resync_calls} AWS reads over ~4 resyncs of a Bucket and a BucketBinding");
 }
 
+/// A new binding's IAM user is created without reading it first (one IAM call fewer per binding). The
+/// status that says "new" is a tenant's to write: one wiped after provisioning makes the next pass try
+/// CreateUser, which AWS refuses; the user is then read and kept, with no second user and no new key.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_user_is_created_without_a_read_and_a_wiped_status_adds_nothing() {
+    let env = env_with_bucket(&["data"]).await;
+    env.create::<BucketBinding>(credential("BucketBinding", "app", json!({"bucketRef": {"name": "data"}})))
+        .await;
+    let provisioned = ready_binding(&env, "app").await;
+    let stats = env.controller_aws().stats.clone();
+    let count = |operation: &str, outcome: Option<&str>| -> u64 {
+        stats
+            .snapshot()
+            .iter()
+            .filter(|((_, op, result), _)| *op == operation && outcome.is_none_or(|o| o == *result))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(count("GetUser", None), 0, "no read before the create: {:?}", stats.snapshot());
+    assert_eq!(count("CreateUser", Some("success")), 1);
+    let status = provisioned.status.expect("status");
+    let (user, key) = (status.user_name.expect("userName"), status.access_key_id.expect("accessKeyId"));
+
+    // The tenant wipes the status: the next pass sees an object that looks new.
+    env.api::<BucketBinding>()
+        .patch_status("app", &PatchParams::default(), &Patch::Merge(json!({"status": null})))
+        .await
+        .expect("status wiped");
+    env.wait_for::<BucketBinding>("app", "provisioned again", |b| {
+        ready(b.status.as_ref(), b.metadata.generation)
+            && b.status.as_ref().is_some_and(|s| s.user_name.as_deref() == Some(user.as_str()))
+    })
+    .await;
+    assert_eq!(count("CreateUser", None), 2, "the wiped status made one more try: {:?}", stats.snapshot());
+    assert_eq!(count("CreateUser", Some("success")), 1, "and AWS refused it");
+    assert!(count("GetUser", None) >= 1, "then the user was read");
+    let keys = env.admin.iam.list_access_keys().user_name(&user).send().await.expect("keys");
+    let ids: Vec<&str> = keys.access_key_metadata().iter().filter_map(|k| k.access_key_id()).collect();
+    assert_eq!(ids, [key.as_str()], "the same single key");
+    assert_eq!(value(&secret(&env, "app").await, "AWS_ACCESS_KEY_ID"), key, "the Secret is unchanged");
+    let users = env.admin.iam.list_users().send().await.expect("users");
+    let ours = users.users().iter().filter(|u| u.user_name().starts_with(&user)).count();
+    assert_eq!(ours, 1, "one user");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_common_policy_is_attached_and_an_edited_secret_is_restored() {
     let mut env = TestEnv::with(MotoOptions { enforce_iam: true }).await;

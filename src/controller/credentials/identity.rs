@@ -62,6 +62,11 @@ pub(super) async fn user_name<K: CredentialKind>(obj: &K, ctx: &Context, uid: &s
     }
 }
 
+/// Whether the object's status names no IAM user: never provisioned, as far as the status tells.
+fn no_user_in_status<K: CredentialKind>(obj: &K) -> bool {
+    obj.credential_status().is_none_or(|s| s.user_name.is_none() && s.user_arn.is_none())
+}
+
 /// What [`provision`] did.
 pub(super) struct Provisioned {
     pub(super) user: User,
@@ -98,6 +103,11 @@ pub(super) async fn provision<K: CredentialKind>(
     let mut created = false;
     let found = match remembered {
         Some(user) => Some(user.user(&names::tags(owner, &settings.deploy_env, &settings.cluster()))),
+        // An object whose status names no user most likely has none yet (its first provisioning): the user
+        // is created without reading first, one IAM call fewer of the budget. The status is only a hint
+        // here: should the user exist after all (a pass interrupted before its status write, a status
+        // wiped), CreateUser answers EntityAlreadyExists and the user is read and judged as below.
+        None if may_create && no_user_in_status(obj) => None,
         None => ops.get().await?,
     };
     let existing = match found {
@@ -122,7 +132,8 @@ pub(super) async fn provision<K: CredentialKind>(
                     changes.push(Change::new(reason::USER_CREATED, format!("Created IAM user {user}.")));
                     Some(User { arn, tags, permissions_boundary: settings.permissions_boundary_arn.clone() })
                 }
-                // Created meanwhile (another reconcile, or a replica that just lost its Lease): read it.
+                // There already (created without reading first, see above), or created meanwhile (another
+                // reconcile, or a replica that just lost its Lease): read it.
                 Err(err) if err.is(ErrorKind::AlreadyExists) => ops.get().await?,
                 Err(err) => return Err(err.into()),
             }
