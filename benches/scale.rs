@@ -1529,7 +1529,8 @@ async fn floor_child() {
             }]},
         });
         let params = PatchParams::apply("bucket-broker").force();
-        let written = buckets.patch_status(FLOOR_OBJECT, &params, &Patch::Apply(&patch)).await.expect("status");
+        let written =
+            buckets.patch_status(FLOOR_OBJECT, &params, &Patch::Apply(&patch)).await.expect("status");
         let version = written.resource_version();
         let mut watch = watch.lock().await;
         while let Some(event) = watch.next().await {

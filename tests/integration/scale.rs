@@ -299,6 +299,79 @@ async fn what_changed_while_the_controller_was_down_is_urgent_work_not_backgroun
     }
 }
 
+/// A watch that lost its place (410 Gone: the history it would resume from was compacted) lists again.
+/// What changed in the gap, an app's Secret deleted and another app's rotation asked for, is urgent work
+/// then: not a wait for the resync (10 minutes here), nor a place in any background verification.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_changed_while_a_watch_had_lost_its_place_is_urgent_work_after_the_relist() {
+    let mut env = TestEnv::new().await;
+    if env.in_memory("compacting the server's history (etcd's compaction is not a test's to run)").is_none() {
+        return;
+    }
+    let proxy = Proxy::start(env.moto.endpoint_url()).await;
+    let aws = aws_through(&env, &proxy).await;
+    let settings = Settings { resync_interval: Duration::from_secs(600), ..env.settings() };
+    let ctx = env.start_controller_on(settings, aws);
+    const PAIRS: usize = 6;
+    for i in 0..PAIRS {
+        create_pair(&env, &format!("relist-{i}")).await;
+    }
+    for i in 0..PAIRS {
+        wait_pair(&env, &format!("relist-{i}")).await;
+    }
+    let server = env.in_memory("compaction").expect("in memory");
+    let secrets = env.api::<k8s_openapi::api::core::v1::Secret>();
+    let gone = format!("relist-{}-app", PAIRS - 1);
+    let lists_before = server.stats().count("list", "secrets");
+    proxy.delay(Duration::from_millis(150));
+
+    // The watches of Secrets and of bindings end, and cannot start again for a while (three refusals,
+    // with the watcher's backoff between them): the changes made meanwhile reach no watch.
+    use kube_memory_apiserver::RequestMatcher;
+    server.faults().fail_next(3, RequestMatcher::verb("watch").resource("secrets"), 503);
+    server.faults().fail_next(3, RequestMatcher::verb("watch").resource("bucketbindings"), 503);
+    server.faults().cut_watches();
+    secrets.delete(&gone, &Default::default()).await.expect("delete the Secret");
+    let rotate = json!({"metadata": {"annotations": {"bucketbroker.io/rotate": "while-relisting"}}});
+    env.api::<BucketBinding>()
+        .patch("relist-0-app", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&rotate))
+        .await
+        .expect("ask for a rotation");
+    // Then the history they would resume from is gone: they get 410 and list again.
+    server.compact();
+    let cut = Instant::now();
+
+    let bindings = env.api::<BucketBinding>();
+    let rotated = async || {
+        let binding = bindings.get("relist-0-app").await.expect("binding");
+        binding.status.and_then(|s| s.key_rotation).and_then(|r| r.answered).as_deref()
+            == Some("while-relisting")
+    };
+    let passes = |metrics: &str| {
+        sample(metrics, "bucket_broker_reconciles_total{kind=\"Bucket\",outcome=\"success\"}")
+            + sample(metrics, "bucket_broker_reconciles_total{kind=\"BucketBinding\",outcome=\"success\"}")
+    };
+    let before = passes(&ctx.metrics.render());
+    while secrets.get_opt(&gone).await.expect("read the Secret").is_none() || !rotated().await {
+        assert!(cut.elapsed() < Duration::from_secs(60), "the Secret was never restored, or no rotation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lists = server.stats().count("list", "secrets") - lists_before;
+    let done = passes(&ctx.metrics.render()) - before;
+    println!(
+        "Secret restored and rotation done {:?} after the cut; {lists} list(s) of Secrets, {done} passes",
+        cut.elapsed()
+    );
+    assert!(lists >= 1, "the Secrets were listed again");
+    // The two objects' own passes (and a rotation's second step): nothing else came first.
+    assert!(done <= 5.0, "{done} passes before the two changes were acted on");
+    // The teardown deletes twelve objects: at AWS's own pace.
+    proxy.delay(Duration::ZERO);
+    // And the watches, listed again, go on: a deletion is seen.
+    env.delete::<BucketBinding>("relist-1-app").await;
+    env.wait_gone::<BucketBinding>("relist-1-app").await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blip_in_aws_is_retried_quietly_and_only_a_lasting_failure_is_reported() {
     let mut env = TestEnv::new().await;

@@ -148,6 +148,15 @@ impl ApiServer {
         self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// Forgets the history of changes, as an etcd compaction does: a watch that resumes from a version
+    /// before now gets a 410 ERROR event (too old resource version) and must list again. Open watches go
+    /// on.
+    pub fn compact(&self) {
+        let mut state = self.shared.lock();
+        state.history.clear();
+        state.history_floor = state.rv;
+    }
+
     /// Stops the server and waits until its task has ended.
     pub async fn shutdown(mut self) {
         self.shared.faults.cut_watches();

@@ -439,6 +439,29 @@ async fn watch_from_compacted_version_gets_410() -> TestResult {
     Ok(())
 }
 
+/// After a compaction, a watch resuming from an earlier version must list again; one from the current
+/// version goes on with what comes next.
+#[tokio::test]
+async fn a_compaction_expires_every_earlier_version() -> TestResult {
+    let server = ApiServer::start().await?;
+    let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
+    let first = cms.create(&PostParams::default(), &configmap("c", json!({}))?).await?;
+    let second = cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "1"}}))).await?;
+    server.compact();
+    let old = first.metadata.resource_version.ok_or("no rv")?;
+    let mut stream = cms.watch(&WatchParams::default(), &old).await?.boxed();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await? {
+        Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
+    let current = second.metadata.resource_version.ok_or("no rv")?;
+    let mut stream = cms.watch(&WatchParams::default().disable_bookmarks(), &current).await?.boxed();
+    cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"b": "2"}}))).await?;
+    let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await?;
+    assert!(matches!(ev, Some(Ok(WatchEvent::Modified(_)))), "{ev:?}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn kube_watcher_recovers_after_cut_watches() -> TestResult {
     let server = ApiServer::start().await?;
