@@ -325,12 +325,20 @@ async fn what_changed_while_a_watch_had_lost_its_place_is_urgent_work_after_the_
     let lists_before = server.stats().count("list", "secrets");
     proxy.delay(Duration::from_millis(150));
 
-    // The watches of Secrets and of bindings end, and cannot start again for a while (three refusals,
-    // with the watcher's backoff between them): the changes made meanwhile reach no watch.
+    // The watches of Secrets (one per credential kind) and of bindings end, and cannot start again for a
+    // while (two refusals each, with the watcher's backoff between them): once each has been refused once,
+    // the old streams are over, and the changes made then reach no watch.
     use kube_memory_apiserver::RequestMatcher;
-    server.faults().fail_next(3, RequestMatcher::verb("watch").resource("secrets"), 503);
-    server.faults().fail_next(3, RequestMatcher::verb("watch").resource("bucketbindings"), 503);
+    let watches = |resource: &str| server.stats().count("watch", resource);
+    let (secret_watches, binding_watches) = (watches("secrets"), watches("bucketbindings"));
+    server.faults().fail_next(4, RequestMatcher::verb("watch").resource("secrets"), 503);
+    server.faults().fail_next(2, RequestMatcher::verb("watch").resource("bucketbindings"), 503);
     server.faults().cut_watches();
+    let refused = Instant::now();
+    while watches("secrets") < secret_watches + 2 || watches("bucketbindings") < binding_watches + 1 {
+        assert!(refused.elapsed() < Duration::from_secs(10), "the watches never started again");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     secrets.delete(&gone, &Default::default()).await.expect("delete the Secret");
     let rotate = json!({"metadata": {"annotations": {"bucketbroker.io/rotate": "while-relisting"}}});
     env.api::<BucketBinding>()
@@ -365,7 +373,6 @@ async fn what_changed_while_a_watch_had_lost_its_place_is_urgent_work_after_the_
     assert!(lists >= 1, "the Secrets were listed again");
     // The two objects' own passes (and a rotation's second step): nothing else came first.
     assert!(done <= 5.0, "{done} passes before the two changes were acted on");
-    // The teardown deletes twelve objects: at AWS's own pace.
     proxy.delay(Duration::ZERO);
     // And the watches, listed again, go on: a deletion is seen.
     env.delete::<BucketBinding>("relist-1-app").await;
