@@ -236,6 +236,50 @@ async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
     env.wait_for::<Bucket>("hung", "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions))).await;
 }
 
+/// A binding's pass that hangs is reported the same way as a Bucket's (the credential kinds have their
+/// own reconcile wrapper): quiet at first, then Ready False with reason Timeout, and Ready once AWS answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_hung_on_a_request_is_reported_after_the_third_timeout() {
+    let mut env = TestEnv::new().await;
+    let proxy = Proxy::start(env.moto.endpoint_url()).await;
+    let aws = aws_through(&env, &proxy).await;
+    let settings = Settings { pass_timeout: Duration::from_secs(2), ..env.settings() };
+    let ctx = env.start_controller_on(settings, aws);
+    env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
+        "metadata": {"name": "data"}, "spec": {}}))
+        .await;
+    env.wait_for::<Bucket>("data", "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions))).await;
+    // IAM takes the user's creation and never answers.
+    proxy.hold(crate::proxy::Hold::Containing("Action=CreateUser".to_owned()));
+    env.create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
+        "metadata": {"name": "hung-app"}, "spec": {"bucketRef": {"name": "data"}}}))
+        .await;
+    let timeouts = |metrics: &str| {
+        sample(metrics, "bucket_broker_reconcile_failures_total{kind=\"BucketBinding\",reason=\"Timeout\"}")
+    };
+    let reported = env
+        .wait_for::<BucketBinding>("hung-app", "reported as timed out", |b| {
+            b.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, "Ready"))
+                .is_some_and(|c| c.status == "False" && c.reason == "Timeout")
+        })
+        .await;
+    assert!(timeouts(&ctx.metrics.render()) >= 3.0, "not before the third timeout in a row");
+    let condition =
+        find_condition(&reported.status.expect("status").conditions, "Ready").cloned().expect("Ready");
+    assert!(
+        condition.message.contains("did not answer") && condition.message.contains("network access"),
+        "{}",
+        condition.message
+    );
+    let events = env.event_notes("Timeout").await;
+    assert!(!events.is_empty(), "a Warning event says it too");
+    proxy.hold(crate::proxy::Hold::Nothing);
+    env.wait_for::<BucketBinding>("hung-app", "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions)))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn what_changed_while_the_controller_was_down_is_urgent_work_not_background_verification() {
     let mut env = TestEnv::new().await;
