@@ -250,17 +250,21 @@ pub struct AccessKeyStatus {
     pub id: String,
     /// When AWS created it.
     pub created: Time,
-    /// `Active` (in the Secret) or `Retiring` (replaced, still working until its overlap ends).
+    /// `Active` (in the Secret), `Retiring` (replaced, still working until its overlap ends) or `Pending` (a
+    /// rotation's new key, which the Secret gets once AWS accepts it).
     pub state: KeyState,
 }
 
-/// Whether a key is the one in the Secret.
+/// Where a key stands: in the Secret, replaced, or about to be.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyState {
     /// The key in the Secret.
     Active,
     /// A replaced key, working until its overlap ends.
     Retiring,
+    /// A rotation's new key, not yet accepted by AWS (new keys can take a while to work everywhere): the
+    /// Secret switches to it once it is, and the Active key becomes Retiring then.
+    Pending,
 }
 
 /// The rotation schedule.

@@ -456,6 +456,7 @@ fn user_row(c: &Credential, now: SystemTime) -> User {
             match k.state {
                 KeyState::Active => age,
                 KeyState::Retiring => format!("{age} (retiring)"),
+                KeyState::Pending => format!("{age} (pending)"),
             }
         })
         .collect();

@@ -533,10 +533,16 @@ async fn a_rotation_whose_key_sts_accepts_late_waits_without_flipping_ready_or_m
     env.api::<BucketBinding>().patch("app", &PatchParams::default(), &rotate("now")).await.expect("rotate");
     let store = format!("bucket-broker-rotation-{}", created.metadata.uid.as_deref().expect("uid"));
     let mut saw_store = false;
+    let mut pending_in_status = None;
     let new_key = loop {
         assert!(asked.elapsed() < delay + TIMEOUT, "the rotation never finished");
         let binding = env.api::<BucketBinding>().get("app").await.expect("binding");
         assert_eq!(ready_reason_of(&binding).as_deref(), Some("True/Provisioned"), "Ready stays True");
+        let listed = binding.status.as_ref().map(|s| s.access_keys.clone()).unwrap_or_default();
+        if let Some(pending) = listed.iter().find(|k| k.state == KeyState::Pending) {
+            assert_ne!(pending.id, old_key, "{listed:?}");
+            pending_in_status = Some(pending.id.clone());
+        }
         let in_secret = key_in_secret(&env, "app").await;
         let keys = iam_keys(&env, &user).await;
         assert!(keys.len() <= 2, "never more than two keys: {keys:?}");
@@ -560,6 +566,7 @@ async fn a_rotation_whose_key_sts_accepts_late_waits_without_flipping_ready_or_m
     let took = asked.elapsed();
     assert!(took >= delay - Duration::from_secs(1), "the Secret switched only once STS accepted: {took:?}");
     assert!(saw_store, "the new key waited in its own Secret");
+    assert_eq!(pending_in_status.as_ref(), Some(&new_key), "status listed the waiting key as Pending");
     assert_eq!(calls(&ctx, "CreateAccessKey") - creates_before, 1, "exactly one new key");
     let current = secret(&env, "app").await;
     assert!(can_put(&client_from(&env, &current).await, &bucket_of(&current), "late.txt").await);
@@ -571,7 +578,10 @@ async fn a_rotation_whose_key_sts_accepts_late_waits_without_flipping_ready_or_m
     }
     let left = env.api::<k8s_openapi::api::core::v1::Secret>().get_opt(&store).await.expect("get");
     assert!(left.is_none(), "the pending store is deleted once the Secret holds the key");
-    assert_eq!(ready_reason_of(&ready_binding(&env, "app").await).as_deref(), Some("True/Provisioned"));
+    let done = ready_binding(&env, "app").await;
+    assert_eq!(ready_reason_of(&done).as_deref(), Some("True/Provisioned"));
+    let listed = done.status.map(|s| s.access_keys).unwrap_or_default();
+    assert!(listed.iter().all(|k| k.state != KeyState::Pending), "no Pending key once switched: {listed:?}");
 }
 
 /// A controller restarted while a rotation's key waits for STS finds the key in its store and goes on with

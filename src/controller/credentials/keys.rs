@@ -247,6 +247,8 @@ pub(super) async fn deliver<K: CredentialKind>(
     // user never holds more than two keys.
     let mut rotated = None;
     let mut propagating = false;
+    // A rotation's new key that AWS does not accept yet: listed in status as Pending (its id only).
+    let mut waiting = None;
     // Rotations that gave up (their key never accepted) wait before the next attempt: the record is in
     // AWS, with the rest of the rotation state, and outlives a restart.
     let failures = recorded(rotation::tag::FAILED).and_then(rotation::parse_failed);
@@ -330,7 +332,10 @@ pub(super) async fn deliver<K: CredentialKind>(
                         let fresh_key = AccessKey { id: fresh.id, created: Some(fresh.created) };
                         (key, key_secret, new_key) = (fresh_key, fresh.secret, true);
                     }
-                    rotation::Next::Wait => propagating = true,
+                    rotation::Next::Wait => {
+                        propagating = true;
+                        waiting = Some((fresh.id, fresh.created));
+                    }
                     rotation::Next::GiveUp => {
                         // The key goes; the Secret keeps the one that works, and Ready stays as it is.
                         ops.delete_access_key(&fresh.id).await?;
@@ -461,6 +466,13 @@ pub(super) async fn deliver<K: CredentialKind>(
             id: id.clone(),
             created: created_of(id).and_then(time_at).unwrap_or_else(now_time),
             state: KeyState::Retiring,
+        });
+    }
+    if let Some((id, created)) = waiting {
+        listed.push(AccessKeyStatus {
+            id,
+            created: time_at(created).unwrap_or_else(now_time),
+            state: KeyState::Pending,
         });
     }
     let issued = created_of(&key.id).unwrap_or(now);
