@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use bucket_broker::api::{Bucket, BucketBinding, find_condition};
 use bucket_broker::aws::RateLimits;
-use bucket_broker::controller::Settings;
+use bucket_broker::controller::{Context, Settings};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::json;
 
-use crate::harness::TestEnv;
+use crate::harness::{Namespaced, TestEnv};
 use crate::operations::aws_through;
 use crate::proxy::Proxy;
 
@@ -193,6 +193,39 @@ async fn provisioning_takes_at_most_three_reconciles_per_object() {
     assert!(bindings <= 3.0, "{bindings:.2} reconciles per binding:\n{metrics}");
 }
 
+/// Passes of `kind` stopped by their timeout so far.
+fn timeouts(ctx: &Context, kind: &str) -> f64 {
+    let name = format!("bucket_broker_reconcile_failures_total{{kind=\"{kind}\",reason=\"Timeout\"}}");
+    sample(&ctx.metrics.render(), &name)
+}
+
+/// Waits until `name` is reported as timed out. The first timeouts are a blip, retried without a word; the
+/// third in a row is the user's to know: Ready says what happened and what to look at, and a Warning event
+/// says it too.
+async fn reported_as_timed_out<K: Namespaced>(
+    env: &TestEnv,
+    ctx: &Context,
+    name: &str,
+    conditions: impl Fn(&K) -> Option<&Vec<Condition>>,
+) {
+    let timed_out = |object: &K| {
+        conditions(object)
+            .and_then(|c| find_condition(c, "Ready"))
+            .is_some_and(|c| c.status == "False" && c.reason == "Timeout")
+    };
+    let reported = env.wait_for::<K>(name, "reported as timed out", timed_out).await;
+    // A timeout is counted after its pass's report (by the error policy): when the report shows, the two
+    // timeouts before it are counted, its own maybe not yet.
+    assert!(timeouts(ctx, &K::kind(&())) >= 2.0, "not before the third timeout in a row");
+    let condition = conditions(&reported).and_then(|c| find_condition(c, "Ready")).expect("Ready");
+    assert!(
+        condition.message.contains("did not answer") && condition.message.contains("network access"),
+        "{}",
+        condition.message
+    );
+    assert!(!env.event_notes("Timeout").await.is_empty(), "a Warning event says it too");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
     let mut env = TestEnv::new().await;
@@ -205,33 +238,12 @@ async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
     env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
         "metadata": {"name": "hung"}, "spec": {}}))
         .await;
-    let timeouts = |metrics: &str| {
-        sample(metrics, "bucket_broker_reconcile_failures_total{kind=\"Bucket\",reason=\"Timeout\"}")
-    };
     let started = Instant::now();
-    while timeouts(&ctx.metrics.render()) < 1.0 {
+    while timeouts(&ctx, "Bucket") < 1.0 {
         assert!(started.elapsed() < Duration::from_secs(30), "the hung pass was never stopped");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The first timeouts are a blip, retried without a word; the third is the user's to know: Ready says
-    // what happened and what to look at, and a Warning event says it once.
-    let reported = env
-        .wait_for::<Bucket>("hung", "reported as timed out", |b| {
-            b.status
-                .as_ref()
-                .and_then(|s| find_condition(&s.conditions, "Ready"))
-                .is_some_and(|c| c.status == "False" && c.reason == "Timeout")
-        })
-        .await;
-    assert!(timeouts(&ctx.metrics.render()) >= 3.0, "not before the third timeout in a row");
-    let condition =
-        find_condition(&reported.status.expect("status").conditions, "Ready").cloned().expect("Ready");
-    assert!(
-        condition.message.contains("did not answer") && condition.message.contains("network access"),
-        "{}",
-        condition.message
-    );
-    assert!(!env.event_notes("Timeout").await.is_empty(), "a Warning event says it too");
+    reported_as_timed_out::<Bucket>(&env, &ctx, "hung", |b| b.status.as_ref().map(|s| &s.conditions)).await;
     proxy.hold(crate::proxy::Hold::Nothing);
     env.wait_for::<Bucket>("hung", "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions))).await;
 }
@@ -254,27 +266,10 @@ async fn a_binding_hung_on_a_request_is_reported_after_the_third_timeout() {
     env.create::<BucketBinding>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "BucketBinding",
         "metadata": {"name": "hung-app"}, "spec": {"bucketRef": {"name": "data"}}}))
         .await;
-    let timeouts = |metrics: &str| {
-        sample(metrics, "bucket_broker_reconcile_failures_total{kind=\"BucketBinding\",reason=\"Timeout\"}")
-    };
-    let reported = env
-        .wait_for::<BucketBinding>("hung-app", "reported as timed out", |b| {
-            b.status
-                .as_ref()
-                .and_then(|s| find_condition(&s.conditions, "Ready"))
-                .is_some_and(|c| c.status == "False" && c.reason == "Timeout")
-        })
-        .await;
-    assert!(timeouts(&ctx.metrics.render()) >= 3.0, "not before the third timeout in a row");
-    let condition =
-        find_condition(&reported.status.expect("status").conditions, "Ready").cloned().expect("Ready");
-    assert!(
-        condition.message.contains("did not answer") && condition.message.contains("network access"),
-        "{}",
-        condition.message
-    );
-    let events = env.event_notes("Timeout").await;
-    assert!(!events.is_empty(), "a Warning event says it too");
+    reported_as_timed_out::<BucketBinding>(&env, &ctx, "hung-app", |b| {
+        b.status.as_ref().map(|s| &s.conditions)
+    })
+    .await;
     proxy.hold(crate::proxy::Hold::Nothing);
     env.wait_for::<BucketBinding>("hung-app", "Ready", |b| ready(b.status.as_ref().map(|s| &s.conditions)))
         .await;
