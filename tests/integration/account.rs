@@ -364,21 +364,18 @@ pub(crate) async fn read_message(
     }
 }
 
-async fn serve_blocking(mut client: tokio::net::TcpStream, upstream: String) {
+/// One client connection of an HTTP front to `upstream` (`host:port`): a request `answer` has a response
+/// for (a whole HTTP/1.1 response) is answered with it; any other is forwarded, and its response passed back.
+pub(crate) async fn serve_front(
+    mut client: tokio::net::TcpStream,
+    upstream: String,
+    answer: impl Fn(&str, &[u8]) -> Option<String>,
+) {
     use tokio::io::AsyncWriteExt;
     let mut from_client = Vec::new();
     while let Some((head, body)) = read_message(&mut client, &mut from_client, |_| true).await {
-        let public_policy = head.starts_with("PUT ")
-            && head.lines().next().is_some_and(|l| l.contains("?policy"))
-            && String::from_utf8_lossy(&body).contains("PublicReadObjects");
-        if public_policy {
-            let error = "<Error><Code>AccessDenied</Code><Message>Access Denied: public policies are blocked by \
-                         the BlockPublicPolicy block public access setting.</Message></Error>";
-            let answer = format!(
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n{error}",
-                error.len()
-            );
-            if client.write_all(answer.as_bytes()).await.is_err() {
+        if let Some(response) = answer(&head, &body) {
+            if client.write_all(response.as_bytes()).await.is_err() {
                 return;
             }
             continue;
@@ -389,18 +386,43 @@ async fn serve_blocking(mut client: tokio::net::TcpStream, upstream: String) {
         }
         let is_head = head.starts_with("HEAD ");
         let mut from_server = Vec::new();
-        let Some((answer, answer_body)) = read_message(&mut server, &mut from_server, |h| {
+        let Some((response, response_body)) = read_message(&mut server, &mut from_server, |h| {
             !is_head && !h.starts_with("HTTP/1.1 204") && !h.starts_with("HTTP/1.1 304")
         })
         .await
         else {
             return;
         };
-        if client.write_all(answer.as_bytes()).await.is_err() || client.write_all(&answer_body).await.is_err()
+        if client.write_all(response.as_bytes()).await.is_err()
+            || client.write_all(&response_body).await.is_err()
         {
             return;
         }
     }
+}
+
+/// A 403 Forbidden response with an XML error document.
+pub(crate) fn forbidden(content_type: &str, document: &str) -> String {
+    format!(
+        "HTTP/1.1 403 Forbidden\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{document}",
+        document.len()
+    )
+}
+
+async fn serve_blocking(client: tokio::net::TcpStream, upstream: String) {
+    serve_front(client, upstream, |head, body| {
+        let public_policy = head.starts_with("PUT ")
+            && head.lines().next().is_some_and(|l| l.contains("?policy"))
+            && String::from_utf8_lossy(body).contains("PublicReadObjects");
+        public_policy.then(|| {
+            forbidden(
+                "application/xml",
+                "<Error><Code>AccessDenied</Code><Message>Access Denied: public policies are blocked by the \
+                 BlockPublicPolicy block public access setting.</Message></Error>",
+            )
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

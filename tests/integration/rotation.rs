@@ -314,45 +314,19 @@ impl SlowSts {
     }
 }
 
-async fn serve_slow_sts(mut client: tokio::net::TcpStream, upstream: String, refused: impl Fn(&str) -> bool) {
-    use tokio::io::AsyncWriteExt;
-    let mut from_client = Vec::new();
-    while let Some((head, body)) = crate::account::read_message(&mut client, &mut from_client, |_| true).await
-    {
-        let key = head
-            .split("Credential=")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .map(str::to_owned)
-            .unwrap_or_default();
-        if refused(&key) {
-            let error = "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
-                         <Code>InvalidClientTokenId</Code><Message>The security token included in the request is \
-                         invalid.</Message></Error><RequestId>slow-sts</RequestId></ErrorResponse>";
-            let answer = format!(
-                "HTTP/1.1 403 Forbidden\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{error}",
-                error.len()
-            );
-            if client.write_all(answer.as_bytes()).await.is_err() {
-                return;
-            }
-            continue;
-        }
-        let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else { return };
-        if server.write_all(head.as_bytes()).await.is_err() || server.write_all(&body).await.is_err() {
-            return;
-        }
-        let mut from_server = Vec::new();
-        let Some((answer, answer_body)) =
-            crate::account::read_message(&mut server, &mut from_server, |_| true).await
-        else {
-            return;
-        };
-        if client.write_all(answer.as_bytes()).await.is_err() || client.write_all(&answer_body).await.is_err()
-        {
-            return;
-        }
-    }
+async fn serve_slow_sts(client: tokio::net::TcpStream, upstream: String, refused: impl Fn(&str) -> bool) {
+    crate::account::serve_front(client, upstream, |head, _| {
+        let key = head.split("Credential=").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or_default();
+        refused(key).then(|| {
+            crate::account::forbidden(
+                "text/xml",
+                "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                 <Code>InvalidClientTokenId</Code><Message>The security token included in the request is \
+                 invalid.</Message></Error><RequestId>slow-sts</RequestId></ErrorResponse>",
+            )
+        })
+    })
+    .await;
 }
 
 /// An IAM endpoint in front of moto whose ListAccessKeys leaves out, for `hidden` after it was created,

@@ -422,18 +422,26 @@ async fn watch_from_compacted_version_gets_410() -> TestResult {
     for i in 0..10 {
         cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"i": i.to_string()}}))).await?;
     }
-    let rv = first.metadata.resource_version.ok_or("no rv")?;
-    let mut stream = cms.watch(&WatchParams::default(), &rv).await?.boxed();
-    let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await?;
-    match ev {
+    expired(&cms, &first.metadata.resource_version.ok_or("no rv")?).await?;
+    // A recent version still replays from history.
+    let list = cms.list(&ListParams::default()).await?;
+    resumes(&cms, &list.metadata.resource_version.ok_or("no rv")?).await
+}
+
+/// A watch from `rv` gets a 410 ERROR event at once: it must list again.
+async fn expired(cms: &Api<ConfigMap>, rv: &str) -> TestResult {
+    let mut stream = cms.watch(&WatchParams::default(), rv).await?.boxed();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await? {
         Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected a 410 ERROR event, got {other:?}"),
     }
-    // A recent version still replays from history.
-    let list = cms.list(&ListParams::default()).await?;
-    let recent = list.metadata.resource_version.ok_or("no rv")?;
+    Ok(())
+}
+
+/// A watch from `rv` goes on: a change made after it starts is its first event.
+async fn resumes(cms: &Api<ConfigMap>, rv: &str) -> TestResult {
+    let mut stream = cms.watch(&WatchParams::default().disable_bookmarks(), rv).await?.boxed();
     cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"z": "1"}}))).await?;
-    let mut stream = cms.watch(&WatchParams::default().disable_bookmarks(), &recent).await?.boxed();
     let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await?;
     assert!(matches!(ev, Some(Ok(WatchEvent::Modified(_)))), "{ev:?}");
     Ok(())
@@ -448,18 +456,8 @@ async fn a_compaction_expires_every_earlier_version() -> TestResult {
     let first = cms.create(&PostParams::default(), &configmap("c", json!({}))?).await?;
     let second = cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "1"}}))).await?;
     server.compact();
-    let old = first.metadata.resource_version.ok_or("no rv")?;
-    let mut stream = cms.watch(&WatchParams::default(), &old).await?.boxed();
-    match tokio::time::timeout(Duration::from_secs(5), stream.next()).await? {
-        Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
-        other => panic!("expected a 410 ERROR event, got {other:?}"),
-    }
-    let current = second.metadata.resource_version.ok_or("no rv")?;
-    let mut stream = cms.watch(&WatchParams::default().disable_bookmarks(), &current).await?.boxed();
-    cms.patch("c", &PatchParams::default(), &Patch::Merge(json!({"data": {"b": "2"}}))).await?;
-    let ev = tokio::time::timeout(Duration::from_secs(5), stream.next()).await?;
-    assert!(matches!(ev, Some(Ok(WatchEvent::Modified(_)))), "{ev:?}");
-    Ok(())
+    expired(&cms, &first.metadata.resource_version.ok_or("no rv")?).await?;
+    resumes(&cms, &second.metadata.resource_version.ok_or("no rv")?).await
 }
 
 #[tokio::test]
