@@ -180,6 +180,66 @@ async fn a_bucket_gets_its_class_and_what_the_class_forbids_or_lacks_is_refused_
     delete_classes(&env, &[&strict, &missing]).await;
 }
 
+/// A binding of a Bucket that is not Ready (its class now forbids what it asks) while its bucket exists in
+/// AWS keeps what protects it: a downgrade reaches the existing user's policy, and the message says the
+/// credentials keep working; a new binding of that Bucket gets no user and no Secret.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_binding_of_a_bucket_that_is_not_ready_is_still_downgraded_and_no_new_one_is_issued() {
+    use crate::credentials::{bucket_of, can_get, can_put, client_from, secret};
+    let mut env = TestEnv::with(bucket_broker::local::moto::MotoOptions { enforce_iam: true }).await;
+    let class = make_class(&env, "open", json!({"allowPublic": true})).await;
+    start_controller_for_classes(&mut env).await;
+    env.create::<Bucket>(bucket("site", json!({"className": class, "public": true}))).await;
+    env.create::<BucketBinding>(credential(
+        "BucketBinding",
+        "web",
+        json!({"bucketRef": {"name": "site"}, "permissions": "ReadWrite"}),
+    ))
+    .await;
+    ready_binding(&env, "web").await;
+    let issued = secret(&env, "web").await;
+    let (name, client) = (bucket_of(&issued), client_from(&env, &issued).await);
+    assert!(can_put(&client, &name, "before.txt").await);
+
+    // The class no longer allows public buckets: the Bucket is not Ready, its bucket stays in AWS.
+    patch_class(&env, &class, json!({"allowPublic": false})).await;
+    env.wait_for::<Bucket>("site", "ClassForbids", |b| {
+        bucket_ready(b).is_some_and(|(r, _)| r == "ClassForbids")
+    })
+    .await;
+    let waiting = env
+        .wait_for::<BucketBinding>("web", "BucketNotReady", |b| {
+            b.status.as_ref().and_then(|s| ready(&s.conditions)).is_some_and(|(r, _)| r == "BucketNotReady")
+        })
+        .await;
+    let (_, message) = waiting.status.as_ref().and_then(|s| ready(&s.conditions)).expect("Ready");
+    assert!(message.contains("keep working"), "{message}");
+
+    env.api::<BucketBinding>()
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"permissions": "ReadOnly"}})))
+        .await
+        .expect("downgrade");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while can_put(&client, &name, "downgraded.txt").await {
+        assert!(tokio::time::Instant::now() < deadline, "the downgrade never reached IAM");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(can_get(&client, &name, "before.txt").await, "ReadOnly still reads, with the same key");
+    assert_eq!(secret(&env, "web").await.data, issued.data, "the Secret is unchanged");
+
+    let late = env
+        .create::<BucketBinding>(credential("BucketBinding", "late", json!({"bucketRef": {"name": "site"}})))
+        .await;
+    env.wait_for::<BucketBinding>("late", "BucketNotReady", |b| {
+        b.status.as_ref().and_then(|s| ready(&s.conditions)).is_some_and(|(r, _)| r == "BucketNotReady")
+    })
+    .await;
+    let late_user = format!("{}{}", env.settings().user_prefix, late.metadata.uid.as_deref().expect("uid"));
+    assert!(env.admin.iam.get_user().user_name(&late_user).send().await.is_err(), "no user for it");
+    assert!(env.api::<k8s_openapi::api::core::v1::Secret>().get_opt("late").await.expect("get").is_none());
+    delete_classes(&env, &[&class]).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_class_that_stops_allowing_public_makes_its_public_buckets_private_and_says_so() {
     let mut env = TestEnv::new().await;
