@@ -19,6 +19,8 @@ use tokio::sync::Mutex;
 
 /// How long an event is remembered as one a repeat adds to (kube's and client-go's figure).
 const SERIES_WINDOW: SignedDuration = SignedDuration::from_mins(6);
+/// How often the events older than the window are forgotten.
+const PRUNE_EVERY: SignedDuration = SignedDuration::from_mins(1);
 
 /// The reasons of the events that report a change (`Normal`). Failures use the `Ready` condition's reason.
 pub mod reason {
@@ -97,7 +99,22 @@ pub struct Recorder {
     client: Client,
     controller: String,
     instance: String,
-    recent: Mutex<HashMap<Key, Event>>,
+    recent: Mutex<Recent>,
+}
+
+/// The events of the last [`SERIES_WINDOW`], by what makes a repeat.
+#[derive(Default)]
+struct Recent {
+    events: HashMap<Key, Published>,
+    /// When the entries older than the window were last dropped (at most once a minute, not per event).
+    pruned: Option<Timestamp>,
+}
+
+/// What a repeat needs of the event it adds to.
+struct Published {
+    name: String,
+    count: i32,
+    last_seen: Timestamp,
 }
 
 impl Recorder {
@@ -128,13 +145,18 @@ impl Recorder {
         let api = Api::<Event>::namespaced(self.client.clone(), &namespace);
         // The lock is held over the write: two repeats at once would otherwise both create.
         let mut recent = self.recent.lock().await;
-        recent.retain(|_, e| last_seen(e).is_some_and(|at| at + SERIES_WINDOW > now));
-        let written = match recent.get(&key) {
+        if recent.pruned.is_none_or(|at| at + PRUNE_EVERY <= now) {
+            recent.events.retain(|_, e| e.last_seen + SERIES_WINDOW > now);
+            recent.pruned = Some(now);
+        }
+        let earlier = recent.events.get(&key).filter(|e| e.last_seen + SERIES_WINDOW > now);
+        let written = match earlier {
             Some(earlier) => {
-                let count = earlier.series.as_ref().map_or(2, |s| s.count + 1);
+                let count = earlier.count + 1;
                 let series = EventSeries { count, last_observed_time: MicroTime(now) };
                 let patch = serde_json::json!({ "series": series });
-                api.patch(&earlier.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await
+                let name = earlier.name.clone();
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| (name, count))
             }
             None => {
                 let event = Event {
@@ -153,23 +175,72 @@ impl Recorder {
                     type_: Some(if key.warning { "Warning" } else { "Normal" }.to_owned()),
                     ..Default::default()
                 };
-                api.create(&PostParams::default(), &event).await
+                api.create(&PostParams::default(), &event).await.map(|created| (created.name_any(), 1))
             }
         };
         match written {
-            Ok(event) => {
-                recent.insert(key, event);
+            Ok((name, count)) => {
+                recent.events.insert(key, Published { name, count, last_seen: now });
                 Ok(())
             }
             // The earlier event is gone (expired by the API server): the next repeat starts anew.
             Err(err) => {
-                recent.remove(&key);
+                recent.events.remove(&key);
                 Err(err)
             }
         }
     }
 }
 
-fn last_seen(event: &Event) -> Option<Timestamp> {
-    event.series.as_ref().map(|s| s.last_observed_time.0).or(event.event_time.as_ref().map(|t| t.0))
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::api::{DeleteParams, ListParams};
+    use kube_memory_apiserver::ApiServer;
+
+    fn regarding() -> ObjectReference {
+        ObjectReference {
+            kind: Some("Bucket".to_owned()),
+            name: Some("data".to_owned()),
+            namespace: Some("default".to_owned()),
+            uid: Some("uid-1".to_owned()),
+            ..Default::default()
+        }
+    }
+
+    async fn events(server: &ApiServer) -> Vec<Event> {
+        let api = Api::<Event>::namespaced(server.client(), "default");
+        let mut list = api.list(&ListParams::default()).await.expect("list").items;
+        list.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
+        list
+    }
+
+    /// An exact repeat adds to its event's series; a new note is an event of its own; a repeat of an event
+    /// the API server no longer has starts anew.
+    #[tokio::test]
+    async fn exact_repeats_make_a_series_and_anything_else_an_event_of_its_own() {
+        let server = ApiServer::start().await.expect("server");
+        let recorder = Recorder::new(server.client(), "bucket-broker", None);
+        let publish = async |note: &str| {
+            recorder.publish(&regarding(), EventType::Warning, "AwsError", "Provision", note.to_owned()).await
+        };
+        publish("S3 is down").await.expect("first");
+        publish("S3 is down").await.expect("repeat");
+        publish("S3 is down").await.expect("repeat");
+        publish("IAM is down").await.expect("another note");
+        let listed = events(&server).await;
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert_eq!(listed[0].note.as_deref(), Some("S3 is down"));
+        assert_eq!(listed[0].series.as_ref().map(|s| s.count), Some(3));
+        assert_eq!(listed[1].series, None);
+
+        let api = Api::<Event>::namespaced(server.client(), "default");
+        api.delete(&listed[0].name_any(), &DeleteParams::default()).await.expect("expired");
+        publish("S3 is down").await.expect_err("the series' event is gone");
+        publish("S3 is down").await.expect("a new event");
+        let listed = events(&server).await;
+        let down: Vec<_> = listed.iter().filter(|e| e.note.as_deref() == Some("S3 is down")).collect();
+        assert_eq!(down.len(), 1, "{listed:?}");
+        assert_eq!(down[0].series, None, "a new series starts");
+    }
 }
