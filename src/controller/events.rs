@@ -150,14 +150,23 @@ impl Recorder {
             recent.pruned = Some(now);
         }
         let earlier = recent.events.get(&key).filter(|e| e.last_seen + SERIES_WINDOW > now);
-        let written = match earlier {
+        let repeated = match earlier {
             Some(earlier) => {
                 let count = earlier.count + 1;
                 let series = EventSeries { count, last_observed_time: MicroTime(now) };
                 let patch = serde_json::json!({ "series": series });
                 let name = earlier.name.clone();
-                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| (name, count))
+                match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                    Ok(_) => Some(Ok((name, count))),
+                    // The earlier event is gone (expired by the API server): this one starts anew.
+                    Err(kube::Error::Api(status)) if status.code == 404 => None,
+                    Err(err) => Some(Err(err)),
+                }
             }
+            None => None,
+        };
+        let written = match repeated {
+            Some(written) => written,
             None => {
                 let event = Event {
                     action: Some(action.to_owned()),
@@ -183,7 +192,7 @@ impl Recorder {
                 recent.events.insert(key, Published { name, count, last_seen: now });
                 Ok(())
             }
-            // The earlier event is gone (expired by the API server): the next repeat starts anew.
+            // Whether it was written is not known: the next repeat starts anew.
             Err(err) => {
                 recent.events.remove(&key);
                 Err(err)
@@ -216,7 +225,7 @@ mod tests {
     }
 
     /// An exact repeat adds to its event's series; a new note is an event of its own; a repeat of an event
-    /// the API server no longer has starts anew.
+    /// the API server no longer has (expired) starts anew, and is not lost.
     #[tokio::test]
     async fn exact_repeats_make_a_series_and_anything_else_an_event_of_its_own() {
         let server = ApiServer::start().await.expect("server");
@@ -236,8 +245,7 @@ mod tests {
 
         let api = Api::<Event>::namespaced(server.client(), "default");
         api.delete(&listed[0].name_any(), &DeleteParams::default()).await.expect("expired");
-        publish("S3 is down").await.expect_err("the series' event is gone");
-        publish("S3 is down").await.expect("a new event");
+        publish("S3 is down").await.expect("a new event in place of the expired one");
         let listed = events(&server).await;
         let down: Vec<_> = listed.iter().filter(|e| e.note.as_deref() == Some("S3 is down")).collect();
         assert_eq!(down.len(), 1, "{listed:?}");
