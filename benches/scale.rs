@@ -345,16 +345,7 @@ impl Controller {
                 .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
                 .unwrap_or(0)
         };
-        // utime and stime are fields 14 and 15 of /proc/PID/stat, 12th and 13th after the `(comm)`.
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-        let after_comm = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
-        let fields: Vec<u64> = after_comm.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
-        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
-        Usage {
-            rss_kib: field("VmRSS:"),
-            hwm_kib: field("VmHWM:"),
-            cpu: Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64),
-        }
+        Usage { rss_kib: field("VmRSS:"), hwm_kib: field("VmHWM:"), cpu: cpu_time(&self.pid.to_string()) }
     }
 
     /// SIGTERM, then waits for the exit; returns how long it took.
@@ -1430,9 +1421,10 @@ async fn null_endpoint() -> String {
     url
 }
 
-/// This process's user plus system CPU time, from `/proc/self/stat`.
-fn own_cpu() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// The user plus system CPU time of process `pid` (a number, or `self`), from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Duration {
+    // utime and stime are fields 14 and 15 of /proc/PID/stat, 12th and 13th after the `(comm)`.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_comm = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
     let fields: Vec<u64> = after_comm.split_whitespace().map(|f| f.parse().unwrap_or(0)).collect();
     let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
@@ -1449,11 +1441,11 @@ where
     for i in 0..10 {
         send(i).await;
     }
-    let before = own_cpu();
+    let before = cpu_time("self");
     for i in 10..10 + calls {
         send(i).await;
     }
-    own_cpu().saturating_sub(before) / calls as u32
+    cpu_time("self").saturating_sub(before) / calls as u32
 }
 
 /// The child: AWS clients and a Kubernetes client built as `bucket-broker run` builds them (the default

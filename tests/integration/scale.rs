@@ -1,6 +1,7 @@
 //! Scale behaviour a test can pin: new work never waits behind periodic resyncs, and a settled object
 //! costs nothing between them. Figures (throughput, memory) are the benchmark's job (`docs/benchmarks.md`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bucket_broker::api::{Bucket, BucketBinding, find_condition};
@@ -193,6 +194,16 @@ async fn provisioning_takes_at_most_three_reconciles_per_object() {
     assert!(bindings <= 3.0, "{bindings:.2} reconciles per binding:\n{metrics}");
 }
 
+/// A controller whose passes are stopped after 2 s, reaching AWS through a proxy that can hold requests.
+async fn with_a_short_pass_timeout() -> (TestEnv, Proxy, Arc<Context>) {
+    let mut env = TestEnv::new().await;
+    let proxy = Proxy::start(env.moto.endpoint_url()).await;
+    let aws = aws_through(&env, &proxy).await;
+    let settings = Settings { pass_timeout: Duration::from_secs(2), ..env.settings() };
+    let ctx = env.start_controller_on(settings, aws);
+    (env, proxy, ctx)
+}
+
 /// Passes of `kind` stopped by their timeout so far.
 fn timeouts(ctx: &Context, kind: &str) -> f64 {
     let name = format!("bucket_broker_reconcile_failures_total{{kind=\"{kind}\",reason=\"Timeout\"}}");
@@ -228,11 +239,7 @@ async fn reported_as_timed_out<K: Namespaced>(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
-    let mut env = TestEnv::new().await;
-    let proxy = Proxy::start(env.moto.endpoint_url()).await;
-    let aws = aws_through(&env, &proxy).await;
-    let settings = Settings { pass_timeout: Duration::from_secs(2), ..env.settings() };
-    let ctx = env.start_controller_on(settings, aws);
+    let (env, proxy, ctx) = with_a_short_pass_timeout().await;
     // AWS takes every request and never answers.
     proxy.hold(crate::proxy::Hold::Everything);
     env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
@@ -252,11 +259,7 @@ async fn a_pass_hung_on_a_request_is_stopped_and_retried() {
 /// own reconcile wrapper): quiet at first, then Ready False with reason Timeout, and Ready once AWS answers.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_binding_hung_on_a_request_is_reported_after_the_third_timeout() {
-    let mut env = TestEnv::new().await;
-    let proxy = Proxy::start(env.moto.endpoint_url()).await;
-    let aws = aws_through(&env, &proxy).await;
-    let settings = Settings { pass_timeout: Duration::from_secs(2), ..env.settings() };
-    let ctx = env.start_controller_on(settings, aws);
+    let (env, proxy, ctx) = with_a_short_pass_timeout().await;
     env.create::<Bucket>(json!({"apiVersion": "bucketbroker.io/v1alpha1", "kind": "Bucket",
         "metadata": {"name": "data"}, "spec": {}}))
         .await;
@@ -342,7 +345,8 @@ async fn what_changed_while_the_controller_was_down_is_urgent_work_not_backgroun
 /// What changed in the gap, an app's Secret deleted and another app's rotation asked for, is urgent work
 /// then: not a wait for the resync (10 minutes here), nor a place in any background verification.
 #[tokio::test(flavor = "multi_thread")]
-async fn what_changed_while_a_watch_had_lost_its_place_is_urgent_work_after_the_relist() {
+async fn what_changed_while_a_watch_had_lost_its_place_is_urgent_after_the_relist_in_memory_only_as_it_compacts()
+ {
     let mut env = TestEnv::new().await;
     if env.in_memory("compacting the server's history (etcd's compaction is not a test's to run)").is_none() {
         return;
